@@ -1,14 +1,12 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! # sluice-bench: measuring the data paths
+//!
+//! `transfer` reproduces the source article's table with measurements: every
+//! data path of `sluice-io`, over loopback TCP and Unix sockets, against a
+//! receiver process, with the article's model printed beside what was counted.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod receiver;
+pub mod report;
+pub mod transfer;
+mod usage;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use usage::{CoreTime, Usage, pin_to_cpu};

@@ -17,7 +17,11 @@ pub enum TransferError {
     Open { path: PathBuf, source: io::Error },
     /// The region asks for bytes the file does not have.
     #[error("region {offset}+{len} ends past the end of the file ({file_len} bytes)")]
-    RegionPastEof { offset: u64, len: u64, file_len: u64 },
+    RegionPastEof {
+        offset: u64,
+        len: u64,
+        file_len: u64,
+    },
     /// The file became shorter while the region was being sent: the read side
     /// hit end-of-file (or the mapping lost its pages) before the region ended.
     /// On `mmap+write`, a cut inside a page is seen only at the next page
@@ -40,7 +44,10 @@ pub enum TransferError {
     Interleaved,
     /// Any other failure of a syscall.
     #[error("{call} failed: {source}")]
-    Syscall { call: &'static str, source: io::Error },
+    Syscall {
+        call: &'static str,
+        source: io::Error,
+    },
 }
 
 impl TransferError {

@@ -47,7 +47,10 @@ pub fn interface_offload(name: &str) -> io::Result<(bool, bool)> {
         // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
         if name.len() >= req.ifr_name.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "interface name too long",
+            ));
         }
         for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
@@ -87,7 +90,9 @@ pub fn interface_for_address(ip: IpAddr) -> io::Result<Option<String>> {
         let (addr, mask) = unsafe { (sockaddr_ip(ifa.ifa_addr), sockaddr_ip(ifa.ifa_netmask)) };
         let Some(addr) = addr else { continue };
         // SAFETY: as above.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
         if addr == ip {
             exact = Some(name);
             break;
@@ -115,7 +120,9 @@ unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
         match (*sa).sa_family as i32 {
             libc::AF_INET => {
                 let sin = &*(sa as *const libc::sockaddr_in);
-                Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+                Some(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
             }
             libc::AF_INET6 => {
                 let sin6 = &*(sa as *const libc::sockaddr_in6);
@@ -172,13 +179,20 @@ pub fn offload_for_socket(socket: BorrowedFd<'_>) -> OffloadReport {
                 "offload missing: the kernel copies into linear socket buffers (1 CPU copy)"
             };
             OffloadReport {
-                summary: format!("{name}: scatter-gather {}, tx-checksum {}; {verdict}", on(sg), on(csum)),
+                summary: format!(
+                    "{name}: scatter-gather {}, tx-checksum {}; {verdict}",
+                    on(sg),
+                    on(csum)
+                ),
                 interface: Some(name),
                 scatter_gather: Some(sg),
                 tx_checksum: Some(csum),
             }
         }
-        Err(e) => unknown(Some(name.clone()), format!("{name}: ethtool query failed: {e}")),
+        Err(e) => unknown(
+            Some(name.clone()),
+            format!("{name}: ethtool query failed: {e}"),
+        ),
     }
 }
 

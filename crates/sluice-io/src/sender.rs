@@ -406,7 +406,11 @@ impl Sender {
         }
     }
 
-    fn start(&mut self, socket: BorrowedFd<'_>, msg: &mut Message<'_>) -> Result<(), TransferError> {
+    fn start(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        msg: &mut Message<'_>,
+    ) -> Result<(), TransferError> {
         self.generation += 1;
         msg.generation = self.generation;
         // A message abandoned mid-way may have left bytes in the pipe or buffer;
@@ -624,7 +628,9 @@ impl Sender {
             // outlives this call; the kernel reads it with fault handling.
             let n = unsafe { libc::send(fd, ptr.cast(), len, flags) };
             if n < 0 {
-                Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)))
+                Err(Errno::from_raw_os_error(
+                    std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+                ))
             } else {
                 Ok(n as usize)
             }

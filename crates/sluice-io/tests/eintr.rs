@@ -5,8 +5,8 @@
 mod common;
 
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Net, file_with, pair, pattern, receive_all, tiny_sndbuf};
@@ -26,7 +26,10 @@ fn every_path_completes_under_a_storm_of_signals() {
         let mut act: libc::sigaction = std::mem::zeroed();
         act.sa_sigaction = on_usr1 as *const () as usize;
         act.sa_flags = 0;
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut()),
+            0
+        );
     }
     let len = 2 << 20;
     let data = Arc::new(pattern(len));
@@ -53,11 +56,20 @@ fn every_path_completes_under_a_storm_of_signals() {
             unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
             std::thread::sleep(Duration::from_micros(200));
         }
-        let counters = sender.join().expect("sender thread").expect("send under signals");
+        let counters = sender
+            .join()
+            .expect("sender thread")
+            .expect("send under signals");
         let got = reader.join().expect("reader");
         assert!(got[..] == data[..], "{path}: bytes differ under signals");
-        assert!(HANDLED.load(Ordering::Relaxed) > before, "{path}: signals were delivered");
-        assert!(counters.eintr > 0, "{path}: interrupted calls were retried: {counters}");
+        assert!(
+            HANDLED.load(Ordering::Relaxed) > before,
+            "{path}: signals were delivered"
+        );
+        assert!(
+            counters.eintr > 0,
+            "{path}: interrupted calls were retried: {counters}"
+        );
         eprintln!("{path}: {counters}");
     }
 }

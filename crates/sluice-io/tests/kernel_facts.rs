@@ -10,7 +10,12 @@ use sluice_io::{cache, offload};
 fn loopback_tcp_reports_the_lo_device_and_its_offload_bits() {
     let (tx, _rx) = pair(Net::Tcp);
     let report = offload::offload_for_socket(tx.fd());
-    assert_eq!(report.interface.as_deref(), Some("lo"), "{}", report.summary);
+    assert_eq!(
+        report.interface.as_deref(),
+        Some("lo"),
+        "{}",
+        report.summary
+    );
     // The answer came from the kernel, whatever it is.
     let (sg, csum) = offload::interface_offload("lo").expect("ethtool on lo");
     assert_eq!(report.scatter_gather, Some(sg));

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use common::{Net, NETS, file_with, pair, pattern, receive_all, tiny_sndbuf};
+use common::{NETS, Net, file_with, pair, pattern, receive_all, tiny_sndbuf};
 use sluice_io::{
     Chunk, DataPath, FileRegion, Message, Sender, Syscall, TransferError, open_source,
 };
@@ -96,7 +96,10 @@ fn counters_match_what_each_path_must_do() {
                 // Every byte is read into user space, then sent from it.
                 assert_eq!(c.user_space_bytes, 2 * len);
                 assert_eq!(c.kernel_bytes, 0);
-                assert_eq!(c.calls(Syscall::Pread), len / sluice_io::DEFAULT_READ_BUFFER as u64);
+                assert_eq!(
+                    c.calls(Syscall::Pread),
+                    len / sluice_io::DEFAULT_READ_BUFFER as u64
+                );
                 assert!(c.calls(Syscall::Send) >= c.calls(Syscall::Pread));
             }
             DataPath::MmapWrite => {
@@ -159,11 +162,18 @@ fn gathered_message_of_byte_runs_and_regions_arrives_in_order() {
             // The first two byte runs leave in one gathered sendmsg.
             assert!(c.calls(Syscall::Sendmsg) >= 1, "{path}: {c}");
             if path.is_zero_copy() {
-                assert_eq!(c.user_space_bytes, (header.len() + 1 + middle.len() + trailer.len()) as u64);
+                assert_eq!(
+                    c.user_space_bytes,
+                    (header.len() + 1 + middle.len() + trailer.len()) as u64
+                );
                 assert_eq!(c.kernel_bytes, 40_000 + 4097);
             }
             // sendfile has no MSG_MORE: TCP is corked around the message.
-            let corks = if path == DataPath::Sendfile && net == Net::Tcp { 2 } else { 0 };
+            let corks = if path == DataPath::Sendfile && net == Net::Tcp {
+                2
+            } else {
+                0
+            };
             assert_eq!(c.calls(Syscall::Setsockopt), corks, "{path} {net:?}");
         }
     }
@@ -189,9 +199,18 @@ fn nonblocking_socket_with_tiny_send_buffer_survives_partial_writes() {
             drop(tx);
             let got = reader.join().expect("reader");
             assert_eq!(&got[..3], b"hdr");
-            assert!(got[3..] == data[1..1 + len], "{path} over {net:?}: bytes differ");
-            assert!(c.eagain > 0, "{path} {net:?}: a stalled reader must cause EAGAIN: {c}");
-            assert!(c.calls(Syscall::Poll) > 0, "{path} {net:?}: waits with poll: {c}");
+            assert!(
+                got[3..] == data[1..1 + len],
+                "{path} over {net:?}: bytes differ"
+            );
+            assert!(
+                c.eagain > 0,
+                "{path} {net:?}: a stalled reader must cause EAGAIN: {c}"
+            );
+            assert!(
+                c.calls(Syscall::Poll) > 0,
+                "{path} {net:?}: waits with poll: {c}"
+            );
         }
     }
 }
@@ -252,7 +271,10 @@ fn file_truncated_while_being_sent_is_a_typed_error() {
         let cut_path = temp.to_path_buf();
         let cutter = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
-            let f = std::fs::OpenOptions::new().write(true).open(cut_path).expect("open");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(cut_path)
+                .expect("open");
             f.set_len(1 << 20).expect("truncate");
         });
         let reader = receive_all(rx, Duration::from_millis(200));
@@ -360,7 +382,9 @@ fn abandoned_message_does_not_leak_bytes_into_the_next() {
         // Resuming the first after the second started is refused.
         let reader = receive_all(rx, NO_DELAY);
         sender.send(tx.fd(), &mut second).expect("second");
-        let err = sender.advance(tx.fd(), &mut first).expect_err("interleaved");
+        let err = sender
+            .advance(tx.fd(), &mut first)
+            .expect_err("interleaved");
         assert!(matches!(err, TransferError::Interleaved), "{path}: {err}");
         drop(tx);
         let got = reader.join().expect("reader");
@@ -368,6 +392,9 @@ fn abandoned_message_does_not_leak_bytes_into_the_next() {
         // exactly: nothing staged for the first leaked in between.
         let first_sent = got.len() - 100;
         assert!(got[..first_sent] == data[..first_sent], "{path}");
-        assert!(got[first_sent..] == data[..100], "{path}: second message intact");
+        assert!(
+            got[first_sent..] == data[..100],
+            "{path}: second message intact"
+        );
     }
 }

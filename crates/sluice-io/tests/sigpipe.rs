@@ -15,7 +15,10 @@ fn default_sigpipe_does_not_kill_the_process_when_the_peer_is_gone() {
     unsafe {
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
-        assert_eq!(libc::sigaction(libc::SIGPIPE, &dfl, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGPIPE, &dfl, std::ptr::null_mut()),
+            0
+        );
     }
     let data = pattern(8 << 20);
     let (_path, file) = file_with(&data);

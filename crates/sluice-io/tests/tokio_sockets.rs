@@ -18,7 +18,9 @@ async fn every_path_sends_through_tokio_tcp_and_unix_streams() {
     expected.extend_from_slice(&data[7..7 + len - 7]);
     for path in DataPath::ALL {
         // TCP
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client = tokio::spawn(async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");

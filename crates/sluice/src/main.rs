@@ -1,3 +1,165 @@
-fn main() {
-    println!("Hello, world!");
+//! `sluice`: the single binary. Today it runs the data-path benchmark; the
+//! broker (`sluice serve`) arrives with the broker layer.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use sluice_bench::report;
+use sluice_bench::transfer::{self, BenchPath, CacheState, SocketChoice, TransferOptions};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "A zero-copy message log broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The source article's table, measured: every file-to-socket data path
+    /// over loopback TCP and a Unix socket, hot and cold page cache.
+    Transfer(Box<TransferArgs>),
+    /// The receiver process the transfer benchmark starts (reads and discards).
+    #[command(hide = true)]
+    TransferReceiver {
+        /// Unix socket path to listen on.
+        unix_path: PathBuf,
+        /// Run the receiving threads on this CPU only.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    /// A short run (under a minute): TCP, 64 KiB and 1 MiB regions, 1 and 8
+    /// receivers, hot and cold, 3 repeats.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Where to write the SVG chart.
+    #[arg(long, value_name = "PATH", default_value = "bench-out/transfer.svg")]
+    svg: PathBuf,
+    /// Directory for the source file; must be on a disk (not tmpfs) for cold runs.
+    #[arg(long, value_name = "DIR", default_value = "sluice-bench-data")]
+    dir: PathBuf,
+    /// Paths to run (read_write, mmap_write, sendfile, splice, sendfile_gather).
+    #[arg(long, value_delimiter = ',', value_parser = BenchPath::parse)]
+    paths: Option<Vec<BenchPath>>,
+    /// Region sizes (e.g. 4k,64k,1m,16m).
+    #[arg(long, value_delimiter = ',', value_parser = transfer::parse_size)]
+    sizes: Option<Vec<u64>>,
+    /// Concurrent receivers per cell (e.g. 1,8).
+    #[arg(long, value_delimiter = ',')]
+    receivers: Option<Vec<usize>>,
+    /// Sockets: tcp, unix.
+    #[arg(long, value_delimiter = ',', value_parser = parse_socket)]
+    sockets: Option<Vec<SocketChoice>>,
+    /// Cache states: hot, cold.
+    #[arg(long, value_delimiter = ',', value_parser = parse_cache)]
+    cache: Option<Vec<CacheState>>,
+    /// Repeats of every cell.
+    #[arg(long)]
+    repeats: Option<usize>,
+    /// Milliseconds each run keeps sending.
+    #[arg(long, value_name = "MS")]
+    run_ms: Option<u64>,
+    /// Let the kernel place senders and receivers instead of pinning the
+    /// senders to CPU 0 and the receiver process to CPU 1.
+    #[arg(long)]
+    no_pin: bool,
+    /// Size of the source file (e.g. 512m).
+    #[arg(long, value_parser = transfer::parse_size)]
+    file_size: Option<u64>,
+}
+
+fn parse_socket(s: &str) -> Result<SocketChoice, String> {
+    match s {
+        "tcp" => Ok(SocketChoice::Tcp),
+        "unix" => Ok(SocketChoice::Unix),
+        _ => Err(format!("unknown socket {s:?} (tcp or unix)")),
+    }
+}
+
+fn parse_cache(s: &str) -> Result<CacheState, String> {
+    match s {
+        "hot" => Ok(CacheState::Hot),
+        "cold" => Ok(CacheState::Cold),
+        _ => Err(format!("unknown cache state {s:?} (hot or cold)")),
+    }
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Bench(BenchCommand::Transfer(args)) => bench_transfer(*args),
+        Command::Bench(BenchCommand::TransferReceiver { unix_path, cpu }) => {
+            sluice_bench::receiver::run_receiver(&unix_path, cpu).context("receiver")
+        }
+    }
+}
+
+fn bench_transfer(args: TransferArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the sluice binary")?;
+    let receiver_cmd: Vec<OsString> = vec![exe.into(), "bench".into(), "transfer-receiver".into()];
+    let mut opts = if args.quick {
+        TransferOptions::quick(receiver_cmd, args.dir)
+    } else {
+        TransferOptions::full(receiver_cmd, args.dir)
+    };
+    if let Some(v) = args.paths {
+        opts.paths = v;
+    }
+    if let Some(v) = args.sizes {
+        opts.region_sizes = v;
+    }
+    if let Some(v) = args.receivers {
+        if v.contains(&0) {
+            bail!("--receivers must be at least 1");
+        }
+        opts.receivers = v;
+    }
+    if let Some(v) = args.sockets {
+        opts.sockets = v;
+    }
+    if let Some(v) = args.cache {
+        opts.caches = v;
+    }
+    if let Some(v) = args.repeats {
+        opts.repeats = v.max(1);
+    }
+    if let Some(ms) = args.run_ms {
+        opts.run_time = Duration::from_millis(ms.max(1));
+    }
+    if let Some(size) = args.file_size {
+        opts.file_size = size;
+    }
+    if args.no_pin {
+        opts.pin = None;
+    }
+    let report = transfer::run(&opts)?;
+    print!("{}", report::table(&report));
+    if let Some(parent) = args.svg.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    report::write_svg(&report, &args.svg)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.svg.display()))?;
+    println!("chart: {}", args.svg.display());
+    if let Some(json) = args.json {
+        report::write_json(&report, &json)
+            .with_context(|| format!("writing {}", json.display()))?;
+        println!("json: {}", json.display());
+    }
+    Ok(())
 }
