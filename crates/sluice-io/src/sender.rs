@@ -424,12 +424,12 @@ impl Sender {
         // sendfile has no MSG_MORE: when more bytes follow a file region, cork
         // the socket so the region's tail and what follows leave in full segments.
         if self.kind == SocketKind::Tcp && self.path == DataPath::Sendfile {
-            let non_empty: Vec<&Chunk<'_>> = msg.chunks.iter().filter(|c| !c.is_empty()).collect();
-            let file_then_more = non_empty
-                .iter()
-                .rev()
-                .skip(1)
-                .any(|c| matches!(c, Chunk::File(_)));
+            let last = msg.chunks.iter().rposition(|c| !c.is_empty());
+            let file_then_more = last.is_some_and(|last| {
+                msg.chunks[..last]
+                    .iter()
+                    .any(|c| matches!(c, Chunk::File(r) if r.len > 0))
+            });
             if file_then_more {
                 msg.counters.count(Syscall::Setsockopt);
                 rustix::net::sockopt::set_tcp_cork(socket, true)
@@ -455,9 +455,10 @@ impl Sender {
         socket: BorrowedFd<'_>,
         msg: &mut Message<'_>,
     ) -> Result<Attempt<()>, TransferError> {
-        let mut slices = Vec::with_capacity(4);
+        let mut iov = [std::io::IoSlice::new(&[]); MAX_IOVECS];
+        let mut used = 0;
         let mut end = msg.idx;
-        while end < msg.chunks.len() && slices.len() < MAX_IOVECS {
+        while end < msg.chunks.len() && used < MAX_IOVECS {
             match msg.chunks[end] {
                 Chunk::Bytes(b) => {
                     let skip = if end == msg.idx {
@@ -466,7 +467,8 @@ impl Sender {
                         0
                     };
                     if b.len() > skip {
-                        slices.push(std::io::IoSlice::new(&b[skip..]));
+                        iov[used] = std::io::IoSlice::new(&b[skip..]);
+                        used += 1;
                     }
                     end += 1;
                 }
@@ -475,6 +477,7 @@ impl Sender {
         }
         let more = msg.chunks[end..].iter().any(|c| !c.is_empty());
         let flags = self.send_flags(more);
+        let slices = &iov[..used];
         let (call, result) = if slices.len() == 1 {
             let buf: &[u8] = &slices[0];
             (
@@ -487,7 +490,7 @@ impl Sender {
             (
                 Syscall::Sendmsg,
                 attempt(&mut msg.counters, Syscall::Sendmsg, || {
-                    rustix::net::sendmsg(socket, &slices, &mut Default::default(), flags)
+                    rustix::net::sendmsg(socket, slices, &mut Default::default(), flags)
                 }),
             )
         };
