@@ -167,16 +167,10 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
         if rows.is_empty() {
             continue;
         }
-        let sizes: Vec<f64> = rows.iter().map(|r| r.region_bytes as f64).collect();
-        let (xmin, xmax) = (
-            sizes.iter().copied().fold(f64::MAX, f64::min),
-            sizes.iter().copied().fold(0.0, f64::max),
-        );
-        let (xmin, xmax) = if xmin == xmax {
-            (xmin / 2.0, xmax * 2.0)
-        } else {
-            (xmin, xmax)
-        };
+        // x is log2(region bytes), so ticks land on the sizes actually run.
+        let log2 = |r: &Row| (r.region_bytes.max(1) as f64).log2();
+        let xmin = rows.iter().map(|r| log2(r)).fold(f64::MAX, f64::min) - 0.5;
+        let xmax = rows.iter().map(|r| log2(r)).fold(f64::MIN, f64::max) + 0.5;
         let ymax = rows.iter().map(|r| metric(r)).fold(0.0, f64::max) * 1.15;
         let mut chart = ChartBuilder::on(panel)
             .caption(
@@ -186,12 +180,19 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(50)
-            .build_cartesian_2d((xmin..xmax).log_scale(), 0.0..ymax.max(1e-9))
+            .build_cartesian_2d(xmin..xmax, 0.0..ymax.max(1e-9))
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
-            .x_desc("region bytes")
-            .x_label_formatter(&|v| human_bytes(*v as u64))
+            .x_desc("region size (log scale)")
+            .x_labels(((xmax - xmin) as usize + 1) * 2)
+            .x_label_formatter(&|v| {
+                if (v - v.round()).abs() < 1e-6 {
+                    human_bytes(2f64.powf(v.round()) as u64)
+                } else {
+                    String::new()
+                }
+            })
             .draw()
             .map_err(|e| e.to_string())?;
         let mut names: Vec<&str> = rows.iter().map(|r| r.path).collect();
@@ -203,7 +204,7 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
             let mut pts: Vec<(f64, f64)> = rows
                 .iter()
                 .filter(|r| r.path == *name)
-                .map(|r| (r.region_bytes as f64, metric(r)))
+                .map(|r| (log2(r), metric(r)))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             chart
