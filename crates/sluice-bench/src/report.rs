@@ -64,7 +64,7 @@ pub fn table(report: &Report) -> String {
             );
             let _ = writeln!(
                 out,
-                "{:<16}| {:>5} {:>5} {:>4} {:>3} | {:>21} {:>12} {:>9} {:>7} {:>9} {:>11} {:>8} {:>8} {:>6} {:>11}",
+                "{:<16}| {:>5} {:>5} {:>4} {:>3} | {:>21} {:>8} {:>5} {:>9} {:>7} {:>9} {:>11} {:>8} {:>8} {:>6} {:>11} {:>10}",
                 "path",
                 "sys/x",
                 "modes",
@@ -72,6 +72,7 @@ pub fn table(report: &Report) -> String {
                 "dma",
                 "GB/s [min–max]",
                 "CPU s/GB",
+                "xRW",
                 "usr+sys",
                 "sys/MiB",
                 "sys/xfer",
@@ -79,7 +80,8 @@ pub fn table(report: &Report) -> String {
                 "flt/MiB",
                 "userB/B",
                 "rcvCPU",
-                "core(sirq)"
+                "core(sirq)",
+                "net xRW"
             );
         }
         let _ = writeln!(out, "{}", line(row));
@@ -87,17 +89,19 @@ pub fn table(report: &Report) -> String {
     let _ = writeln!(
         out,
         "\nmodel: sys/x syscalls per transfer, modes user/kernel switches, cpuC CPU copies, dma DMA copies (the article).\n\
-         measured: CPU s/GB is the sender's user+system CPU per GB sent; userB/B bytes through user space per byte sent;\n\
+         measured: CPU s/GB is the sender's user+system CPU per GB sent, xRW its ratio to read_write (median of\n\
+         per-repeat ratios, runs side by side); userB/B bytes through user space per byte sent;\n\
          rcvCPU the receiver's CPU s/GB (on loopback it copies every byte once more, whatever the sender does);\n\
          core(sirq) everything the sender's pinned core did per GB, with its softirq share: on loopback the\n\
-         receiving half of TCP runs as softirq on the sending core, inline in the sender or in ksoftirqd."
+         receiving half of TCP runs as softirq on the sending core, inline in the sender or in ksoftirqd;\n\
+         net xRW the core's time outside softirq per GB (the sender's own work) and its ratio to read_write."
     );
     out
 }
 
 fn line(r: &Row) -> String {
     format!(
-        "{:<16}| {:>5} {:>5} {:>4} {:>3} | {:>6.2} [{:>5.2}–{:>5.2}] {:>12.3} {:>4.2}+{:<4.2} {:>7.1} {:>9.1} {:>5.2}/{:<5.2} {:>4.0}/{:<3.1} {:>8.2} {:>6.3} {:>11}",
+        "{:<16}| {:>5} {:>5} {:>4} {:>3} | {:>6.2} [{:>5.2}–{:>5.2}] {:>8.3} {:>5} {:>4.2}+{:<4.2} {:>7.1} {:>9.1} {:>5.2}/{:<5.2} {:>4.0}/{:<3.1} {:>8.2} {:>6.3} {:>11} {:>10}",
         r.path,
         r.model.syscalls_per_transfer,
         r.model.mode_switches,
@@ -107,6 +111,7 @@ fn line(r: &Row) -> String {
         r.range.gb_per_s.min,
         r.range.gb_per_s.max,
         r.sender_cpu_s_per_gb,
+        ratio(r.sender_cpu_vs_read_write),
         r.sender_user_s_per_gb,
         r.sender_sys_s_per_gb,
         r.syscalls_per_mib,
@@ -121,7 +126,15 @@ fn line(r: &Row) -> String {
             (Some(c), Some(s)) => format!("{c:.3}({s:.2})"),
             _ => "-".into(),
         },
+        match (r.sender_core_net_s_per_gb, r.sender_core_net_vs_read_write) {
+            (Some(n), Some(x)) => format!("{n:.3} {x:.2}"),
+            _ => "-".into(),
+        },
     )
+}
+
+fn ratio(x: Option<f64>) -> String {
+    x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into())
 }
 
 /// Writes the JSON report.

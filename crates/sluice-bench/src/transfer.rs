@@ -251,6 +251,13 @@ pub struct Row {
     pub sender_core_s_per_gb: Option<f64>,
     /// The softirq part of that.
     pub sender_core_softirq_s_per_gb: Option<f64>,
+    /// Median of per-repeat ratios to `read_write` in the same cell and
+    /// repeat (runs made side by side): sender process CPU per GB.
+    pub sender_cpu_vs_read_write: Option<f64>,
+    /// The sender core's time outside softirq per GB (its own work, without
+    /// the loopback receive path), and its paired ratio to `read_write`.
+    pub sender_core_net_s_per_gb: Option<f64>,
+    pub sender_core_net_vs_read_write: Option<f64>,
     pub resident_fraction: f64,
     pub runs: usize,
     pub range: RowRanges,
@@ -501,10 +508,15 @@ pub fn run(opts: &TransferOptions) -> Result<Report, BenchError> {
     }
     bar.finish_and_clear();
 
+    let baseline = opts
+        .paths
+        .iter()
+        .position(|p| *p == BenchPath::plain(DataPath::ReadWrite));
     let mut rows = Vec::new();
     for (ci, cell) in cells.iter().enumerate() {
         for (pi, path) in opts.paths.iter().enumerate() {
-            rows.push(summarize(cell, *path, &runs[ci][pi]));
+            let base = baseline.map(|b| runs[ci][b].as_slice());
+            rows.push(summarize(cell, *path, &runs[ci][pi], base));
         }
     }
     drop(receiver);
@@ -733,12 +745,35 @@ fn run_once(
     }
 }
 
-fn summarize(cell: &Cell, path: BenchPath, runs: &[Run]) -> Row {
+/// Sender process CPU per GB of a run.
+fn cpu_per_gb(r: &Run) -> f64 {
+    (r.usage.user_s + r.usage.system_s) / (r.bytes as f64 / GB)
+}
+
+/// The pinned sender core's time outside softirq per GB: the sender's own
+/// work, without the receiving half of loopback TCP that runs on its core.
+fn core_net_per_gb(r: &Run) -> Option<f64> {
+    r.core
+        .map(|c| (c.busy_s - c.softirq_s).max(0.0) / (r.bytes as f64 / GB))
+}
+
+/// The median over repeats of `metric(run) / metric(read_write run of the
+/// same repeat)`: ratios of runs made side by side, so drift cancels.
+fn paired_ratio(runs: &[Run], base: &[Run], metric: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+    let ratios: Option<Vec<f64>> = runs
+        .iter()
+        .zip(base)
+        .map(|(r, b)| Some(metric(r)? / metric(b)?))
+        .collect();
+    ratios.filter(|v| !v.is_empty()).map(|v| Stat::of(v).median)
+}
+
+fn summarize(cell: &Cell, path: BenchPath, runs: &[Run], base: Option<&[Run]>) -> Row {
     let per = |f: &dyn Fn(&Run) -> f64| Stat::of(runs.iter().map(f).collect());
     let gbs = |r: &Run| r.bytes as f64 / GB;
     let mibs = |r: &Run| (r.bytes as f64 / MIB).max(f64::MIN_POSITIVE);
     let gb_per_s = per(&|r| gbs(r) / r.elapsed_s);
-    let cpu = per(&|r| (r.usage.user_s + r.usage.system_s) / gbs(r));
+    let cpu = per(&cpu_per_gb);
     let syscalls = per(&|r| r.counters.total_calls() as f64 / mibs(r));
     let user_bytes = per(&|r| r.counters.user_space_bytes as f64 / r.bytes.max(1) as f64);
     let model = path.model();
@@ -772,6 +807,12 @@ fn summarize(cell: &Cell, path: BenchPath, runs: &[Run]) -> Row {
             .iter()
             .all(|r| r.core.is_some())
             .then(|| per(&|r| r.core.map_or(0.0, |c| c.softirq_s) / gbs(r)).median),
+        sender_cpu_vs_read_write: base.and_then(|b| paired_ratio(runs, b, |r| Some(cpu_per_gb(r)))),
+        sender_core_net_s_per_gb: runs
+            .iter()
+            .all(|r| r.core.is_some())
+            .then(|| per(&|r| core_net_per_gb(r).unwrap_or(0.0)).median),
+        sender_core_net_vs_read_write: base.and_then(|b| paired_ratio(runs, b, core_net_per_gb)),
         resident_fraction: per(&|r| r.resident).median,
         runs: runs.len(),
         range: RowRanges {

@@ -760,8 +760,10 @@ fn eof_error(msg: &mut Message<'_>, region: FileRegion<'_>) -> TransferError {
 
 /// Checks that `socket` is a connected stream socket and says which kind.
 pub fn socket_kind(socket: BorrowedFd<'_>) -> Result<SocketKind, TransferError> {
-    let ty = rustix::net::sockopt::socket_type(socket)
-        .map_err(|e| TransferError::from_errno(Syscall::Setsockopt, e))?;
+    let ty = rustix::net::sockopt::socket_type(socket).map_err(|e| match e {
+        Errno::NOTSOCK => TransferError::NotAStreamSocket,
+        e => syscall_error("getsockopt(SO_TYPE)", e),
+    })?;
     if ty != SocketType::STREAM {
         return Err(TransferError::NotAStreamSocket);
     }

@@ -12,8 +12,22 @@ fn transfer_bench_measures_every_path_and_writes_json_and_svg() {
     let json = dir.path().join("out.json");
     let svg = dir.path().join("out.svg");
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["bench", "transfer", "--sizes", "4k,64k", "--receivers", "1,2"])
-        .args(["--sockets", "tcp,unix", "--cache", "hot,cold", "--repeats", "1"])
+        .args([
+            "bench",
+            "transfer",
+            "--sizes",
+            "4k,64k",
+            "--receivers",
+            "1,2",
+        ])
+        .args([
+            "--sockets",
+            "tcp,unix",
+            "--cache",
+            "hot,cold",
+            "--repeats",
+            "1",
+        ])
         .args(["--run-ms", "20", "--file-size", "4m", "--dir"])
         .arg(dir.path().join("data"))
         .arg("--json")
@@ -29,7 +43,13 @@ fn transfer_bench_measures_every_path_and_writes_json_and_svg() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The table shows model and measurement for every path.
-    for path in ["read_write", "mmap_write", "sendfile", "splice", "sendfile_gather"] {
+    for path in [
+        "read_write",
+        "mmap_write",
+        "sendfile",
+        "splice",
+        "sendfile_gather",
+    ] {
         assert!(stdout.contains(path), "table lacks {path}:\n{stdout}");
     }
     assert!(stdout.contains("TCP device: lo"), "{stdout}");
@@ -37,8 +57,8 @@ fn transfer_bench_measures_every_path_and_writes_json_and_svg() {
     let svg_text = std::fs::read_to_string(&svg).expect("svg written");
     assert!(svg_text.contains("<svg") && svg_text.contains("sendfile"));
 
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json"))
-        .expect("valid json");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("valid json");
     let rows = report["rows"].as_array().expect("rows array");
     // 5 paths x 2 sizes x 2 receiver counts x 2 sockets x 2 cache states.
     assert_eq!(rows.len(), 5 * 2 * 2 * 2 * 2);
@@ -68,9 +88,19 @@ fn transfer_bench_measures_every_path_and_writes_json_and_svg() {
             other => panic!("unexpected path {other}"),
         }
         if row["cache"] == "hot" {
-            assert!(num("resident_fraction") > 0.99, "{path}: hot means resident");
+            assert!(
+                num("resident_fraction") > 0.99,
+                "{path}: hot means resident"
+            );
         }
         assert!(row["model"]["cpu_copies"].is_u64());
+        // Ratios are paired per repeat with read_write in the same cell.
+        let vs_rw = num("sender_cpu_vs_read_write");
+        if path == "read_write" {
+            assert_eq!(vs_rw, 1.0);
+        } else {
+            assert!(vs_rw > 0.0);
+        }
     }
     // sendfile makes one call per region here; read+write at least two.
     let per_xfer = |p: &str| {
