@@ -150,6 +150,20 @@ impl<'a> Message<'a> {
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
+
+    /// `n` bytes of the current file chunk reached the socket from user memory.
+    fn delivered_from_user_space(&mut self, n: u64) {
+        self.counters.user_space_bytes += n;
+        self.counters.bytes_sent += n;
+        self.done_in_chunk += n;
+    }
+
+    /// `n` bytes of the current file chunk reached the socket kernel-side only.
+    fn delivered_in_kernel(&mut self, n: u64) {
+        self.counters.kernel_bytes += n;
+        self.counters.bytes_sent += n;
+        self.done_in_chunk += n;
+    }
 }
 
 /// The transport under the socket, which decides whether `MSG_MORE` and
@@ -555,9 +569,7 @@ impl Sender {
             Attempt::WouldBlock => return Ok(Attempt::WouldBlock),
         };
         self.staged.start += n;
-        msg.counters.user_space_bytes += n as u64;
-        msg.counters.bytes_sent += n as u64;
-        msg.done_in_chunk += n as u64;
+        msg.delivered_from_user_space(n as u64);
         Ok(Attempt::Ok(()))
     }
 
@@ -644,9 +656,7 @@ impl Sender {
             Err(Errno::FAULT) => return Err(eof_error(msg, region)),
             Err(e) => return Err(TransferError::from_errno(Syscall::Send, e)),
         };
-        msg.counters.user_space_bytes += n as u64;
-        msg.counters.bytes_sent += n as u64;
-        msg.done_in_chunk += n as u64;
+        msg.delivered_from_user_space(n as u64);
         Ok(Attempt::Ok(()))
     }
 
@@ -672,9 +682,7 @@ impl Sender {
         if n == 0 {
             return Err(eof_error(msg, region));
         }
-        msg.counters.kernel_bytes += n;
-        msg.counters.bytes_sent += n;
-        msg.done_in_chunk += n;
+        msg.delivered_in_kernel(n);
         Ok(Attempt::Ok(()))
     }
 
@@ -730,9 +738,7 @@ impl Sender {
             Attempt::WouldBlock => return Ok(Attempt::WouldBlock),
         };
         pipe.pending -= n;
-        msg.counters.kernel_bytes += n as u64;
-        msg.counters.bytes_sent += n as u64;
-        msg.done_in_chunk += n as u64;
+        msg.delivered_in_kernel(n as u64);
         Ok(Attempt::Ok(()))
     }
 }
