@@ -1,6 +1,250 @@
-//! # sluice-log: topics, partitions and segments (not built yet)
+//! # sluice-log: topics, partitions and segments in Kafka's on-disk layout
 //!
-//! The layer above `sluice-io`: partitions stored as Kafka-layout segment
-//! files, appended through a memory-mapped active segment and read back as
-//! file regions for the io layer to send. See DESIGN.md §3 and issue #3.
+//! The layer above `sluice-io`. A data directory holds one directory per
+//! partition, `<topic>-<partition>/`, of segments named by their 20-digit base
+//! offset: `.log` (RecordBatch v2 bytes exactly as produced, offsets assigned
+//! in place), `.index` (sparse offset index) and `.timeindex`.
+//!
+//! - Appends ([`Partition::append`]) validate every batch (header, lengths,
+//!   CRC-32C) before touching the log, then write through a pre-allocated
+//!   mapping (RocketMQ's MappedFile) or `pwrite`, by configuration.
+//! - Reads ([`Partition::read`]) return file regions, never bytes, for the io
+//!   layer to send with `sendfile`.
+//! - Recovery after a crash scans from the recovery point with CRC checks and
+//!   truncates at the first bad batch; a clean shutdown skips the scan.
+//!
 //! It knows the RecordBatch header but not the Kafka wire protocol.
+
+pub mod batch;
+mod config;
+pub mod index;
+mod partition;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+pub use config::{AppendPath, FlushPolicy, LogConfig};
+pub use partition::{AppendError, AppendInfo, FileSlice, Partition, ReadError, ReadResult};
+pub use segment::Segment;
+
+/// Marker file a clean shutdown leaves in the data directory.
+const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
+
+/// Errors of topic administration.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("invalid topic name {0:?}: {1}")]
+    InvalidName(String, &'static str),
+    #[error("topic {0:?} already exists")]
+    Exists(String),
+    #[error("topic {0:?} does not exist")]
+    NotFound(String),
+    #[error("partition count must be at least 1")]
+    InvalidPartitions,
+    #[error("I/O error on topic {topic:?}: {source}")]
+    Io { topic: String, source: io::Error },
+}
+
+/// Kafka's topic name rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let bad = |why| Err(TopicError::InvalidName(name.to_string(), why));
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > 249 {
+        return bad("longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are reserved");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// All topics of one data directory.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    topics: RwLock<BTreeMap<String, Vec<Arc<Partition>>>>,
+    /// Whether the previous run shut down cleanly.
+    recovered_clean: bool,
+}
+
+impl Log {
+    /// Opens the data directory, recovering every partition in it.
+    pub fn open(dir: &Path, config: LogConfig) -> io::Result<Log> {
+        std::fs::create_dir_all(dir)?;
+        let marker = dir.join(CLEAN_SHUTDOWN);
+        let clean = marker.exists();
+        if clean {
+            // From here on a crash must be recovered from: the marker goes.
+            std::fs::remove_file(&marker)?;
+            partition::sync_dir(dir)?;
+        } else {
+            tracing::info!(dir = %dir.display(), "no clean-shutdown marker: recovering partitions");
+        }
+        let mut found: BTreeMap<String, BTreeMap<u32, PathBuf>> = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((topic, p)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(p) = p.parse::<u32>() else { continue };
+            if validate_topic_name(topic).is_err() {
+                continue;
+            }
+            found
+                .entry(topic.to_string())
+                .or_default()
+                .insert(p, entry.path());
+        }
+        let mut topics = BTreeMap::new();
+        for (topic, parts) in found {
+            // Partitions are numbered 0..n; a gap means a half-created topic.
+            if parts.keys().copied().ne(0..parts.len() as u32) {
+                tracing::warn!(%topic, "partition directories are not 0..n; skipping topic");
+                continue;
+            }
+            let mut list = Vec::with_capacity(parts.len());
+            for path in parts.values() {
+                list.push(Arc::new(Partition::open(path, config.clone(), clean)?));
+            }
+            topics.insert(topic, list);
+        }
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config,
+            topics: RwLock::new(topics),
+            recovered_clean: clean,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// True when the previous run left a clean-shutdown marker.
+    pub fn recovered_clean(&self) -> bool {
+        self.recovered_clean
+    }
+
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Vec<Arc<Partition>>>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_topics(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Vec<Arc<Partition>>>> {
+        self.topics.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<(), TopicError> {
+        validate_topic_name(name)?;
+        if partitions == 0 {
+            return Err(TopicError::InvalidPartitions);
+        }
+        let mut topics = self.write_topics();
+        if topics.contains_key(name) {
+            return Err(TopicError::Exists(name.to_string()));
+        }
+        let io = |source| TopicError::Io {
+            topic: name.to_string(),
+            source,
+        };
+        let mut list = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let dir = self.dir.join(format!("{name}-{p}"));
+            list.push(Arc::new(
+                Partition::open(&dir, self.config.clone(), false).map_err(io)?,
+            ));
+        }
+        partition::sync_dir(&self.dir).map_err(io)?;
+        topics.insert(name.to_string(), list);
+        Ok(())
+    }
+
+    /// Deletes a topic and its files. Readers holding its segments keep
+    /// reading until they let go.
+    pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let list = self
+            .write_topics()
+            .remove(name)
+            .ok_or_else(|| TopicError::NotFound(name.to_string()))?;
+        for p in list {
+            let _ = p.close();
+            std::fs::remove_dir_all(p.dir()).map_err(|source| TopicError::Io {
+                topic: name.to_string(),
+                source,
+            })?;
+        }
+        partition::sync_dir(&self.dir).map_err(|source| TopicError::Io {
+            topic: name.to_string(),
+            source,
+        })
+    }
+
+    /// A partition, if the topic and partition exist.
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<Arc<Partition>> {
+        self.read_topics()
+            .get(topic)
+            .and_then(|ps| ps.get(partition as usize).cloned())
+    }
+
+    /// Every topic with its partition count.
+    pub fn topics(&self) -> Vec<(String, u32)> {
+        self.read_topics()
+            .iter()
+            .map(|(t, ps)| (t.clone(), ps.len() as u32))
+            .collect()
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.read_topics().values().flatten().cloned().collect()
+    }
+
+    /// Flushes the partitions whose interval flush is due.
+    pub fn flush_due(&self) -> io::Result<()> {
+        for p in self.all_partitions() {
+            p.flush_if_due()?;
+        }
+        Ok(())
+    }
+
+    /// Applies retention to every partition; returns segments deleted.
+    pub fn apply_retention(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for p in self.all_partitions() {
+            n += p.apply_retention()?;
+        }
+        Ok(n)
+    }
+
+    /// Clean shutdown: closes every partition, then leaves the marker.
+    pub fn close(&self) -> io::Result<()> {
+        for p in self.all_partitions() {
+            p.close()?;
+        }
+        let marker = self.dir.join(CLEAN_SHUTDOWN);
+        std::fs::write(&marker, b"")?;
+        std::fs::File::open(&marker)?.sync_all()?;
+        partition::sync_dir(&self.dir)
+    }
+}

@@ -1,0 +1,291 @@
+//! Kafka RecordBatch v2 headers: parsing, validation and the two in-place
+//! rewrites the broker makes (baseOffset, partitionLeaderEpoch), both outside
+//! the CRC so the batch is never re-encoded.
+//!
+//! Layout (61 bytes): baseOffset i64 @0 · batchLength i32 @8 (= total − 12) ·
+//! partitionLeaderEpoch i32 @12 · magic i8 @16 · crc u32 @17 (CRC-32C of bytes
+//! 21..end) · attributes i16 @21 · lastOffsetDelta i32 @23 · baseTimestamp i64 @27
+//! · maxTimestamp i64 @35 · producerId i64 @43 · producerEpoch i16 @51 ·
+//! baseSequence i32 @53 · recordCount i32 @57.
+
+/// Size of the RecordBatch v2 header.
+pub const HEADER_LEN: usize = 61;
+/// Bytes before `batchLength` counts: baseOffset and batchLength themselves.
+pub const LOG_OVERHEAD: usize = 12;
+const CRC_START: usize = 21;
+
+/// Why bytes are not a valid batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("{0} bytes cannot hold a 61-byte RecordBatch header")]
+    TooShort(usize),
+    #[error("batchLength {declared} does not match the {actual} bytes that follow it")]
+    LengthMismatch { declared: i64, actual: usize },
+    #[error("magic {0}: only RecordBatch v2 (magic 2) is supported")]
+    UnsupportedMagic(i8),
+    #[error("CRC mismatch: header says {stored:#010x}, bytes give {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("recordCount {0} is not positive")]
+    BadRecordCount(i32),
+    #[error("lastOffsetDelta {last_offset_delta} does not fit recordCount {record_count}")]
+    BadOffsetDelta {
+        last_offset_delta: i32,
+        record_count: i32,
+    },
+}
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(w)
+}
+
+/// The fields of a RecordBatch v2 header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Reads the header fields from the first 61 bytes; checks nothing.
+    pub fn parse(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(BatchError::TooShort(bytes.len()));
+        }
+        Ok(BatchHeader {
+            base_offset: i64_at(bytes, 0),
+            batch_length: i32_at(bytes, 8),
+            partition_leader_epoch: i32_at(bytes, 12),
+            magic: bytes[16] as i8,
+            crc: u32_at(bytes, 17),
+            attributes: i16_at(bytes, 21),
+            last_offset_delta: i32_at(bytes, 23),
+            base_timestamp: i64_at(bytes, 27),
+            max_timestamp: i64_at(bytes, 35),
+            producer_id: i64_at(bytes, 43),
+            producer_epoch: i16_at(bytes, 51),
+            base_sequence: i32_at(bytes, 53),
+            record_count: i32_at(bytes, 57),
+        })
+    }
+
+    /// Total bytes of the batch on disk (batchLength + 12), if batchLength is sane.
+    pub fn total_len(&self) -> Option<usize> {
+        (self.batch_length >= (HEADER_LEN - LOG_OVERHEAD) as i32)
+            .then(|| self.batch_length as usize + LOG_OVERHEAD)
+    }
+
+    /// The offset of the batch's last record.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    /// The compression codec id (attributes bits 0–2).
+    pub fn compression(&self) -> u8 {
+        (self.attributes & 0x7) as u8
+    }
+}
+
+/// CRC-32C of the batch's bytes from `attributes` to the end.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[CRC_START.min(batch.len())..])
+}
+
+/// Checks one complete batch (exactly `bytes`): length, magic, counts, CRC.
+pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let h = BatchHeader::parse(bytes)?;
+    if h.magic != 2 {
+        return Err(BatchError::UnsupportedMagic(h.magic));
+    }
+    if h.total_len() != Some(bytes.len()) {
+        return Err(BatchError::LengthMismatch {
+            declared: i64::from(h.batch_length),
+            actual: bytes.len() - LOG_OVERHEAD,
+        });
+    }
+    if h.record_count <= 0 {
+        return Err(BatchError::BadRecordCount(h.record_count));
+    }
+    // A producer's batch numbers its records 0..count-1.
+    if h.last_offset_delta != h.record_count - 1 {
+        return Err(BatchError::BadOffsetDelta {
+            last_offset_delta: h.last_offset_delta,
+            record_count: h.record_count,
+        });
+    }
+    let computed = compute_crc(bytes);
+    if computed != h.crc {
+        return Err(BatchError::CrcMismatch {
+            stored: h.crc,
+            computed,
+        });
+    }
+    Ok(h)
+}
+
+/// Splits a records field into its batches, validating each; the whole input
+/// must be whole batches. Returns (start, header) per batch.
+pub fn split_batches(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let h = BatchHeader::parse(rest)?;
+        let len = match h.total_len() {
+            Some(len) if len <= rest.len() => len,
+            _ => {
+                return Err(BatchError::LengthMismatch {
+                    declared: i64::from(h.batch_length),
+                    actual: rest.len().saturating_sub(LOG_OVERHEAD),
+                });
+            }
+        };
+        out.push((pos, validate(&rest[..len])?));
+        pos += len;
+    }
+    Ok(out)
+}
+
+/// Overwrites baseOffset (outside the CRC).
+pub fn set_base_offset(batch: &mut [u8], offset: i64) {
+    batch[0..8].copy_from_slice(&offset.to_be_bytes());
+}
+
+/// Overwrites partitionLeaderEpoch (outside the CRC).
+pub fn set_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[12..16].copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// Builds a valid batch of `count` uncompressed records with the given
+/// values: for tests, tools and benchmarks (the broker never builds batches).
+pub fn build_batch(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        loop {
+            let byte = (z & 0x7f) as u8;
+            z >>= 7;
+            if z == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut body = Vec::with_capacity(v.len() + 16);
+        body.push(0); // attributes
+        varint(&mut body, 0); // timestampDelta
+        varint(&mut body, i as i64); // offsetDelta
+        varint(&mut body, -1); // key: null
+        varint(&mut body, v.len() as i64);
+        body.extend_from_slice(v);
+        varint(&mut body, 0); // no headers
+        varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let count = values.len() as i32;
+    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&(count - 1).to_be_bytes());
+    b.extend_from_slice(&base_timestamp.to_be_bytes());
+    b.extend_from_slice(&base_timestamp.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&count.to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_batches_validate_and_parse_back() {
+        let b = build_batch(1_700_000_000_000, &[b"a", b"bc", b""]);
+        let h = validate(&b).expect("valid");
+        assert_eq!(h.record_count, 3);
+        assert_eq!(h.last_offset_delta, 2);
+        assert_eq!(h.max_timestamp, 1_700_000_000_000);
+        assert_eq!(h.total_len(), Some(b.len()));
+    }
+
+    #[test]
+    fn offset_and_epoch_rewrites_keep_the_crc_valid() {
+        let mut b = build_batch(5, &[b"x"]);
+        set_base_offset(&mut b, 12345);
+        set_leader_epoch(&mut b, 7);
+        let h = validate(&b).expect("still valid");
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (12345, 7));
+    }
+
+    #[test]
+    fn every_kind_of_bad_batch_is_named() {
+        let good = build_batch(0, &[b"hello", b"world"]);
+        assert_eq!(validate(&good[..40]), Err(BatchError::TooShort(40)));
+        let mut magic = good.clone();
+        magic[16] = 1;
+        assert_eq!(validate(&magic), Err(BatchError::UnsupportedMagic(1)));
+        let mut crc = good.clone();
+        let last = crc.len() - 1;
+        crc[last] ^= 0xff;
+        assert!(matches!(
+            validate(&crc),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+        let mut lying = good.clone();
+        lying[8..12].copy_from_slice(&1000i32.to_be_bytes());
+        assert!(matches!(
+            validate(&lying),
+            Err(BatchError::LengthMismatch { .. })
+        ));
+        let mut negative = good.clone();
+        negative[57..61].copy_from_slice(&(-3i32).to_be_bytes());
+        assert_eq!(validate(&negative), Err(BatchError::BadRecordCount(-3)));
+        let mut delta = good.clone();
+        delta[23..27].copy_from_slice(&5i32.to_be_bytes());
+        assert!(matches!(
+            validate(&delta),
+            Err(BatchError::BadOffsetDelta { .. })
+        ));
+    }
+
+    #[test]
+    fn split_requires_whole_batches() {
+        let mut two = build_batch(0, &[b"a"]);
+        two.extend_from_slice(&build_batch(1, &[b"b", b"c"]));
+        let parts = split_batches(&two).expect("two batches");
+        assert_eq!(parts.len(), 2);
+        assert!(split_batches(&two[..two.len() - 1]).is_err());
+    }
+}

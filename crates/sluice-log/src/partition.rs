@@ -1,0 +1,534 @@
+//! A partition: a directory `<topic>-<partition>/` of segments, one appender,
+//! lock-free readers.
+//!
+//! Readers take a snapshot of the segment list (`ArcSwap`), the committed end
+//! (an atomic), and read file regions below it. The appender (behind a mutex:
+//! one at a time) validates, assigns offsets in place, writes, indexes, and
+//! then publishes the new end.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+
+use crate::batch::{self, BatchError};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::segment::{Segment, SegmentWriter, now_ms};
+
+/// File in the partition directory naming the base offset of the first
+/// segment that may hold bytes not yet forced to disk: recovery scans from it.
+const RECOVERY_POINT: &str = "recovery-point";
+
+/// Why an append was refused. The log is unchanged after any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("no batches to append")]
+    Empty,
+    #[error("{len} bytes of batches exceed the segment size {segment_bytes}")]
+    TooLarge { len: u64, segment_bytes: u64 },
+    #[error("partition {0} is offline after an I/O error")]
+    Offline(String),
+    #[error("I/O error appending to {partition}: {source}")]
+    Io {
+        partition: String,
+        source: io::Error,
+    },
+}
+
+/// Why a read was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is outside the log [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    #[error("I/O error reading {partition}: {source}")]
+    Io {
+        partition: String,
+        source: io::Error,
+    },
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub batches: usize,
+    /// True when the bytes were forced to disk before this returned
+    /// (`FlushPolicy::Always`); otherwise see [`Partition::durable_end`].
+    pub durable: bool,
+}
+
+/// A run of whole batches in one segment, for the io layer to send.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    /// Holding the segment keeps its file open even if retention deletes it.
+    pub segment: Arc<Segment>,
+    pub position: u64,
+    pub len: u64,
+    /// Offset of the first batch in the slice.
+    pub first_offset: i64,
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// None when there is nothing at or after the offset yet.
+    pub slice: Option<FileSlice>,
+    pub log_start: i64,
+    /// One past the last committed offset (Kafka's high watermark on one node).
+    pub log_end: i64,
+}
+
+#[derive(Debug)]
+struct Appender {
+    writer: Option<SegmentWriter>,
+    /// Set after an I/O error: the partition takes no more appends.
+    failed: bool,
+    last_flush_ms: i64,
+}
+
+/// One partition of a topic.
+#[derive(Debug)]
+pub struct Partition {
+    name: String,
+    dir: PathBuf,
+    config: LogConfig,
+    segments: ArcSwap<Vec<Arc<Segment>>>,
+    log_start: AtomicI64,
+    log_end: AtomicI64,
+    durable_end: AtomicI64,
+    appender: Mutex<Appender>,
+}
+
+impl Partition {
+    /// Opens (or creates) the partition in `dir`. `clean` says the previous
+    /// run shut down cleanly: segments are then trusted to end at their last
+    /// batch; otherwise every segment from the recovery point on is scanned
+    /// with CRC checks and the log is cut at the first bad batch.
+    pub fn open(dir: &Path, config: LogConfig, clean: bool) -> io::Result<Partition> {
+        std::fs::create_dir_all(dir)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut bases: Vec<i64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".log").and_then(|s| s.parse().ok())
+            })
+            .collect();
+        bases.sort_unstable();
+        let recovery_point = read_recovery_point(dir).unwrap_or(i64::MIN);
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
+        let mut cut = false;
+        for &base in &bases {
+            if cut {
+                // Everything after a corrupt batch is gone, as in Kafka.
+                tracing::warn!(partition = %name, base, "deleting segment after a truncated one");
+                let seg = Segment::open(dir, base, &config, true)?;
+                seg.delete()?;
+                continue;
+            }
+            let trust = clean || base < recovery_point;
+            let seg = Segment::open(dir, base, &config, trust)?;
+            if let Some(prev) = segments.last()
+                && seg.base_offset() != prev.next_offset()
+            {
+                tracing::warn!(
+                    partition = %name,
+                    base,
+                    expected = prev.next_offset(),
+                    "segment does not continue the log; deleting it and what follows"
+                );
+                seg.delete()?;
+                cut = true;
+                continue;
+            }
+            let file_len = seg.file().metadata()?.len();
+            if seg.size() < file_len {
+                cut = true;
+            }
+            segments.push(Arc::new(seg));
+        }
+        if segments.is_empty() {
+            let base = bases.first().copied().unwrap_or(0);
+            segments.push(Arc::new(Segment::create(dir, base, &config)?));
+            sync_dir(dir)?;
+        }
+        let log_start = segments[0].base_offset();
+        let last = segments
+            .last()
+            .cloned()
+            .ok_or_else(|| io::Error::other("no segment"))?;
+        let log_end = last.next_offset();
+        let writer = SegmentWriter::new(&last, &config)?;
+        let partition = Partition {
+            name,
+            dir: dir.to_path_buf(),
+            config,
+            segments: ArcSwap::from_pointee(segments),
+            log_start: AtomicI64::new(log_start),
+            log_end: AtomicI64::new(log_end),
+            durable_end: AtomicI64::new(log_end),
+            appender: Mutex::new(Appender {
+                writer: Some(writer),
+                failed: false,
+                last_flush_ms: now_ms(),
+            }),
+        };
+        write_recovery_point(dir, last.base_offset())?;
+        Ok(partition)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// One past the last committed offset.
+    pub fn log_end(&self) -> i64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+
+    /// One past the last offset known to be on disk.
+    pub fn durable_end(&self) -> i64 {
+        self.durable_end.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of the segments, oldest first.
+    pub fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
+        self.segments.load_full()
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.load().iter().map(|s| s.size()).sum()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Appender> {
+        // A panic while appending cannot leave half-published state (the end
+        // is published last), so a poisoned lock is still usable.
+        self.appender.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn io_error(&self, app: &mut Appender, source: io::Error) -> AppendError {
+        tracing::error!(partition = %self.name, "append failed, partition offline: {source}");
+        app.failed = true;
+        AppendError::Io {
+            partition: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Appends the batches in `records` (a Produce request's records field):
+    /// all are validated first, then assigned offsets in place (baseOffset and
+    /// partitionLeaderEpoch, both outside the CRC), written, indexed, and
+    /// published. On any error the log is unchanged.
+    pub fn append(&self, records: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
+        let mut batches = batch::split_batches(records)?;
+        if batches.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let len = records.len() as u64;
+        if len > self.config.segment_bytes {
+            return Err(AppendError::TooLarge {
+                len,
+                segment_bytes: self.config.segment_bytes,
+            });
+        }
+        let mut app = self.lock();
+        if app.failed {
+            return Err(AppendError::Offline(self.name.clone()));
+        }
+        let base_offset = self.log_end();
+        let mut next = base_offset;
+        for (start, h) in batches.iter_mut() {
+            let b = &mut records[*start..];
+            batch::set_base_offset(b, next);
+            batch::set_leader_epoch(b, leader_epoch);
+            h.base_offset = next;
+            h.partition_leader_epoch = leader_epoch;
+            next = h.last_offset() + 1;
+        }
+        if let Err(e) = self.maybe_roll(&mut app, len) {
+            return Err(self.io_error(&mut app, e));
+        }
+        let segs = self.segments.load();
+        let Some(active) = segs.last() else {
+            return Err(AppendError::Offline(self.name.clone()));
+        };
+        let Some(writer) = app.writer.as_mut() else {
+            return Err(AppendError::Offline(self.name.clone()));
+        };
+        if let Err(e) = writer.append(active, records, &batches, &self.config) {
+            // Nothing was published: the end still points before these bytes.
+            return Err(self.io_error(&mut app, e));
+        }
+        let durable = match self.config.flush {
+            FlushPolicy::Always => {
+                if let Err(e) = writer.sync(active) {
+                    return Err(self.io_error(&mut app, e));
+                }
+                true
+            }
+            _ => false,
+        };
+        self.log_end.store(next, Ordering::Release);
+        if durable {
+            self.durable_end.store(next, Ordering::Release);
+            app.last_flush_ms = now_ms();
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            batches: batches.len(),
+            durable,
+        })
+    }
+
+    /// Rolls to a new segment when `incoming` bytes do not fit the active one,
+    /// when it is too old, or when its index is full.
+    fn maybe_roll(&self, app: &mut Appender, incoming: u64) -> io::Result<()> {
+        let segs = self.segments.load_full();
+        let Some(active) = segs.last() else {
+            return Ok(());
+        };
+        if active.size() == 0 {
+            return Ok(());
+        }
+        let full = app
+            .writer
+            .as_ref()
+            .is_none_or(|w| w.room(active) < incoming);
+        let old = self
+            .config
+            .segment_age
+            .is_some_and(|age| now_ms() - active.created_ms() >= age.as_millis() as i64);
+        if !(full || old) {
+            return Ok(());
+        }
+        let base = self.log_end();
+        // Seal the old segment: unmap, cut its zero tail, sync it. Its bytes
+        // are on disk from here, so recovery can start at the new segment.
+        if let Some(writer) = app.writer.take() {
+            writer.seal(active)?;
+        }
+        let seg = Arc::new(Segment::create(&self.dir, base, &self.config)?);
+        sync_dir(&self.dir)?;
+        app.writer = Some(SegmentWriter::new(&seg, &self.config)?);
+        let mut next: Vec<Arc<Segment>> = segs.as_ref().clone();
+        next.push(seg);
+        self.segments.store(Arc::new(next));
+        self.durable_end.fetch_max(base, Ordering::AcqRel);
+        write_recovery_point(&self.dir, base)?;
+        tracing::debug!(partition = %self.name, base, "rolled a new segment");
+        Ok(())
+    }
+
+    /// Forces everything appended so far to disk.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut app = self.lock();
+        let end = self.log_end();
+        if self.durable_end() >= end {
+            return Ok(());
+        }
+        let segs = self.segments.load();
+        if let (Some(writer), Some(active)) = (app.writer.as_ref(), segs.last()) {
+            writer.sync(active)?;
+        }
+        self.durable_end.store(end, Ordering::Release);
+        app.last_flush_ms = now_ms();
+        Ok(())
+    }
+
+    /// Flushes if the interval policy says one is due.
+    pub fn flush_if_due(&self) -> io::Result<()> {
+        if let FlushPolicy::Interval(every) = self.config.flush {
+            let due = {
+                let app = self.lock();
+                now_ms() - app.last_flush_ms >= every.as_millis() as i64
+            };
+            if due {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads from `offset`: the batch holding it, and whole batches after it
+    /// up to `max_bytes` (the first batch is returned whole even if larger;
+    /// a trailing batch may be cut, which consumers ignore), never past the
+    /// committed end, within one segment.
+    pub fn read(&self, offset: i64, max_bytes: u64) -> Result<ReadResult, ReadError> {
+        let log_end = self.log_end();
+        let log_start = self.log_start();
+        let result = |slice| ReadResult {
+            slice,
+            log_start,
+            log_end,
+        };
+        if offset < log_start || offset > log_end {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        if offset == log_end {
+            return Ok(result(None));
+        }
+        let segs = self.segments.load_full();
+        let first = segs
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        for seg in &segs[first..] {
+            let size = seg.size();
+            let found = seg
+                .find_batch(offset, size)
+                .map_err(|source| ReadError::Io {
+                    partition: self.name.clone(),
+                    source,
+                })?;
+            let Some((position, header)) = found else {
+                continue;
+            };
+            let first_len = header.total_len().unwrap_or(0) as u64;
+            let len = (size - position).min(max_bytes.max(first_len));
+            return Ok(result(Some(FileSlice {
+                segment: seg.clone(),
+                position,
+                len,
+                first_offset: header.base_offset,
+            })));
+        }
+        Ok(result(None))
+    }
+
+    /// The first offset whose batch has a timestamp ≥ `timestamp` (Kafka's
+    /// ListOffsets by time, at batch granularity), or None if there is none.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, ReadError> {
+        let segs = self.segments.load_full();
+        for seg in segs.iter() {
+            if seg.max_timestamp() < timestamp {
+                continue;
+            }
+            let found = seg
+                .find_timestamp(timestamp, seg.size())
+                .map_err(|source| ReadError::Io {
+                    partition: self.name.clone(),
+                    source,
+                })?;
+            if let Some((_, h)) = found {
+                return Ok(Some(h.base_offset.max(self.log_start())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the oldest whole segments beyond the retention limits (never
+    /// the active one). Returns how many went.
+    pub fn apply_retention(&self) -> io::Result<usize> {
+        let _app = self.lock();
+        let segs = self.segments.load_full();
+        let now = now_ms();
+        let mut total: u64 = segs.iter().map(|s| s.size()).sum();
+        let mut drop_count = 0;
+        for seg in segs.iter().take(segs.len().saturating_sub(1)) {
+            let over_size = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit| total > limit);
+            let newest = if seg.max_timestamp() >= 0 {
+                seg.max_timestamp()
+            } else {
+                seg.created_ms()
+            };
+            let too_old = self
+                .config
+                .retention_age
+                .is_some_and(|age| now - newest > age.as_millis() as i64);
+            if !(over_size || too_old) {
+                break;
+            }
+            total -= seg.size();
+            drop_count += 1;
+        }
+        if drop_count == 0 {
+            return Ok(0);
+        }
+        let keep: Vec<Arc<Segment>> = segs[drop_count..].to_vec();
+        let new_start = keep[0].base_offset();
+        self.segments.store(Arc::new(keep));
+        self.log_start.store(new_start, Ordering::Release);
+        for seg in &segs[..drop_count] {
+            tracing::info!(
+                partition = %self.name,
+                base = seg.base_offset(),
+                "retention: deleting segment"
+            );
+            seg.delete()?;
+        }
+        Ok(drop_count)
+    }
+
+    /// Clean shutdown: flush, seal the active segment (no zero tail), trim the
+    /// indexes, and record that recovery can start at the active segment.
+    pub fn close(&self) -> io::Result<()> {
+        let mut app = self.lock();
+        let segs = self.segments.load();
+        if let Some(active) = segs.last() {
+            if let Some(writer) = app.writer.take() {
+                writer.seal(active)?;
+            }
+            for seg in segs.iter() {
+                seg.trim()?;
+            }
+            write_recovery_point(&self.dir, active.base_offset())?;
+        }
+        app.failed = true;
+        self.durable_end.store(self.log_end(), Ordering::Release);
+        Ok(())
+    }
+}
+
+fn read_recovery_point(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(RECOVERY_POINT))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Writes the recovery point atomically: temp file, fsync, rename, fsync dir.
+fn write_recovery_point(dir: &Path, base: i64) -> io::Result<()> {
+    let tmp = dir.join(format!("{RECOVERY_POINT}.tmp"));
+    std::fs::write(&tmp, format!("{base}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(RECOVERY_POINT))?;
+    sync_dir(dir)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,404 @@
+//! The log layer end to end, on both append paths: appends and reads back,
+//! rolls, indexes, retention, topics, flush policies, bad input, reopen.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{PATHS, as_stored, batch, read_all, small_config};
+use sluice_log::{AppendError, FlushPolicy, Log, LogConfig, Partition, ReadError, TopicError};
+
+#[test]
+fn appended_batches_come_back_at_their_offsets_across_segments() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = Partition::open(&dir.path().join("t-0"), small_config(path), false).expect("open");
+        let mut expected = Vec::new();
+        for i in 0..200u64 {
+            let records = 1 + (i % 5) as usize;
+            let b = batch(i, records, 10 + (i % 300) as usize, 1000 + i as i64);
+            let mut wire = b.clone();
+            let info = p.append(&mut wire, 3).expect("append");
+            assert_eq!(info.last_offset - info.base_offset + 1, records as i64);
+            assert_eq!(
+                wire,
+                as_stored(b, info.base_offset, 3),
+                "offset assigned in place"
+            );
+            expected.push((info.base_offset, wire));
+        }
+        assert!(p.segments().len() > 3, "{path}: small segments rolled");
+        // Segment files carry Kafka's names.
+        let first = p.segments()[1].log_path();
+        assert_eq!(
+            first.file_name().map(|n| n.len()),
+            Some(24),
+            "{}",
+            first.display()
+        );
+        let got = read_all(&p);
+        assert_eq!(got.len(), expected.len(), "{path}");
+        for ((h, bytes), (base, want)) in got.iter().zip(&expected) {
+            assert_eq!(h.base_offset, *base);
+            assert_eq!(bytes, want, "{path}: batch at {base} differs");
+        }
+        // Every offset, not just batch starts, finds the batch holding it.
+        for (base, want) in &expected {
+            let h = sluice_log::batch::BatchHeader::parse(want).expect("header");
+            for off in *base..=h.last_offset() {
+                let r = p.read(off, 1).expect("read");
+                let s = r.slice.expect("slice");
+                assert_eq!(s.first_offset, *base, "{path}: offset {off}");
+                assert_eq!(
+                    s.len as usize,
+                    want.len(),
+                    "first batch whole, even past max_bytes"
+                );
+            }
+        }
+        // At the end: empty; past it: out of range.
+        assert!(p.read(p.log_end(), 100).expect("end").slice.is_none());
+        assert!(matches!(
+            p.read(p.log_end() + 1, 100),
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+    }
+}
+
+#[test]
+fn reads_stop_at_max_bytes_after_the_first_batch_and_never_cross_a_segment() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = Partition::open(
+        &dir.path().join("t-0"),
+        small_config(sluice_log::AppendPath::Mmap),
+        false,
+    )
+    .expect("open");
+    for i in 0..40 {
+        p.append(&mut batch(i, 2, 200, 0), 0).expect("append");
+    }
+    let r = p.read(0, 1000).expect("read").slice.expect("slice");
+    assert_eq!(r.position, 0);
+    assert_eq!(
+        r.len, 1000,
+        "cut at max_bytes; a partial trailing batch is allowed"
+    );
+    let seg = &p.segments()[0];
+    let whole = p.read(0, u64::MAX).expect("read").slice.expect("slice");
+    assert_eq!(whole.len, seg.size(), "one segment at most");
+}
+
+#[test]
+fn timestamps_find_the_first_batch_at_or_after_them() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = Partition::open(&dir.path().join("t-0"), small_config(path), false).expect("open");
+        let mut firsts = Vec::new();
+        for i in 0..300i64 {
+            let info = p
+                .append(&mut batch(i as u64, 1, 64, 10_000 + i * 10), 0)
+                .expect("append");
+            firsts.push((10_000 + i * 10, info.base_offset));
+        }
+        for (ts, offset) in &firsts {
+            assert_eq!(p.offset_for_timestamp(*ts).expect("lookup"), Some(*offset));
+            assert_eq!(
+                p.offset_for_timestamp(ts - 5).expect("lookup"),
+                Some(*offset)
+            );
+        }
+        assert_eq!(p.offset_for_timestamp(0).expect("lookup"), Some(0));
+        assert_eq!(p.offset_for_timestamp(1 << 50).expect("lookup"), None);
+    }
+}
+
+#[test]
+fn bad_batches_get_typed_errors_and_leave_the_log_unchanged() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = Partition::open(&dir.path().join("t-0"), small_config(path), false).expect("open");
+        p.append(&mut batch(1, 3, 50, 0), 0).expect("good append");
+        let (end, size) = (p.log_end(), p.size_bytes());
+        let good = batch(2, 2, 40, 0);
+        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut magic = good.clone();
+        magic[16] = 1;
+        cases.push(("wrong magic", magic));
+        let mut lying = good.clone();
+        lying[8..12].copy_from_slice(&100_000i32.to_be_bytes());
+        cases.push(("lying batchLength", lying));
+        let mut short = good.clone();
+        short[8..12].copy_from_slice(&10i32.to_be_bytes());
+        cases.push(("batchLength below a header", short));
+        let mut crc = good.clone();
+        let last = crc.len() - 1;
+        crc[last] ^= 1;
+        cases.push(("bad CRC", crc));
+        let mut negative = good.clone();
+        negative[57..61].copy_from_slice(&(-1i32).to_be_bytes());
+        cases.push(("negative recordCount", negative));
+        cases.push(("truncated", good[..good.len() - 3].to_vec()));
+        cases.push(("header only", good[..30].to_vec()));
+        // A good batch followed by a bad one: nothing of either is written.
+        let mut mixed = good.clone();
+        let mut bad = good.clone();
+        bad[20] ^= 0xff;
+        mixed.extend_from_slice(&bad);
+        cases.push(("good then bad", mixed));
+        for (what, mut bytes) in cases {
+            let err = p.append(&mut bytes, 0).expect_err(what);
+            assert!(matches!(err, AppendError::InvalidBatch(_)), "{what}: {err}");
+            assert_eq!(
+                (p.log_end(), p.size_bytes()),
+                (end, size),
+                "{path} {what}: log changed"
+            );
+        }
+        assert!(matches!(p.append(&mut [], 0), Err(AppendError::Empty)));
+        // Still appends and reads fine.
+        p.append(&mut good.clone(), 0)
+            .expect("append after bad input");
+        assert_eq!(read_all(&p).len(), 2);
+    }
+}
+
+#[test]
+fn a_batch_larger_than_a_segment_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = Partition::open(
+        &dir.path().join("t-0"),
+        small_config(sluice_log::AppendPath::Mmap),
+        false,
+    )
+    .expect("open");
+    let err = p
+        .append(&mut batch(1, 1, 20_000, 0), 0)
+        .expect_err("too large");
+    assert!(matches!(err, AppendError::TooLarge { .. }), "{err}");
+    assert_eq!(p.log_end(), 0);
+}
+
+#[test]
+fn retention_deletes_oldest_segments_and_held_regions_stay_readable() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = LogConfig {
+        retention_bytes: Some(40 * 1024),
+        ..small_config(sluice_log::AppendPath::Mmap)
+    };
+    let p = Partition::open(&dir.path().join("t-0"), config, false).expect("open");
+    let first = batch(0, 1, 1000, 0);
+    p.append(&mut first.clone(), 0).expect("append");
+    let held = p.read(0, 100).expect("read").slice.expect("slice");
+    for i in 1..200 {
+        p.append(&mut batch(i, 1, 1000, 0), 0).expect("append");
+    }
+    let removed = p.apply_retention().expect("retention");
+    assert!(removed > 0);
+    assert!(
+        p.size_bytes() <= 40 * 1024 + 16 * 1024,
+        "within one segment of the limit"
+    );
+    assert!(p.log_start() > 0);
+    assert!(matches!(
+        p.read(0, 100),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        p.read(p.log_start(), 100)
+            .expect("read")
+            .slice
+            .map(|s| s.first_offset),
+        Some(p.log_start())
+    );
+    // The first segment's file is gone from the directory...
+    assert!(held.segment.is_deleted());
+    assert!(!held.segment.log_path().exists());
+    // ...but the region taken before retention still reads the same bytes.
+    let mut bytes = vec![0u8; first.len()];
+    held.segment
+        .file()
+        .read_exact_at(&mut bytes, 0)
+        .expect("read deleted file");
+    assert_eq!(bytes, as_stored(first, 0, 0));
+    // Retention by age: everything but the active segment is older than 1 ms.
+    drop(p);
+    let aged = Partition::open(
+        &dir.path().join("t-0"),
+        LogConfig {
+            retention_age: Some(Duration::from_millis(1)),
+            ..small_config(sluice_log::AppendPath::Mmap)
+        },
+        false,
+    );
+    let aged = aged.expect("reopen");
+    std::thread::sleep(Duration::from_millis(5));
+    aged.apply_retention().expect("retention by age");
+    assert_eq!(aged.segments().len(), 1, "only the active segment is left");
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = LogConfig {
+        segment_age: Some(Duration::from_millis(20)),
+        ..small_config(sluice_log::AppendPath::Pwrite)
+    };
+    let p = Partition::open(&dir.path().join("t-0"), config, false).expect("open");
+    p.append(&mut batch(0, 1, 10, 0), 0).expect("append");
+    p.append(&mut batch(1, 1, 10, 0), 0).expect("append");
+    assert_eq!(p.segments().len(), 1);
+    std::thread::sleep(Duration::from_millis(30));
+    p.append(&mut batch(2, 1, 10, 0), 0).expect("append");
+    assert_eq!(p.segments().len(), 2);
+    assert_eq!(p.segments()[1].base_offset(), 2);
+}
+
+#[test]
+fn flush_policies_say_what_is_durable() {
+    let dir = tempfile::tempdir().expect("dir");
+    let always = Partition::open(
+        &dir.path().join("a-0"),
+        LogConfig {
+            flush: FlushPolicy::Always,
+            ..small_config(sluice_log::AppendPath::Mmap)
+        },
+        false,
+    )
+    .expect("open");
+    let info = always.append(&mut batch(0, 2, 10, 0), 0).expect("append");
+    assert!(info.durable);
+    assert_eq!(always.durable_end(), 2);
+
+    let interval = Partition::open(
+        &dir.path().join("i-0"),
+        LogConfig {
+            flush: FlushPolicy::Interval(Duration::from_millis(10)),
+            ..small_config(sluice_log::AppendPath::Pwrite)
+        },
+        false,
+    )
+    .expect("open");
+    let info = interval.append(&mut batch(0, 2, 10, 0), 0).expect("append");
+    assert!(!info.durable);
+    assert_eq!(interval.durable_end(), 0);
+    std::thread::sleep(Duration::from_millis(15));
+    interval.flush_if_due().expect("flush");
+    assert_eq!(interval.durable_end(), 2);
+}
+
+#[test]
+fn topics_are_created_listed_and_deleted_with_kafka_names() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Log::open(dir.path(), small_config(sluice_log::AppendPath::Mmap)).expect("open");
+    log.create_topic("orders.v1_x-y", 3).expect("create");
+    assert!(matches!(
+        log.create_topic("orders.v1_x-y", 1),
+        Err(TopicError::Exists(_))
+    ));
+    for bad in ["", ".", "..", "a/b", "spaces no", &"x".repeat(250)] {
+        assert!(
+            matches!(log.create_topic(bad, 1), Err(TopicError::InvalidName(..))),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        log.create_topic("zero", 0),
+        Err(TopicError::InvalidPartitions)
+    ));
+    assert_eq!(log.topics(), vec![("orders.v1_x-y".to_string(), 3)]);
+    for p in 0..3 {
+        assert!(dir.path().join(format!("orders.v1_x-y-{p}")).is_dir());
+        let part = log.partition("orders.v1_x-y", p).expect("partition");
+        part.append(&mut batch(p.into(), 1, 10, 0), 0)
+            .expect("append");
+    }
+    assert!(log.partition("orders.v1_x-y", 3).is_none());
+    log.delete_topic("orders.v1_x-y").expect("delete");
+    assert!(log.topics().is_empty());
+    assert!(!dir.path().join("orders.v1_x-y-0").exists());
+    assert!(matches!(
+        log.delete_topic("orders.v1_x-y"),
+        Err(TopicError::NotFound(_))
+    ));
+}
+
+#[test]
+fn clean_close_and_reopen_keep_everything_and_skip_recovery() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut expected = Vec::new();
+        {
+            let log = Log::open(dir.path(), small_config(path)).expect("open");
+            log.create_topic("t", 2).expect("create");
+            for i in 0..100 {
+                let p = log.partition("t", (i % 2) as u32).expect("partition");
+                let mut b = batch(i, 2, 100, i as i64);
+                p.append(&mut b, 1).expect("append");
+                expected.push(((i % 2) as u32, b));
+            }
+            log.close().expect("close");
+        }
+        // No pre-allocated zero tail survives a clean close.
+        for seg in std::fs::read_dir(dir.path().join("t-0")).expect("ls") {
+            let seg = seg.expect("entry").path();
+            if seg.extension().is_some_and(|e| e == "log") {
+                let data = std::fs::read(&seg).expect("read");
+                assert!(data.len() < 16 * 1024 || data[data.len() - 1] != 0 || data.is_empty());
+            }
+        }
+        let log = Log::open(dir.path(), small_config(path)).expect("reopen");
+        assert!(log.recovered_clean(), "marker found");
+        for part in 0..2u32 {
+            let p = log.partition("t", part).expect("partition");
+            let got: Vec<Vec<u8>> = read_all(&p).into_iter().map(|(_, b)| b).collect();
+            let want: Vec<Vec<u8>> = expected
+                .iter()
+                .filter(|(pp, _)| *pp == part)
+                .map(|(_, b)| b.clone())
+                .collect();
+            assert_eq!(got, want, "{path} partition {part}");
+            // The reopened log carries on at the right offset.
+            let info = p
+                .append(&mut batch(999, 1, 5, 0), 1)
+                .expect("append after reopen");
+            assert_eq!(info.base_offset, 100);
+        }
+        drop(log);
+        let again = Log::open(dir.path(), small_config(path)).expect("reopen without close");
+        assert!(!again.recovered_clean(), "no marker after an unclean stop");
+    }
+}
+
+#[test]
+fn concurrent_readers_never_see_a_partial_batch() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = Arc::new(
+            Partition::open(&dir.path().join("t-0"), small_config(path), false).expect("open"),
+        );
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    while seen < 2000 {
+                        // read_all validates every batch's CRC as it goes.
+                        seen = read_all(&p)
+                            .iter()
+                            .map(|(h, _)| h.record_count as i64)
+                            .sum();
+                    }
+                })
+            })
+            .collect();
+        for i in 0..1000 {
+            p.append(&mut batch(i, 2, (i % 700) as usize, 0), 0)
+                .expect("append");
+        }
+        for r in readers {
+            r.join().expect("reader");
+        }
+    }
+}
