@@ -4,6 +4,7 @@
 //! data path of `sluice-io`, over loopback TCP and Unix sockets, against a
 //! receiver process, with the article's model printed beside what was counted.
 
+pub mod append;
 pub mod receiver;
 pub mod report;
 pub mod transfer;

@@ -197,7 +197,7 @@ pub struct Stat {
 }
 
 impl Stat {
-    fn of(mut values: Vec<f64>) -> Stat {
+    pub fn of(mut values: Vec<f64>) -> Stat {
         values.sort_by(f64::total_cmp);
         let n = values.len();
         let median = if n == 0 {
@@ -593,7 +593,7 @@ fn describe_fs(magic: i64) -> String {
 }
 
 /// Today's date and time in UTC, without a date crate.
-fn utc_now() -> String {
+pub fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

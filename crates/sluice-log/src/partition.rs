@@ -104,8 +104,34 @@ pub struct Partition {
     segments: ArcSwap<Vec<Arc<Segment>>>,
     log_start: AtomicI64,
     log_end: AtomicI64,
-    durable_end: AtomicI64,
+    /// Shared with the threads that sync sealed segments in the background.
+    durability: Arc<Durability>,
     appender: Mutex<Appender>,
+}
+
+/// What is known to be on disk, and the recovery point that follows from it.
+#[derive(Debug)]
+struct Durability {
+    dir: PathBuf,
+    durable_end: AtomicI64,
+    /// The recovery point last written; only ever moves forward.
+    recovery_point: Mutex<i64>,
+}
+
+impl Durability {
+    /// Records that everything before `base` is on disk.
+    fn advance(&self, base: i64) -> io::Result<()> {
+        self.durable_end.fetch_max(base, Ordering::AcqRel);
+        let mut current = self
+            .recovery_point
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if base > *current {
+            write_recovery_point(&self.dir, base)?;
+            *current = base;
+        }
+        Ok(())
+    }
 }
 
 impl Partition {
@@ -119,6 +145,13 @@ impl Partition {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Temp files of recovery-point writes a crash interrupted.
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{RECOVERY_POINT}.")) && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let mut bases: Vec<i64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -178,7 +211,11 @@ impl Partition {
             segments: ArcSwap::from_pointee(segments),
             log_start: AtomicI64::new(log_start),
             log_end: AtomicI64::new(log_end),
-            durable_end: AtomicI64::new(log_end),
+            durability: Arc::new(Durability {
+                dir: dir.to_path_buf(),
+                durable_end: AtomicI64::new(log_end),
+                recovery_point: Mutex::new(last.base_offset()),
+            }),
             appender: Mutex::new(Appender {
                 writer: Some(writer),
                 failed: false,
@@ -213,7 +250,7 @@ impl Partition {
 
     /// One past the last offset known to be on disk.
     pub fn durable_end(&self) -> i64 {
-        self.durable_end.load(Ordering::Acquire)
+        self.durability.durable_end.load(Ordering::Acquire)
     }
 
     /// A snapshot of the segments, oldest first.
@@ -296,7 +333,7 @@ impl Partition {
         };
         self.log_end.store(next, Ordering::Release);
         if durable {
-            self.durable_end.store(next, Ordering::Release);
+            self.durability.durable_end.store(next, Ordering::Release);
             app.last_flush_ms = now_ms();
         }
         Ok(AppendInfo {
@@ -329,8 +366,7 @@ impl Partition {
             return Ok(());
         }
         let base = self.log_end();
-        // Seal the old segment: unmap, cut its zero tail, sync it. Its bytes
-        // are on disk from here, so recovery can start at the new segment.
+        // Seal the old segment: unmap it and cut its zero tail.
         if let Some(writer) = app.writer.take() {
             writer.seal(active)?;
         }
@@ -340,8 +376,26 @@ impl Partition {
         let mut next: Vec<Arc<Segment>> = segs.as_ref().clone();
         next.push(seg);
         self.segments.store(Arc::new(next));
-        self.durable_end.fetch_max(base, Ordering::AcqRel);
-        write_recovery_point(&self.dir, base)?;
+        // Recovery may start at the new segment once the old one is on disk.
+        // Under `always` it already is; otherwise a background thread syncs it,
+        // so the appender never waits for a whole segment's writeback.
+        if self.config.flush == FlushPolicy::Always {
+            self.durability.advance(base)?;
+        } else {
+            let sealed = active.clone();
+            let durability = self.durability.clone();
+            let name = self.name.clone();
+            std::thread::Builder::new()
+                .name("sluice-seal-sync".into())
+                .spawn(move || match sealed.sync() {
+                    Ok(()) => {
+                        if let Err(e) = durability.advance(base) {
+                            tracing::warn!(partition = %name, "writing the recovery point: {e}");
+                        }
+                    }
+                    Err(e) => tracing::error!(partition = %name, "syncing a sealed segment: {e}"),
+                })?;
+        }
         tracing::debug!(partition = %self.name, base, "rolled a new segment");
         Ok(())
     }
@@ -357,7 +411,7 @@ impl Partition {
         if let (Some(writer), Some(active)) = (app.writer.as_ref(), segs.last()) {
             writer.sync(active)?;
         }
-        self.durable_end.store(end, Ordering::Release);
+        self.durability.durable_end.store(end, Ordering::Release);
         app.last_flush_ms = now_ms();
         Ok(())
     }
@@ -504,10 +558,12 @@ impl Partition {
             for seg in segs.iter() {
                 seg.trim()?;
             }
-            write_recovery_point(&self.dir, active.base_offset())?;
+            self.durability.advance(active.base_offset())?;
         }
         app.failed = true;
-        self.durable_end.store(self.log_end(), Ordering::Release);
+        self.durability
+            .durable_end
+            .store(self.log_end(), Ordering::Release);
         Ok(())
     }
 }
@@ -521,8 +577,13 @@ fn read_recovery_point(dir: &Path) -> Option<i64> {
 }
 
 /// Writes the recovery point atomically: temp file, fsync, rename, fsync dir.
+/// Any recovery point written is safe (every segment before it was synced),
+/// so concurrent writers (a background seal sync racing a reopen) only need
+/// distinct temp files.
 fn write_recovery_point(dir: &Path, base: i64) -> io::Result<()> {
-    let tmp = dir.join(format!("{RECOVERY_POINT}.tmp"));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{RECOVERY_POINT}.{}.{seq}.tmp", std::process::id()));
     std::fs::write(&tmp, format!("{base}\n"))?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, dir.join(RECOVERY_POINT))?;

@@ -416,8 +416,9 @@ impl Segment {
         self.deleted.load(Ordering::Acquire)
     }
 
+    /// Forces the segment's data and size to disk.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_all()
     }
 }
 
@@ -524,11 +525,10 @@ impl SegmentWriter {
     }
 
     /// Unmaps and cuts the file to its data (when the segment rolls or the log
-    /// closes), so sealed segments have no zero tail.
+    /// closes), so sealed segments have no zero tail. Syncing is the caller's.
     pub fn seal(self, seg: &Segment) -> io::Result<()> {
         drop(self.map);
-        seg.file.set_len(seg.size())?;
-        seg.file.sync_all()
+        seg.file.set_len(seg.size())
     }
 }
 

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use sluice_bench::append::{self, AppendOptions};
 use sluice_bench::report;
 use sluice_bench::transfer::{self, BenchPath, CacheState, SocketChoice, TransferOptions};
+use sluice_log::AppendPath;
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "A zero-copy message log broker")]
@@ -29,6 +31,9 @@ enum BenchCommand {
     /// The source article's table, measured: every file-to-socket data path
     /// over loopback TCP and a Unix socket, hot and cold page cache.
     Transfer(Box<TransferArgs>),
+    /// The log's append paths side by side: a mapped, pre-allocated segment
+    /// (one memcpy per batch) against pwrite, with RecordBatch v2 batches.
+    Append(AppendArgs),
     /// The receiver process the transfer benchmark starts (reads and discards).
     #[command(hide = true)]
     TransferReceiver {
@@ -85,6 +90,34 @@ struct TransferArgs {
     file_size: Option<u64>,
 }
 
+#[derive(Args)]
+struct AppendArgs {
+    /// Append paths to compare (mmap, pwrite).
+    #[arg(long, value_delimiter = ',', default_value = "mmap,pwrite")]
+    paths: Vec<AppendPath>,
+    /// Record value sizes (e.g. 100,1k).
+    #[arg(long, value_delimiter = ',', value_parser = transfer::parse_size, default_value = "100,1k")]
+    record_sizes: Vec<u64>,
+    /// Target batch size.
+    #[arg(long, value_parser = transfer::parse_size, default_value = "16k")]
+    batch_bytes: u64,
+    /// Segment size (segment.bytes).
+    #[arg(long, value_parser = transfer::parse_size, default_value = "1g")]
+    segment_bytes: u64,
+    /// Milliseconds each run keeps appending.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    run_ms: u64,
+    /// Repeats of every cell.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Directory for the partitions (on a disk, not tmpfs).
+    #[arg(long, value_name = "DIR", default_value = "sluice-bench-data")]
+    dir: PathBuf,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
 fn parse_socket(s: &str) -> Result<SocketChoice, String> {
     match s {
         "tcp" => Ok(SocketChoice::Tcp),
@@ -104,6 +137,7 @@ fn parse_cache(s: &str) -> Result<CacheState, String> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bench(BenchCommand::Transfer(args)) => bench_transfer(*args),
+        Command::Bench(BenchCommand::Append(args)) => bench_append(args),
         Command::Bench(BenchCommand::TransferReceiver { unix_path, cpu }) => {
             sluice_bench::receiver::run_receiver(&unix_path, cpu).context("receiver")
         }
@@ -159,6 +193,26 @@ fn bench_transfer(args: TransferArgs) -> Result<()> {
     if let Some(json) = args.json {
         report::write_json(&report, &json)
             .with_context(|| format!("writing {}", json.display()))?;
+        println!("json: {}", json.display());
+    }
+    Ok(())
+}
+
+fn bench_append(args: AppendArgs) -> Result<()> {
+    let opts = AppendOptions {
+        paths: args.paths,
+        record_sizes: args.record_sizes.iter().map(|&s| s as usize).collect(),
+        batch_bytes: args.batch_bytes as usize,
+        segment_bytes: args.segment_bytes,
+        run_time: Duration::from_millis(args.run_ms.max(1)),
+        repeats: args.repeats.max(1),
+        dir: args.dir,
+    };
+    let report = append::run(&opts).context("append benchmark")?;
+    print!("{}", append::table(&report));
+    if let Some(json) = args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&json, text).with_context(|| format!("writing {}", json.display()))?;
         println!("json: {}", json.display());
     }
     Ok(())
