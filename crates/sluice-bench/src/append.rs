@@ -119,6 +119,7 @@ fn run_once(
     run.elapsed_s = t0.elapsed().as_secs_f64();
     run.usage = Usage::process().since(&u0);
     run.segments = p.segments().len();
+    p.close()?;
     drop(p);
     std::fs::remove_dir_all(&dir)?;
     Ok(run)

@@ -177,9 +177,52 @@ pub fn set_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Reads a zigzag varint (Kafka's varint/varlong) at `*pos`.
+fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// In an uncompressed batch, the offset delta of the first record whose
+/// timestamp is ≥ `timestamp`. None for compressed batches (records would
+/// have to be decompressed) or when no record qualifies or bytes are malformed.
+pub fn first_record_at_or_after(batch: &[u8], timestamp: i64) -> Option<i64> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if h.compression() != 0 {
+        return None;
+    }
+    let mut pos = HEADER_LEN;
+    for _ in 0..h.record_count {
+        let len = read_varint(batch, &mut pos)?;
+        let start = pos;
+        pos += 1; // attributes
+        let ts_delta = read_varint(batch, &mut pos)?;
+        let offset_delta = read_varint(batch, &mut pos)?;
+        if h.base_timestamp.saturating_add(ts_delta) >= timestamp {
+            return Some(offset_delta);
+        }
+        pos = start.checked_add(usize::try_from(len).ok()?)?;
+    }
+    None
+}
+
 /// Builds a valid batch of `count` uncompressed records with the given
 /// values: for tests, tools and benchmarks (the broker never builds batches).
 pub fn build_batch(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
+    let records: Vec<(i64, &[u8])> = values.iter().map(|v| (0, *v)).collect();
+    build_batch_with_deltas(base_timestamp, &records)
+}
+
+/// As [`build_batch`], with a timestamp delta per record.
+pub fn build_batch_with_deltas(base_timestamp: i64, records_in: &[(i64, &[u8])]) -> Vec<u8> {
     fn varint(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {
@@ -193,10 +236,10 @@ pub fn build_batch(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
         }
     }
     let mut records = Vec::new();
-    for (i, v) in values.iter().enumerate() {
+    for (i, (ts_delta, v)) in records_in.iter().enumerate() {
         let mut body = Vec::with_capacity(v.len() + 16);
         body.push(0); // attributes
-        varint(&mut body, 0); // timestampDelta
+        varint(&mut body, *ts_delta); // timestampDelta
         varint(&mut body, i as i64); // offsetDelta
         varint(&mut body, -1); // key: null
         varint(&mut body, v.len() as i64);
@@ -205,7 +248,8 @@ pub fn build_batch(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
         varint(&mut records, body.len() as i64);
         records.extend_from_slice(&body);
     }
-    let count = values.len() as i32;
+    let count = records_in.len() as i32;
+    let max_ts = base_timestamp + records_in.iter().map(|r| r.0).max().unwrap_or(0);
     let mut b = Vec::with_capacity(HEADER_LEN + records.len());
     b.extend_from_slice(&0i64.to_be_bytes());
     b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
@@ -215,7 +259,7 @@ pub fn build_batch(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
     b.extend_from_slice(&0i16.to_be_bytes()); // attributes
     b.extend_from_slice(&(count - 1).to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes());
-    b.extend_from_slice(&base_timestamp.to_be_bytes());
+    b.extend_from_slice(&max_ts.to_be_bytes());
     b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
     b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
     b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
@@ -278,6 +322,25 @@ mod tests {
             validate(&delta),
             Err(BatchError::BadOffsetDelta { .. })
         ));
+    }
+
+    #[test]
+    fn record_timestamps_resolve_inside_an_uncompressed_batch() {
+        let b = build_batch_with_deltas(1000, &[(0, b"a"), (5, b"b"), (9, b"c")]);
+        assert_eq!(validate(&b).expect("valid").max_timestamp, 1009);
+        assert_eq!(first_record_at_or_after(&b, 0), Some(0));
+        assert_eq!(first_record_at_or_after(&b, 1001), Some(1));
+        assert_eq!(first_record_at_or_after(&b, 1005), Some(1));
+        assert_eq!(first_record_at_or_after(&b, 1006), Some(2));
+        assert_eq!(first_record_at_or_after(&b, 1010), None);
+        let mut gz = b.clone();
+        gz[22] |= 1; // attributes: gzip
+        assert_eq!(first_record_at_or_after(&gz, 1006), None);
+        assert_eq!(
+            first_record_at_or_after(&b[..70], 1009),
+            None,
+            "malformed: no panic"
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub mod segment;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 pub use config::{AppendPath, FlushPolicy, LogConfig};
 pub use partition::{AppendError, AppendInfo, FileSlice, Partition, ReadError, ReadResult};
@@ -246,5 +247,67 @@ impl Log {
         std::fs::write(&marker, b"")?;
         std::fs::File::open(&marker)?.sync_all()?;
         partition::sync_dir(&self.dir)
+    }
+}
+
+/// Background upkeep of a [`Log`]: interval flushes and retention. Stops (and
+/// joins its thread) when dropped.
+#[derive(Debug)]
+pub struct Upkeep {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Log {
+    /// Starts the upkeep thread: flushes due under `FlushPolicy::Interval`,
+    /// retention every `retention_check`.
+    pub fn start_upkeep(self: &Arc<Self>, retention_check: Duration) -> io::Result<Upkeep> {
+        let tick = match self.config.flush {
+            FlushPolicy::Interval(every) => every.min(retention_check),
+            _ => retention_check,
+        }
+        .max(Duration::from_millis(1));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (log, flag) = (self.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("sluice-log-upkeep".into())
+            .spawn(move || {
+                let mut next_retention = Instant::now() + retention_check;
+                let (lock, cvar) = &*flag;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let (guard, _) = cvar
+                        .wait_timeout(stopped, tick)
+                        .unwrap_or_else(|e| e.into_inner());
+                    stopped = guard;
+                    if *stopped {
+                        return;
+                    }
+                    if let Err(e) = log.flush_due() {
+                        tracing::error!("interval flush failed: {e}");
+                    }
+                    if Instant::now() >= next_retention {
+                        next_retention = Instant::now() + retention_check;
+                        if let Err(e) = log.apply_retention() {
+                            tracing::error!("retention failed: {e}");
+                        }
+                    }
+                }
+            })?;
+        Ok(Upkeep {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! then publishes the new end.
 
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -93,6 +94,8 @@ struct Appender {
     /// Set after an I/O error: the partition takes no more appends.
     failed: bool,
     last_flush_ms: i64,
+    /// Background syncs of sealed segments still running.
+    syncing: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// One partition of a topic.
@@ -220,6 +223,7 @@ impl Partition {
                 writer: Some(writer),
                 failed: false,
                 last_flush_ms: now_ms(),
+                syncing: Vec::new(),
             }),
         };
         write_recovery_point(dir, last.base_offset())?;
@@ -385,7 +389,8 @@ impl Partition {
             let sealed = active.clone();
             let durability = self.durability.clone();
             let name = self.name.clone();
-            std::thread::Builder::new()
+            app.syncing.retain(|h| !h.is_finished());
+            let handle = std::thread::Builder::new()
                 .name("sluice-seal-sync".into())
                 .spawn(move || match sealed.sync() {
                     Ok(()) => {
@@ -395,6 +400,7 @@ impl Partition {
                     }
                     Err(e) => tracing::error!(partition = %name, "syncing a sealed segment: {e}"),
                 })?;
+            app.syncing.push(handle);
         }
         tracing::debug!(partition = %self.name, base, "rolled a new segment");
         Ok(())
@@ -479,8 +485,9 @@ impl Partition {
         Ok(result(None))
     }
 
-    /// The first offset whose batch has a timestamp ≥ `timestamp` (Kafka's
-    /// ListOffsets by time, at batch granularity), or None if there is none.
+    /// The first offset with a timestamp ≥ `timestamp` (Kafka's ListOffsets by
+    /// time), or None if there is none. Exact for uncompressed batches; for a
+    /// compressed batch, the batch's first offset.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, ReadError> {
         let segs = self.segments.load_full();
         for seg in segs.iter() {
@@ -493,8 +500,23 @@ impl Partition {
                     partition: self.name.clone(),
                     source,
                 })?;
-            if let Some((_, h)) = found {
-                return Ok(Some(h.base_offset.max(self.log_start())));
+            if let Some((pos, h)) = found {
+                // Uncompressed batches resolve to the record; compressed ones
+                // to the batch (its records are not decompressed here).
+                let mut within = 0;
+                if h.compression() == 0
+                    && let Some(len) = h.total_len()
+                {
+                    let mut bytes = vec![0u8; len];
+                    seg.file()
+                        .read_exact_at(&mut bytes, pos)
+                        .map_err(|source| ReadError::Io {
+                            partition: self.name.clone(),
+                            source,
+                        })?;
+                    within = batch::first_record_at_or_after(&bytes, timestamp).unwrap_or(0);
+                }
+                return Ok(Some((h.base_offset + within).max(self.log_start())));
             }
         }
         Ok(None)
@@ -550,6 +572,9 @@ impl Partition {
     /// indexes, and record that recovery can start at the active segment.
     pub fn close(&self) -> io::Result<()> {
         let mut app = self.lock();
+        for handle in app.syncing.drain(..) {
+            let _ = handle.join();
+        }
         let segs = self.segments.load();
         if let Some(active) = segs.last() {
             if let Some(writer) = app.writer.take() {

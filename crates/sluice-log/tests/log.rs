@@ -110,6 +110,20 @@ fn timestamps_find_the_first_batch_at_or_after_them() {
             );
         }
         assert_eq!(p.offset_for_timestamp(0).expect("lookup"), Some(0));
+        // Inside a batch, the record with the timestamp is found.
+        let b = sluice_log::batch::build_batch_with_deltas(
+            1 << 40,
+            &[
+                (0, b"a".as_slice()),
+                (100, b"b".as_slice()),
+                (200, b"c".as_slice()),
+            ],
+        );
+        let info = p.append(&mut b.clone(), 0).expect("append");
+        assert_eq!(
+            p.offset_for_timestamp((1 << 40) + 50).expect("lookup"),
+            Some(info.base_offset + 1)
+        );
         assert_eq!(p.offset_for_timestamp(1 << 50).expect("lookup"), None);
     }
 }
@@ -401,4 +415,38 @@ fn concurrent_readers_never_see_a_partial_batch() {
             r.join().expect("reader");
         }
     }
+}
+
+#[test]
+fn upkeep_flushes_on_its_interval_and_applies_retention() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Arc::new(
+        Log::open(
+            dir.path(),
+            LogConfig {
+                flush: FlushPolicy::Interval(Duration::from_millis(10)),
+                retention_age: Some(Duration::from_millis(50)),
+                ..small_config(sluice_log::AppendPath::Pwrite)
+            },
+        )
+        .expect("open"),
+    );
+    log.create_topic("t", 1).expect("create");
+    let p = log.partition("t", 0).expect("p");
+    for i in 0..100 {
+        p.append(&mut batch(i, 1, 500, 0), 0).expect("append");
+    }
+    assert!(p.segments().len() > 2);
+    assert!(p.durable_end() < p.log_end());
+    let upkeep = log.start_upkeep(Duration::from_millis(20)).expect("upkeep");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (p.durable_end() < p.log_end() || p.segments().len() > 1)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(upkeep);
+    assert_eq!(p.durable_end(), p.log_end(), "flushed by the upkeep thread");
+    assert_eq!(p.segments().len(), 1, "old segments removed by retention");
+    assert_eq!(p.log_start(), p.segments()[0].base_offset());
 }
