@@ -283,10 +283,10 @@ impl Partition {
     }
 
     /// Appends the batches in `records` (a Produce request's records field):
-    /// all are validated first, then assigned offsets in place (baseOffset and
-    /// partitionLeaderEpoch, both outside the CRC), written, indexed, and
-    /// published. On any error the log is unchanged.
-    pub fn append(&self, records: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
+    /// all are validated first, then written with their assigned baseOffset
+    /// and partitionLeaderEpoch (both outside the CRC; `records` itself is not
+    /// modified), indexed, and published. On any error the log is unchanged.
+    pub fn append(&self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
         let mut batches = batch::split_batches(records)?;
         if batches.is_empty() {
             return Err(AppendError::Empty);
@@ -304,10 +304,7 @@ impl Partition {
         }
         let base_offset = self.log_end();
         let mut next = base_offset;
-        for (start, h) in batches.iter_mut() {
-            let b = &mut records[*start..];
-            batch::set_base_offset(b, next);
-            batch::set_leader_epoch(b, leader_epoch);
+        for (_, h) in batches.iter_mut() {
             h.base_offset = next;
             h.partition_leader_epoch = leader_epoch;
             next = h.last_offset() + 1;

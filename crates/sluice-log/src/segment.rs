@@ -464,8 +464,12 @@ impl SegmentWriter {
         self.capacity.saturating_sub(seg.size())
     }
 
-    /// Appends whole, already validated and offset-assigned batches, then
-    /// publishes them to readers. `batches` lists (start in `bytes`, header).
+    /// Appends whole, already validated batches, then publishes them to
+    /// readers. `batches` lists (start in `bytes`, header) where each header
+    /// carries the offset and leader epoch to store: those two fields (outside
+    /// the CRC) are written from the header, the rest comes from `bytes`
+    /// untouched — so the caller's buffer (a slice of the request frame) is
+    /// never copied or modified in user space.
     pub fn append(
         &mut self,
         seg: &Segment,
@@ -474,24 +478,41 @@ impl SegmentWriter {
         config: &LogConfig,
     ) -> io::Result<()> {
         let pos = seg.size();
-        debug_assert!(pos + bytes.len() as u64 <= self.capacity);
+        if pos + bytes.len() as u64 > self.capacity {
+            return Err(io::Error::other("batches do not fit the segment"));
+        }
         match &self.map {
             Some(map) => {
-                if pos + bytes.len() as u64 > map.len() as u64 {
-                    return Err(io::Error::other("batch does not fit the mapped segment"));
-                }
-                // SAFETY: the range [pos, pos + len) lies inside the mapping
-                // (checked above); readers never read past `size`, which is
-                // published only after this copy, and only this writer writes.
+                // SAFETY: [pos, pos + len) lies inside the mapping (capacity
+                // is the mapped length, checked above); readers never read past
+                // `size`, which is published only after these stores, and only
+                // this writer writes.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        bytes.as_ptr(),
-                        map.as_mut_ptr().add(pos as usize),
-                        bytes.len(),
-                    );
+                    let dst = map.as_mut_ptr().add(pos as usize);
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
+                    for (start, h) in batches {
+                        let prefix = header_prefix(h);
+                        std::ptr::copy_nonoverlapping(
+                            prefix.as_ptr(),
+                            dst.add(*start),
+                            prefix.len(),
+                        );
+                    }
                 }
             }
-            None => seg.file.write_all_at(bytes, pos)?,
+            None => {
+                // One pwritev: per batch, the rewritten 16-byte prefix and the
+                // caller's bytes after it.
+                let prefixes: Vec<[u8; 16]> =
+                    batches.iter().map(|(_, h)| header_prefix(h)).collect();
+                let mut slices = Vec::with_capacity(batches.len() * 2);
+                for (i, (start, _)) in batches.iter().enumerate() {
+                    let end = batches.get(i + 1).map_or(bytes.len(), |(s, _)| *s);
+                    slices.push(io::IoSlice::new(&prefixes[i]));
+                    slices.push(io::IoSlice::new(&bytes[start + 16..end]));
+                }
+                pwritev_all(&seg.file, &mut slices, pos)?;
+            }
         }
         let mut next = seg.next_offset();
         let mut max_ts = seg.max_timestamp();
@@ -530,6 +551,33 @@ impl SegmentWriter {
         drop(self.map);
         seg.file.set_len(seg.size())
     }
+}
+
+/// baseOffset, batchLength and partitionLeaderEpoch as the log stores them.
+fn header_prefix(h: &BatchHeader) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[..8].copy_from_slice(&h.base_offset.to_be_bytes());
+    p[8..12].copy_from_slice(&h.batch_length.to_be_bytes());
+    p[12..].copy_from_slice(&h.partition_leader_epoch.to_be_bytes());
+    p
+}
+
+/// `pwritev` until every slice is written (short writes continue where they
+/// stopped; at most IOV_MAX slices per call).
+fn pwritev_all(file: &File, mut slices: &mut [io::IoSlice<'_>], mut pos: u64) -> io::Result<()> {
+    const IOV_MAX: usize = 1024;
+    while !slices.is_empty() {
+        let take = slices.len().min(IOV_MAX);
+        let n = match rustix::io::pwritev(file, &slices[..take], pos) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        pos += n as u64;
+        io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
 }
 
 pub fn now_ms() -> i64 {

@@ -90,8 +90,8 @@ fn crash_runs(path: &str) {
         let last = served.last().map(|(h, _)| h.last_offset() + 1).unwrap_or(0);
         assert_eq!(p.log_end(), last, "{path}: the end is the last good batch");
         // The log takes new appends where it ended.
-        let mut b = writer::crash_batch(999, run);
-        let info = p.append(&mut b, 0).expect("append after recovery");
+        let b = writer::crash_batch(999, run);
+        let info = p.append(&b, 0).expect("append after recovery");
         assert_eq!(info.base_offset, last);
         // Remember it like an ack: it must survive the next crash too.
         acked.push((info.base_offset, 999, run));

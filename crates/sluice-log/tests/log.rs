@@ -19,15 +19,9 @@ fn appended_batches_come_back_at_their_offsets_across_segments() {
         for i in 0..200u64 {
             let records = 1 + (i % 5) as usize;
             let b = batch(i, records, 10 + (i % 300) as usize, 1000 + i as i64);
-            let mut wire = b.clone();
-            let info = p.append(&mut wire, 3).expect("append");
+            let info = p.append(&b, 3).expect("append");
             assert_eq!(info.last_offset - info.base_offset + 1, records as i64);
-            assert_eq!(
-                wire,
-                as_stored(b, info.base_offset, 3),
-                "offset assigned in place"
-            );
-            expected.push((info.base_offset, wire));
+            expected.push((info.base_offset, as_stored(b, info.base_offset, 3)));
         }
         assert!(p.segments().len() > 3, "{path}: small segments rolled");
         // Segment files carry Kafka's names.
@@ -77,7 +71,7 @@ fn reads_stop_at_max_bytes_after_the_first_batch_and_never_cross_a_segment() {
     )
     .expect("open");
     for i in 0..40 {
-        p.append(&mut batch(i, 2, 200, 0), 0).expect("append");
+        p.append(&batch(i, 2, 200, 0), 0).expect("append");
     }
     let r = p.read(0, 1000).expect("read").slice.expect("slice");
     assert_eq!(r.position, 0);
@@ -98,7 +92,7 @@ fn timestamps_find_the_first_batch_at_or_after_them() {
         let mut firsts = Vec::new();
         for i in 0..300i64 {
             let info = p
-                .append(&mut batch(i as u64, 1, 64, 10_000 + i * 10), 0)
+                .append(&batch(i as u64, 1, 64, 10_000 + i * 10), 0)
                 .expect("append");
             firsts.push((10_000 + i * 10, info.base_offset));
         }
@@ -119,7 +113,7 @@ fn timestamps_find_the_first_batch_at_or_after_them() {
                 (200, b"c".as_slice()),
             ],
         );
-        let info = p.append(&mut b.clone(), 0).expect("append");
+        let info = p.append(&b.clone(), 0).expect("append");
         assert_eq!(
             p.offset_for_timestamp((1 << 40) + 50).expect("lookup"),
             Some(info.base_offset + 1)
@@ -133,7 +127,7 @@ fn bad_batches_get_typed_errors_and_leave_the_log_unchanged() {
     for path in PATHS {
         let dir = tempfile::tempdir().expect("dir");
         let p = Partition::open(&dir.path().join("t-0"), small_config(path), false).expect("open");
-        p.append(&mut batch(1, 3, 50, 0), 0).expect("good append");
+        p.append(&batch(1, 3, 50, 0), 0).expect("good append");
         let (end, size) = (p.log_end(), p.size_bytes());
         let good = batch(2, 2, 40, 0);
         let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
@@ -162,7 +156,7 @@ fn bad_batches_get_typed_errors_and_leave_the_log_unchanged() {
         mixed.extend_from_slice(&bad);
         cases.push(("good then bad", mixed));
         for (what, mut bytes) in cases {
-            let err = p.append(&mut bytes, 0).expect_err(what);
+            let err = p.append(&bytes, 0).expect_err(what);
             assert!(matches!(err, AppendError::InvalidBatch(_)), "{what}: {err}");
             assert_eq!(
                 (p.log_end(), p.size_bytes()),
@@ -170,10 +164,9 @@ fn bad_batches_get_typed_errors_and_leave_the_log_unchanged() {
                 "{path} {what}: log changed"
             );
         }
-        assert!(matches!(p.append(&mut [], 0), Err(AppendError::Empty)));
+        assert!(matches!(p.append(&[], 0), Err(AppendError::Empty)));
         // Still appends and reads fine.
-        p.append(&mut good.clone(), 0)
-            .expect("append after bad input");
+        p.append(&good.clone(), 0).expect("append after bad input");
         assert_eq!(read_all(&p).len(), 2);
     }
 }
@@ -187,9 +180,7 @@ fn a_batch_larger_than_a_segment_is_refused() {
         false,
     )
     .expect("open");
-    let err = p
-        .append(&mut batch(1, 1, 20_000, 0), 0)
-        .expect_err("too large");
+    let err = p.append(&batch(1, 1, 20_000, 0), 0).expect_err("too large");
     assert!(matches!(err, AppendError::TooLarge { .. }), "{err}");
     assert_eq!(p.log_end(), 0);
 }
@@ -203,10 +194,10 @@ fn retention_deletes_oldest_segments_and_held_regions_stay_readable() {
     };
     let p = Partition::open(&dir.path().join("t-0"), config, false).expect("open");
     let first = batch(0, 1, 1000, 0);
-    p.append(&mut first.clone(), 0).expect("append");
+    p.append(&first.clone(), 0).expect("append");
     let held = p.read(0, 100).expect("read").slice.expect("slice");
     for i in 1..200 {
-        p.append(&mut batch(i, 1, 1000, 0), 0).expect("append");
+        p.append(&batch(i, 1, 1000, 0), 0).expect("append");
     }
     let removed = p.apply_retention().expect("retention");
     assert!(removed > 0);
@@ -260,11 +251,11 @@ fn segments_roll_by_age() {
         ..small_config(sluice_log::AppendPath::Pwrite)
     };
     let p = Partition::open(&dir.path().join("t-0"), config, false).expect("open");
-    p.append(&mut batch(0, 1, 10, 0), 0).expect("append");
-    p.append(&mut batch(1, 1, 10, 0), 0).expect("append");
+    p.append(&batch(0, 1, 10, 0), 0).expect("append");
+    p.append(&batch(1, 1, 10, 0), 0).expect("append");
     assert_eq!(p.segments().len(), 1);
     std::thread::sleep(Duration::from_millis(30));
-    p.append(&mut batch(2, 1, 10, 0), 0).expect("append");
+    p.append(&batch(2, 1, 10, 0), 0).expect("append");
     assert_eq!(p.segments().len(), 2);
     assert_eq!(p.segments()[1].base_offset(), 2);
 }
@@ -281,7 +272,7 @@ fn flush_policies_say_what_is_durable() {
         false,
     )
     .expect("open");
-    let info = always.append(&mut batch(0, 2, 10, 0), 0).expect("append");
+    let info = always.append(&batch(0, 2, 10, 0), 0).expect("append");
     assert!(info.durable);
     assert_eq!(always.durable_end(), 2);
 
@@ -294,7 +285,7 @@ fn flush_policies_say_what_is_durable() {
         false,
     )
     .expect("open");
-    let info = interval.append(&mut batch(0, 2, 10, 0), 0).expect("append");
+    let info = interval.append(&batch(0, 2, 10, 0), 0).expect("append");
     assert!(!info.durable);
     assert_eq!(interval.durable_end(), 0);
     std::thread::sleep(Duration::from_millis(15));
@@ -325,8 +316,7 @@ fn topics_are_created_listed_and_deleted_with_kafka_names() {
     for p in 0..3 {
         assert!(dir.path().join(format!("orders.v1_x-y-{p}")).is_dir());
         let part = log.partition("orders.v1_x-y", p).expect("partition");
-        part.append(&mut batch(p.into(), 1, 10, 0), 0)
-            .expect("append");
+        part.append(&batch(p.into(), 1, 10, 0), 0).expect("append");
     }
     assert!(log.partition("orders.v1_x-y", 3).is_none());
     log.delete_topic("orders.v1_x-y").expect("delete");
@@ -348,9 +338,9 @@ fn clean_close_and_reopen_keep_everything_and_skip_recovery() {
             log.create_topic("t", 2).expect("create");
             for i in 0..100 {
                 let p = log.partition("t", (i % 2) as u32).expect("partition");
-                let mut b = batch(i, 2, 100, i as i64);
-                p.append(&mut b, 1).expect("append");
-                expected.push(((i % 2) as u32, b));
+                let b = batch(i, 2, 100, i as i64);
+                let info = p.append(&b, 1).expect("append");
+                expected.push(((i % 2) as u32, as_stored(b, info.base_offset, 1)));
             }
             log.close().expect("close");
         }
@@ -375,7 +365,7 @@ fn clean_close_and_reopen_keep_everything_and_skip_recovery() {
             assert_eq!(got, want, "{path} partition {part}");
             // The reopened log carries on at the right offset.
             let info = p
-                .append(&mut batch(999, 1, 5, 0), 1)
+                .append(&batch(999, 1, 5, 0), 1)
                 .expect("append after reopen");
             assert_eq!(info.base_offset, 100);
         }
@@ -408,7 +398,7 @@ fn concurrent_readers_never_see_a_partial_batch() {
             })
             .collect();
         for i in 0..1000 {
-            p.append(&mut batch(i, 2, (i % 700) as usize, 0), 0)
+            p.append(&batch(i, 2, (i % 700) as usize, 0), 0)
                 .expect("append");
         }
         for r in readers {
@@ -434,7 +424,7 @@ fn upkeep_flushes_on_its_interval_and_applies_retention() {
     log.create_topic("t", 1).expect("create");
     let p = log.partition("t", 0).expect("p");
     for i in 0..100 {
-        p.append(&mut batch(i, 1, 500, 0), 0).expect("append");
+        p.append(&batch(i, 1, 500, 0), 0).expect("append");
     }
     assert!(p.segments().len() > 2);
     assert!(p.durable_end() < p.log_end());
@@ -449,4 +439,29 @@ fn upkeep_flushes_on_its_interval_and_applies_retention() {
     assert_eq!(p.durable_end(), p.log_end(), "flushed by the upkeep thread");
     assert_eq!(p.segments().len(), 1, "old segments removed by retention");
     assert_eq!(p.log_start(), p.segments()[0].base_offset());
+}
+
+#[test]
+fn one_append_of_several_batches_numbers_them_in_order() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = Partition::open(&dir.path().join("t-0"), small_config(path), false).expect("open");
+        p.append(&batch(0, 2, 10, 0), 0).expect("first");
+        let parts = [batch(1, 3, 20, 5), batch(2, 1, 30, 6), batch(3, 4, 40, 7)];
+        let records: Vec<u8> = parts.concat();
+        let before = records.clone();
+        let info = p.append(&records, 9).expect("append three");
+        assert_eq!(records, before, "the caller's bytes are not modified");
+        assert_eq!(
+            (info.base_offset, info.last_offset, info.batches),
+            (2, 9, 3)
+        );
+        let got: Vec<Vec<u8>> = read_all(&p).into_iter().skip(1).map(|(_, b)| b).collect();
+        let want = vec![
+            as_stored(parts[0].clone(), 2, 9),
+            as_stored(parts[1].clone(), 5, 9),
+            as_stored(parts[2].clone(), 6, 9),
+        ];
+        assert_eq!(got, want, "{path}");
+    }
 }

@@ -39,12 +39,11 @@ fn run(path: AppendPath, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Append { records, value_len } => {
                 seed += 1;
                 let ts = 1_000 + seed as i64 * 3;
-                let mut b = batch(seed, records, value_len, ts);
+                let b = batch(seed, records, value_len, ts);
                 let p = log.partition("p", 0).expect("partition");
-                let info = p.append(&mut b, 5).expect("append");
+                let info = p.append(&b, 5).expect("append");
                 prop_assert_eq!(info.base_offset, next);
-                prop_assert_eq!(&b, &as_stored(b.clone(), next, 5));
-                model.push((next, b, ts));
+                model.push((next, as_stored(b, next, 5), ts));
                 next += records as i64;
             }
             Op::Retain { keep_bytes } => {

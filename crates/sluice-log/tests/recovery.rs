@@ -42,9 +42,9 @@ fn write_and_abandon(path: AppendPath, n: u64) -> (tempfile::TempDir, Vec<Vec<u8
     let p = Partition::open(&dir.path().join("t-0"), small_config(path), false).expect("open");
     let mut stored = Vec::new();
     for i in 0..n {
-        let mut b = batch(i, 2, 150, i as i64);
-        p.append(&mut b, 0).expect("append");
-        stored.push(b);
+        let b = batch(i, 2, 150, i as i64);
+        let info = p.append(&b, 0).expect("append");
+        stored.push(common::as_stored(b, info.base_offset, 0));
     }
     (dir, stored)
 }
@@ -93,7 +93,7 @@ fn a_flipped_byte_cuts_the_log_at_that_batch() {
         }
         // The log carries on from the cut.
         let info = p
-            .append(&mut batch(7, 1, 10, 0), 0)
+            .append(&batch(7, 1, 10, 0), 0)
             .expect("append after recovery");
         assert_eq!(info.base_offset, base + 6);
     }
@@ -132,7 +132,7 @@ fn a_zeroed_index_is_rebuilt_from_the_log() {
             log.create_topic("t", 1).expect("create");
             let p = log.partition("t", 0).expect("p");
             for i in 0..40 {
-                p.append(&mut batch(i, 2, 150, 0), 0).expect("append");
+                p.append(&batch(i, 2, 150, 0), 0).expect("append");
             }
             log.close().expect("close");
         }

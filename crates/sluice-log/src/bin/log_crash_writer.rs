@@ -50,8 +50,8 @@ fn main() {
     };
     let mut out = std::io::stdout().lock();
     for n in 0.. {
-        let mut b = crash_batch(run, n);
-        match p.append(&mut b, 0) {
+        let b = crash_batch(run, n);
+        match p.append(&b, 0) {
             Ok(info) => {
                 // One write per line: a pipe write under PIPE_BUF is atomic.
                 let line = format!("ACK {} {run} {n}\n", info.base_offset);
