@@ -155,7 +155,7 @@ fn bad_batches_get_typed_errors_and_leave_the_log_unchanged() {
         bad[20] ^= 0xff;
         mixed.extend_from_slice(&bad);
         cases.push(("good then bad", mixed));
-        for (what, mut bytes) in cases {
+        for (what, bytes) in cases {
             let err = p.append(&bytes, 0).expect_err(what);
             assert!(matches!(err, AppendError::InvalidBatch(_)), "{what}: {err}");
             assert_eq!(
