@@ -1,5 +1,51 @@
-//! # sluice-broker: the Kafka wire protocol (not built yet)
+//! # sluice-broker: the Kafka wire protocol over the log
 //!
-//! Connections, framing, request routing and handlers over `sluice-log`, with
-//! the Fetch response written as byte runs plus file regions through
-//! `sluice-io`. See DESIGN.md §2 and §4 and issue #4.
+//! Connections, framing, request routing and handlers over `sluice-log`. One
+//! broker (node 0) leads every partition. Requests on a connection are
+//! answered in order; a connection's responses all leave through one
+//! `sluice_io::Sender`, so a Fetch response's records go from the segment file
+//! to the socket by the configured data path (`sendfile` by default) without
+//! entering user space.
+
+mod fetch_writer;
+mod handlers;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use fetch_writer::{
+    Part, PartitionData, RecordsRegion, TopicData, encode_fetch_response, parts_len,
+};
+pub use server::{Broker, DataPathStats};
+pub use sluice_io::DataPath;
+pub use sluice_log::{AppendPath, FlushPolicy, LogConfig};
+
+/// Everything `sluice serve` can be told.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Create a topic when a client first names it (Metadata or Produce).
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub max_frame_bytes: usize,
+    /// How Fetch responses' records reach the socket.
+    pub data_path: DataPath,
+    pub log: LogConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            data_dir: PathBuf::from("sluice-data"),
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_frame_bytes: 100 * 1024 * 1024,
+            data_path: DataPath::Sendfile,
+            log: LogConfig::default(),
+        }
+    }
+}

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+pub use batch::BatchError;
 pub use config::{AppendPath, FlushPolicy, LogConfig};
 pub use partition::{AppendError, AppendInfo, FileSlice, Partition, ReadError, ReadResult};
 pub use segment::Segment;

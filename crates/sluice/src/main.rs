@@ -1,5 +1,6 @@
-//! `sluice`: the single binary. Today it runs the data-path benchmark; the
-//! broker (`sluice serve`) arrives with the broker layer.
+//! `sluice`: the single binary — the broker (`serve`) and the benchmarks.
+
+mod serve;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the broker: Kafka's wire protocol on 127.0.0.1:9092, data in ./sluice-data.
+    Serve(Box<serve::ServeArgs>),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -136,6 +139,7 @@ fn parse_cache(s: &str) -> Result<CacheState, String> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Serve(args) => serve::serve(*args),
         Command::Bench(BenchCommand::Transfer(args)) => bench_transfer(*args),
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
         Command::Bench(BenchCommand::TransferReceiver { unix_path, cpu }) => {

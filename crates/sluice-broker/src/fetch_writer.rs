@@ -1,0 +1,204 @@
+//! The zero-copy Fetch response encoder.
+//!
+//! The `kafka-protocol` crate encodes a FetchResponse with its records as
+//! in-memory `Bytes`; Sluice's records stay in segment files. This writer lays
+//! the response out as a list of parts — encoded byte runs and file regions —
+//! whose lengths are all known before the first byte is sent (the frame's
+//! `INT32 size` counts everything after it), for the non-flexible layout
+//! (v4–v11) and the flexible one (v12: compact arrays, unsigned varints,
+//! tagged-field bytes).
+
+use std::sync::Arc;
+
+use sluice_log::Segment;
+
+/// The records of one partition in a response: a region of a segment file.
+#[derive(Debug, Clone)]
+pub struct RecordsRegion {
+    pub segment: Arc<Segment>,
+    pub position: u64,
+    pub len: u64,
+}
+
+/// One partition of a Fetch response.
+#[derive(Debug, Clone)]
+pub struct PartitionData {
+    pub partition: i32,
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// None: an empty record set (a null records field for errors).
+    pub records: Option<RecordsRegion>,
+}
+
+/// One topic of a Fetch response.
+#[derive(Debug, Clone)]
+pub struct TopicData {
+    pub name: String,
+    pub partitions: Vec<PartitionData>,
+}
+
+/// A piece of an encoded response.
+#[derive(Debug, Clone)]
+pub enum Part {
+    Bytes(Vec<u8>),
+    File(RecordsRegion),
+}
+
+/// Encodes a Fetch response (v4–v12) for `correlation_id`, size prefix
+/// included. Byte runs between file regions are coalesced.
+pub fn encode_fetch_response(
+    version: i16,
+    correlation_id: i32,
+    throttle_ms: i32,
+    error_code: i16,
+    session_id: i32,
+    topics: &[TopicData],
+) -> Vec<Part> {
+    let flexible = version >= 12;
+    let mut w = Writer::default();
+    // Response header: v0 below 12, v1 (with a tag buffer) from 12.
+    w.i32(correlation_id);
+    if flexible {
+        w.u8(0);
+    }
+    w.i32(throttle_ms);
+    if version >= 7 {
+        w.i16(error_code);
+        w.i32(session_id);
+    }
+    w.array_len(topics.len(), flexible);
+    for topic in topics {
+        w.string(&topic.name, flexible);
+        w.array_len(topic.partitions.len(), flexible);
+        for p in &topic.partitions {
+            w.i32(p.partition);
+            w.i16(p.error_code);
+            w.i64(p.high_watermark);
+            w.i64(p.last_stable_offset);
+            if version >= 5 {
+                w.i64(p.log_start_offset);
+            }
+            // aborted_transactions: empty (no transactions); null for errors.
+            if flexible {
+                w.uvarint(1);
+            } else {
+                w.i32(0);
+            }
+            if version >= 11 {
+                w.i32(-1); // preferred_read_replica
+            }
+            match &p.records {
+                Some(region) => {
+                    if flexible {
+                        w.uvarint(region.len + 1);
+                    } else {
+                        w.i32(region.len as i32);
+                    }
+                    w.file(region.clone());
+                }
+                None => {
+                    if flexible {
+                        w.uvarint(1); // empty, not null: clients expect bytes
+                    } else {
+                        w.i32(0);
+                    }
+                }
+            }
+            if flexible {
+                w.u8(0); // partition tagged fields
+            }
+        }
+        if flexible {
+            w.u8(0); // topic tagged fields
+        }
+    }
+    if flexible {
+        w.u8(0); // body tagged fields
+    }
+    w.finish()
+}
+
+/// Total bytes of the parts.
+pub fn parts_len(parts: &[Part]) -> u64 {
+    parts
+        .iter()
+        .map(|p| match p {
+            Part::Bytes(b) => b.len() as u64,
+            Part::File(r) => r.len,
+        })
+        .sum()
+}
+
+#[derive(Default)]
+struct Writer {
+    parts: Vec<Part>,
+    cur: Vec<u8>,
+}
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.cur.push(v);
+    }
+    fn i16(&mut self, v: i16) {
+        self.cur.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.cur.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.cur.extend_from_slice(&v.to_be_bytes());
+    }
+    fn uvarint(&mut self, mut v: u64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.cur.push(b);
+                return;
+            }
+            self.cur.push(b | 0x80);
+        }
+    }
+    fn array_len(&mut self, n: usize, flexible: bool) {
+        if flexible {
+            self.uvarint(n as u64 + 1);
+        } else {
+            self.i32(n as i32);
+        }
+    }
+    fn string(&mut self, s: &str, flexible: bool) {
+        if flexible {
+            self.uvarint(s.len() as u64 + 1);
+        } else {
+            self.i16(s.len() as i16);
+        }
+        self.cur.extend_from_slice(s.as_bytes());
+    }
+    fn file(&mut self, region: RecordsRegion) {
+        if region.len == 0 {
+            return;
+        }
+        self.parts.push(Part::Bytes(std::mem::take(&mut self.cur)));
+        self.parts.push(Part::File(region));
+    }
+    /// Closes the last byte run and puts the size prefix in front.
+    fn finish(mut self) -> Vec<Part> {
+        if !self.cur.is_empty() {
+            self.parts.push(Part::Bytes(std::mem::take(&mut self.cur)));
+        }
+        self.parts
+            .retain(|p| !matches!(p, Part::Bytes(b) if b.is_empty()));
+        let size = parts_len(&self.parts);
+        let mut prefix = (size as i32).to_be_bytes().to_vec();
+        match self.parts.first_mut() {
+            Some(Part::Bytes(first)) => {
+                prefix.extend_from_slice(first);
+                *first = prefix;
+            }
+            _ => self.parts.insert(0, Part::Bytes(prefix)),
+        }
+        self.parts
+    }
+}

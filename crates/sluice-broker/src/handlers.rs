@@ -1,0 +1,571 @@
+//! Request decoding, routing and the API handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_log::{AppendError, FlushPolicy, Partition, ReadError, TopicError, batch::BatchError};
+
+use crate::fetch_writer::{Part, PartitionData, RecordsRegion, TopicData, encode_fetch_response};
+use crate::server::{Close, Inner};
+
+/// Kafka error codes used here.
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const INVALID_RECORD: i16 = 87;
+}
+
+/// The API versions this broker speaks (DESIGN.md §4).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+/// Kafka's default `message.max.bytes` (1 MiB + the 12-byte log overhead).
+const MAX_BATCH_BYTES: usize = 1_048_588;
+
+fn supported(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+pub(crate) enum Outcome {
+    Respond(Vec<Part>),
+    /// Produce with acks=0: Kafka sends nothing back.
+    NoResponse,
+}
+
+fn protocol(why: impl Into<String>) -> Close {
+    Close::Protocol(why.into())
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Decodes and answers one request frame (without its size prefix).
+pub(crate) async fn handle(inner: &Arc<Inner>, mut frame: Bytes) -> Result<Outcome, Close> {
+    if frame.len() < 8 {
+        return Err(protocol(format!(
+            "request header truncated ({} bytes)",
+            frame.len()
+        )));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(key).map_err(|_| protocol(format!("unknown API key {key}")))?;
+    let Some((lo, hi)) = supported(api) else {
+        return Err(protocol(format!("{api:?} (key {key}) is not supported")));
+    };
+    if !(lo..=hi).contains(&version) {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 with error 35 and our ranges, so the client
+            // can retry with a version we speak.
+            return Ok(Outcome::Respond(api_versions_response(
+                correlation,
+                0,
+                code::UNSUPPORTED_VERSION,
+            )));
+        }
+        return Err(protocol(format!(
+            "{api:?} v{version} is not supported (v{lo}–v{hi})"
+        )));
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| protocol(format!("bad {api:?} v{version} request header: {e}")))?;
+    let request = RequestKind::decode(api, &mut frame, version)
+        .map_err(|e| protocol(format!("bad {api:?} v{version} request body: {e:#}")))?;
+    let response = match request {
+        RequestKind::ApiVersions(_) => {
+            return Ok(Outcome::Respond(api_versions_response(
+                header.correlation_id,
+                version,
+                code::NONE,
+            )));
+        }
+        RequestKind::Fetch(r) => {
+            return Ok(Outcome::Respond(
+                fetch(inner, r, version, header.correlation_id).await,
+            ));
+        }
+        RequestKind::Produce(r) => match produce(inner, r, version).await {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Ok(Outcome::NoResponse),
+        },
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(inner, r, version)),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(inner, r)),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(inner, r)),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(inner, r)),
+        other => return Err(protocol(format!("no handler for {other:?}"))),
+    };
+    encode(api, version, header.correlation_id, &response).map(Outcome::Respond)
+}
+
+fn encode(
+    api: ApiKey,
+    version: i16,
+    correlation: i32,
+    response: &ResponseKind,
+) -> Result<Vec<Part>, Close> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.extend_from_slice(&[0; 4]);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation;
+    header
+        .encode(&mut buf, api.response_header_version(version))
+        .and_then(|_| response.encode(&mut buf, version))
+        .map_err(|e| Close::Io(format!("encoding {api:?} v{version} response: {e}")))?;
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(vec![Part::Bytes(buf.to_vec())])
+}
+
+/// ApiVersions: the response header is v0 at every version, and no optional
+/// tagged fields are sent (librdkafka < 2.2 misparses them).
+fn api_versions_response(correlation: i32, version: i16, error: i16) -> Vec<Part> {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = error;
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|(k, lo, hi)| {
+            let mut v = ApiVersion::default();
+            v.api_key = *k as i16;
+            v.min_version = *lo;
+            v.max_version = *hi;
+            v
+        })
+        .collect();
+    let mut buf = BytesMut::with_capacity(128);
+    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(&correlation.to_be_bytes());
+    if r.encode(&mut buf, version).is_err() {
+        // Cannot happen for the versions we answer with; fall back to v0.
+        buf.truncate(8);
+        let _ = r.encode(&mut buf, 0);
+    }
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    vec![Part::Bytes(buf.to_vec())]
+}
+
+fn topic_error_code(e: &TopicError) -> i16 {
+    match e {
+        TopicError::InvalidName(..) => code::INVALID_TOPIC_EXCEPTION,
+        TopicError::Exists(_) => code::TOPIC_ALREADY_EXISTS,
+        TopicError::NotFound(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+        TopicError::InvalidPartitions => code::INVALID_PARTITIONS,
+        TopicError::Io { .. } => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// Looks a topic up, creating it on first use when allowed. Returns the
+/// partition count, or a Kafka error code.
+fn ensure_topic(inner: &Inner, name: &str, create: bool) -> Result<u32, i16> {
+    if let Some((_, n)) = inner.log.topics().into_iter().find(|(t, _)| t == name) {
+        return Ok(n);
+    }
+    if let Err(e) = sluice_log::validate_topic_name(name) {
+        return Err(topic_error_code(&e));
+    }
+    if !create {
+        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    match inner
+        .log
+        .create_topic(name, inner.config.default_partitions.max(1))
+    {
+        Ok(()) => {
+            tracing::info!(topic = name, "auto-created topic");
+            Ok(inner.config.default_partitions.max(1))
+        }
+        // Another connection created it first.
+        Err(TopicError::Exists(_)) => inner
+            .log
+            .topics()
+            .into_iter()
+            .find(|(t, _)| t == name)
+            .map(|(_, n)| n)
+            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
+        Err(e) => Err(topic_error_code(&e)),
+    }
+}
+
+fn partition(inner: &Inner, topic: &str, index: i32) -> Option<Arc<Partition>> {
+    u32::try_from(index)
+        .ok()
+        .and_then(|i| inner.log.partition(topic, i))
+}
+
+fn metadata(inner: &Inner, r: MetadataRequest, version: i16) -> MetadataResponse {
+    let may_create =
+        inner.config.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
+    let mut topics: Vec<(String, Result<u32, i16>)> = match &r.topics {
+        None => inner
+            .log
+            .topics()
+            .into_iter()
+            .map(|(t, n)| (t, Ok(n)))
+            .collect(),
+        Some(list) => list
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .map(|name| {
+                let found = ensure_topic(inner, &name, may_create);
+                (name, found)
+            })
+            .collect(),
+    };
+    topics.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(0);
+    broker.host = str_bytes(&inner.advertised.ip().to_string());
+    broker.port = i32::from(inner.advertised.port());
+    out.brokers = vec![broker];
+    out.cluster_id = Some(str_bytes("sluice"));
+    out.controller_id = BrokerId(0);
+    out.topics = topics
+        .into_iter()
+        .map(|(name, found)| {
+            let mut t = MetadataResponseTopic::default();
+            t.name = Some(TopicName(str_bytes(&name)));
+            match found {
+                Ok(n) => {
+                    t.partitions = (0..n as i32)
+                        .map(|i| {
+                            let mut p = MetadataResponsePartition::default();
+                            p.partition_index = i;
+                            p.leader_id = BrokerId(0);
+                            // −1 keeps clients from offset-validation round trips.
+                            p.leader_epoch = -1;
+                            p.replica_nodes = vec![BrokerId(0)];
+                            p.isr_nodes = vec![BrokerId(0)];
+                            p
+                        })
+                        .collect();
+                }
+                Err(code) => t.error_code = code,
+            }
+            t
+        })
+        .collect();
+    out
+}
+
+fn append_error_code(e: &AppendError) -> i16 {
+    match e {
+        AppendError::InvalidBatch(BatchError::CrcMismatch { .. }) => code::CORRUPT_MESSAGE,
+        AppendError::InvalidBatch(BatchError::UnsupportedMagic(_)) => {
+            code::UNSUPPORTED_FOR_MESSAGE_FORMAT
+        }
+        AppendError::InvalidBatch(_) | AppendError::Empty => code::INVALID_RECORD,
+        AppendError::TooLarge { .. } => code::RECORD_LIST_TOO_LARGE,
+        AppendError::Offline(_) | AppendError::Io { .. } => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// Produce: validates and appends each partition's batches; acks=-1 returns
+/// once they are durable under the flush policy (`always`: synced by the
+/// append; an interval: flushed now; `os`: left to the OS). acks=0 gets no
+/// response at all.
+async fn produce(inner: &Arc<Inner>, r: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = r.acks;
+    let mut out = ProduceResponse::default();
+    let mut appended_any = false;
+    for topic in r.topic_data {
+        let name = topic.name.0.to_string();
+        let found = ensure_topic(inner, &name, inner.config.auto_create_topics);
+        let mut t = TopicProduceResponse::default();
+        t.name = topic.name.clone();
+        for pd in topic.partition_data {
+            let mut p = PartitionProduceResponse::default();
+            p.index = pd.index;
+            p.base_offset = -1;
+            p.log_append_time_ms = -1;
+            p.log_start_offset = -1;
+            let part = match &found {
+                Ok(_) => partition(inner, &name, pd.index).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Err(code) => Err(*code),
+            };
+            let records = pd.records.unwrap_or_default();
+            let result = match part {
+                Err(code) => Err(code),
+                Ok(part) if records.len() > MAX_BATCH_BYTES => {
+                    let _ = part;
+                    Err(code::MESSAGE_TOO_LARGE)
+                }
+                Ok(part) => {
+                    let durable_wait =
+                        acks == -1 && matches!(inner.config.log.flush, FlushPolicy::Interval(_));
+                    let log_part = part.clone();
+                    let appended = tokio::task::spawn_blocking(move || {
+                        let info = log_part.append(&records, 0)?;
+                        if durable_wait {
+                            log_part.flush().map_err(|source| AppendError::Io {
+                                partition: log_part.name().to_string(),
+                                source,
+                            })?;
+                        }
+                        Ok::<_, AppendError>(info)
+                    })
+                    .await;
+                    match appended {
+                        Ok(Ok(info)) => {
+                            appended_any = true;
+                            Ok((info, part.log_start()))
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(topic = %name, partition = pd.index, "produce refused: {e}");
+                            Err(append_error_code(&e))
+                        }
+                        Err(e) => {
+                            tracing::error!("append task failed: {e}");
+                            Err(code::KAFKA_STORAGE_ERROR)
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok((info, log_start)) => {
+                    p.base_offset = info.base_offset;
+                    p.log_start_offset = log_start;
+                }
+                Err(code) => p.error_code = code,
+            }
+            t.partition_responses.push(p);
+        }
+        out.responses.push(t);
+    }
+    if appended_any {
+        inner.appended.notify_waiters();
+    }
+    let _ = version;
+    (acks != 0).then_some(out)
+}
+
+/// Fetch: gathers a file region per partition; parks until `min_bytes` are
+/// there or `max_wait_ms` passes, woken by appends.
+async fn fetch(inner: &Arc<Inner>, r: FetchRequest, version: i16, correlation: i32) -> Vec<Part> {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0));
+    let min_bytes = u64::try_from(r.min_bytes).unwrap_or(0);
+    let max_bytes = u64::try_from(r.max_bytes).unwrap_or(0).max(1);
+    loop {
+        let notified = inner.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (topics, total, errors) = collect_fetch(inner, &r, max_bytes);
+        let now = tokio::time::Instant::now();
+        if total >= min_bytes.max(1) || errors || now >= deadline {
+            return encode_fetch_response(version, correlation, 0, code::NONE, 0, &topics);
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn collect_fetch(inner: &Inner, r: &FetchRequest, max_bytes: u64) -> (Vec<TopicData>, u64, bool) {
+    let mut total = 0u64;
+    let mut errors = false;
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for ft in &r.topics {
+        let name = ft.topic.0.to_string();
+        let mut partitions = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let mut pd = PartitionData {
+                partition: fp.partition,
+                error_code: code::NONE,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: None,
+            };
+            match partition(inner, &name, fp.partition) {
+                None => {
+                    pd.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+                    errors = true;
+                }
+                Some(part) => {
+                    // The first batch is sent whole even past the budget.
+                    let budget = u64::try_from(fp.partition_max_bytes)
+                        .unwrap_or(0)
+                        .min(max_bytes.saturating_sub(total));
+                    match part.read(fp.fetch_offset, budget) {
+                        Ok(res) => {
+                            pd.high_watermark = res.log_end;
+                            pd.last_stable_offset = res.log_end;
+                            pd.log_start_offset = res.log_start;
+                            if let Some(slice) = res.slice
+                                && (budget > 0 || total == 0)
+                            {
+                                total += slice.len;
+                                pd.records = Some(RecordsRegion {
+                                    segment: slice.segment,
+                                    position: slice.position,
+                                    len: slice.len,
+                                });
+                            }
+                        }
+                        Err(ReadError::OffsetOutOfRange {
+                            log_start, log_end, ..
+                        }) => {
+                            pd.error_code = code::OFFSET_OUT_OF_RANGE;
+                            pd.high_watermark = log_end;
+                            pd.last_stable_offset = log_end;
+                            pd.log_start_offset = log_start;
+                            errors = true;
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %name, partition = fp.partition, "read failed: {e}");
+                            pd.error_code = code::KAFKA_STORAGE_ERROR;
+                            errors = true;
+                        }
+                    }
+                }
+            }
+            partitions.push(pd);
+        }
+        topics.push(TopicData { name, partitions });
+    }
+    (topics, total, errors)
+}
+
+fn list_offsets(inner: &Inner, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut out = ListOffsetsResponse::default();
+    for topic in r.topics {
+        let name = topic.name.0.to_string();
+        let mut t = ListOffsetsTopicResponse::default();
+        t.name = topic.name.clone();
+        for lp in topic.partitions {
+            let mut p = ListOffsetsPartitionResponse::default();
+            p.partition_index = lp.partition_index;
+            p.timestamp = -1;
+            p.offset = -1;
+            p.leader_epoch = -1;
+            match partition(inner, &name, lp.partition_index) {
+                None => p.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(part) => match lp.timestamp {
+                    -1 => p.offset = part.log_end(),
+                    -2 => p.offset = part.log_start(),
+                    ts if ts >= 0 => match part.offset_for_timestamp(ts) {
+                        Ok(Some(offset)) => {
+                            p.offset = offset;
+                            p.timestamp = ts;
+                        }
+                        Ok(None) => {}
+                        Err(_) => p.error_code = code::KAFKA_STORAGE_ERROR,
+                    },
+                    // −3 (max timestamp) and other specials: the latest offset.
+                    _ => p.offset = part.log_end(),
+                },
+            }
+            t.partitions.push(p);
+        }
+        out.topics.push(t);
+    }
+    out
+}
+
+fn create_topics(inner: &Inner, r: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut out = CreateTopicsResponse::default();
+    for topic in r.topics {
+        let name = topic.name.0.to_string();
+        let mut res = CreatableTopicResult::default();
+        res.name = topic.name.clone();
+        let partitions = if topic.num_partitions == -1 {
+            inner.config.default_partitions as i32
+        } else {
+            topic.num_partitions
+        };
+        res.num_partitions = partitions;
+        res.replication_factor = 1;
+        let outcome = if partitions <= 0 {
+            Err((
+                code::INVALID_PARTITIONS,
+                "partition count must be positive".to_string(),
+            ))
+        } else if topic.replication_factor > 1 {
+            Err((
+                code::INVALID_REPLICATION_FACTOR,
+                "one broker: replication factor must be 1".to_string(),
+            ))
+        } else if let Err(e) = sluice_log::validate_topic_name(&name) {
+            Err((topic_error_code(&e), e.to_string()))
+        } else if r.validate_only {
+            if inner.log.topics().iter().any(|(t, _)| *t == name) {
+                Err((
+                    code::TOPIC_ALREADY_EXISTS,
+                    format!("topic {name:?} already exists"),
+                ))
+            } else {
+                Ok(())
+            }
+        } else {
+            inner
+                .log
+                .create_topic(&name, partitions as u32)
+                .map_err(|e| (topic_error_code(&e), e.to_string()))
+        };
+        if let Err((code, message)) = outcome {
+            res.error_code = code;
+            res.error_message = Some(str_bytes(&message));
+        }
+        out.topics.push(res);
+    }
+    out
+}
+
+fn delete_topics(inner: &Inner, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let mut names: Vec<TopicName> = r.topic_names;
+    names.extend(r.topics.into_iter().filter_map(|t| t.name));
+    let mut out = DeleteTopicsResponse::default();
+    for name in names {
+        let mut res = DeletableTopicResult::default();
+        if let Err(e) = inner.log.delete_topic(name.0.as_str()) {
+            res.error_code = topic_error_code(&e);
+            res.error_message = Some(str_bytes(&e.to_string()));
+        }
+        res.name = Some(name);
+        out.responses.push(res);
+    }
+    out
+}

@@ -1,0 +1,135 @@
+//! `sluice serve`: the broker process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sluice_bench::transfer::parse_size;
+use sluice_broker::{AppendPath, Broker, BrokerConfig, DataPath, FlushPolicy, LogConfig};
+
+/// Every setting can come from a flag or from the environment variable named
+/// beside it.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (127.0.0.1:0 picks a free port).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+    /// Data directory (created if missing).
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
+    pub data_dir: PathBuf,
+    /// When appends reach the disk: `always` (fsync before acking), a number
+    /// of milliseconds (background flush; acks=-1 flushes first), or `os`.
+    #[arg(long, env = "SLUICE_FLUSH", default_value = "os", value_parser = parse_flush)]
+    pub flush: FlushPolicy,
+    /// How batches get into the active segment: `pwrite` (measured faster) or
+    /// `mmap` (a pre-allocated mapped segment).
+    #[arg(long, env = "SLUICE_APPEND", default_value = "pwrite", value_parser = parse_append)]
+    pub append: AppendPath,
+    /// How Fetch responses' records reach the socket: sendfile, splice,
+    /// read_write or mmap_write.
+    #[arg(long, env = "SLUICE_DATA_PATH", default_value = "sendfile")]
+    pub data_path: DataPath,
+    /// Create topics on first use (Metadata or Produce naming them).
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic.
+    #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: u32,
+    /// Largest request frame accepted (socket.request.max.bytes).
+    #[arg(long, env = "SLUICE_MAX_FRAME_BYTES", default_value = "100m", value_parser = parse_size)]
+    pub max_frame_bytes: u64,
+    /// Segment size (segment.bytes), at most 2 GiB.
+    #[arg(long, env = "SLUICE_SEGMENT_BYTES", default_value = "1g", value_parser = parse_size)]
+    pub segment_bytes: u64,
+    /// Delete segments whose newest record is older than this many ms (retention.ms).
+    #[arg(long, env = "SLUICE_RETENTION_MS", default_value_t = 7 * 24 * 3600 * 1000)]
+    pub retention_ms: u64,
+    /// Keep at most this many bytes per partition (retention.bytes); unlimited if unset.
+    #[arg(long, env = "SLUICE_RETENTION_BYTES", value_parser = parse_size)]
+    pub retention_bytes: Option<u64>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
+    pub log_level: tracing::Level,
+}
+
+fn parse_flush(s: &str) -> Result<FlushPolicy, String> {
+    s.parse()
+}
+
+fn parse_append(s: &str) -> Result<AppendPath, String> {
+    s.parse()
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_max_level(args.log_level)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    anyhow::ensure!(
+        args.segment_bytes <= 2 << 30,
+        "--segment-bytes is at most 2 GiB"
+    );
+    let config = BrokerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        auto_create_topics: args.auto_create_topics,
+        default_partitions: args.default_partitions.max(1),
+        max_frame_bytes: args.max_frame_bytes as usize,
+        data_path: args.data_path,
+        log: LogConfig {
+            segment_bytes: args.segment_bytes,
+            retention_bytes: args.retention_bytes,
+            retention_age: Some(Duration::from_millis(args.retention_ms)),
+            flush: args.flush,
+            append_path: args.append,
+            ..LogConfig::default()
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let bound = listener.local_addr()?;
+        let broker = Broker::open(config.clone(), bound)
+            .with_context(|| format!("opening {}", config.data_dir.display()))?;
+        tracing::info!(
+            listen = %bound,
+            data_dir = %config.data_dir.display(),
+            data_path = %config.data_path,
+            flush = %config.log.flush,
+            append = %config.log.append_path,
+            "sluice is serving"
+        );
+        // A line for scripts and tests that start the broker on port 0.
+        println!("sluice listening on {bound}");
+        broker.serve(listener, shutdown_signal()).await;
+        tracing::info!("shutting down: flushing and marking a clean shutdown");
+        broker.close().context("closing the log")?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
