@@ -236,13 +236,17 @@ fn partition(inner: &Inner, topic: &str, index: i32) -> Option<Arc<Partition>> {
 fn metadata(inner: &Inner, r: MetadataRequest, version: i16) -> MetadataResponse {
     let may_create =
         inner.config.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
+    // Null asks for every topic; so does an empty list in v0.
+    let every =
+        r.topics.is_none() || (version == 0 && r.topics.as_ref().is_some_and(|t| t.is_empty()));
     let mut topics: Vec<(String, Result<u32, i16>)> = match &r.topics {
-        None => inner
+        _ if every => inner
             .log
             .topics()
             .into_iter()
             .map(|(t, n)| (t, Ok(n)))
             .collect(),
+        None => Vec::new(),
         Some(list) => list
             .iter()
             .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 pub use fetch_writer::{
     Part, PartitionData, RecordsRegion, TopicData, encode_fetch_response, parts_len,
 };
-pub use server::{Broker, DataPathStats};
+pub use server::{Broker, DataPathStats, StatsSnapshot};
 pub use sluice_io::DataPath;
 pub use sluice_log::{AppendPath, FlushPolicy, LogConfig};
 

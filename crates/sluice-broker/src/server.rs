@@ -25,15 +25,88 @@ use crate::handlers::{self, Outcome};
 /// Running totals of what the connections' data paths did.
 #[derive(Debug, Default)]
 pub struct DataPathStats {
-    totals: Mutex<Counters>,
+    totals: Mutex<StatsSnapshot>,
+}
+
+/// A copy of the totals.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StatsSnapshot {
+    /// The io layer's own counters, summed over every response sent.
+    pub io: Counters,
+    /// Bytes of file regions (record data) in responses sent.
+    pub record_bytes: u64,
+    /// Bytes encoded in memory (headers and fields) in responses sent.
+    pub encoded_bytes: u64,
+    pub responses: u64,
+}
+
+impl StatsSnapshot {
+    /// Record bytes that crossed into user space on their way out: zero on the
+    /// sendfile and splice paths, 2× the records for read+write, 1× for mmap.
+    pub fn record_bytes_through_user_space(&self) -> u64 {
+        self.io.user_space_bytes.saturating_sub(self.encoded_bytes)
+    }
+
+    /// Prometheus text exposition.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, help: &str, value: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        };
+        metric("sluice_responses_total", "Responses sent.", self.responses);
+        metric(
+            "sluice_response_record_bytes_total",
+            "Record bytes (file regions) in responses.",
+            self.record_bytes,
+        );
+        metric(
+            "sluice_response_encoded_bytes_total",
+            "Encoded header and field bytes in responses.",
+            self.encoded_bytes,
+        );
+        metric(
+            "sluice_io_kernel_bytes_total",
+            "Bytes sent without passing through user space.",
+            self.io.kernel_bytes,
+        );
+        metric(
+            "sluice_io_user_space_bytes_total",
+            "Bytes passed through user space by the data path.",
+            self.io.user_space_bytes,
+        );
+        metric(
+            "sluice_record_bytes_through_user_space_total",
+            "Record bytes that entered user space on the way out.",
+            self.record_bytes_through_user_space(),
+        );
+        metric(
+            "sluice_io_eagain_total",
+            "Sends that found the socket full.",
+            self.io.eagain,
+        );
+        for call in sluice_io::Syscall::ALL {
+            out.push_str(&format!(
+                "sluice_io_syscalls_total{{call=\"{}\"}} {}\n",
+                call.name(),
+                self.io.calls(call)
+            ));
+        }
+        out
+    }
 }
 
 impl DataPathStats {
-    pub fn add(&self, c: &Counters) {
-        *self.totals.lock().unwrap_or_else(|e| e.into_inner()) += *c;
+    pub fn add(&self, io: &Counters, record_bytes: u64, encoded_bytes: u64) {
+        let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        t.io += *io;
+        t.record_bytes += record_bytes;
+        t.encoded_bytes += encoded_bytes;
+        t.responses += 1;
     }
 
-    pub fn snapshot(&self) -> Counters {
+    pub fn snapshot(&self) -> StatsSnapshot {
         *self.totals.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -105,6 +178,36 @@ impl Broker {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                 },
+            }
+        }
+    }
+
+    /// Serves the data-path counters as Prometheus text on `listener` until
+    /// `shutdown` resolves (any HTTP GET gets the same page).
+    pub async fn serve_metrics(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = listener.accept() => {
+                    let Ok((mut stream, _)) = accepted else { continue };
+                    let body = self.inner.stats.snapshot().prometheus();
+                    tokio::spawn(async move {
+                        let mut req = [0u8; 1024];
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(2),
+                            stream.read(&mut req),
+                        )
+                        .await;
+                        let head = format!(
+                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        let _ = stream.write_all(body.as_bytes()).await;
+                    });
+                }
             }
         }
     }
@@ -202,9 +305,16 @@ async fn send_parts(
             Part::File(r) => Chunk::File(FileRegion::new(r.segment.file(), r.position, r.len)),
         })
         .collect();
+    let (mut record_bytes, mut encoded_bytes) = (0, 0);
+    for p in &parts {
+        match p {
+            Part::Bytes(b) => encoded_bytes += b.len() as u64,
+            Part::File(r) => record_bytes += r.len,
+        }
+    }
     let mut msg = Message::new(chunks);
     let result = sender.send_async(stream, &mut msg).await;
-    inner.stats.add(msg.counters());
+    inner.stats.add(msg.counters(), record_bytes, encoded_bytes);
     match result {
         Ok(_) => Ok(()),
         Err(e) if e.is_peer_closed() => Err(Close::PeerGone),

@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// Keep at most this many bytes per partition (retention.bytes); unlimited if unset.
     #[arg(long, env = "SLUICE_RETENTION_BYTES", value_parser = parse_size)]
     pub retention_bytes: Option<u64>,
+    /// Serve Prometheus text metrics (data-path counters) on this address; off if unset.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
     pub log_level: tracing::Level,
@@ -94,6 +97,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let metrics_listen = args.metrics_listen;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -109,9 +113,28 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             append = %config.log.append_path,
             "sluice is serving"
         );
-        // A line for scripts and tests that start the broker on port 0.
+        // Lines for scripts and tests that start the broker on port 0.
         println!("sluice listening on {bound}");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(addr) = metrics_listen {
+            let metrics = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics listener on {addr}"))?;
+            println!("sluice metrics on {}", metrics.local_addr()?);
+            let broker = broker.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                broker
+                    .serve_metrics(metrics, async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+            });
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
         broker.serve(listener, shutdown_signal()).await;
+        let _ = stop_tx.send(true);
         tracing::info!("shutting down: flushing and marking a clean shutdown");
         broker.close().context("closing the log")?;
         Ok(())

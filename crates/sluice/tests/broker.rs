@@ -1,0 +1,530 @@
+//! The broker over real sockets: a `sluice serve` process per test, driven by
+//! a raw Kafka client (requests encoded by the `kafka-protocol` crate).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, FetchResponse,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use sluice_log::batch;
+use support::{Client, Server};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn produce_req(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = name(topic);
+    td.partition_data = vec![pd];
+    let mut r = ProduceRequest::default();
+    r.acks = acks;
+    r.timeout_ms = 5000;
+    r.topic_data = vec![td];
+    r
+}
+
+fn fetch_req(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+) -> FetchRequest {
+    let mut fp = FetchPartition::default();
+    fp.partition = partition;
+    fp.fetch_offset = offset;
+    fp.partition_max_bytes = 1 << 20;
+    fp.current_leader_epoch = -1;
+    fp.log_start_offset = -1;
+    let mut ft = FetchTopic::default();
+    ft.topic = name(topic);
+    ft.partitions = vec![fp];
+    let mut r = FetchRequest::default();
+    r.replica_id = (-1).into();
+    r.max_wait_ms = max_wait_ms;
+    r.min_bytes = min_bytes;
+    r.max_bytes = 50 << 20;
+    r.session_epoch = -1;
+    r.topics = vec![ft];
+    r
+}
+
+fn create_topic(c: &mut Client, topic: &str, partitions: i32) -> i16 {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    r.timeout_ms = 5000;
+    c.call(5, &r).topics[0].error_code
+}
+
+/// (error, base offset) of a one-partition produce.
+fn produce(
+    c: &mut Client,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+) -> (i16, i64) {
+    let resp = c.call(
+        version,
+        &produce_req(topic, partition, Bytes::copy_from_slice(records), -1),
+    );
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetched(resp: &FetchResponse) -> (i16, i64, Bytes) {
+    let p = &resp.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.clone().unwrap_or_default(),
+    )
+}
+
+fn stored(b: &[u8], offset: i64) -> Vec<u8> {
+    let mut v = b.to_vec();
+    batch::set_base_offset(&mut v, offset);
+    batch::set_leader_epoch(&mut v, 0);
+    v
+}
+
+#[test]
+fn api_versions_answers_in_a_v0_header_and_says_error_35_to_unknown_versions() {
+    let server = Server::start(&[]);
+    let mut c = Client::connect(server.addr);
+    for v in 0..=3 {
+        let resp = c.call(v, &ApiVersionsRequest::default());
+        assert_eq!(resp.error_code, 0);
+        let fetch = resp
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == 1)
+            .expect("fetch listed");
+        assert_eq!((fetch.min_version, fetch.max_version), (4, 12));
+        assert!(
+            resp.supported_features.is_empty(),
+            "no optional tagged fields"
+        );
+    }
+    // A version from the future: error 35 in a v0 body listing our ranges.
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&18i16.to_be_bytes());
+    raw.extend_from_slice(&99i16.to_be_bytes());
+    raw.extend_from_slice(&7i32.to_be_bytes());
+    raw.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    c.send_raw_frame(&raw);
+    let frame = c.read_frame().expect("answer");
+    assert_eq!(
+        i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]),
+        7
+    );
+    assert_eq!(i16::from_be_bytes([frame[4], frame[5]]), 35);
+    let n = i32::from_be_bytes([frame[6], frame[7], frame[8], frame[9]]);
+    assert_eq!(n, 7, "seven APIs listed");
+}
+
+#[test]
+fn produce_then_fetch_returns_the_batches_byte_exact_in_every_fetch_layout() {
+    let server = Server::start(&[]);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(create_topic(&mut c, "orders", 3), 0);
+    let batches: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| batch::build_batch(1_700_000_000_000 + i as i64, &[&[i; 100], b"second record"]))
+        .collect();
+    let mut expected = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        let version = [3, 7, 9, 11, 12][i];
+        let (err, base) = produce(&mut c, version, "orders", 2, b);
+        assert_eq!((err, base), (0, 2 * i as i64), "produce v{version}");
+        expected.extend_from_slice(&stored(b, base));
+    }
+    for version in [4, 5, 7, 11, 12] {
+        let resp = c.call(version, &fetch_req("orders", 2, 0, 0, 1));
+        let (err, hw, records) = fetched(&resp);
+        assert_eq!((err, hw), (0, 10), "fetch v{version}");
+        assert_eq!(
+            records.as_ref(),
+            expected.as_slice(),
+            "fetch v{version}: records byte-exact"
+        );
+    }
+    // From the middle of a batch: that batch is returned whole.
+    let resp = c.call(12, &fetch_req("orders", 2, 5, 0, 1));
+    let (_, _, records) = fetched(&resp);
+    let from = batches[0].len() * 2;
+    assert_eq!(records.as_ref(), &expected[from..]);
+    // Empty partitions answer with no records and their high watermark.
+    let resp = c.call(12, &fetch_req("orders", 0, 0, 0, 0));
+    assert_eq!(fetched(&resp), (0, 0, Bytes::new()));
+}
+
+#[test]
+fn fetch_out_of_range_and_unknown_partitions_get_their_codes() {
+    let server = Server::start(&["--auto-create-topics", "false"]);
+    let mut c = Client::connect(server.addr);
+    create_topic(&mut c, "t", 1);
+    produce(&mut c, 9, "t", 0, &batch::build_batch(0, &[b"x"]));
+    let resp = c.call(12, &fetch_req("t", 0, 5, 0, 1));
+    assert_eq!(fetched(&resp).0, 1, "OFFSET_OUT_OF_RANGE past the end");
+    let resp = c.call(12, &fetch_req("t", 0, -3, 0, 1));
+    assert_eq!(fetched(&resp).0, 1, "OFFSET_OUT_OF_RANGE below the start");
+    let resp = c.call(12, &fetch_req("t", -1, 0, 0, 1));
+    assert_eq!(
+        fetched(&resp).0,
+        3,
+        "negative partition: UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let resp = c.call(12, &fetch_req("nope", 0, 0, 0, 1));
+    assert_eq!(fetched(&resp).0, 3);
+    let (err, _) = produce(&mut c, 9, "nope", 0, &batch::build_batch(0, &[b"x"]));
+    assert_eq!(err, 3, "no auto-creation when it is off");
+}
+
+#[test]
+fn metadata_lists_topics_and_auto_creates_on_first_use() {
+    let server = Server::start(&["--default-partitions", "3"]);
+    let mut c = Client::connect(server.addr);
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(name("fresh"));
+    let mut r = MetadataRequest::default();
+    r.topics = Some(vec![t]);
+    r.allow_auto_topic_creation = true;
+    let resp = c.call(12, &r);
+    assert_eq!(resp.brokers.len(), 1);
+    assert_eq!(resp.brokers[0].port, i32::from(server.addr.port()));
+    let topic = &resp.topics[0];
+    assert_eq!(topic.error_code, 0);
+    assert_eq!(topic.partitions.len(), 3);
+    assert!(
+        topic
+            .partitions
+            .iter()
+            .all(|p| p.leader_id.0 == 0 && p.leader_epoch == -1)
+    );
+    // An invalid name is refused with its code.
+    let mut bad = MetadataRequestTopic::default();
+    bad.name = Some(name("bad/name"));
+    r.topics = Some(vec![bad]);
+    assert_eq!(c.call(12, &r).topics[0].error_code, 17);
+    // Every topic.
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    assert_eq!(c.call(1, &all).topics.len(), 1, "null list: every topic");
+    // In v0 an empty list also means every topic.
+    all.topics = Some(vec![]);
+    assert_eq!(c.call(0, &all).topics.len(), 1);
+    assert!(
+        c.call(1, &all).topics.is_empty(),
+        "v1+: an empty list is no topics"
+    );
+    // Delete it.
+    let mut d = DeleteTopicsRequest::default();
+    d.topic_names = vec![name("fresh")];
+    assert_eq!(c.call(4, &d).responses[0].error_code, 0);
+    let mut none = MetadataRequest::default();
+    none.topics = None;
+    assert!(c.call(12, &none).topics.is_empty());
+    assert_eq!(create_topic(&mut c, "fresh", 0), 37, "INVALID_PARTITIONS");
+}
+
+#[test]
+fn list_offsets_finds_earliest_latest_and_by_timestamp() {
+    let server = Server::start(&[]);
+    let mut c = Client::connect(server.addr);
+    for i in 0..4i64 {
+        produce(
+            &mut c,
+            9,
+            "ts",
+            0,
+            &batch::build_batch(1000 * (i + 1), &[b"a", b"b"]),
+        );
+    }
+    let lookup = |c: &mut Client, ts: i64| {
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = 0;
+        p.timestamp = ts;
+        p.current_leader_epoch = -1;
+        let mut t = ListOffsetsTopic::default();
+        t.name = name("ts");
+        t.partitions = vec![p];
+        let mut r = ListOffsetsRequest::default();
+        r.replica_id = (-1).into();
+        r.topics = vec![t];
+        let resp = c.call(7, &r);
+        let p = &resp.topics[0].partitions[0];
+        (p.error_code, p.offset)
+    };
+    assert_eq!(lookup(&mut c, -2), (0, 0));
+    assert_eq!(lookup(&mut c, -1), (0, 8));
+    assert_eq!(lookup(&mut c, 2500), (0, 4));
+    assert_eq!(lookup(&mut c, 3000), (0, 4));
+    assert_eq!(lookup(&mut c, 99_999), (0, -1));
+}
+
+#[test]
+fn long_poll_waits_out_max_wait_and_wakes_on_append() {
+    let server = Server::start(&[]);
+    let mut c = Client::connect(server.addr);
+    create_topic(&mut c, "lp", 1);
+    let start = Instant::now();
+    let resp = c.call(12, &fetch_req("lp", 0, 0, 500, 1));
+    let waited = start.elapsed();
+    assert_eq!(fetched(&resp).2.len(), 0);
+    assert!(
+        waited >= Duration::from_millis(450),
+        "returned after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(3000),
+        "returned after {waited:?}"
+    );
+
+    // A fetch parked for up to 20 s returns as soon as another connection produces.
+    let sent = c.send(12, &fetch_req("lp", 0, 0, 20_000, 1));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut producer = Client::connect(server.addr);
+    let produced_at = Instant::now();
+    produce(
+        &mut producer,
+        9,
+        "lp",
+        0,
+        &batch::build_batch(0, &[b"wake up"]),
+    );
+    let frame = c.read_frame().expect("fetch answered");
+    let woke_after = produced_at.elapsed();
+    assert_eq!(
+        i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]),
+        sent
+    );
+    assert!(
+        woke_after < Duration::from_secs(5),
+        "woken by the append, not the timeout: {woke_after:?}"
+    );
+}
+
+#[test]
+fn fetch_records_leave_through_the_kernel_only() {
+    let server = Server::start(&["--data-path", "sendfile"]);
+    let mut c = Client::connect(server.addr);
+    let mut total = 0u64;
+    for i in 0..20u8 {
+        let b = batch::build_batch(0, &[&[i; 4000], &[i; 3000]]);
+        produce(&mut c, 9, "zc", 0, &b);
+        total += b.len() as u64;
+    }
+    let before_kernel = server.metric("sluice_io_kernel_bytes_total");
+    let mut fetched_bytes = 0u64;
+    for _ in 0..3 {
+        let resp = c.call(12, &fetch_req("zc", 0, 0, 0, 1));
+        fetched_bytes += fetched(&resp).2.len() as u64;
+    }
+    assert_eq!(fetched_bytes, 3 * total);
+    assert_eq!(
+        server.metric("sluice_io_kernel_bytes_total") - before_kernel,
+        fetched_bytes
+    );
+    assert_eq!(
+        server.metric("sluice_record_bytes_through_user_space_total"),
+        0
+    );
+    assert_eq!(
+        server.metric("sluice_response_record_bytes_total"),
+        fetched_bytes
+    );
+}
+
+#[test]
+fn a_copying_data_path_shows_up_in_the_same_counters() {
+    let server = Server::start(&["--data-path", "read_write"]);
+    let mut c = Client::connect(server.addr);
+    let b = batch::build_batch(0, &[&[7u8; 10_000]]);
+    produce(&mut c, 9, "rw", 0, &b);
+    let resp = c.call(12, &fetch_req("rw", 0, 0, 0, 1));
+    assert_eq!(fetched(&resp).2.as_ref(), stored(&b, 0).as_slice());
+    assert_eq!(
+        server.metric("sluice_record_bytes_through_user_space_total"),
+        2 * b.len() as u64,
+        "read+write copies records in and out of user space"
+    );
+}
+
+#[test]
+fn bad_input_gets_its_answer_and_a_healthy_client_carries_on() {
+    let server = Server::start(&[]);
+    let mut healthy = Client::connect(server.addr);
+    create_topic(&mut healthy, "ok", 1);
+    let good = batch::build_batch(0, &[b"healthy"]);
+    let mut next = 0;
+    let mut check_healthy = |healthy: &mut Client| {
+        let (err, base) = produce(healthy, 9, "ok", 0, &good);
+        assert_eq!((err, base), (0, next));
+        next += 1;
+        let resp = healthy.call(12, &fetch_req("ok", 0, base, 0, 1));
+        assert_eq!(fetched(&resp).2.as_ref(), stored(&good, base).as_slice());
+    };
+
+    // A frame claiming 2 GiB: closed before any allocation of that size.
+    let mut c = Client::connect(server.addr);
+    std::io::Write::write_all(&mut c.stream, &i32::MAX.to_be_bytes()).expect("write");
+    assert!(c.closed_by_broker(), "2 GiB frame closes the connection");
+    check_healthy(&mut healthy);
+
+    // A negative size.
+    let mut c = Client::connect(server.addr);
+    std::io::Write::write_all(&mut c.stream, &(-5i32).to_be_bytes()).expect("write");
+    assert!(c.closed_by_broker());
+
+    // A truncated header (3 bytes).
+    let mut c = Client::connect(server.addr);
+    c.send_raw_frame(&[0, 3, 0]);
+    assert!(
+        c.closed_by_broker(),
+        "truncated header closes the connection"
+    );
+    check_healthy(&mut healthy);
+
+    // An unknown API key.
+    let mut c = Client::connect(server.addr);
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&999i16.to_be_bytes());
+    raw.extend_from_slice(&0i16.to_be_bytes());
+    raw.extend_from_slice(&1i32.to_be_bytes());
+    raw.extend_from_slice(&(-1i16).to_be_bytes());
+    c.send_raw_frame(&raw);
+    assert!(
+        c.closed_by_broker(),
+        "unknown API key closes the connection"
+    );
+    check_healthy(&mut healthy);
+
+    // An unsupported version of Produce.
+    let mut c = Client::connect(server.addr);
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&0i16.to_be_bytes());
+    raw.extend_from_slice(&99i16.to_be_bytes());
+    raw.extend_from_slice(&1i32.to_be_bytes());
+    raw.extend_from_slice(&(-1i16).to_be_bytes());
+    c.send_raw_frame(&raw);
+    assert!(
+        c.closed_by_broker(),
+        "unsupported Produce version closes the connection"
+    );
+    check_healthy(&mut healthy);
+
+    // A body that does not decode (Metadata v1 with a lying array count).
+    let mut c = Client::connect(server.addr);
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&3i16.to_be_bytes());
+    raw.extend_from_slice(&1i16.to_be_bytes());
+    raw.extend_from_slice(&1i32.to_be_bytes());
+    raw.extend_from_slice(&(-1i16).to_be_bytes());
+    raw.extend_from_slice(&1_000_000i32.to_be_bytes());
+    c.send_raw_frame(&raw);
+    assert!(
+        c.closed_by_broker(),
+        "undecodable body closes the connection"
+    );
+
+    // A Produce whose batch has a corrupted CRC: CORRUPT_MESSAGE, nothing appended.
+    let mut c = Client::connect(server.addr);
+    let mut bad = batch::build_batch(0, &[b"corrupt me"]);
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    assert_eq!(produce(&mut c, 9, "ok", 0, &bad).0, 2);
+    // A lying batchLength: INVALID_RECORD.
+    let mut lying = batch::build_batch(0, &[b"lies"]);
+    lying[8..12].copy_from_slice(&10_000i32.to_be_bytes());
+    assert_eq!(produce(&mut c, 9, "ok", 0, &lying).0, 87);
+    // Magic 1: unsupported format.
+    let mut old = batch::build_batch(0, &[b"old"]);
+    old[16] = 1;
+    assert_eq!(produce(&mut c, 9, "ok", 0, &old).0, 43);
+    // An invalid topic name.
+    assert_eq!(produce(&mut c, 9, "no spaces", 0, &good).0, 17);
+    // The same connection is still usable after refused produces.
+    check_healthy(&mut c);
+    check_healthy(&mut healthy);
+}
+
+#[test]
+fn data_survives_a_clean_restart_and_a_crash() {
+    let mut server = Server::start(&["--flush", "always"]);
+    let dir = server.take_dir().expect("dir");
+    let data_dir = server.data_dir.clone();
+    let mut c = Client::connect(server.addr);
+    let mut expected = Vec::new();
+    for i in 0..10u8 {
+        let b = batch::build_batch(i as i64, &[&[i; 500]]);
+        let (_, base) = produce(&mut c, 9, "keep", 0, &b);
+        expected.extend_from_slice(&stored(&b, base));
+    }
+    server.stop();
+    let mut server = Server::start_in(&data_dir, &["--flush", "always"]);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(
+        fetched(&c.call(12, &fetch_req("keep", 0, 0, 0, 1)))
+            .2
+            .as_ref(),
+        expected.as_slice()
+    );
+    let b = batch::build_batch(99, &[b"after restart"]);
+    let (_, base) = produce(&mut c, 9, "keep", 0, &b);
+    assert_eq!(base, 10);
+    expected.extend_from_slice(&stored(&b, base));
+    server.kill();
+    let server = Server::start_in(&data_dir, &["--flush", "always"]);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(
+        fetched(&c.call(12, &fetch_req("keep", 0, 0, 0, 1)))
+            .2
+            .as_ref(),
+        expected.as_slice()
+    );
+    drop(dir);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = Server::start(&[]);
+    let mut c = Client::connect(server.addr);
+    create_topic(&mut c, "pipe", 1);
+    let b = batch::build_batch(0, &[b"p"]);
+    let ids: Vec<i32> = (0..20)
+        .map(|_| c.send(9, &produce_req("pipe", 0, Bytes::copy_from_slice(&b), 1)))
+        .collect();
+    for id in ids {
+        let frame = c.read_frame().expect("response");
+        assert_eq!(
+            i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]),
+            id
+        );
+    }
+    // acks=0 gets no response: the next response is for the next request.
+    c.send(9, &produce_req("pipe", 0, Bytes::copy_from_slice(&b), 0));
+    let id = c.send(12, &fetch_req("pipe", 0, 0, 0, 1));
+    let frame = c.read_frame().expect("fetch response");
+    assert_eq!(
+        i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]),
+        id
+    );
+}

@@ -1,0 +1,187 @@
+//! A real `sluice serve` process for tests, and a minimal Kafka client over a
+//! raw socket built on the `kafka-protocol` crate.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+
+/// A broker process on a free port, with its own data directory.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().join("data");
+        let mut s = Server::start_in(&dir, args);
+        s._temp = Some(temp);
+        s
+    }
+
+    /// Starts a broker on an existing data directory (for restarts).
+    pub fn start_in(dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sluice serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = None;
+        let mut metrics = None;
+        while addr.is_none() || metrics.is_none() {
+            let line = lines
+                .next()
+                .expect("sluice serve exited before listening")
+                .expect("read stdout");
+            if let Some(a) = line.strip_prefix("sluice listening on ") {
+                addr = Some(a.parse().expect("address"));
+            } else if let Some(a) = line.strip_prefix("sluice metrics on ") {
+                metrics = Some(a.parse().expect("address"));
+            }
+        }
+        Server {
+            child,
+            addr: addr.expect("listening"),
+            metrics,
+            data_dir: dir.to_path_buf(),
+            _temp: None,
+        }
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(&mut self) {
+        // SAFETY: signalling our own child process by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Takes the temp dir over so a restarted server can reuse it.
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._temp.take()
+    }
+
+    /// The metrics page, as (name{labels}, value) pairs.
+    pub fn metric(&self, name: &str) -> u64 {
+        let addr = self.metrics.expect("metrics enabled");
+        let mut s = TcpStream::connect(addr).expect("metrics connect");
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .expect("request");
+        let mut page = String::new();
+        s.read_to_string(&mut page).expect("read metrics");
+        page.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {name} missing in\n{page}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking Kafka client for one connection.
+pub struct Client {
+    pub stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        Client {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    /// Sends a request and returns the decoded response.
+    pub fn call<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
+        let correlation = self.send(version, req);
+        let frame = self.read_frame().expect("response frame");
+        let mut frame = Bytes::from(frame);
+        let key = ApiKey::try_from(R::KEY).expect("key");
+        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))
+            .expect("response header");
+        assert_eq!(
+            header.correlation_id, correlation,
+            "responses in request order"
+        );
+        R::Response::decode(&mut frame, version).expect("response body")
+    }
+
+    /// Sends a request without reading a response; returns its correlation id.
+    pub fn send<R: Request>(&mut self, version: i16, req: &R) -> i32 {
+        self.correlation += 1;
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation;
+        header.client_id = Some(StrBytes::from_static_str("sluice-test"));
+        let key = ApiKey::try_from(R::KEY).expect("key");
+        let mut buf = BytesMut::new();
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .expect("encode header");
+        req.encode(&mut buf, version).expect("encode body");
+        self.send_raw_frame(&buf);
+        self.correlation
+    }
+
+    pub fn send_raw_frame(&mut self, body: &[u8]) {
+        let mut out = (body.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        self.stream.write_all(&out).expect("write frame");
+    }
+
+    /// Reads one response frame (without its size), or None if the broker
+    /// closed the connection.
+    pub fn read_frame(&mut self) -> Option<Vec<u8>> {
+        let mut size = [0u8; 4];
+        if self.stream.read_exact(&mut size).is_err() {
+            return None;
+        }
+        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut frame).ok()?;
+        Some(frame)
+    }
+
+    /// True if the broker closed this connection.
+    pub fn closed_by_broker(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
