@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the interop tests need (kcat, from
-# Debian), then runs every test in the workspace. `.ci/run` runs this.
+# The whole test suite: installs what the interop tests need (kcat from
+# Debian, the Python Kafka clients in a venv), then runs every test in the
+# workspace. `.ci/run` runs this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +14,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# Python clients for the interop tests, in a venv of the project's own.
+VENV="${SLUICE_INTEROP_VENV:-target/interop-venv}"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import kafka, confluent_kafka" 2>/dev/null; then
+  echo "creating $VENV with the Python Kafka clients"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -r scripts/interop-requirements.txt
+fi
+export SLUICE_INTEROP_PYTHON="$PWD/$VENV/bin/python"
 
 cargo test --workspace

@@ -40,7 +40,19 @@ fn kcat(args: &[&str], stdin: Option<&str>) -> String {
 /// (partition, offset, key, value) of every message in `topic`.
 fn consume_all(broker: &str, topic: &str) -> Vec<(u32, i64, String, String)> {
     let out = kcat(
-        &["-b", broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p\t%o\t%k\t%s\n"],
+        &[
+            "-b",
+            broker,
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%p\t%o\t%k\t%s\n",
+        ],
         None,
     );
     out.lines()
@@ -64,22 +76,33 @@ fn kcat_lists_produces_and_consumes_ten_thousand_messages_over_three_partitions(
     assert!(meta.contains("1 brokers"), "{meta}");
     assert!(meta.contains(&format!("broker 0 at {broker}")), "{meta}");
 
-    let input: String = (0..10_000).map(|i| format!("key-{i}:value-{i}\n")).collect();
-    kcat(&["-b", &broker, "-P", "-t", "interop", "-K", ":"], Some(&input));
+    let input: String = (0..10_000)
+        .map(|i| format!("key-{i}:value-{i}\n"))
+        .collect();
+    kcat(
+        &["-b", &broker, "-P", "-t", "interop", "-K", ":"],
+        Some(&input),
+    );
     let got = consume_all(&broker, "interop");
     assert_eq!(got.len(), 10_000);
     let mut per_partition: BTreeMap<u32, Vec<i64>> = BTreeMap::new();
     let mut seen = HashSet::new();
     for (p, o, k, v) in &got {
         per_partition.entry(*p).or_default().push(*o);
-        let i: u32 = k.strip_prefix("key-").and_then(|n| n.parse().ok()).expect("key");
+        let i: u32 = k
+            .strip_prefix("key-")
+            .and_then(|n| n.parse().ok())
+            .expect("key");
         assert_eq!(v, &format!("value-{i}"));
         assert!(seen.insert(i), "message {i} delivered twice");
     }
     assert_eq!(per_partition.len(), 3, "keys spread over the 3 partitions");
     for offsets in per_partition.values() {
         let want: Vec<i64> = (0..offsets.len() as i64).collect();
-        assert_eq!(offsets, &want, "each partition numbered from 0 without gaps");
+        assert_eq!(
+            offsets, &want,
+            "each partition numbered from 0 without gaps"
+        );
     }
     let meta = kcat(&["-b", &broker, "-L", "-t", "interop"], None);
     assert!(meta.contains("3 partitions"), "{meta}");
@@ -91,8 +114,13 @@ fn compressed_batches_pass_through_for_every_codec() {
     let broker = server.addr.to_string();
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("z-{codec}");
-        let input: String = (0..1000).map(|i| format!("{codec}-{i} {}\n", "x".repeat(i % 200))).collect();
-        kcat(&["-b", &broker, "-P", "-t", &topic, "-z", codec], Some(&input));
+        let input: String = (0..1000)
+            .map(|i| format!("{codec}-{i} {}\n", "x".repeat(i % 200)))
+            .collect();
+        kcat(
+            &["-b", &broker, "-P", "-t", &topic, "-z", codec],
+            Some(&input),
+        );
         let got = consume_all(&broker, &topic);
         let values: Vec<String> = got.into_iter().map(|(_, _, _, v)| v).collect();
         let want: Vec<String> = input.lines().map(str::to_string).collect();

@@ -149,7 +149,10 @@ async fn librdkafka_round_trips_every_ack_level_and_codec_and_survives_a_restart
 
     // From a given offset.
     let got = consume(&broker, "rd-1-gzip", Offset::Offset(250), 150);
-    assert_eq!(got.first().map(|(o, m)| (*o, m.clone())), Some((250, msgs[250].clone())));
+    assert_eq!(
+        got.first().map(|(o, m)| (*o, m.clone())),
+        Some((250, msgs[250].clone()))
+    );
     assert_eq!(got.len(), 150);
 
     // From the end: only what is produced after assignment arrives.

@@ -1,0 +1,117 @@
+"""Produce and consume 10,000 messages over 3 partitions with one Python Kafka
+client against a running broker, and check every message.
+
+Usage: interop_clients.py BROKER CLIENT TOPIC   (CLIENT: kafka-python | confluent-kafka)
+"""
+
+import sys
+import time
+
+N = 10_000
+PARTITIONS = 3
+
+
+def expected(i):
+    return f"key-{i}".encode(), f"value-{i}-{'x' * (i % 97)}".encode()
+
+
+def with_kafka_python(broker, topic):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    # Idempotent producing needs InitProducerId (issue #5); until then it is off.
+    producer = KafkaProducer(
+        bootstrap_servers=broker, acks="all", linger_ms=5, enable_idempotence=False
+    )
+    futures = []
+    for i in range(N):
+        key, value = expected(i)
+        futures.append(producer.send(topic, key=key, value=value, partition=i % PARTITIONS))
+    producer.flush()
+    for f in futures:
+        f.get(timeout=30)  # raises if the broker refused the message
+    producer.close()
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker,
+        group_id=None,
+        enable_auto_commit=False,
+        consumer_timeout_ms=15_000,
+    )
+    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    got = []
+    for msg in consumer:
+        got.append((msg.partition, msg.offset, msg.key, msg.value))
+        if len(got) == N:
+            break
+    consumer.close()
+    return got
+
+
+def with_confluent_kafka(broker, topic):
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    failures = []
+    producer = Producer({"bootstrap.servers": broker, "acks": "all", "linger.ms": 5})
+    for i in range(N):
+        key, value = expected(i)
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=key,
+                    value=value,
+                    partition=i % PARTITIONS,
+                    on_delivery=lambda err, _m: err and failures.append(err),
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(30)
+    assert not failures, failures[:3]
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": "sluice-interop-assign",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    got = []
+    deadline = time.time() + 60
+    while len(got) < N and time.time() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        assert msg.error() is None, msg.error()
+        got.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+    consumer.close()
+    return got
+
+
+def check(got):
+    assert len(got) == N, f"consumed {len(got)} of {N}"
+    seen = set()
+    next_offset = [0] * PARTITIONS
+    for partition, offset, key, value in sorted(got, key=lambda m: (m[0], m[1])):
+        i = int(key.decode().split("-")[1])
+        assert (key, value) == expected(i), f"message {i} differs"
+        assert partition == i % PARTITIONS, f"message {i} in partition {partition}"
+        assert offset == next_offset[partition], f"gap at {partition}/{offset}"
+        next_offset[partition] += 1
+        assert i not in seen, f"message {i} twice"
+        seen.add(i)
+
+
+def main():
+    broker, client, topic = sys.argv[1:4]
+    run = {"kafka-python": with_kafka_python, "confluent-kafka": with_confluent_kafka}[client]
+    got = run(broker, topic)
+    check(got)
+    print(f"{client}: {len(got)} messages over {PARTITIONS} partitions checked")
+
+
+if __name__ == "__main__":
+    main()
