@@ -7,6 +7,7 @@
 //! to the socket by the configured data path (`sendfile` by default) without
 //! entering user space.
 
+pub mod client;
 mod fetch_writer;
 mod handlers;
 mod server;

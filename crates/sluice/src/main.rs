@@ -1,6 +1,7 @@
 //! `sluice`: the single binary — the broker (`serve`) and the benchmarks.
 
 mod serve;
+mod tools;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -24,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run the broker: Kafka's wire protocol on 127.0.0.1:9092, data in ./sluice-data.
     Serve(Box<serve::ServeArgs>),
+    /// Write lines from stdin to a topic (kcat -P style).
+    Produce(tools::ProduceArgs),
+    /// Print a topic's messages (kcat -C style).
+    Consume(tools::ConsumeArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -140,6 +145,8 @@ fn parse_cache(s: &str) -> Result<CacheState, String> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve::serve(*args),
+        Command::Produce(args) => tools::produce(args),
+        Command::Consume(args) => tools::consume(args),
         Command::Bench(BenchCommand::Transfer(args)) => bench_transfer(*args),
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
         Command::Bench(BenchCommand::TransferReceiver { unix_path, cpu }) => {

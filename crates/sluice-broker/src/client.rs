@@ -1,0 +1,234 @@
+//! A small blocking Kafka client on the `kafka-protocol` crate: what the
+//! console tools (`sluice produce`, `sluice consume`) need, against Sluice or
+//! any Kafka-compatible broker.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("I/O error talking to the broker: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("broker answered with Kafka error code {0}")]
+    Kafka(i16),
+}
+
+/// One connection to a broker.
+pub struct Client {
+    stream: TcpStream,
+    correlation: i32,
+    client_id: StrBytes,
+}
+
+/// What a fetch of one partition returned.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+impl Client {
+    pub fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Client {
+            stream,
+            correlation: 0,
+            client_id: StrBytes::from_static_str("sluice-cli"),
+        })
+    }
+
+    /// Sends a request and decodes its response.
+    pub fn call<R: Request>(&mut self, version: i16, req: &R) -> Result<R::Response, ClientError> {
+        let key =
+            ApiKey::try_from(R::KEY).map_err(|_| ClientError::Protocol("unknown key".into()))?;
+        self.correlation += 1;
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation;
+        header.client_id = Some(self.client_id.clone());
+        let mut buf = BytesMut::with_capacity(256);
+        buf.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .and_then(|_| req.encode(&mut buf, version))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&buf)?;
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size)?;
+        let size = i32::from_be_bytes(size);
+        if !(0..=256 << 20).contains(&size) {
+            return Err(ClientError::Protocol(format!("response size {size}")));
+        }
+        let mut frame = vec![0u8; size as usize];
+        self.stream.read_exact(&mut frame)?;
+        let mut frame = Bytes::from(frame);
+        let h = ResponseHeader::decode(&mut frame, key.response_header_version(version))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if h.correlation_id != self.correlation {
+            return Err(ClientError::Protocol("response out of order".into()));
+        }
+        R::Response::decode(&mut frame, version).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Partition count of `topic` (creating it if the broker auto-creates).
+    pub fn partitions(&mut self, topic: &str) -> Result<u32, ClientError> {
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(topic_name(topic));
+        let mut r = MetadataRequest::default();
+        r.topics = Some(vec![t]);
+        r.allow_auto_topic_creation = true;
+        let resp = self.call(9, &r)?;
+        let t = resp
+            .topics
+            .first()
+            .ok_or_else(|| ClientError::Protocol("no topic in metadata".into()))?;
+        if t.error_code != 0 {
+            return Err(ClientError::Kafka(t.error_code));
+        }
+        Ok(t.partitions.len() as u32)
+    }
+
+    /// Produces one records field (whole batches) to a partition; returns the
+    /// base offset (−1 with acks=0, which gets no response).
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> Result<i64, ClientError> {
+        let mut pd = PartitionProduceData::default();
+        pd.index = partition;
+        pd.records = Some(records);
+        let mut td = TopicProduceData::default();
+        td.name = topic_name(topic);
+        td.partition_data = vec![pd];
+        let mut r = ProduceRequest::default();
+        r.acks = acks;
+        r.timeout_ms = 30_000;
+        r.topic_data = vec![td];
+        if acks == 0 {
+            // No response comes back for acks=0: send and return.
+            self.correlation += 1;
+            let mut header = RequestHeader::default();
+            header.request_api_key = ProduceRequest::KEY;
+            header.request_api_version = 9;
+            header.correlation_id = self.correlation;
+            header.client_id = Some(self.client_id.clone());
+            let mut buf = BytesMut::new();
+            buf.extend_from_slice(&[0; 4]);
+            header
+                .encode(&mut buf, ApiKey::Produce.request_header_version(9))
+                .and_then(|_| r.encode(&mut buf, 9))
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let size = (buf.len() - 4) as i32;
+            buf[..4].copy_from_slice(&size.to_be_bytes());
+            self.stream.write_all(&buf)?;
+            return Ok(-1);
+        }
+        let resp = self.call(9, &r)?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .ok_or_else(|| ClientError::Protocol("empty produce response".into()))?;
+        if p.error_code != 0 {
+            return Err(ClientError::Kafka(p.error_code));
+        }
+        Ok(p.base_offset)
+    }
+
+    /// ListOffsets: −1 latest, −2 earliest, or a timestamp.
+    pub fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64, ClientError> {
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = timestamp;
+        p.current_leader_epoch = -1;
+        let mut t = ListOffsetsTopic::default();
+        t.name = topic_name(topic);
+        t.partitions = vec![p];
+        let mut r = ListOffsetsRequest::default();
+        r.replica_id = (-1).into();
+        r.topics = vec![t];
+        let resp = self.call(5, &r)?;
+        let p = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty list offsets response".into()))?;
+        if p.error_code != 0 {
+            return Err(ClientError::Kafka(p.error_code));
+        }
+        Ok(p.offset)
+    }
+
+    /// Fetches one partition from `offset`.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+        max_bytes: i32,
+    ) -> Result<Fetched, ClientError> {
+        let mut fp = FetchPartition::default();
+        fp.partition = partition;
+        fp.fetch_offset = offset;
+        fp.partition_max_bytes = max_bytes;
+        fp.current_leader_epoch = -1;
+        fp.log_start_offset = -1;
+        let mut ft = FetchTopic::default();
+        ft.topic = topic_name(topic);
+        ft.partitions = vec![fp];
+        let mut r = FetchRequest::default();
+        r.replica_id = (-1).into();
+        r.max_wait_ms = max_wait_ms;
+        r.min_bytes = 1;
+        r.max_bytes = max_bytes;
+        r.session_epoch = -1;
+        r.topics = vec![ft];
+        let resp = self.call(12, &r)?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty fetch response".into()))?;
+        Ok(Fetched {
+            error_code: p.error_code,
+            high_watermark: p.high_watermark,
+            log_start_offset: p.log_start_offset,
+            records: p.records.clone().unwrap_or_default(),
+        })
+    }
+}
