@@ -143,7 +143,9 @@ fn parse_cache(s: &str) -> Result<CacheState, String> {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    serve::apply_config_file(&args)?;
+    match Cli::parse_from(args).command {
         Command::Serve(args) => serve::serve(*args),
         Command::Produce(args) => tools::produce(args),
         Command::Consume(args) => tools::consume(args),

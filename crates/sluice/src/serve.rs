@@ -9,10 +9,15 @@ use clap::Args;
 use sluice_bench::transfer::parse_size;
 use sluice_broker::{AppendPath, Broker, BrokerConfig, DataPath, FlushPolicy, LogConfig};
 
-/// Every setting can come from a flag or from the environment variable named
-/// beside it.
+/// Every setting can come from a flag, from the environment variable named
+/// beside it, or from the TOML file given with `--config` (keys as the flag
+/// names: `listen = "127.0.0.1:9092"`, `flush = "always"`, …), in that order
+/// of precedence.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// A TOML file of settings (keys are the flag names without dashes' prefix).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address to listen on (127.0.0.1:0 picks a free port).
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
     pub listen: SocketAddr,
@@ -155,4 +160,78 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// The settings a config file may hold (the `serve` flags).
+const FILE_KEYS: &[&str] = &[
+    "listen",
+    "data-dir",
+    "flush",
+    "append",
+    "data-path",
+    "auto-create-topics",
+    "default-partitions",
+    "max-frame-bytes",
+    "segment-bytes",
+    "retention-ms",
+    "retention-bytes",
+    "metrics-listen",
+    "log-level",
+];
+
+/// Loads `--config FILE` (or `SLUICE_CONFIG`) for `serve`: each setting not
+/// given by a flag or already in the environment is put into the environment
+/// (`SLUICE_<NAME>`), where clap reads it. Runs before any thread starts.
+pub fn apply_config_file(args: &[std::ffi::OsString]) -> Result<()> {
+    if args.get(1).and_then(|a| a.to_str()) != Some("serve") {
+        return Ok(());
+    }
+    let mut path = std::env::var_os("SLUICE_CONFIG").map(PathBuf::from);
+    for (i, a) in args.iter().enumerate() {
+        let Some(a) = a.to_str() else { continue };
+        if a == "--config" {
+            path = args.get(i + 1).map(PathBuf::from);
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(PathBuf::from(p));
+        }
+    }
+    let Some(path) = path else { return Ok(()) };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing config file {}", path.display()))?;
+    for (key, value) in table {
+        let name = key.replace('_', "-");
+        if !FILE_KEYS.contains(&name.as_str()) {
+            anyhow::bail!(
+                "{}: unknown setting {key:?} (known: {})",
+                path.display(),
+                FILE_KEYS.join(", ")
+            );
+        }
+        let given_as_flag = args.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == format!("--{name}") || a.starts_with(&format!("--{name}=")))
+        });
+        let env = format!("SLUICE_{}", name.to_uppercase().replace('-', "_"));
+        if given_as_flag || std::env::var_os(&env).is_some() {
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => anyhow::bail!(
+                "{}: setting {key:?} must be a string, number or boolean, not {}",
+                path.display(),
+                other.type_str()
+            ),
+        };
+        // SAFETY: called at the top of main, before the runtime or any other
+        // thread exists, so nothing reads the environment concurrently.
+        unsafe { std::env::set_var(env, value) };
+    }
+    Ok(())
 }

@@ -528,3 +528,36 @@ fn pipelined_requests_are_answered_in_order() {
         id
     );
 }
+
+#[test]
+fn a_toml_config_file_sets_defaults_and_flags_override_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "default_partitions = 2\nflush = \"always\"\nauto-create-topics = true\n",
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8 path");
+    let partitions = |server: &Server| {
+        let mut c = Client::connect(server.addr);
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(name("cfg"));
+        let mut r = MetadataRequest::default();
+        r.topics = Some(vec![t]);
+        r.allow_auto_topic_creation = true;
+        c.call(12, &r).topics[0].partitions.len()
+    };
+    let from_file = Server::start(&["--config", config]);
+    assert_eq!(partitions(&from_file), 2, "the file's setting applies");
+    let overridden = Server::start(&["--config", config, "--default-partitions", "3"]);
+    assert_eq!(partitions(&overridden), 3, "a flag beats the file");
+    std::fs::write(dir.path().join("bad.toml"), "no_such_setting = 1\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("bad.toml"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting \"no_such_setting\""));
+}
