@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -15,8 +19,9 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest, ListOffsetsRequest,
+    ApiKey, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
     RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
@@ -42,6 +47,7 @@ pub mod code {
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;
+    pub const INVALID_REQUEST: i16 = 42;
 }
 
 /// The API versions this broker speaks (DESIGN.md §4).
@@ -53,6 +59,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// Kafka's default `message.max.bytes` (1 MiB + the 12-byte log overhead).
@@ -133,6 +141,12 @@ pub(crate) async fn handle(inner: &Arc<Inner>, mut frame: Bytes) -> Result<Outco
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(inner, r)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(inner, r)),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(inner, r)),
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs(inner, r))
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions(inner, r))
+        }
         other => return Err(protocol(format!("no handler for {other:?}"))),
     };
     encode(api, version, header.correlation_id, &response).map(Outcome::Respond)
@@ -570,6 +584,142 @@ fn delete_topics(inner: &Inner, r: DeleteTopicsRequest) -> DeleteTopicsResponse 
         }
         res.name = Some(name);
         out.responses.push(res);
+    }
+    out
+}
+
+/// The configuration a topic or the broker reports, as Kafka names it.
+fn config_entries(inner: &Inner, broker: bool) -> Vec<(&'static str, String)> {
+    let log = &inner.config.log;
+    let ms = |d: Option<Duration>| d.map_or("-1".to_string(), |d| d.as_millis().to_string());
+    let mut entries = vec![
+        ("cleanup.policy", "delete".to_string()),
+        ("compression.type", "producer".to_string()),
+        ("max.message.bytes", MAX_BATCH_BYTES.to_string()),
+        ("message.timestamp.type", "CreateTime".to_string()),
+        ("min.insync.replicas", "1".to_string()),
+        (
+            "retention.bytes",
+            log.retention_bytes
+                .map_or("-1".to_string(), |b| b.to_string()),
+        ),
+        ("retention.ms", ms(log.retention_age)),
+        ("segment.bytes", log.segment_bytes.to_string()),
+        ("segment.ms", ms(log.segment_age)),
+        (
+            "segment.index.bytes",
+            (log.index_interval_bytes.max(1) * 8).to_string(),
+        ),
+        ("index.interval.bytes", log.index_interval_bytes.to_string()),
+        (
+            "flush.messages",
+            match log.flush {
+                FlushPolicy::Always => "1".to_string(),
+                _ => i64::MAX.to_string(),
+            },
+        ),
+        (
+            "flush.ms",
+            match log.flush {
+                FlushPolicy::Interval(d) => d.as_millis().to_string(),
+                FlushPolicy::Always => "0".to_string(),
+                FlushPolicy::Os => i64::MAX.to_string(),
+            },
+        ),
+    ];
+    if broker {
+        entries.extend([
+            ("broker.id", "0".to_string()),
+            ("log.dirs", inner.config.data_dir.display().to_string()),
+            (
+                "num.partitions",
+                inner.config.default_partitions.to_string(),
+            ),
+            (
+                "auto.create.topics.enable",
+                inner.config.auto_create_topics.to_string(),
+            ),
+            (
+                "socket.request.max.bytes",
+                inner.config.max_frame_bytes.to_string(),
+            ),
+            ("default.replication.factor", "1".to_string()),
+        ]);
+    }
+    entries
+}
+
+/// DescribeConfigs for topics (type 2) and the broker (type 4): read-only
+/// values from the broker's settings, enough for common tools.
+fn describe_configs(inner: &Inner, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    const TOPIC: i8 = 2;
+    const BROKER: i8 = 4;
+    let mut out = DescribeConfigsResponse::default();
+    for res in r.resources {
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = res.resource_type;
+        result.resource_name = res.resource_name.clone();
+        let name = res.resource_name.as_str();
+        let entries = match res.resource_type {
+            TOPIC if inner.log.topics().iter().any(|(t, _)| t == name) => {
+                Some(config_entries(inner, false))
+            }
+            TOPIC => {
+                result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+                None
+            }
+            BROKER if name.is_empty() || name == "0" => Some(config_entries(inner, true)),
+            _ => {
+                result.error_code = code::INVALID_REQUEST;
+                result.error_message = Some(str_bytes("unknown resource"));
+                None
+            }
+        };
+        for (key, value) in entries.unwrap_or_default() {
+            if let Some(keys) = &res.configuration_keys
+                && !keys.iter().any(|k| k.as_str() == key)
+            {
+                continue;
+            }
+            let mut c = DescribeConfigsResourceResult::default();
+            c.name = str_bytes(key);
+            c.value = Some(str_bytes(&value));
+            c.read_only = true;
+            c.config_source = if res.resource_type == BROKER { 4 } else { 5 }; // static broker / default
+            result.configs.push(c);
+        }
+        out.results.push(result);
+    }
+    out
+}
+
+fn create_partitions(inner: &Inner, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut out = CreatePartitionsResponse::default();
+    for t in r.topics {
+        let mut res = CreatePartitionsTopicResult::default();
+        let name = t.name.0.to_string();
+        res.name = t.name;
+        let current = inner.log.topics().into_iter().find(|(n, _)| *n == name);
+        let outcome = match current {
+            None => Err((
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("no topic {name:?}"),
+            )),
+            Some((_, n)) if t.count <= n as i32 => Err((
+                code::INVALID_PARTITIONS,
+                format!("topic {name:?} has {n} partitions; the count can only grow"),
+            )),
+            Some(_) if r.validate_only => Ok(()),
+            Some(_) => inner
+                .log
+                .add_partitions(&name, t.count as u32)
+                .map_err(|e| (topic_error_code(&e), e.to_string())),
+        };
+        if let Err((code, message)) = outcome {
+            res.error_code = code;
+            res.error_message = Some(str_bytes(&message));
+        }
+        out.results.push(res);
     }
     out
 }

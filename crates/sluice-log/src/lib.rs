@@ -183,6 +183,28 @@ impl Log {
         Ok(())
     }
 
+    /// Grows a topic to `count` partitions (Kafka never shrinks one).
+    pub fn add_partitions(&self, name: &str, count: u32) -> Result<(), TopicError> {
+        let mut topics = self.write_topics();
+        let list = topics
+            .get_mut(name)
+            .ok_or_else(|| TopicError::NotFound(name.to_string()))?;
+        if count as usize <= list.len() {
+            return Err(TopicError::InvalidPartitions);
+        }
+        let io = |source| TopicError::Io {
+            topic: name.to_string(),
+            source,
+        };
+        for p in list.len() as u32..count {
+            let dir = self.dir.join(format!("{name}-{p}"));
+            list.push(Arc::new(
+                Partition::open(&dir, self.config.clone(), false).map_err(io)?,
+            ));
+        }
+        partition::sync_dir(&self.dir).map_err(io)
+    }
+
     /// Deletes a topic and its files. Readers holding its segments keep
     /// reading until they let go.
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {

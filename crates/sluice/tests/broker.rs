@@ -6,14 +6,17 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, FetchResponse,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_log::batch;
@@ -138,7 +141,7 @@ fn api_versions_answers_in_a_v0_header_and_says_error_35_to_unknown_versions() {
     );
     assert_eq!(i16::from_be_bytes([frame[4], frame[5]]), 35);
     let n = i32::from_be_bytes([frame[6], frame[7], frame[8], frame[9]]);
-    assert_eq!(n, 7, "seven APIs listed");
+    assert_eq!(n, 9, "nine APIs listed");
 }
 
 #[test]
@@ -560,4 +563,67 @@ fn a_toml_config_file_sets_defaults_and_flags_override_it() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting \"no_such_setting\""));
+}
+
+#[test]
+fn describe_configs_and_create_partitions_answer_admin_tools() {
+    let server = Server::start(&["--segment-bytes", "64m", "--auto-create-topics", "false"]);
+    let mut c = Client::connect(server.addr);
+    create_topic(&mut c, "admin", 2);
+    let describe = |c: &mut Client, kind: i8, name: &str, keys: Option<Vec<&str>>| {
+        let mut res = DescribeConfigsResource::default();
+        res.resource_type = kind;
+        res.resource_name = StrBytes::from_string(name.to_string());
+        res.configuration_keys = keys.map(|k| {
+            k.into_iter()
+                .map(|k| StrBytes::from_string(k.to_string()))
+                .collect()
+        });
+        let mut r = DescribeConfigsRequest::default();
+        r.resources = vec![res];
+        c.call(4, &r).results.remove(0)
+    };
+    let topic = describe(&mut c, 2, "admin", None);
+    assert_eq!(topic.error_code, 0);
+    let value =
+        |res: &kafka_protocol::messages::describe_configs_response::DescribeConfigsResult,
+         k: &str| {
+            res.configs
+                .iter()
+                .find(|c| c.name.as_str() == k)
+                .and_then(|c| c.value.as_ref().map(|v| v.to_string()))
+        };
+    assert_eq!(value(&topic, "segment.bytes").as_deref(), Some("67108864"));
+    assert_eq!(value(&topic, "cleanup.policy").as_deref(), Some("delete"));
+    let only = describe(&mut c, 2, "admin", Some(vec!["retention.ms"]));
+    assert_eq!(only.configs.len(), 1);
+    let broker = describe(&mut c, 4, "0", None);
+    assert_eq!(
+        value(&broker, "auto.create.topics.enable").as_deref(),
+        Some("false")
+    );
+    assert_eq!(describe(&mut c, 2, "missing", None).error_code, 3);
+
+    let grow = |c: &mut Client, count: i32| {
+        let mut t = CreatePartitionsTopic::default();
+        t.name = name("admin");
+        t.count = count;
+        let mut r = CreatePartitionsRequest::default();
+        r.topics = vec![t];
+        r.timeout_ms = 5000;
+        c.call(1, &r).results[0].error_code
+    };
+    assert_eq!(grow(&mut c, 5), 0);
+    assert_eq!(grow(&mut c, 3), 37, "partition counts only grow");
+    let (err, base) = produce(
+        &mut c,
+        9,
+        "admin",
+        4,
+        &batch::build_batch(0, &[b"new partition"]),
+    );
+    assert_eq!((err, base), (0, 0));
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    assert_eq!(c.call(12, &all).topics[0].partitions.len(), 5);
 }
