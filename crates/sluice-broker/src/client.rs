@@ -60,8 +60,8 @@ impl Client {
         })
     }
 
-    /// Sends a request and decodes its response.
-    pub fn call<R: Request>(&mut self, version: i16, req: &R) -> Result<R::Response, ClientError> {
+    /// Encodes and writes one request; returns its correlation id.
+    fn write_request<R: Request>(&mut self, version: i16, req: &R) -> Result<i32, ClientError> {
         let key =
             ApiKey::try_from(R::KEY).map_err(|_| ClientError::Protocol("unknown key".into()))?;
         self.correlation += 1;
@@ -79,6 +79,14 @@ impl Client {
         let size = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&size.to_be_bytes());
         self.stream.write_all(&buf)?;
+        Ok(self.correlation)
+    }
+
+    /// Sends a request and decodes its response.
+    pub fn call<R: Request>(&mut self, version: i16, req: &R) -> Result<R::Response, ClientError> {
+        let key =
+            ApiKey::try_from(R::KEY).map_err(|_| ClientError::Protocol("unknown key".into()))?;
+        let correlation = self.write_request(version, req)?;
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size)?;
         let size = i32::from_be_bytes(size);
@@ -90,7 +98,7 @@ impl Client {
         let mut frame = Bytes::from(frame);
         let h = ResponseHeader::decode(&mut frame, key.response_header_version(version))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if h.correlation_id != self.correlation {
+        if h.correlation_id != correlation {
             return Err(ClientError::Protocol("response out of order".into()));
         }
         R::Response::decode(&mut frame, version).map_err(|e| ClientError::Protocol(e.to_string()))
@@ -135,21 +143,7 @@ impl Client {
         r.topic_data = vec![td];
         if acks == 0 {
             // No response comes back for acks=0: send and return.
-            self.correlation += 1;
-            let mut header = RequestHeader::default();
-            header.request_api_key = ProduceRequest::KEY;
-            header.request_api_version = 9;
-            header.correlation_id = self.correlation;
-            header.client_id = Some(self.client_id.clone());
-            let mut buf = BytesMut::new();
-            buf.extend_from_slice(&[0; 4]);
-            header
-                .encode(&mut buf, ApiKey::Produce.request_header_version(9))
-                .and_then(|_| r.encode(&mut buf, 9))
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            let size = (buf.len() - 4) as i32;
-            buf[..4].copy_from_slice(&size.to_be_bytes());
-            self.stream.write_all(&buf)?;
+            self.write_request(9, &r)?;
             return Ok(-1);
         }
         let resp = self.call(9, &r)?;

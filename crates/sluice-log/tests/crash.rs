@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::read_all;
-use sluice_log::{FlushPolicy, Log, LogConfig};
+use sluice_log::{Log, LogConfig};
 
 #[path = "../src/bin/log_crash_writer.rs"]
 #[allow(dead_code)]
@@ -22,15 +22,7 @@ mod writer;
 const KILLS_PER_PATH: u64 = 30;
 
 fn config(path: &str) -> LogConfig {
-    LogConfig {
-        segment_bytes: 256 * 1024,
-        segment_age: None,
-        retention_bytes: None,
-        retention_age: None,
-        index_interval_bytes: 4096,
-        flush: FlushPolicy::Always,
-        append_path: path.parse().expect("path"),
-    }
+    writer::crash_config(path.parse().expect("append path"))
 }
 
 fn crash_runs(path: &str) {

@@ -464,6 +464,9 @@ fn bad_input_gets_its_answer_and_a_healthy_client_carries_on() {
     assert_eq!(produce(&mut c, 9, "ok", 0, &old).0, 43);
     // An invalid topic name.
     assert_eq!(produce(&mut c, 9, "no spaces", 0, &good).0, 17);
+    // A batch over max.message.bytes (1 MiB): MESSAGE_TOO_LARGE.
+    let huge = batch::build_batch(0, &[&vec![1u8; 1_100_000]]);
+    assert_eq!(produce(&mut c, 9, "ok", 0, &huge).0, 10);
     // The same connection is still usable after refused produces.
     check_healthy(&mut c);
     check_healthy(&mut healthy);

@@ -16,24 +16,31 @@ pub fn crash_batch(run: u64, n: u64) -> Vec<u8> {
     sluice_log::batch::build_batch((run * 1_000_000 + n) as i64, &values)
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: log_crash_writer DATA_DIR mmap|pwrite RUN");
-        std::process::exit(2);
-    }
-    let config = LogConfig {
+/// The log settings of the crash test: small segments so kills land in rolls
+/// too, and every append synced before it is acknowledged.
+pub fn crash_config(append_path: sluice_log::AppendPath) -> LogConfig {
+    LogConfig {
         segment_bytes: 256 * 1024,
         segment_age: None,
         retention_bytes: None,
         retention_age: None,
         index_interval_bytes: 4096,
         flush: FlushPolicy::Always,
-        append_path: args[2].parse().unwrap_or_else(|e| {
-            eprintln!("{e}");
-            std::process::exit(2)
-        }),
-    };
+        append_path,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 4 {
+        eprintln!("usage: log_crash_writer DATA_DIR mmap|pwrite RUN");
+        std::process::exit(2);
+    }
+    let path = args[2].parse().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let config = crash_config(path);
     let run: u64 = args[3].parse().unwrap_or(0);
     let log = Log::open(std::path::Path::new(&args[1]), config).unwrap_or_else(|e| {
         eprintln!("open: {e}");
