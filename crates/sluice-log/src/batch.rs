@@ -177,6 +177,16 @@ pub fn set_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Sets producerId, producerEpoch and baseSequence (inside the CRC, which is
+/// recomputed): what an idempotent producer writes, for tests and tools.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32) {
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Reads a zigzag varint (Kafka's varint/varlong) at `*pos`.
 fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;

@@ -19,6 +19,7 @@ pub mod batch;
 mod config;
 pub mod index;
 mod partition;
+pub mod producer;
 pub mod segment;
 
 use std::collections::BTreeMap;

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 
 use crate::batch::{self, BatchError};
 use crate::config::{FlushPolicy, LogConfig};
+use crate::producer::{ProducerTable, SeqCheck, SequenceError};
 use crate::segment::{Segment, SegmentWriter, now_ms};
 
 /// File in the partition directory naming the base offset of the first
@@ -29,6 +30,8 @@ pub enum AppendError {
     InvalidBatch(#[from] BatchError),
     #[error("no batches to append")]
     Empty,
+    #[error("idempotent producer: {0}")]
+    Sequence(#[from] SequenceError),
     #[error("{len} bytes of batches exceed the segment size {segment_bytes}")]
     TooLarge { len: u64, segment_bytes: u64 },
     #[error("partition {0} is offline after an I/O error")]
@@ -62,6 +65,9 @@ pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     pub batches: usize,
+    /// True when the batch was a retry of one already in the log: nothing was
+    /// appended, and the offsets are the original ones.
+    pub duplicate: bool,
     /// True when the bytes were forced to disk before this returned
     /// (`FlushPolicy::Always`); otherwise see [`Partition::durable_end`].
     pub durable: bool,
@@ -96,6 +102,8 @@ struct Appender {
     last_flush_ms: i64,
     /// Background syncs of sealed segments still running.
     syncing: Vec<std::thread::JoinHandle<()>>,
+    /// Idempotent producers' recent sequences.
+    producers: ProducerTable,
 }
 
 /// One partition of a topic.
@@ -207,6 +215,17 @@ impl Partition {
             .ok_or_else(|| io::Error::other("no segment"))?;
         let log_end = last.next_offset();
         let writer = SegmentWriter::new(&last, &config)?;
+        // Producer state comes back from the batch headers themselves.
+        let mut producers = ProducerTable::default();
+        for seg in &segments {
+            let size = seg.size();
+            let mut pos = 0;
+            while let Some(h) = seg.header_at(pos, size)? {
+                let Some(len) = h.total_len() else { break };
+                producers.record(&h);
+                pos += len as u64;
+            }
+        }
         let partition = Partition {
             name,
             dir: dir.to_path_buf(),
@@ -224,6 +243,7 @@ impl Partition {
                 failed: false,
                 last_flush_ms: now_ms(),
                 syncing: Vec::new(),
+                producers,
             }),
         };
         write_recovery_point(dir, last.base_offset())?;
@@ -309,6 +329,39 @@ impl Partition {
             h.partition_leader_epoch = leader_epoch;
             next = h.last_offset() + 1;
         }
+        // Idempotence: a retried batch is acknowledged with its original
+        // offsets; a gap or a fenced epoch is refused. Several batches in one
+        // request are checked against each other too.
+        let mut checked = (batches.len() > 1).then(|| app.producers.clone());
+        for (_, h) in &batches {
+            let table = checked.as_ref().unwrap_or(&app.producers);
+            match table.check(h)? {
+                SeqCheck::Append => {}
+                SeqCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } if batches.len() == 1 => {
+                    return Ok(AppendInfo {
+                        base_offset,
+                        last_offset,
+                        batches: 1,
+                        duplicate: true,
+                        durable: self.durable_end() > last_offset,
+                    });
+                }
+                SeqCheck::Duplicate { .. } => {
+                    return Err(AppendError::Sequence(SequenceError::OutOfOrder {
+                        producer_id: h.producer_id,
+                        epoch: h.producer_epoch,
+                        last: -1,
+                        got: h.base_sequence,
+                    }));
+                }
+            }
+            if let Some(t) = checked.as_mut() {
+                t.record(h);
+            }
+        }
         if let Err(e) = self.maybe_roll(&mut app, len) {
             return Err(self.io_error(&mut app, e));
         }
@@ -332,6 +385,9 @@ impl Partition {
             }
             _ => false,
         };
+        for (_, h) in &batches {
+            app.producers.record(h);
+        }
         self.log_end.store(next, Ordering::Release);
         if durable {
             self.durability.durable_end.store(next, Ordering::Release);
@@ -341,6 +397,7 @@ impl Partition {
             base_offset,
             last_offset: next - 1,
             batches: batches.len(),
+            duplicate: false,
             durable,
         })
     }

@@ -465,3 +465,37 @@ fn one_append_of_several_batches_numbers_them_in_order() {
         assert_eq!(got, want, "{path}");
     }
 }
+
+#[test]
+fn idempotent_batches_are_appended_once_across_a_reopen() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let pdir = dir.path().join("t-0");
+        let with = |seq: i32, epoch: i16, records: usize| {
+            let mut b = batch(seq as u64, records, 20, 0);
+            sluice_log::batch::set_producer(&mut b, 42, epoch, seq);
+            b
+        };
+        {
+            let p = Partition::open(&pdir, small_config(path), false).expect("open");
+            let first = p.append(&with(0, 0, 3), 0).expect("first");
+            assert_eq!((first.base_offset, first.duplicate), (0, false));
+            let retry = p.append(&with(0, 0, 3), 0).expect("retry");
+            assert_eq!(
+                (retry.base_offset, retry.last_offset, retry.duplicate),
+                (0, 2, true)
+            );
+            assert_eq!(p.log_end(), 3, "the retry appended nothing");
+            let err = p.append(&with(5, 0, 1), 0).expect_err("gap");
+            assert!(matches!(err, AppendError::Sequence(_)), "{err}");
+            p.append(&with(3, 0, 2), 0).expect("next in sequence");
+        }
+        // Reopened without a clean close: state rebuilt from batch headers.
+        let p = Partition::open(&pdir, small_config(path), false).expect("reopen");
+        let retry = p.append(&with(3, 0, 2), 0).expect("retry after reopen");
+        assert_eq!((retry.base_offset, retry.duplicate), (3, true));
+        let err = p.append(&with(5, -1, 1), 0).expect_err("fenced");
+        assert!(matches!(err, AppendError::Sequence(_)), "{err}");
+        assert_eq!(read_all(&p).len(), 2, "{path}: each batch once");
+    }
+}
