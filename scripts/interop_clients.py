@@ -18,10 +18,8 @@ def expected(i):
 def with_kafka_python(broker, topic):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    # Idempotent producing needs InitProducerId (issue #5); until then it is off.
-    producer = KafkaProducer(
-        bootstrap_servers=broker, acks="all", linger_ms=5, enable_idempotence=False
-    )
+    # kafka-python 3 is idempotent by default (InitProducerId, sequence numbers).
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5)
     futures = []
     for i in range(N):
         key, value = expected(i)
@@ -53,7 +51,9 @@ def with_confluent_kafka(broker, topic):
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
     failures = []
-    producer = Producer({"bootstrap.servers": broker, "acks": "all", "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": broker, "acks": "all", "linger.ms": 5, "enable.idempotence": True}
+    )
     for i in range(N):
         key, value = expected(i)
         while True:

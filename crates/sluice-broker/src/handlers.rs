@@ -21,11 +21,13 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+    DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, RequestKind,
+    ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_log::producer::SequenceError;
 use sluice_log::{AppendError, FlushPolicy, Partition, ReadError, TopicError, batch::BatchError};
 
 use crate::fetch_writer::{Part, PartitionData, RecordsRegion, TopicData, encode_fetch_response};
@@ -48,6 +50,8 @@ pub mod code {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 }
 
 /// The API versions this broker speaks (DESIGN.md §4).
@@ -61,6 +65,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// Kafka's default `message.max.bytes` (1 MiB + the 12-byte log overhead).
@@ -144,6 +149,7 @@ pub(crate) async fn handle(inner: &Arc<Inner>, mut frame: Bytes) -> Result<Outco
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs(inner, r))
         }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(inner, r)),
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions(inner, r))
         }
@@ -314,6 +320,10 @@ fn append_error_code(e: &AppendError) -> i16 {
             code::UNSUPPORTED_FOR_MESSAGE_FORMAT
         }
         AppendError::InvalidBatch(_) | AppendError::Empty => code::INVALID_RECORD,
+        AppendError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            code::OUT_OF_ORDER_SEQUENCE_NUMBER
+        }
+        AppendError::Sequence(SequenceError::FencedEpoch { .. }) => code::INVALID_PRODUCER_EPOCH,
         AppendError::TooLarge { .. } => code::RECORD_LIST_TOO_LARGE,
         AppendError::Offline(_) | AppendError::Io { .. } => code::KAFKA_STORAGE_ERROR,
     }
@@ -720,6 +730,35 @@ fn create_partitions(inner: &Inner, r: CreatePartitionsRequest) -> CreatePartiti
             res.error_message = Some(str_bytes(&message));
         }
         out.results.push(res);
+    }
+    out
+}
+
+/// InitProducerId for idempotent producers: a fresh id at epoch 0, or, for a
+/// producer that names its id and epoch (KIP-360), the same id one epoch on.
+/// Transactional ids are not supported (transactions are out of scope).
+fn init_producer_id(inner: &Inner, r: InitProducerIdRequest) -> InitProducerIdResponse {
+    let mut out = InitProducerIdResponse::default();
+    out.producer_id = ProducerId(-1);
+    out.producer_epoch = -1;
+    if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
+        out.error_code = code::UNSUPPORTED_VERSION;
+        return out;
+    }
+    if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
+        out.producer_id = r.producer_id;
+        out.producer_epoch = r.producer_epoch + 1;
+        return out;
+    }
+    match inner.producer_ids.next() {
+        Ok(id) => {
+            out.producer_id = ProducerId(id);
+            out.producer_epoch = 0;
+        }
+        Err(e) => {
+            tracing::error!("allocating a producer id: {e}");
+            out.error_code = code::KAFKA_STORAGE_ERROR;
+        }
     }
     out
 }

@@ -10,6 +10,7 @@
 pub mod client;
 mod fetch_writer;
 mod handlers;
+mod producer_ids;
 mod server;
 
 use std::net::SocketAddr;

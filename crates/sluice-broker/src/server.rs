@@ -119,6 +119,7 @@ pub(crate) struct Inner {
     /// Woken after every append, so parked fetches re-check their partitions.
     pub appended: Notify,
     pub stats: DataPathStats,
+    pub producer_ids: crate::producer_ids::ProducerIds,
     _upkeep: Upkeep,
 }
 
@@ -135,6 +136,7 @@ impl Broker {
     pub fn open(config: BrokerConfig, advertised: SocketAddr) -> io::Result<Broker> {
         let log = Arc::new(Log::open(&config.data_dir, config.log.clone())?);
         let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
+        let producer_ids = crate::producer_ids::ProducerIds::open(&config.data_dir)?;
         Ok(Broker {
             inner: Arc::new(Inner {
                 config,
@@ -142,6 +144,7 @@ impl Broker {
                 advertised,
                 appended: Notify::new(),
                 stats: DataPathStats::default(),
+                producer_ids,
                 _upkeep: upkeep,
             }),
         })

@@ -15,8 +15,8 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest, TopicName,
+    DescribeConfigsRequest, FetchRequest, FetchResponse, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_log::batch;
@@ -141,7 +141,7 @@ fn api_versions_answers_in_a_v0_header_and_says_error_35_to_unknown_versions() {
     );
     assert_eq!(i16::from_be_bytes([frame[4], frame[5]]), 35);
     let n = i32::from_be_bytes([frame[6], frame[7], frame[8], frame[9]]);
-    assert_eq!(n, 9, "nine APIs listed");
+    assert_eq!(n, 10, "ten APIs listed");
 }
 
 #[test]
@@ -342,6 +342,8 @@ fn fetch_records_leave_through_the_kernel_only() {
         fetched_bytes += fetched(&resp).2.len() as u64;
     }
     assert_eq!(fetched_bytes, 3 * total);
+    // The broker counts a response just after the client has it.
+    server.metric_eventually("sluice_response_record_bytes_total", fetched_bytes);
     assert_eq!(
         server.metric("sluice_io_kernel_bytes_total") - before_kernel,
         fetched_bytes
@@ -365,7 +367,10 @@ fn a_copying_data_path_shows_up_in_the_same_counters() {
     let resp = c.call(12, &fetch_req("rw", 0, 0, 0, 1));
     assert_eq!(fetched(&resp).2.as_ref(), stored(&b, 0).as_slice());
     assert_eq!(
-        server.metric("sluice_record_bytes_through_user_space_total"),
+        server.metric_eventually(
+            "sluice_record_bytes_through_user_space_total",
+            2 * b.len() as u64
+        ),
         2 * b.len() as u64,
         "read+write copies records in and out of user space"
     );
@@ -629,4 +634,73 @@ fn describe_configs_and_create_partitions_answer_admin_tools() {
     let mut all = MetadataRequest::default();
     all.topics = None;
     assert_eq!(c.call(12, &all).topics[0].partitions.len(), 5);
+}
+
+#[test]
+fn idempotent_produce_appends_a_retried_batch_once_even_across_a_restart() {
+    let mut server = Server::start(&["--flush", "always"]);
+    let dir = server.take_dir();
+    let data_dir = server.data_dir.clone();
+    let mut c = Client::connect(server.addr);
+    let init = |c: &mut Client| {
+        let mut r = InitProducerIdRequest::default();
+        r.transactional_id = None;
+        r.producer_id = (-1).into();
+        r.producer_epoch = -1;
+        r.transaction_timeout_ms = 60_000;
+        let resp = c.call(4, &r);
+        assert_eq!(resp.error_code, 0);
+        (resp.producer_id.0, resp.producer_epoch)
+    };
+    let (pid, epoch) = init(&mut c);
+    let (pid2, _) = init(&mut c);
+    assert_ne!(pid, pid2, "every producer gets its own id");
+    let with = |seq: i32, epoch: i16, n: usize| {
+        let values: Vec<Vec<u8>> = (0..n).map(|i| format!("m{seq}-{i}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+        let mut b = batch::build_batch(0, &refs);
+        batch::set_producer(&mut b, pid, epoch, seq);
+        b
+    };
+    assert_eq!(produce(&mut c, 9, "idem", 0, &with(0, epoch, 3)), (0, 0));
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, &with(0, epoch, 3)),
+        (0, 0),
+        "retry: same offset"
+    );
+    assert_eq!(produce(&mut c, 9, "idem", 0, &with(3, epoch, 2)), (0, 3));
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, &with(9, epoch, 1)).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    server.stop();
+
+    let server = Server::start_in(&data_dir, &["--flush", "always"]);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, &with(3, epoch, 2)),
+        (0, 3),
+        "retry after restart"
+    );
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, &with(5, epoch - 1, 1)).0,
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
+    let (err, hw, records) = fetched(&c.call(12, &fetch_req("idem", 0, 0, 0, 1)));
+    assert_eq!((err, hw), (0, 5), "each batch once");
+    assert_eq!(
+        records.len(),
+        with(0, epoch, 3).len() + with(3, epoch, 2).len()
+    );
+    let (pid3, _) = init(&mut c);
+    assert!(pid3 > pid2, "ids are not reused after a restart");
+    // Transactional producers are refused clearly.
+    let mut r = InitProducerIdRequest::default();
+    r.transactional_id = Some(StrBytes::from_static_str("tx").into());
+    r.producer_id = (-1).into();
+    r.producer_epoch = -1;
+    assert_eq!(c.call(4, &r).error_code, 35);
+    drop(dir);
 }

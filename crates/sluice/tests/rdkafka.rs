@@ -41,7 +41,11 @@ async fn produce(broker: &str, topic: &str, acks: &str, codec: &str, msgs: &[Sen
         .set("acks", acks)
         .set("compression.type", codec)
         .set("linger.ms", "5")
-        .set("enable.idempotence", "false")
+        // Idempotence wants acks=all; the other ack levels run without it.
+        .set(
+            "enable.idempotence",
+            if acks == "all" { "true" } else { "false" },
+        )
         .create()
         .expect("producer");
     let sends = msgs.iter().map(|m| {

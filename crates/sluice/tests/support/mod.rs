@@ -89,7 +89,20 @@ impl Server {
         self._temp.take()
     }
 
-    /// The metrics page, as (name{labels}, value) pairs.
+    /// A metric once it reaches `want` (the broker counts a response just
+    /// after the client has it), or its last value after 5 s.
+    pub fn metric_eventually(&self, name: &str, want: u64) -> u64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(name);
+            if v == want || std::time::Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// One counter from the metrics page.
     pub fn metric(&self, name: &str) -> u64 {
         let addr = self.metrics.expect("metrics enabled");
         let mut s = TcpStream::connect(addr).expect("metrics connect");
