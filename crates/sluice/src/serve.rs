@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Address to listen on (127.0.0.1:0 picks a free port).
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
     pub listen: SocketAddr,
+    /// Address given to clients in Metadata (Kafka's advertised.listeners);
+    /// the listening address by default.
+    #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<SocketAddr>,
     /// Data directory (created if missing).
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
     pub data_dir: PathBuf,
@@ -103,12 +107,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("starting the runtime")?;
     let metrics_listen = args.metrics_listen;
+    let advertised = args.advertised_listener;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let bound = listener.local_addr()?;
-        let broker = Broker::open(config.clone(), bound)
+        let broker = Broker::open(config.clone(), advertised.unwrap_or(bound))
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
         tracing::info!(
             listen = %bound,
@@ -165,6 +170,7 @@ async fn shutdown_signal() {
 /// The settings a config file may hold (the `serve` flags).
 const FILE_KEYS: &[&str] = &[
     "listen",
+    "advertised-listener",
     "data-dir",
     "flush",
     "append",
