@@ -51,7 +51,7 @@ fn start_proxy(listener: TcpListener, broker: SocketAddr, duplicated: Arc<Atomic
                     let is_produce = frame.len() >= 8 && frame[0..2] == [0, 0];
                     if is_produce {
                         produces += 1;
-                        if produces % 3 == 0 {
+                        if produces.is_multiple_of(3) {
                             // The same request again, under a correlation id
                             // whose response the client never sees.
                             let mut dup = frame.clone();
