@@ -10,6 +10,7 @@
 pub mod client;
 mod fetch_writer;
 mod handlers;
+pub mod offsets;
 mod producer_ids;
 mod server;
 
