@@ -31,6 +31,7 @@ use sluice_log::producer::SequenceError;
 use sluice_log::{AppendError, FlushPolicy, Partition, ReadError, TopicError, batch::BatchError};
 
 use crate::fetch_writer::{Part, PartitionData, RecordsRegion, TopicData, encode_fetch_response};
+use crate::group_handlers as gh;
 use crate::server::{Close, Inner};
 
 /// Kafka error codes used here.
@@ -66,6 +67,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// Kafka's default `message.max.bytes` (1 MiB + the 12-byte log overhead).
@@ -93,7 +104,11 @@ fn str_bytes(s: &str) -> StrBytes {
 }
 
 /// Decodes and answers one request frame (without its size prefix).
-pub(crate) async fn handle(inner: &Arc<Inner>, mut frame: Bytes) -> Result<Outcome, Close> {
+pub(crate) async fn handle(
+    inner: &Arc<Inner>,
+    mut frame: Bytes,
+    peer: std::net::SocketAddr,
+) -> Result<Outcome, Close> {
     if frame.len() < 8 {
         return Err(protocol(format!(
             "request header truncated ({} bytes)",
@@ -150,6 +165,32 @@ pub(crate) async fn handle(inner: &Arc<Inner>, mut frame: Bytes) -> Result<Outco
             ResponseKind::DescribeConfigs(describe_configs(inner, r))
         }
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(inner, r)),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(gh::find_coordinator(inner, r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let host = format!("/{}", peer.ip());
+            ResponseKind::JoinGroup(gh::join_group(inner, r, version, &client_id, &host).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(gh::sync_group(inner, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(gh::heartbeat(inner, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(gh::leave_group(inner, r, version)),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(gh::offset_commit(inner, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(gh::offset_fetch(inner, r, version))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(gh::list_groups(inner, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(gh::describe_groups(inner, r))
+        }
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(gh::delete_groups(inner, r)),
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions(inner, r))
         }

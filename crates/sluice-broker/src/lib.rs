@@ -9,6 +9,8 @@
 
 pub mod client;
 mod fetch_writer;
+mod group_handlers;
+pub mod groups;
 mod handlers;
 pub mod offsets;
 mod producer_ids;
@@ -37,6 +39,9 @@ pub struct BrokerConfig {
     /// How Fetch responses' records reach the socket.
     pub data_path: DataPath,
     pub log: LogConfig,
+    /// How long a group that was empty waits for more members before its
+    /// first rebalance completes (group.initial.rebalance.delay.ms).
+    pub group_initial_rebalance_delay: std::time::Duration,
 }
 
 impl Default for BrokerConfig {
@@ -49,6 +54,7 @@ impl Default for BrokerConfig {
             max_frame_bytes: 100 * 1024 * 1024,
             data_path: DataPath::Sendfile,
             log: LogConfig::default(),
+            group_initial_rebalance_delay: std::time::Duration::from_secs(3),
         }
     }
 }

@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     pub appended: Notify,
     pub stats: DataPathStats,
     pub producer_ids: crate::producer_ids::ProducerIds,
+    pub groups: crate::groups::Groups,
+    pub offsets: Arc<crate::offsets::OffsetStore>,
     _upkeep: Upkeep,
 }
 
@@ -137,6 +139,8 @@ impl Broker {
         let log = Arc::new(Log::open(&config.data_dir, config.log.clone())?);
         let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
         let producer_ids = crate::producer_ids::ProducerIds::open(&config.data_dir)?;
+        let offsets = Arc::new(crate::offsets::OffsetStore::open(&config.data_dir)?);
+        let groups = crate::groups::Groups::new(config.group_initial_rebalance_delay);
         Ok(Broker {
             inner: Arc::new(Inner {
                 config,
@@ -145,6 +149,8 @@ impl Broker {
                 appended: Notify::new(),
                 stats: DataPathStats::default(),
                 producer_ids,
+                groups,
+                offsets,
                 _upkeep: upkeep,
             }),
         })
@@ -161,6 +167,18 @@ impl Broker {
     /// Accepts connections until `shutdown` resolves.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // The group coordinator's clock: due rebalances and expired sessions.
+        let ticker = {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+                loop {
+                    every.tick().await;
+                    inner.groups.tick();
+                }
+            })
+        };
+        let _stop_ticker = AbortOnDrop(ticker);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
@@ -221,6 +239,14 @@ impl Broker {
     }
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Why a connection ended.
 #[derive(Debug)]
 pub(crate) enum Close {
@@ -247,7 +273,7 @@ async fn connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) -> 
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         let frame = read_frame(&stream, &mut buf, inner.config.max_frame_bytes).await?;
-        match handlers::handle(inner, frame).await? {
+        match handlers::handle(inner, frame, peer).await? {
             Outcome::Respond(parts) => send_parts(inner, &mut sender, &stream, parts).await?,
             Outcome::NoResponse => {}
         }

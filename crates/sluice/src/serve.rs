@@ -58,6 +58,14 @@ pub struct ServeArgs {
     /// Keep at most this many bytes per partition (retention.bytes); unlimited if unset.
     #[arg(long, env = "SLUICE_RETENTION_BYTES", value_parser = parse_size)]
     pub retention_bytes: Option<u64>,
+    /// How long a new group waits for more members before its first
+    /// rebalance completes (group.initial.rebalance.delay.ms).
+    #[arg(
+        long,
+        env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
     /// Serve Prometheus text metrics (data-path counters) on this address; off if unset.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -100,6 +108,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             append_path: args.append,
             ..LogConfig::default()
         },
+        group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -182,6 +191,7 @@ const FILE_KEYS: &[&str] = &[
     "retention-ms",
     "retention-bytes",
     "metrics-listen",
+    "group-initial-rebalance-delay-ms",
     "log-level",
 ];
 
