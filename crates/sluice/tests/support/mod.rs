@@ -156,6 +156,30 @@ impl Client {
         R::Response::decode(&mut frame, version).expect("response body")
     }
 
+    /// As `call`, but None if the broker went away (a killed broker).
+    pub fn try_call<R: Request>(&mut self, version: i16, req: &R) -> Option<R::Response> {
+        self.correlation += 1;
+        let correlation = self.correlation;
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = correlation;
+        let key = ApiKey::try_from(R::KEY).ok()?;
+        let mut buf = BytesMut::new();
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .ok()?;
+        req.encode(&mut buf, version).ok()?;
+        let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(&buf);
+        self.stream.write_all(&out).ok()?;
+        let mut frame = Bytes::from(self.read_frame()?);
+        let header =
+            ResponseHeader::decode(&mut frame, key.response_header_version(version)).ok()?;
+        assert_eq!(header.correlation_id, correlation);
+        R::Response::decode(&mut frame, version).ok()
+    }
+
     /// Sends a request without reading a response; returns its correlation id.
     pub fn send<R: Request>(&mut self, version: i16, req: &R) -> i32 {
         self.correlation += 1;

@@ -1,0 +1,193 @@
+//! The group protocol over a raw client: a member that stops heartbeating is
+//! removed and the group rebalances; committed offsets survive SIGKILLs of
+//! the broker — never one that was not acknowledged, never losing one that was.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    GroupId, HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
+    SyncGroupRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use support::{Client, Server};
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn join(c: &mut Client, member: &str, session_ms: i32) -> (i16, i32, String, String) {
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = sb("range");
+    p.metadata = Bytes::from_static(b"meta");
+    let mut r = JoinGroupRequest::default();
+    r.group_id = GroupId(sb("raw"));
+    r.session_timeout_ms = session_ms;
+    r.rebalance_timeout_ms = 5000;
+    r.member_id = sb(member);
+    r.protocol_type = sb("consumer");
+    r.protocols = vec![p];
+    let resp = c.call(5, &r);
+    (
+        resp.error_code,
+        resp.generation_id,
+        resp.member_id.to_string(),
+        resp.leader.to_string(),
+    )
+}
+
+fn sync(c: &mut Client, generation: i32, member: &str, leader: bool) -> i16 {
+    let mut r = SyncGroupRequest::default();
+    r.group_id = GroupId(sb("raw"));
+    r.generation_id = generation;
+    r.member_id = sb(member);
+    if leader {
+        let mut a = SyncGroupRequestAssignment::default();
+        a.member_id = sb(member);
+        a.assignment = Bytes::from_static(b"all");
+        r.assignments = vec![a];
+    }
+    c.call(3, &r).error_code
+}
+
+fn heartbeat(c: &mut Client, generation: i32, member: &str) -> i16 {
+    let mut r = HeartbeatRequest::default();
+    r.group_id = GroupId(sb("raw"));
+    r.generation_id = generation;
+    r.member_id = sb(member);
+    c.call(3, &r).error_code
+}
+
+#[test]
+fn a_silent_member_is_removed_and_the_group_rebalances() {
+    let server = Server::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let mut a = Client::connect(server.addr);
+    let mut b = Client::connect(server.addr);
+    // v4+ join: first ask for a member id (KIP-394), then join with it.
+    let (err, _, a_id, _) = join(&mut a, "", 6000);
+    assert_eq!(err, 79, "MEMBER_ID_REQUIRED");
+    let (err, g1, _, leader) = join(&mut a, &a_id, 6000);
+    assert_eq!((err, leader.as_str()), (0, a_id.as_str()));
+    assert_eq!(sync(&mut a, g1, &a_id, true), 0);
+    // B joins: A learns of the rebalance through its heartbeat and rejoins.
+    let (_, _, b_id, _) = join(&mut b, "", 1000);
+    let b_thread = std::thread::spawn(move || {
+        let joined = join(&mut b, &b_id, 1000);
+        (b, b_id, joined)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(heartbeat(&mut a, g1, &a_id), 27, "REBALANCE_IN_PROGRESS");
+    let (err, g2, _, _) = join(&mut a, &a_id, 6000);
+    assert_eq!(err, 0);
+    let (_b, b_id, (berr, bg, _, _)) = b_thread.join().expect("b joined");
+    assert_eq!((berr, bg), (0, g2), "both in generation {g2}");
+    assert_eq!(sync(&mut a, g2, &a_id, true), 0);
+    // B never heartbeats: after its 1 s session it is removed and A must rejoin.
+    let start = Instant::now();
+    loop {
+        let code = heartbeat(&mut a, g2, &a_id);
+        if code == 27 {
+            break;
+        }
+        assert_eq!(code, 0);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "B was never expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (err, g3, _, leader) = join(&mut a, &a_id, 6000);
+    assert_eq!((err, leader.as_str()), (0, a_id.as_str()));
+    assert!(g3 > g2);
+    assert_eq!(
+        heartbeat(&mut a, g2, &b_id),
+        25,
+        "UNKNOWN_MEMBER_ID for the expired member"
+    );
+}
+
+fn commit(c: &mut Client, offset: i64) -> Option<i16> {
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = offset;
+    p.committed_leader_epoch = -1;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(sb("t"));
+    t.partitions = vec![p];
+    let mut r = OffsetCommitRequest::default();
+    r.group_id = GroupId(sb("killed"));
+    r.generation_id_or_member_epoch = -1;
+    r.topics = vec![t];
+    c.try_call(2, &r)
+        .map(|resp| resp.topics[0].partitions[0].error_code)
+}
+
+fn committed(c: &mut Client) -> i64 {
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = TopicName(sb("t"));
+    t.partition_indexes = vec![0];
+    let mut r = OffsetFetchRequest::default();
+    r.group_id = GroupId(sb("killed"));
+    r.topics = Some(vec![t]);
+    c.call(5, &r).topics[0].partitions[0].committed_offset
+}
+
+#[test]
+fn committed_offsets_survive_sigkill_exactly_as_acknowledged() {
+    let mut server = Server::start(&[]);
+    let dir = server.take_dir();
+    let data_dir = server.data_dir.clone();
+    let mut acked = -1i64;
+    let mut next = 0i64;
+    let mut rng = 0x2545_f491_u64;
+    for round in 0..10 {
+        // Commit increasing offsets from another thread until the kill lands.
+        let addr = server.addr;
+        let start_at = next;
+        let committer = std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            let mut last_acked = None;
+            let mut attempted = start_at;
+            loop {
+                match commit(&mut c, attempted) {
+                    Some(0) => last_acked = Some(attempted),
+                    Some(code) => panic!("commit refused with {code}"),
+                    None => return (last_acked, attempted),
+                }
+                attempted += 1;
+            }
+        });
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(30 + rng % 100));
+        server.kill();
+        let (last_acked, attempted) = committer.join().expect("committer");
+        if let Some(a) = last_acked {
+            acked = a;
+        }
+        server = Server::start_in(&data_dir, &[]);
+        let mut c = Client::connect(server.addr);
+        let found = committed(&mut c);
+        assert!(
+            found >= acked,
+            "round {round}: acknowledged offset {acked} lost (found {found})"
+        );
+        assert!(
+            found <= attempted,
+            "round {round}: offset {found} was never sent"
+        );
+        next = attempted + 1;
+        acked = found;
+    }
+    assert!(acked > 0, "commits were acknowledged");
+    drop(dir);
+}
