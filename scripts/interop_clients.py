@@ -1,7 +1,12 @@
-"""Produce and consume 10,000 messages over 3 partitions with one Python Kafka
-client against a running broker, and check every message.
+"""Python Kafka clients against a running broker.
 
-Usage: interop_clients.py BROKER CLIENT TOPIC   (CLIENT: kafka-python | confluent-kafka)
+interop_clients.py BROKER CLIENT TOPIC
+    produce and consume 10,000 messages over 3 partitions with one client
+    (CLIENT: kafka-python | confluent-kafka) and check every message.
+interop_clients.py BROKER group-handoff TOPIC PRODUCER CONSUMER
+    PRODUCER writes 1,000 messages; a CONSUMER group member reads 400,
+    commits and closes; a second run of the group resumes there and reads the
+    other 600. Every message exactly once.
 """
 
 import sys
@@ -105,7 +110,93 @@ def check(got):
         seen.add(i)
 
 
+GROUP_N = 1000
+
+
+def group_produce(client, broker, topic):
+    values = [(f"g-{i}".encode(), f"gv-{i}".encode()) for i in range(GROUP_N)]
+    if client == "kafka-python":
+        from kafka import KafkaProducer
+
+        p = KafkaProducer(bootstrap_servers=broker, acks="all")
+        futures = [p.send(topic, key=k, value=v, partition=i % PARTITIONS) for i, (k, v) in enumerate(values)]
+        p.flush()
+        for f in futures:
+            f.get(timeout=30)
+        p.close()
+    else:
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": broker, "acks": "all"})
+        for i, (k, v) in enumerate(values):
+            p.produce(topic, key=k, value=v, partition=i % PARTITIONS)
+        assert p.flush(30) == 0
+
+
+def group_read(client, broker, topic, group, count):
+    """Reads `count` messages as a member of `group`, commits, closes."""
+    got = []
+    if client == "kafka-python":
+        from kafka import KafkaConsumer
+
+        c = KafkaConsumer(
+            topic,
+            bootstrap_servers=broker,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=30_000,
+            max_poll_records=50,
+        )
+        for msg in c:
+            got.append((msg.partition, msg.offset, msg.value))
+            if len(got) == count:
+                break
+        c.commit()
+        c.close()
+    else:
+        from confluent_kafka import Consumer
+
+        c = Consumer(
+            {
+                "bootstrap.servers": broker,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        c.subscribe([topic])
+        deadline = time.time() + 60
+        while len(got) < count and time.time() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            got.append((msg.partition(), msg.offset(), msg.value()))
+            c.commit(message=msg, asynchronous=False)
+        c.close()
+    return got
+
+
+def group_handoff(broker, topic, producer, consumer):
+    group_produce(producer, broker, topic)
+    group = f"handoff-{topic}"
+    first = group_read(consumer, broker, topic, group, 400)
+    second = group_read(consumer, broker, topic, group, GROUP_N - 400)
+    assert len(first) == 400, f"first run read {len(first)}"
+    assert len(second) == GROUP_N - 400, f"second run read {len(second)}"
+    seen = {(p, o) for p, o, _ in first + second}
+    assert len(seen) == GROUP_N, "a message was read twice or not at all"
+    values = sorted(v for _, _, v in first + second)
+    assert values == sorted(f"gv-{i}".encode() for i in range(GROUP_N))
+    print(f"group handoff {producer} -> {consumer}: {GROUP_N} messages, second run resumed")
+
+
 def main():
+    if sys.argv[2] == "group-handoff":
+        broker, _, topic, producer, consumer = sys.argv[1:6]
+        group_handoff(broker, topic, producer, consumer)
+        return
     broker, client, topic = sys.argv[1:4]
     run = {"kafka-python": with_kafka_python, "confluent-kafka": with_confluent_kafka}[client]
     got = run(broker, topic)
