@@ -14,6 +14,9 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -23,8 +26,8 @@ use kafka_protocol::messages::{
     DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse, TopicName,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -421,6 +424,11 @@ pub(crate) fn describe_groups(inner: &Inner, r: DescribeGroupsRequest) -> Descri
                         })
                         .collect();
                 }
+                // Known only by its committed offsets: an empty group.
+                None if inner.offsets.groups().iter().any(|x| x == g.0.as_str()) => {
+                    d.group_state = s("Empty");
+                    d.protocol_type = s("consumer");
+                }
                 None => d.group_state = s("Dead"),
             }
             d.group_id = g;
@@ -452,6 +460,57 @@ pub(crate) fn delete_groups(inner: &Inner, r: DeleteGroupsRequest) -> DeleteGrou
             };
             res.group_id = g;
             res
+        })
+        .collect();
+    out
+}
+
+/// OffsetDelete: forgets a group's offsets for some partitions. Refused for a
+/// group with members (Sluice does not parse subscriptions, so it cannot tell
+/// which topics they read).
+pub(crate) fn offset_delete(inner: &Inner, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = r.group_id.0.to_string();
+    let mut out = OffsetDeleteResponse::default();
+    let known = inner.groups.describe(&group).is_some() || inner.offsets.groups().contains(&group);
+    let busy = inner.groups.active().contains(&group);
+    let partition_error = if busy {
+        crate::groups::code::GROUP_SUBSCRIBED_TO_TOPIC
+    } else {
+        0
+    };
+    if !known {
+        out.error_code = crate::groups::code::GROUP_ID_NOT_FOUND;
+    } else if !busy {
+        let keys: Vec<(String, i32)> = r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), p.partition_index))
+            })
+            .collect();
+        if inner.offsets.delete_offsets(&group, &keys).is_err() {
+            out.error_code = KAFKA_STORAGE_ERROR;
+        }
+    }
+    out.topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let mut rt = OffsetDeleteResponseTopic::default();
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = OffsetDeleteResponsePartition::default();
+                    rp.partition_index = p.partition_index;
+                    rp.error_code = partition_error;
+                    rp
+                })
+                .collect();
+            rt.name = t.name;
+            rt
         })
         .collect();
     out

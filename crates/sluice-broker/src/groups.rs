@@ -26,6 +26,7 @@ pub mod code {
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
     pub const FENCED_INSTANCE_ID: i16 = 82;
 }
 
@@ -607,6 +608,15 @@ impl Groups {
                     g.state,
                 )
             })
+            .collect()
+    }
+
+    /// Groups that have members now.
+    pub fn active(&self) -> HashSet<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, g)| !g.members.is_empty())
+            .map(|(name, _)| name.clone())
             .collect()
     }
 

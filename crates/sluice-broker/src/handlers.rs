@@ -77,6 +77,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Kafka's default `message.max.bytes` (1 MiB + the 12-byte log overhead).
@@ -191,6 +192,7 @@ pub(crate) async fn handle(
             ResponseKind::DescribeGroups(gh::describe_groups(inner, r))
         }
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(gh::delete_groups(inner, r)),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(gh::offset_delete(inner, r)),
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions(inner, r))
         }

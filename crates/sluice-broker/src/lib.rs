@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     /// How long a group that was empty waits for more members before its
     /// first rebalance completes (group.initial.rebalance.delay.ms).
     pub group_initial_rebalance_delay: std::time::Duration,
+    /// How long an empty group's committed offsets are kept
+    /// (offsets.retention.minutes).
+    pub offsets_retention: std::time::Duration,
 }
 
 impl Default for BrokerConfig {
@@ -55,6 +58,7 @@ impl Default for BrokerConfig {
             data_path: DataPath::Sendfile,
             log: LogConfig::default(),
             group_initial_rebalance_delay: std::time::Duration::from_secs(3),
+            offsets_retention: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

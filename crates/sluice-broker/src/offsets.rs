@@ -5,7 +5,8 @@
 //! a commit that was never acknowledged, and never leaves a half-applied one.
 //!
 //! Record: `[u32 body length][u32 CRC-32C of body][body]`; body: kind u8
-//! (1 commit, 2 delete group), then fields (see `encode_commit`).
+//! (1 commit, 2 delete group, 3 delete offsets), then fields (see
+//! `encode_commit`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -16,6 +17,7 @@ use std::sync::Mutex;
 const FILE: &str = "consumer-offsets.log";
 const COMMIT: u8 = 1;
 const DELETE_GROUP: u8 = 2;
+const DELETE_OFFSETS: u8 = 3;
 /// Rewrite the file once it is this big and mostly superseded records.
 const COMPACT_AT: u64 = 64 << 20;
 
@@ -147,6 +149,19 @@ fn apply(map: &mut BTreeMap<Key, Committed>, body: &[u8]) -> Option<()> {
             let group = c.str()?;
             map.retain(|(g, _, _), _| *g != group);
         }
+        DELETE_OFFSETS => {
+            let group = c.str()?;
+            let n = c.u32()?;
+            let mut keys = Vec::with_capacity(n.min(1 << 16) as usize);
+            for _ in 0..n {
+                let topic = c.str()?;
+                let partition = c.u32()? as i32;
+                keys.push((group.clone(), topic, partition));
+            }
+            for k in keys {
+                map.remove(&k);
+            }
+        }
         _ => return None,
     }
     Some(())
@@ -238,6 +253,47 @@ impl OffsetStore {
         self.append(&mut state, &frame(&body))?;
         state.map.retain(|(g, _, _), _| g != group);
         Ok(())
+    }
+
+    /// Forgets some offsets of a group (OffsetDelete, expiry).
+    pub fn delete_offsets(&self, group: &str, keys: &[(String, i32)]) -> io::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut body = vec![DELETE_OFFSETS];
+        put_str(&mut body, group);
+        body.extend_from_slice(&(keys.len() as u32).to_be_bytes());
+        for (t, p) in keys {
+            put_str(&mut body, t);
+            body.extend_from_slice(&p.to_be_bytes());
+        }
+        let mut state = self.lock();
+        self.append(&mut state, &frame(&body))?;
+        for (t, p) in keys {
+            state.map.remove(&(group.to_string(), t.clone(), *p));
+        }
+        Ok(())
+    }
+
+    /// Drops offsets committed before `before_ms` by groups not in `active`
+    /// (Kafka's offsets.retention.minutes for empty groups). Returns how many.
+    pub fn expire(
+        &self,
+        before_ms: i64,
+        active: &std::collections::HashSet<String>,
+    ) -> io::Result<usize> {
+        let mut by_group: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+        for ((g, t, p), c) in self.lock().map.iter() {
+            if c.commit_ms < before_ms && !active.contains(g) {
+                by_group.entry(g.clone()).or_default().push((t.clone(), *p));
+            }
+        }
+        let mut n = 0;
+        for (g, keys) in by_group {
+            n += keys.len();
+            self.delete_offsets(&g, &keys)?;
+        }
+        Ok(n)
     }
 
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
@@ -345,6 +401,50 @@ mod tests {
             s.get("h", "u", 0).map(|c| c.offset),
             Some(5),
             "the deletion was cut"
+        );
+    }
+
+    #[test]
+    fn deleted_and_expired_offsets_stay_gone_after_reopen() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let s = OffsetStore::open(dir.path()).expect("open");
+            s.commit(
+                "g",
+                vec![entry("t", 0, 1), entry("t", 1, 2), entry("u", 0, 3)],
+            )
+            .expect("commit");
+            s.delete_offsets("g", &[("t".into(), 1)]).expect("delete");
+            let mut old = entry("x", 0, 9);
+            old.committed.commit_ms = 0;
+            s.commit("idle", vec![old]).expect("commit");
+            s.commit(
+                "busy",
+                vec![{
+                    let mut e = entry("x", 0, 9);
+                    e.committed.commit_ms = 0;
+                    e
+                }],
+            )
+            .expect("commit");
+            let active: std::collections::HashSet<String> = ["busy".to_string()].into();
+            // commit_ms 1 and 0 are both before 10; "busy" has members.
+            assert_eq!(
+                s.expire(10, &active).expect("expire"),
+                3,
+                "g: t/0 and u/0; idle: x/0"
+            );
+        }
+        let s = OffsetStore::open(dir.path()).expect("reopen");
+        assert!(s.get("g", "t", 1).is_none());
+        assert!(
+            s.get("idle", "x", 0).is_none(),
+            "an empty group's old offsets expire"
+        );
+        assert_eq!(
+            s.get("busy", "x", 0).map(|c| c.offset),
+            Some(9),
+            "an active group keeps them"
         );
     }
 

@@ -172,9 +172,32 @@ impl Broker {
             let inner = self.inner.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+                let mut ticks = 0u64;
                 loop {
                     every.tick().await;
                     inner.groups.tick();
+                    ticks += 1;
+                    // Once a minute: expire empty groups' old offsets.
+                    if ticks.is_multiple_of(600) {
+                        let retention = inner.config.offsets_retention.as_millis() as i64;
+                        let before = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as i64)
+                            .unwrap_or(0)
+                            - retention;
+                        let active = inner.groups.active();
+                        let offsets = inner.offsets.clone();
+                        match tokio::task::spawn_blocking(move || offsets.expire(before, &active))
+                            .await
+                        {
+                            Ok(Ok(n)) if n > 0 => tracing::info!(
+                                expired = n,
+                                "expired committed offsets of empty groups"
+                            ),
+                            Ok(Err(e)) => tracing::error!("expiring committed offsets: {e}"),
+                            _ => {}
+                        }
+                    }
                 }
             })
         };

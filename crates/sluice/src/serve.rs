@@ -66,6 +66,9 @@ pub struct ServeArgs {
         default_value_t = 3000
     )]
     pub group_initial_rebalance_delay_ms: u64,
+    /// Keep an empty group's committed offsets this long (offsets.retention.minutes).
+    #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MINUTES", default_value_t = 7 * 24 * 60)]
+    pub offsets_retention_minutes: u64,
     /// Serve Prometheus text metrics (data-path counters) on this address; off if unset.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -109,6 +112,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             ..LogConfig::default()
         },
         group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
+        offsets_retention: Duration::from_secs(args.offsets_retention_minutes * 60),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -192,6 +196,7 @@ const FILE_KEYS: &[&str] = &[
     "retention-bytes",
     "metrics-listen",
     "group-initial-rebalance-delay-ms",
+    "offsets-retention-minutes",
     "log-level",
 ];
 

@@ -11,10 +11,14 @@ use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    GroupId, HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
+    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
     SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -25,23 +29,7 @@ fn sb(s: &str) -> StrBytes {
 }
 
 fn join(c: &mut Client, member: &str, session_ms: i32) -> (i16, i32, String, String) {
-    let mut p = JoinGroupRequestProtocol::default();
-    p.name = sb("range");
-    p.metadata = Bytes::from_static(b"meta");
-    let mut r = JoinGroupRequest::default();
-    r.group_id = GroupId(sb("raw"));
-    r.session_timeout_ms = session_ms;
-    r.rebalance_timeout_ms = 5000;
-    r.member_id = sb(member);
-    r.protocol_type = sb("consumer");
-    r.protocols = vec![p];
-    let resp = c.call(5, &r);
-    (
-        resp.error_code,
-        resp.generation_id,
-        resp.member_id.to_string(),
-        resp.leader.to_string(),
-    )
+    join_group(c, "raw", member, session_ms)
 }
 
 fn sync(c: &mut Client, generation: i32, member: &str, leader: bool) -> i16 {
@@ -115,15 +103,19 @@ fn a_silent_member_is_removed_and_the_group_rebalances() {
 }
 
 fn commit(c: &mut Client, offset: i64) -> Option<i16> {
+    commit_to(c, "killed", 0, offset)
+}
+
+fn commit_to(c: &mut Client, group: &str, partition: i32, offset: i64) -> Option<i16> {
     let mut p = OffsetCommitRequestPartition::default();
-    p.partition_index = 0;
+    p.partition_index = partition;
     p.committed_offset = offset;
     p.committed_leader_epoch = -1;
     let mut t = OffsetCommitRequestTopic::default();
     t.name = TopicName(sb("t"));
     t.partitions = vec![p];
     let mut r = OffsetCommitRequest::default();
-    r.group_id = GroupId(sb("killed"));
+    r.group_id = GroupId(sb(group));
     r.generation_id_or_member_epoch = -1;
     r.topics = vec![t];
     c.try_call(2, &r)
@@ -190,4 +182,98 @@ fn committed_offsets_survive_sigkill_exactly_as_acknowledged() {
     }
     assert!(acked > 0, "commits were acknowledged");
     drop(dir);
+}
+
+fn fetch_offsets(c: &mut Client, group: &str) -> Vec<i64> {
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = TopicName(sb("t"));
+    t.partition_indexes = vec![0, 1];
+    let mut r = OffsetFetchRequest::default();
+    r.group_id = GroupId(sb(group));
+    r.topics = Some(vec![t]);
+    c.call(5, &r).topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect()
+}
+
+#[test]
+fn groups_are_listed_described_and_deleted_with_their_offsets() {
+    let server = Server::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(commit_to(&mut c, "admin-g", 0, 5), Some(0));
+    assert_eq!(commit_to(&mut c, "admin-g", 1, 7), Some(0));
+    let listed = c.call(4, &ListGroupsRequest::default());
+    let g = listed
+        .groups
+        .iter()
+        .find(|g| g.group_id.0.as_str() == "admin-g")
+        .expect("listed");
+    assert_eq!(g.group_state.as_str(), "Empty");
+    let mut d = DescribeGroupsRequest::default();
+    d.groups = vec![GroupId(sb("admin-g"))];
+    assert_eq!(c.call(5, &d).groups[0].group_state.as_str(), "Empty");
+
+    // OffsetDelete of one partition.
+    let mut p = OffsetDeleteRequestPartition::default();
+    p.partition_index = 1;
+    let mut t = OffsetDeleteRequestTopic::default();
+    t.name = TopicName(sb("t"));
+    t.partitions = vec![p];
+    let mut od = OffsetDeleteRequest::default();
+    od.group_id = GroupId(sb("admin-g"));
+    od.topics = vec![t];
+    let resp = c.call(0, &od);
+    assert_eq!(
+        (resp.error_code, resp.topics[0].partitions[0].error_code),
+        (0, 0)
+    );
+    assert_eq!(fetch_offsets(&mut c, "admin-g"), vec![5, -1]);
+
+    // A group with a member can be neither deleted nor have offsets deleted.
+    let mut m = Client::connect(server.addr);
+    let (_, _, id, _) = join_group(&mut m, "busy", "", 6000);
+    let (err, _, _, _) = join_group(&mut m, "busy", &id, 6000);
+    assert_eq!(err, 0);
+    let mut del = DeleteGroupsRequest::default();
+    del.groups_names = vec![GroupId(sb("busy"))];
+    assert_eq!(c.call(2, &del).results[0].error_code, 68, "NON_EMPTY_GROUP");
+    od.group_id = GroupId(sb("busy"));
+    assert_eq!(c.call(0, &od).topics[0].partitions[0].error_code, 86);
+
+    // Deleting the empty group drops its offsets.
+    del.groups_names = vec![GroupId(sb("admin-g"))];
+    assert_eq!(c.call(2, &del).results[0].error_code, 0);
+    assert_eq!(fetch_offsets(&mut c, "admin-g"), vec![-1, -1]);
+    assert_eq!(
+        c.call(2, &del).results[0].error_code,
+        69,
+        "GROUP_ID_NOT_FOUND"
+    );
+}
+
+fn join_group(
+    c: &mut Client,
+    group: &str,
+    member: &str,
+    session_ms: i32,
+) -> (i16, i32, String, String) {
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = sb("range");
+    p.metadata = Bytes::from_static(b"meta");
+    let mut r = JoinGroupRequest::default();
+    r.group_id = GroupId(sb(group));
+    r.session_timeout_ms = session_ms;
+    r.rebalance_timeout_ms = 5000;
+    r.member_id = sb(member);
+    r.protocol_type = sb("consumer");
+    r.protocols = vec![p];
+    let resp = c.call(5, &r);
+    (
+        resp.error_code,
+        resp.generation_id,
+        resp.member_id.to_string(),
+        resp.leader.to_string(),
+    )
 }
