@@ -337,6 +337,45 @@ impl Groups {
         let mut member_id = req.member_id.clone();
         if member_id.is_empty() {
             member_id = self.new_member_id(&req.client_id);
+            // A static member restarting into a stable group with the same
+            // protocols takes its old place without a rebalance (KIP-345).
+            if let (Some(instance), GroupState::Stable) = (&req.instance_id, g.state)
+                && let Some(old_id) = g
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
+                    .map(|(id, _)| id.clone())
+                && g.members[&old_id]
+                    .protocols
+                    .iter()
+                    .map(|(n, _)| n)
+                    .eq(req.protocols.iter().map(|(n, _)| n))
+                && let Some(mut m) = g.members.remove(&old_id)
+            {
+                m.protocols = req.protocols;
+                m.session_timeout = req.session_timeout;
+                m.rebalance_timeout = req.rebalance_timeout;
+                m.last_seen = now;
+                if let Some(tx) = m.sync.take() {
+                    let _ = tx.send(SyncResult {
+                        error: code::FENCED_INSTANCE_ID,
+                        ..SyncResult::default()
+                    });
+                }
+                g.members.insert(member_id.clone(), m);
+                if g.leader.as_deref() == Some(old_id.as_str()) {
+                    g.leader = Some(member_id.clone());
+                }
+                return Reply::Now(JoinResult {
+                    error: 0,
+                    generation: g.generation,
+                    protocol_type: g.protocol_type.clone(),
+                    protocol_name: g.protocol.clone(),
+                    leader: g.leader.clone().unwrap_or_default(),
+                    member_id,
+                    members: Vec::new(),
+                });
+            }
             if let Some(instance) = &req.instance_id {
                 // A static member coming back replaces its previous incarnation.
                 let old: Vec<String> = g

@@ -277,3 +277,56 @@ fn join_group(
         resp.leader.to_string(),
     )
 }
+
+#[test]
+fn a_static_member_restarting_keeps_its_assignment_without_a_rebalance() {
+    let server = Server::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let static_join = |c: &mut Client, member: &str| {
+        let mut p = JoinGroupRequestProtocol::default();
+        p.name = sb("range");
+        p.metadata = Bytes::from_static(b"meta");
+        let mut r = JoinGroupRequest::default();
+        r.group_id = GroupId(sb("raw"));
+        r.session_timeout_ms = 10_000;
+        r.rebalance_timeout_ms = 5000;
+        r.member_id = sb(member);
+        r.group_instance_id = Some(sb("instance-1"));
+        r.protocol_type = sb("consumer");
+        r.protocols = vec![p];
+        let resp = c.call(5, &r);
+        (
+            resp.error_code,
+            resp.generation_id,
+            resp.member_id.to_string(),
+        )
+    };
+    let mut a = Client::connect(server.addr);
+    let (err, generation, first_id) = static_join(&mut a, "");
+    assert_eq!(
+        err, 0,
+        "static members need no MEMBER_ID_REQUIRED round trip"
+    );
+    assert_eq!(sync(&mut a, generation, &first_id, true), 0);
+    // The process restarts: same instance id, no member id.
+    let mut again = Client::connect(server.addr);
+    let (err, same_generation, new_id) = static_join(&mut again, "");
+    assert_eq!(err, 0);
+    assert_eq!(same_generation, generation, "no rebalance");
+    assert_ne!(new_id, first_id);
+    let mut r = SyncGroupRequest::default();
+    r.group_id = GroupId(sb("raw"));
+    r.generation_id = generation;
+    r.member_id = sb(&new_id);
+    let resp = again.call(3, &r);
+    assert_eq!(
+        (resp.error_code, resp.assignment.as_ref()),
+        (0, b"all".as_slice()),
+        "its old assignment"
+    );
+    assert_eq!(heartbeat(&mut again, generation, &new_id), 0);
+    assert_eq!(
+        heartbeat(&mut a, generation, &first_id),
+        25,
+        "the old incarnation is gone"
+    );
+}
