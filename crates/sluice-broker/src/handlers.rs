@@ -80,12 +80,23 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
 ];
 
+/// Transaction APIs: not advertised (transactions are not supported), but a
+/// client that sends one anyway gets UNSUPPORTED_VERSION in every error field
+/// instead of a dropped connection.
+const TRANSACTIONAL: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+];
+
 /// Kafka's default `message.max.bytes` (1 MiB + the 12-byte log overhead).
 const MAX_BATCH_BYTES: usize = 1_048_588;
 
 fn supported(api: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
         .iter()
+        .chain(TRANSACTIONAL)
         .find(|(k, _, _)| *k == api)
         .map(|(_, lo, hi)| (*lo, *hi))
 }
@@ -195,6 +206,65 @@ pub(crate) async fn handle(
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(gh::offset_delete(inner, r)),
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions(inner, r))
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            let mut out = kafka_protocol::messages::AddPartitionsToTxnResponse::default();
+            out.error_code = code::UNSUPPORTED_VERSION;
+            out.results_by_topic_v3_and_below = r
+                .v3_and_below_topics
+                .into_iter()
+                .map(|t| {
+                    let mut tr = kafka_protocol::messages::add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default();
+                    tr.results_by_partition = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let mut pr = kafka_protocol::messages::add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default();
+                            pr.partition_index = *p;
+                            pr.partition_error_code = code::UNSUPPORTED_VERSION;
+                            pr
+                        })
+                        .collect();
+                    tr.name = t.name;
+                    tr
+                })
+                .collect();
+            ResponseKind::AddPartitionsToTxn(out)
+        }
+        RequestKind::AddOffsetsToTxn(_) => {
+            let mut out = kafka_protocol::messages::AddOffsetsToTxnResponse::default();
+            out.error_code = code::UNSUPPORTED_VERSION;
+            ResponseKind::AddOffsetsToTxn(out)
+        }
+        RequestKind::EndTxn(r) => {
+            let mut out = kafka_protocol::messages::EndTxnResponse::default();
+            out.error_code = code::UNSUPPORTED_VERSION;
+            out.producer_id = r.producer_id;
+            out.producer_epoch = r.producer_epoch;
+            ResponseKind::EndTxn(out)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            let mut out = kafka_protocol::messages::TxnOffsetCommitResponse::default();
+            out.topics = r
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let mut tr = kafka_protocol::messages::txn_offset_commit_response::TxnOffsetCommitResponseTopic::default();
+                    tr.partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let mut pr = kafka_protocol::messages::txn_offset_commit_response::TxnOffsetCommitResponsePartition::default();
+                            pr.partition_index = p.partition_index;
+                            pr.error_code = code::UNSUPPORTED_VERSION;
+                            pr
+                        })
+                        .collect();
+                    tr.name = t.name;
+                    tr
+                })
+                .collect();
+            ResponseKind::TxnOffsetCommit(out)
         }
         other => return Err(protocol(format!("no handler for {other:?}"))),
     };

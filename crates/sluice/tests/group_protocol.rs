@@ -330,3 +330,24 @@ fn a_static_member_restarting_keeps_its_assignment_without_a_rebalance() {
         "the old incarnation is gone"
     );
 }
+
+#[test]
+fn transaction_apis_answer_unsupported_instead_of_closing() {
+    use kafka_protocol::messages::{EndTxnRequest, TransactionalId};
+    let server = Server::start(&[]);
+    let mut c = Client::connect(server.addr);
+    let mut r = EndTxnRequest::default();
+    r.transactional_id = TransactionalId(sb("tx"));
+    r.producer_id = 5.into();
+    r.producer_epoch = 0;
+    r.committed = true;
+    assert_eq!(c.call(1, &r).error_code, 35, "UNSUPPORTED_VERSION");
+    // Not advertised: clients that check ApiVersions never send them.
+    let versions = c.call(3, &kafka_protocol::messages::ApiVersionsRequest::default());
+    assert!(
+        !versions.api_keys.iter().any(|k| k.api_key == 26),
+        "EndTxn not advertised"
+    );
+    // The connection is still usable.
+    assert_eq!(commit_to(&mut c, "after-txn", 0, 1), Some(0));
+}
