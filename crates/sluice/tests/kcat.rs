@@ -127,3 +127,46 @@ fn compressed_batches_pass_through_for_every_codec() {
         assert_eq!(values, want, "{codec}");
     }
 }
+
+#[test]
+fn kcat_balanced_consumer_mode_commits_and_resumes() {
+    let server = Server::start(&[
+        "--default-partitions",
+        "3",
+        "--group-initial-rebalance-delay-ms",
+        "100",
+    ]);
+    let broker = server.addr.to_string();
+    let first: String = (0..30).map(|i| format!("k{i}:first-{i}\n")).collect();
+    kcat(&["-b", &broker, "-P", "-t", "kg", "-K", ":"], Some(&first));
+    let group_read = || {
+        kcat(
+            &[
+                "-b",
+                &broker,
+                "-G",
+                "kcat-group",
+                "-X",
+                "auto.offset.reset=earliest",
+                "-e",
+                "-q",
+                "-f",
+                "%s\n",
+                "kg",
+            ],
+            None,
+        )
+    };
+    let got = group_read();
+    assert_eq!(got.lines().count(), 30, "{got}");
+    let second: String = (0..10).map(|i| format!("k{i}:second-{i}\n")).collect();
+    kcat(&["-b", &broker, "-P", "-t", "kg", "-K", ":"], Some(&second));
+    let got = group_read();
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(
+        lines.len(),
+        10,
+        "the group resumes after its commits: {got}"
+    );
+    assert!(lines.iter().all(|l| l.starts_with("second-")));
+}
