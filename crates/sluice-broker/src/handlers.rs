@@ -528,11 +528,29 @@ async fn fetch(inner: &Arc<Inner>, r: FetchRequest, version: i16, correlation: i
         + Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0));
     let min_bytes = u64::try_from(r.min_bytes).unwrap_or(0);
     let max_bytes = u64::try_from(r.max_bytes).unwrap_or(0).max(1);
+    let r = Arc::new(r);
     loop {
         let notified = inner.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (topics, total, errors) = collect_fetch(inner, &r, max_bytes);
+        // Index lookups, header reads and warming cold pages may wait on the
+        // disk: they run on the blocking pool, so a consumer catching up on
+        // old data never stalls the workers that serve everyone else.
+        let (gather_inner, gather_req) = (inner.clone(), r.clone());
+        let gathered = tokio::task::spawn_blocking(move || {
+            let (topics, total, errors) = collect_fetch(&gather_inner, &gather_req, max_bytes);
+            let (cold_regions, cold_bytes) = warm_cold_regions(&topics);
+            gather_inner.stats.add_cold(cold_regions, cold_bytes);
+            (topics, total, errors)
+        })
+        .await;
+        let (topics, total, errors) = match gathered {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("fetch task failed: {e}");
+                (Vec::new(), 0, true)
+            }
+        };
         let now = tokio::time::Instant::now();
         if total >= min_bytes.max(1) || errors || now >= deadline {
             return encode_fetch_response(version, correlation, 0, code::NONE, 0, &topics);
@@ -542,6 +560,30 @@ async fn fetch(inner: &Arc<Inner>, r: FetchRequest, version: i16, correlation: i
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// Reads into the page cache every region not fully there (`readahead`, no
+/// copy into user space), so the send that follows cannot block on the disk.
+/// Returns (regions warmed, bytes warmed).
+fn warm_cold_regions(topics: &[TopicData]) -> (u64, u64) {
+    let (mut regions, mut bytes) = (0, 0);
+    for region in topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref())
+    {
+        let file = region.segment.file();
+        if sluice_io::cache::is_resident(file, region.position, region.len).unwrap_or(true) {
+            continue;
+        }
+        if let Err(e) = sluice_io::cache::fill(file, region.position, region.len) {
+            tracing::warn!("warming a cold region: {e}");
+            continue;
+        }
+        regions += 1;
+        bytes += region.len;
+    }
+    (regions, bytes)
 }
 
 fn collect_fetch(inner: &Inner, r: &FetchRequest, max_bytes: u64) -> (Vec<TopicData>, u64, bool) {

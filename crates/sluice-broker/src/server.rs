@@ -38,6 +38,10 @@ pub struct StatsSnapshot {
     /// Bytes encoded in memory (headers and fields) in responses sent.
     pub encoded_bytes: u64,
     pub responses: u64,
+    /// Fetch regions that were not in the page cache and were read in on the
+    /// blocking pool before sending, and their bytes.
+    pub cold_regions: u64,
+    pub cold_bytes: u64,
 }
 
 impl StatsSnapshot {
@@ -86,6 +90,16 @@ impl StatsSnapshot {
             "Sends that found the socket full.",
             self.io.eagain,
         );
+        metric(
+            "sluice_fetch_cold_regions_total",
+            "Fetch regions read into the page cache off the async workers.",
+            self.cold_regions,
+        );
+        metric(
+            "sluice_fetch_cold_bytes_total",
+            "Bytes of those regions.",
+            self.cold_bytes,
+        );
         for call in sluice_io::Syscall::ALL {
             out.push_str(&format!(
                 "sluice_io_syscalls_total{{call=\"{}\"}} {}\n",
@@ -104,6 +118,14 @@ impl DataPathStats {
         t.record_bytes += record_bytes;
         t.encoded_bytes += encoded_bytes;
         t.responses += 1;
+    }
+
+    pub fn add_cold(&self, regions: u64, bytes: u64) {
+        if regions > 0 {
+            let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+            t.cold_regions += regions;
+            t.cold_bytes += bytes;
+        }
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -1,5 +1,7 @@
 //! The page cache seen from a file: how much of a range is resident
-//! (`mincore`), evicting it (`fdatasync` + `POSIX_FADV_DONTNEED`) and warming it.
+//! (`cachestat`, or `mincore` where the kernel lacks it), evicting it
+//! (`fdatasync` + `POSIX_FADV_DONTNEED`) and warming it (`readahead`, which
+//! fills the cache without copying into user space).
 
 use std::fs::File;
 use std::io;
@@ -57,6 +59,80 @@ pub fn warm(file: &File, offset: u64, len: u64) -> io::Result<()> {
             break;
         }
         pos += n as u64;
+    }
+    Ok(())
+}
+
+/// `cachestat(2)` (Linux 6.5+): the same number on every architecture.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// True when every page of `fd[offset..offset+len]` is in the page cache, so
+/// sending it cannot block on the disk. One `cachestat` call, no mapping;
+/// falls back to `mincore` on kernels without it.
+pub fn is_resident(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    let page = rustix::param::page_size() as u64;
+    let first = offset / page;
+    let last = (offset + len).div_ceil(page);
+    let range = CachestatRange {
+        off: first * page,
+        len: (last - first) * page,
+    };
+    let mut stat = Cachestat::default();
+    // SAFETY: cachestat reads `range` and writes `stat`, both live and of the
+    // kernel's layout; the fd is open for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0u32,
+        )
+    };
+    if rc == 0 {
+        return Ok(stat.nr_cache >= last - first);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENOSYS) {
+        return resident_fraction(file, offset, len).map(|f| f >= 1.0);
+    }
+    Err(err)
+}
+
+/// Brings `file[offset..offset+len]` into the page cache and returns when it
+/// is there (`readahead(2)` blocks until the read is done). Blocks on the
+/// disk: call it from a thread that may block.
+pub fn fill(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    const STEP: u64 = 16 << 20;
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let n = (end - pos).min(STEP);
+        // SAFETY: readahead only reads from the open fd into the page cache.
+        let rc = unsafe { libc::readahead(file.as_raw_fd(), pos as libc::off64_t, n as usize) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        pos += n;
     }
     Ok(())
 }

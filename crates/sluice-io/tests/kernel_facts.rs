@@ -43,7 +43,12 @@ fn eviction_and_warming_show_in_residency() {
     cache::warm(&file, 0, data.len() as u64).expect("warm");
     let hot = cache::resident_fraction(&file, 0, data.len() as u64).expect("mincore");
     assert!(hot > 0.99, "warmed file resident: {hot}");
+    assert!(cache::is_resident(&file, 0, data.len() as u64).expect("cachestat"));
     cache::evict(&file).expect("evict");
     let cold = cache::resident_fraction(&file, 0, data.len() as u64).expect("mincore");
     assert!(cold < 0.5, "evicted file mostly gone: {cold}");
+    assert!(!cache::is_resident(&file, 0, data.len() as u64).expect("cachestat"));
+    // readahead brings it back without a read into user space.
+    cache::fill(&file, 4096, 1 << 20).expect("readahead");
+    assert!(cache::is_resident(&file, 4096, 1 << 20).expect("cachestat"));
 }

@@ -704,3 +704,48 @@ fn idempotent_produce_appends_a_retried_batch_once_even_across_a_restart() {
     assert_eq!(c.call(4, &r).error_code, 35);
     drop(dir);
 }
+
+#[test]
+fn cold_fetch_regions_are_read_in_before_sending() {
+    let server = Server::start(&[]);
+    let mut c = Client::connect(server.addr);
+    let mut expected = Vec::new();
+    for i in 0..40u8 {
+        let b = batch::build_batch(0, &[&[i; 50_000]]);
+        let (_, base) = produce(&mut c, 9, "cold", 0, &b);
+        expected.extend_from_slice(&stored(&b, base));
+    }
+    // Drop the segment's pages from the page cache, as a minute of idleness would.
+    let segment = server
+        .data_dir
+        .join("cold-0")
+        .join("00000000000000000000.log");
+    let file = std::fs::File::open(&segment).expect("segment");
+    sluice_io::cache::evict(&file).expect("evict");
+    assert!(!sluice_io::cache::is_resident(&file, 0, expected.len() as u64).expect("cachestat"));
+    // Every batch has the same length: read whole batches until all are in.
+    let batch_len = expected.len() / 40;
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let resp = c.call(
+            12,
+            &fetch_req("cold", 0, (got.len() / batch_len) as i64, 0, 1),
+        );
+        let records = fetched(&resp).2;
+        let whole = records.len() / batch_len * batch_len;
+        assert!(whole > 0, "progress");
+        got.extend_from_slice(&records[..whole]);
+    }
+    assert_eq!(got, expected, "cold data served intact");
+    assert!(
+        server.metric("sluice_fetch_cold_regions_total") >= 1,
+        "the region was warmed first"
+    );
+    let warmed = server.metric("sluice_fetch_cold_regions_total");
+    c.call(12, &fetch_req("cold", 0, 0, 0, 1));
+    assert_eq!(
+        server.metric("sluice_fetch_cold_regions_total"),
+        warmed,
+        "hot data needs no warming"
+    );
+}
