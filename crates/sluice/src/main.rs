@@ -42,6 +42,10 @@ enum BenchCommand {
     /// The log's append paths side by side: a mapped, pre-allocated segment
     /// (one memcpy per batch) against pwrite, with RecordBatch v2 batches.
     Append(AppendArgs),
+    /// Load generator: produce pre-encoded batches to a Kafka-compatible broker.
+    Produce(LoadProduceArgs),
+    /// Load generator: consume partitions from the start, counting records.
+    Consume(LoadConsumeArgs),
     /// The receiver process the transfer benchmark starts (reads and discards).
     #[command(hide = true)]
     TransferReceiver {
@@ -126,6 +130,59 @@ struct AppendArgs {
     json: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct LoadProduceArgs {
+    /// Broker address (any Kafka-compatible broker).
+    #[arg(short, long, default_value = "127.0.0.1:9092")]
+    broker: String,
+    #[arg(short, long, default_value = "bench")]
+    topic: String,
+    /// Partitions to spread over (at most the topic's).
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Connections, one thread each.
+    #[arg(long, default_value_t = 4)]
+    connections: u32,
+    #[arg(long, value_parser = transfer::parse_size, default_value = "100")]
+    record_size: u64,
+    #[arg(long, value_parser = transfer::parse_size, default_value = "16k")]
+    batch_size: u64,
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+    acks: i16,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// Records per second in total; as fast as possible if unset.
+    #[arg(long)]
+    rate: Option<u64>,
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LoadConsumeArgs {
+    #[arg(short, long, default_value = "127.0.0.1:9092")]
+    broker: String,
+    #[arg(short, long, default_value = "bench")]
+    topic: String,
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    #[arg(long, default_value_t = 4)]
+    connections: u32,
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Bytes per partition per fetch.
+    #[arg(long, value_parser = transfer::parse_size, default_value = "1m")]
+    fetch_size: u64,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 fn parse_socket(s: &str) -> Result<SocketChoice, String> {
     match s {
         "tcp" => Ok(SocketChoice::Tcp),
@@ -151,6 +208,8 @@ fn main() -> Result<()> {
         Command::Consume(args) => tools::consume(args),
         Command::Bench(BenchCommand::Transfer(args)) => bench_transfer(*args),
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
+        Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
+        Command::Bench(BenchCommand::Consume(args)) => bench_consume(args),
         Command::Bench(BenchCommand::TransferReceiver { unix_path, cpu }) => {
             sluice_bench::receiver::run_receiver(&unix_path, cpu).context("receiver")
         }
@@ -229,4 +288,54 @@ fn bench_append(args: AppendArgs) -> Result<()> {
         println!("json: {}", json.display());
     }
     Ok(())
+}
+
+fn write_load_report(report: &sluice_bench::load::LoadReport, json: Option<PathBuf>) -> Result<()> {
+    println!("{}", sluice_bench::load::summary(report));
+    if let Some(json) = json {
+        std::fs::write(&json, serde_json::to_string_pretty(report)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+        println!("json: {}", json.display());
+    }
+    Ok(())
+}
+
+fn bench_produce(a: LoadProduceArgs) -> Result<()> {
+    use kafka_protocol::records::Compression;
+    let compression = match a.compression.as_str() {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => bail!("unknown compression {other:?}"),
+    };
+    let opts = sluice_bench::load::ProduceOptions {
+        broker: a.broker,
+        topic: a.topic,
+        partitions: a.partitions,
+        connections: a.connections,
+        record_bytes: a.record_size as usize,
+        batch_bytes: a.batch_size as usize,
+        acks: a.acks,
+        compression,
+        duration: Duration::from_secs(a.duration_s.max(1)),
+        warmup: Duration::from_secs(a.warmup_s),
+        target_rate: a.rate,
+    };
+    let report = sluice_bench::load::produce(&opts).context("produce load")?;
+    write_load_report(&report, a.json)
+}
+
+fn bench_consume(a: LoadConsumeArgs) -> Result<()> {
+    let opts = sluice_bench::load::ConsumeOptions {
+        broker: a.broker,
+        topic: a.topic,
+        partitions: a.partitions,
+        connections: a.connections,
+        duration: Duration::from_secs(a.duration_s.max(1)),
+        fetch_bytes: a.fetch_size.min(i32::MAX as u64) as i32,
+    };
+    let report = sluice_bench::load::consume(&opts).context("consume load")?;
+    write_load_report(&report, a.json)
 }

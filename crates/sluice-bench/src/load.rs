@@ -1,0 +1,326 @@
+//! `sluice bench produce` and `sluice bench consume`: a Kafka load generator
+//! on the project's own client (`sluice_broker::client`), usable against any
+//! Kafka-compatible broker. Produce sends pre-encoded RecordBatch v2 batches
+//! (built once, so the generator is not the bottleneck) and records each
+//! request's latency in an HDR histogram; consume reads partitions from the
+//! start and counts bytes and records from batch headers, without decoding.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use serde::Serialize;
+use sluice_broker::client::{Client, ClientError};
+
+/// What `sluice bench produce` runs.
+#[derive(Clone, Debug)]
+pub struct ProduceOptions {
+    pub broker: String,
+    pub topic: String,
+    pub partitions: u32,
+    pub connections: u32,
+    pub record_bytes: usize,
+    pub batch_bytes: usize,
+    pub acks: i16,
+    pub compression: Compression,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Records per second across all connections; None: as fast as it goes.
+    pub target_rate: Option<u64>,
+}
+
+/// What `sluice bench consume` runs.
+#[derive(Clone, Debug)]
+pub struct ConsumeOptions {
+    pub broker: String,
+    pub topic: String,
+    pub partitions: u32,
+    pub connections: u32,
+    pub duration: Duration,
+    pub fetch_bytes: i32,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    pub kind: &'static str,
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub records_per_s: f64,
+    pub mb_per_s: f64,
+    /// Produce: per-request latency; consume: per-fetch latency.
+    pub latency: Latency,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+fn latency(h: &Histogram<u64>) -> Latency {
+    let ms = |us: u64| us as f64 / 1000.0;
+    Latency {
+        p50_ms: ms(h.value_at_quantile(0.50)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        p999_ms: ms(h.value_at_quantile(0.999)),
+        max_ms: ms(h.max()),
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 digits is valid")))
+}
+
+/// One pre-encoded batch of `record_bytes`-byte records filling ~`batch_bytes`.
+pub fn encoded_batch(
+    record_bytes: usize,
+    batch_bytes: usize,
+    compression: Compression,
+) -> (Bytes, u64) {
+    let per_record = record_bytes + 10;
+    let n = (batch_bytes.saturating_sub(61) / per_record).max(1);
+    let value = Bytes::from(
+        (0..record_bytes)
+            .map(|i| (i * 31 + 7) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key: None,
+            value: Some(value.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    // Encoding a batch of plain records cannot fail.
+    let _ = RecordBatchEncoder::encode(&mut buf, records.iter(), &options);
+    (buf.freeze(), n as u64)
+}
+
+/// Runs the produce load and returns its report.
+pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
+    let mut admin = Client::connect(opts.broker.as_str())?;
+    let partitions = admin.partitions(&opts.topic)?.max(1);
+    let partitions = partitions.min(opts.partitions.max(1));
+    let (batch, per_batch) = encoded_batch(opts.record_bytes, opts.batch_bytes, opts.compression);
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let rate_per_conn = opts
+        .target_rate
+        .map(|r| r as f64 / f64::from(opts.connections.max(1)));
+    let mut handles = Vec::new();
+    for conn in 0..opts.connections.max(1) {
+        let (opts, batch, stop, measuring) =
+            (opts.clone(), batch.clone(), stop.clone(), measuring.clone());
+        handles.push(std::thread::spawn(
+            move || -> Result<(u64, u64, u64, Histogram<u64>), ClientError> {
+                let mut client = Client::connect(opts.broker.as_str())?;
+                let mut hist = histogram();
+                let (mut records, mut requests, mut errors) = (0u64, 0u64, 0u64);
+                let mut partition = conn % partitions;
+                let start = Instant::now();
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(rate) = rate_per_conn {
+                        // Open-loop pacing: wait for this batch's scheduled time.
+                        let due = start + Duration::from_secs_f64(sent as f64 / rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    let t0 = Instant::now();
+                    let result =
+                        client.produce(&opts.topic, partition as i32, batch.clone(), opts.acks);
+                    let took = t0.elapsed();
+                    sent += per_batch;
+                    if measuring.load(Ordering::Relaxed) {
+                        match result {
+                            Ok(_) => {
+                                records += per_batch;
+                                requests += 1;
+                                let _ = hist.record(took.as_micros().max(1) as u64);
+                            }
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    partition = (partition + opts.connections.max(1)) % partitions;
+                }
+                Ok((records, requests, errors, hist))
+            },
+        ));
+    }
+    std::thread::sleep(opts.warmup);
+    measuring.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(opts.duration);
+    measuring.store(false, Ordering::Relaxed);
+    let seconds = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut hist = histogram();
+    let (mut records, mut requests, mut errors) = (0, 0, 0);
+    for h in handles {
+        let (r, q, e, part) = h
+            .join()
+            .map_err(|_| ClientError::Protocol("producer thread panicked".into()))??;
+        records += r;
+        requests += q;
+        errors += e;
+        let _ = hist.add(&part);
+    }
+    let bytes = records * opts.record_bytes as u64;
+    Ok(LoadReport {
+        kind: "produce",
+        records,
+        bytes,
+        seconds,
+        records_per_s: records as f64 / seconds,
+        mb_per_s: bytes as f64 / seconds / 1e6,
+        latency: latency(&hist),
+        requests,
+        errors,
+    })
+}
+
+/// Counts records in whole batches of a fetch response's records.
+fn count_records(records: &[u8]) -> (u64, u64) {
+    let (mut pos, mut n) = (0usize, 0u64);
+    while pos + 61 <= records.len() {
+        let Ok(h) = sluice_log::batch::BatchHeader::parse(&records[pos..]) else {
+            break;
+        };
+        match h.total_len() {
+            Some(len) if pos + len <= records.len() => {
+                n += h.record_count.max(0) as u64;
+                pos += len;
+            }
+            _ => break,
+        }
+    }
+    (pos as u64, n)
+}
+
+/// Runs the consume load: each connection reads its partitions from the start
+/// (wrapping to the start again at the end) for the duration.
+pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
+    let mut admin = Client::connect(opts.broker.as_str())?;
+    let partitions = admin
+        .partitions(&opts.topic)?
+        .max(1)
+        .min(opts.partitions.max(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let total_bytes = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for conn in 0..opts.connections.max(1) {
+        let (opts, stop, total_bytes) = (opts.clone(), stop.clone(), total_bytes.clone());
+        handles.push(std::thread::spawn(
+            move || -> Result<(u64, u64, u64, Histogram<u64>), ClientError> {
+                let mut client = Client::connect(opts.broker.as_str())?;
+                let mut hist = histogram();
+                let partition = (conn % partitions) as i32;
+                let start_offset = client.list_offset(&opts.topic, partition, -2)?;
+                let mut offset = start_offset;
+                let (mut records, mut requests, mut bytes) = (0u64, 0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    let f = client.fetch(&opts.topic, partition, offset, 100, opts.fetch_bytes)?;
+                    let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+                    requests += 1;
+                    let (whole, n) = count_records(&f.records);
+                    bytes += f.records.len() as u64;
+                    total_bytes.fetch_add(f.records.len() as u64, Ordering::Relaxed);
+                    records += n;
+                    if n == 0 || whole == 0 {
+                        offset = start_offset; // at the end: read it all again
+                        continue;
+                    }
+                    // Next offset: after the last whole batch.
+                    let mut pos = 0usize;
+                    let mut last = offset;
+                    while pos + 61 <= whole as usize {
+                        let Ok(h) = sluice_log::batch::BatchHeader::parse(&f.records[pos..]) else {
+                            break;
+                        };
+                        last = h.last_offset();
+                        pos += h.total_len().unwrap_or(whole as usize);
+                    }
+                    offset = last + 1;
+                }
+                Ok((records, requests, bytes, hist))
+            },
+        ));
+    }
+    let t0 = Instant::now();
+    std::thread::sleep(opts.duration);
+    stop.store(true, Ordering::Relaxed);
+    let seconds = t0.elapsed().as_secs_f64();
+    let mut hist = histogram();
+    let (mut records, mut requests, mut bytes) = (0, 0, 0);
+    for h in handles {
+        let (r, q, b, part) = h
+            .join()
+            .map_err(|_| ClientError::Protocol("consumer thread panicked".into()))??;
+        records += r;
+        requests += q;
+        bytes += b;
+        let _ = hist.add(&part);
+    }
+    Ok(LoadReport {
+        kind: "consume",
+        records,
+        bytes,
+        seconds,
+        records_per_s: records as f64 / seconds,
+        mb_per_s: bytes as f64 / seconds / 1e6,
+        latency: latency(&hist),
+        requests,
+        errors: 0,
+    })
+}
+
+/// One line for the terminal.
+pub fn summary(r: &LoadReport) -> String {
+    format!(
+        "{}: {:.0} records/s, {:.1} MB/s over {:.1} s ({} requests, {} errors); latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        r.kind,
+        r.records_per_s,
+        r.mb_per_s,
+        r.seconds,
+        r.requests,
+        r.errors,
+        r.latency.p50_ms,
+        r.latency.p99_ms,
+        r.latency.p999_ms,
+        r.latency.max_ms
+    )
+}
