@@ -32,6 +32,8 @@ pub struct ProduceOptions {
     pub warmup: Duration,
     /// Records per second across all connections; None: as fast as it goes.
     pub target_rate: Option<u64>,
+    /// Produce requests in flight per connection (pipelining).
+    pub in_flight: usize,
 }
 
 /// What `sluice bench consume` runs.
@@ -151,6 +153,10 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                 let mut partition = conn % partitions;
                 let start = Instant::now();
                 let mut sent = 0u64;
+                // (correlation id, sent at, inside the measured window)
+                let mut pending: std::collections::VecDeque<(i32, Instant, bool)> =
+                    Default::default();
+                let window = opts.in_flight.max(1);
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(rate) = rate_per_conn {
                         // Open-loop pacing: wait for this batch's scheduled time.
@@ -159,22 +165,47 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                             std::thread::sleep(wait);
                         }
                     }
-                    let t0 = Instant::now();
-                    let result =
-                        client.produce(&opts.topic, partition as i32, batch.clone(), opts.acks);
-                    let took = t0.elapsed();
+                    let measured = measuring.load(Ordering::Relaxed);
+                    if opts.acks == 0 {
+                        // No responses: nothing to wait for or time.
+                        client.produce(&opts.topic, partition as i32, batch.clone(), 0)?;
+                        if measured {
+                            records += per_batch;
+                            requests += 1;
+                        }
+                    } else {
+                        let t0 = Instant::now();
+                        let corr = client.send_produce(
+                            &opts.topic,
+                            partition as i32,
+                            batch.clone(),
+                            opts.acks,
+                        )?;
+                        pending.push_back((corr, t0, measured));
+                    }
                     sent += per_batch;
-                    if measuring.load(Ordering::Relaxed) {
-                        match result {
-                            Ok(_) => {
-                                records += per_batch;
-                                requests += 1;
-                                let _ = hist.record(took.as_micros().max(1) as u64);
+                    while pending.len() >= window {
+                        let Some((corr, sent_at, counted)) = pending.pop_front() else {
+                            break;
+                        };
+                        let result = client.produce_result(corr);
+                        if counted {
+                            match result {
+                                Ok(_) => {
+                                    records += per_batch;
+                                    requests += 1;
+                                    let _ =
+                                        hist.record(sent_at.elapsed().as_micros().max(1) as u64);
+                                }
+                                Err(_) => errors += 1,
                             }
-                            Err(_) => errors += 1,
                         }
                     }
                     partition = (partition + opts.connections.max(1)) % partitions;
+                }
+                // Collect what is still in flight (outside the measured window).
+                while let Some((corr, _, _)) = pending.pop_front() {
+                    let _ = client.produce_result(corr);
                 }
                 Ok((records, requests, errors, hist))
             },

@@ -44,6 +44,20 @@ pub struct Fetched {
     pub records: Bytes,
 }
 
+fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = topic_name(topic);
+    td.partition_data = vec![pd];
+    let mut r = ProduceRequest::default();
+    r.acks = acks;
+    r.timeout_ms = 30_000;
+    r.topic_data = vec![td];
+    r
+}
+
 fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
@@ -84,9 +98,19 @@ impl Client {
 
     /// Sends a request and decodes its response.
     pub fn call<R: Request>(&mut self, version: i16, req: &R) -> Result<R::Response, ClientError> {
+        let correlation = self.write_request(version, req)?;
+        self.read_response::<R>(version, correlation)
+    }
+
+    /// Reads the response to the request with `correlation` (responses come
+    /// in request order, so pipelined requests are read back in turn).
+    pub fn read_response<R: Request>(
+        &mut self,
+        version: i16,
+        correlation: i32,
+    ) -> Result<R::Response, ClientError> {
         let key =
             ApiKey::try_from(R::KEY).map_err(|_| ClientError::Protocol("unknown key".into()))?;
-        let correlation = self.write_request(version, req)?;
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size)?;
         let size = i32::from_be_bytes(size);
@@ -102,6 +126,33 @@ impl Client {
             return Err(ClientError::Protocol("response out of order".into()));
         }
         R::Response::decode(&mut frame, version).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Sends a Produce without waiting; returns its correlation id, to pass to
+    /// [`Client::produce_result`] (pipelining: several in flight at once).
+    pub fn send_produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> Result<i32, ClientError> {
+        let r = produce_request(topic, partition, records, acks);
+        self.write_request(9, &r)
+    }
+
+    /// The result of a Produce sent with [`Client::send_produce`].
+    pub fn produce_result(&mut self, correlation: i32) -> Result<i64, ClientError> {
+        let resp = self.read_response::<ProduceRequest>(9, correlation)?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .ok_or_else(|| ClientError::Protocol("empty produce response".into()))?;
+        if p.error_code != 0 {
+            return Err(ClientError::Kafka(p.error_code));
+        }
+        Ok(p.base_offset)
     }
 
     /// Partition count of `topic` (creating it if the broker auto-creates).
@@ -131,16 +182,7 @@ impl Client {
         records: Bytes,
         acks: i16,
     ) -> Result<i64, ClientError> {
-        let mut pd = PartitionProduceData::default();
-        pd.index = partition;
-        pd.records = Some(records);
-        let mut td = TopicProduceData::default();
-        td.name = topic_name(topic);
-        td.partition_data = vec![pd];
-        let mut r = ProduceRequest::default();
-        r.acks = acks;
-        r.timeout_ms = 30_000;
-        r.topic_data = vec![td];
+        let r = produce_request(topic, partition, records, acks);
         if acks == 0 {
             // No response comes back for acks=0: send and return.
             self.write_request(9, &r)?;

@@ -155,6 +155,9 @@ struct LoadProduceArgs {
     /// Records per second in total; as fast as possible if unset.
     #[arg(long)]
     rate: Option<u64>,
+    /// Produce requests in flight per connection.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
     #[arg(long, default_value_t = 2)]
@@ -322,6 +325,7 @@ fn bench_produce(a: LoadProduceArgs) -> Result<()> {
         duration: Duration::from_secs(a.duration_s.max(1)),
         warmup: Duration::from_secs(a.warmup_s),
         target_rate: a.rate,
+        in_flight: a.in_flight,
     };
     let report = sluice_bench::load::produce(&opts).context("produce load")?;
     write_load_report(&report, a.json)
