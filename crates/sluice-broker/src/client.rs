@@ -182,22 +182,12 @@ impl Client {
         records: Bytes,
         acks: i16,
     ) -> Result<i64, ClientError> {
-        let r = produce_request(topic, partition, records, acks);
+        let correlation = self.send_produce(topic, partition, records, acks)?;
         if acks == 0 {
-            // No response comes back for acks=0: send and return.
-            self.write_request(9, &r)?;
+            // No response comes back for acks=0.
             return Ok(-1);
         }
-        let resp = self.call(9, &r)?;
-        let p = resp
-            .responses
-            .first()
-            .and_then(|t| t.partition_responses.first())
-            .ok_or_else(|| ClientError::Protocol("empty produce response".into()))?;
-        if p.error_code != 0 {
-            return Err(ClientError::Kafka(p.error_code));
-        }
-        Ok(p.base_offset)
+        self.produce_result(correlation)
     }
 
     /// ListOffsets: −1 latest, −2 earliest, or a timestamp.
