@@ -115,7 +115,9 @@ struct Group {
     protocol: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    pending: HashSet<String>,
+    /// Member ids handed out by MEMBER_ID_REQUIRED and not yet used, with
+    /// when they expire (their session timeout), so unused ids cannot pile up.
+    pending: HashMap<String, Instant>,
     /// When the current rebalance must complete, joined or not.
     deadline: Option<Instant>,
     /// A group that was empty waits this long for more members to join.
@@ -131,7 +133,7 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             deadline: None,
             initial_wait_until: None,
         }
@@ -394,10 +396,11 @@ impl Groups {
                     }
                 }
             } else if req.require_known_member_id {
-                g.pending.insert(member_id.clone());
+                g.pending
+                    .insert(member_id.clone(), now + req.session_timeout);
                 return fail(code::MEMBER_ID_REQUIRED, &member_id);
             }
-        } else if !g.members.contains_key(&member_id) && !g.pending.contains(&member_id) {
+        } else if !g.members.contains_key(&member_id) && !g.pending.contains_key(&member_id) {
             return fail(code::UNKNOWN_MEMBER_ID, &member_id);
         }
         g.pending.remove(&member_id);
@@ -557,6 +560,7 @@ impl Groups {
         let now = Instant::now();
         let mut groups = self.lock();
         for (name, g) in groups.iter_mut() {
+            g.pending.retain(|_, until| *until > now);
             let expired: Vec<String> = g
                 .members
                 .iter()
@@ -577,6 +581,11 @@ impl Groups {
                 }
             }
         }
+        // Empty groups keep nothing worth memory (their offsets live in the
+        // offset store), so names joined once cannot pile up.
+        groups.retain(|_, g| {
+            !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty())
+        });
     }
 
     /// Checks that a member of `generation` may commit offsets.

@@ -169,14 +169,26 @@ pub(crate) async fn handle(
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(Outcome::NoResponse),
         },
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(inner, r, version)),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(inner, r)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(inner, r)),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(inner, r)),
+        // Handlers that may touch the disk (topic auto-creation, index and
+        // header reads, fsyncs) run on the blocking pool, off the workers.
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(off_runtime(inner, move |i| metadata(i, r, version)).await?)
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(off_runtime(inner, move |i| list_offsets(i, r)).await?)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(off_runtime(inner, move |i| create_topics(i, r)).await?)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(off_runtime(inner, move |i| delete_topics(i, r)).await?)
+        }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs(inner, r))
         }
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(inner, r)),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(off_runtime(inner, move |i| init_producer_id(i, r)).await?)
+        }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(gh::find_coordinator(inner, r, version))
         }
@@ -202,8 +214,12 @@ pub(crate) async fn handle(
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(gh::describe_groups(inner, r))
         }
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(gh::delete_groups(inner, r)),
-        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(gh::offset_delete(inner, r)),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(off_runtime(inner, move |i| gh::delete_groups(i, r)).await?)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(off_runtime(inner, move |i| gh::offset_delete(i, r)).await?)
+        }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions(inner, r))
         }
@@ -269,6 +285,17 @@ pub(crate) async fn handle(
         other => return Err(protocol(format!("no handler for {other:?}"))),
     };
     encode(api, version, header.correlation_id, &response).map(Outcome::Respond)
+}
+
+/// Runs a synchronous handler on the blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&Inner) -> T + Send + 'static,
+) -> Result<T, Close> {
+    let inner = inner.clone();
+    tokio::task::spawn_blocking(move || f(&inner))
+        .await
+        .map_err(|e| Close::Io(format!("handler task failed: {e}")))
 }
 
 fn encode(
