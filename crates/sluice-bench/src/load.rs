@@ -355,3 +355,139 @@ pub fn summary(r: &LoadReport) -> String {
         r.latency.max_ms
     )
 }
+
+/// What `sluice bench e2e` runs.
+#[derive(Clone, Debug)]
+pub struct EndToEndOptions {
+    pub broker: String,
+    pub topic: String,
+    /// Records per second, produced to partition 0 in batches every `linger`.
+    pub rate: u64,
+    pub record_bytes: usize,
+    pub linger: Duration,
+    pub acks: i16,
+    pub duration: Duration,
+    pub warmup: Duration,
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A batch of `n` records whose values start with the send time (µs).
+fn stamped_batch(n: usize, record_bytes: usize) -> Bytes {
+    let mut value = vec![0u8; record_bytes.max(8)];
+    value[..8].copy_from_slice(&now_micros().to_be_bytes());
+    let value = Bytes::from(value);
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: (now_micros() / 1000) as i64,
+            key: None,
+            value: Some(value.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    let _ = RecordBatchEncoder::encode(&mut buf, records.iter(), &options);
+    buf.freeze()
+}
+
+/// Produce-to-consume latency at a fixed rate: a producer stamps each batch
+/// with its send time, a long-polling consumer on another connection measures
+/// when each record arrives.
+pub fn end_to_end(opts: &EndToEndOptions) -> Result<LoadReport, ClientError> {
+    let mut consumer = Client::connect(opts.broker.as_str())?;
+    consumer.partitions(&opts.topic)?;
+    let mut offset = consumer.list_offset(&opts.topic, 0, -1)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (opts, stop) = (opts.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<u64, ClientError> {
+            let mut client = Client::connect(opts.broker.as_str())?;
+            let per_tick = ((opts.rate as f64) * opts.linger.as_secs_f64())
+                .round()
+                .max(1.0) as usize;
+            let start = Instant::now();
+            let mut ticks = 0u64;
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let due = start + opts.linger * ticks as u32;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                client.produce(
+                    &opts.topic,
+                    0,
+                    stamped_batch(per_tick, opts.record_bytes),
+                    opts.acks,
+                )?;
+                sent += per_tick as u64;
+                ticks += 1;
+            }
+            Ok(sent)
+        })
+    };
+    let mut hist = histogram();
+    let start = Instant::now();
+    let measure_from = start + opts.warmup;
+    let end = measure_from + opts.duration;
+    let (mut records, mut bytes, mut requests) = (0u64, 0u64, 0u64);
+    while Instant::now() < end {
+        let f = consumer.fetch(&opts.topic, 0, offset, 100, 1 << 20)?;
+        let arrived = now_micros();
+        requests += 1;
+        let mut data = f.records;
+        let (whole, _) = count_records(&data);
+        data.truncate(whole as usize);
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut data)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let measuring = Instant::now() >= measure_from;
+        for r in sets.into_iter().flat_map(|s| s.records) {
+            if r.offset < offset {
+                continue;
+            }
+            offset = r.offset + 1;
+            let Some(v) = r.value.filter(|v| v.len() >= 8) else {
+                continue;
+            };
+            if measuring {
+                let sent = u64::from_be_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]);
+                let _ = hist.record(arrived.saturating_sub(sent).max(1));
+                records += 1;
+                bytes += v.len() as u64;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    producer
+        .join()
+        .map_err(|_| ClientError::Protocol("producer thread panicked".into()))??;
+    let seconds = opts.duration.as_secs_f64();
+    Ok(LoadReport {
+        kind: "e2e",
+        records,
+        bytes,
+        seconds,
+        records_per_s: records as f64 / seconds,
+        mb_per_s: bytes as f64 / seconds / 1e6,
+        latency: latency(&hist),
+        requests,
+        errors: 0,
+    })
+}

@@ -46,6 +46,8 @@ enum BenchCommand {
     Produce(LoadProduceArgs),
     /// Load generator: consume partitions from the start, counting records.
     Consume(LoadConsumeArgs),
+    /// Produce-to-consume latency at a fixed rate (one partition).
+    E2e(LoadE2eArgs),
     /// The receiver process the transfer benchmark starts (reads and discards).
     #[command(hide = true)]
     TransferReceiver {
@@ -168,6 +170,30 @@ struct LoadProduceArgs {
 }
 
 #[derive(Args)]
+struct LoadE2eArgs {
+    #[arg(short, long, default_value = "127.0.0.1:9092")]
+    broker: String,
+    #[arg(short, long, default_value = "e2e")]
+    topic: String,
+    /// Records per second.
+    #[arg(long, default_value_t = 100_000)]
+    rate: u64,
+    #[arg(long, value_parser = transfer::parse_size, default_value = "100")]
+    record_size: u64,
+    /// Milliseconds between batches (the producer's linger).
+    #[arg(long, default_value_t = 1)]
+    linger_ms: u64,
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+    acks: i16,
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct LoadConsumeArgs {
     #[arg(short, long, default_value = "127.0.0.1:9092")]
     broker: String,
@@ -213,6 +239,7 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
         Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
         Command::Bench(BenchCommand::Consume(args)) => bench_consume(args),
+        Command::Bench(BenchCommand::E2e(args)) => bench_e2e(args),
         Command::Bench(BenchCommand::TransferReceiver { unix_path, cpu }) => {
             sluice_bench::receiver::run_receiver(&unix_path, cpu).context("receiver")
         }
@@ -341,5 +368,20 @@ fn bench_consume(a: LoadConsumeArgs) -> Result<()> {
         fetch_bytes: a.fetch_size.min(i32::MAX as u64) as i32,
     };
     let report = sluice_bench::load::consume(&opts).context("consume load")?;
+    write_load_report(&report, a.json)
+}
+
+fn bench_e2e(a: LoadE2eArgs) -> Result<()> {
+    let opts = sluice_bench::load::EndToEndOptions {
+        broker: a.broker,
+        topic: a.topic,
+        rate: a.rate.max(1),
+        record_bytes: a.record_size as usize,
+        linger: Duration::from_millis(a.linger_ms.max(1)),
+        acks: a.acks,
+        duration: Duration::from_secs(a.duration_s.max(1)),
+        warmup: Duration::from_secs(a.warmup_s),
+    };
+    let report = sluice_bench::load::end_to_end(&opts).context("end-to-end load")?;
     write_load_report(&report, a.json)
 }

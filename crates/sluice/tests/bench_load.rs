@@ -93,3 +93,32 @@ fn the_load_generator_produces_and_consumes_what_it_reports() {
     assert!(consumed["records"].as_u64().expect("records") >= held.min(1));
     assert!(consumed["mb_per_s"].as_f64().expect("mb/s") > 0.0);
 }
+
+#[test]
+fn end_to_end_latency_is_measured_on_every_record() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().expect("dir");
+    let report = bench(
+        &[
+            "e2e",
+            "-b",
+            &server.addr.to_string(),
+            "--rate",
+            "5000",
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0",
+        ],
+        &dir.path().join("e.json"),
+    );
+    let records = report["records"].as_u64().expect("records");
+    // About a second of 5,000 records/s arrived and was timed.
+    assert!(
+        (2_000..=6_000).contains(&records),
+        "{records} records timed"
+    );
+    let p50 = report["latency"]["p50_ms"].as_f64().expect("p50");
+    let max = report["latency"]["max_ms"].as_f64().expect("max");
+    assert!(p50 > 0.0 && p50 <= max);
+}
