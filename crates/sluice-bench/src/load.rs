@@ -99,35 +99,47 @@ pub fn encoded_batch(
             .map(|i| (i * 31 + 7) as u8)
             .collect::<Vec<u8>>(),
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = (now_micros() / 1000) as i64;
     let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
+        .map(|i| plain_record(i as i64, now, None, value.clone()))
         .collect();
+    (
+        // Encoding plain records in memory does not fail; if a codec ever
+        // did, the empty batch is refused by the broker and counted as an error.
+        encode_batch(&records, compression).unwrap_or_default(),
+        n as u64,
+    )
+}
+
+/// A record as a plain (non-idempotent, non-transactional) producer writes it.
+pub fn plain_record(offset: i64, timestamp_ms: i64, key: Option<Bytes>, value: Bytes) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: -1,
+        timestamp: timestamp_ms,
+        key,
+        value: Some(value),
+        headers: Default::default(),
+    }
+}
+
+/// Encodes records as one RecordBatch v2 (offsets relative to the batch).
+pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes, String> {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
         compression,
     };
-    // Encoding a batch of plain records cannot fail.
-    let _ = RecordBatchEncoder::encode(&mut buf, records.iter(), &options);
-    (buf.freeze(), n as u64)
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
+        .map_err(|e| format!("encoding a batch: {e}"))?;
+    Ok(buf.freeze())
 }
 
 /// Runs the produce load and returns its report.
@@ -382,30 +394,12 @@ fn stamped_batch(n: usize, record_bytes: usize) -> Bytes {
     let mut value = vec![0u8; record_bytes.max(8)];
     value[..8].copy_from_slice(&now_micros().to_be_bytes());
     let value = Bytes::from(value);
+    let now = (now_micros() / 1000) as i64;
     let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: (now_micros() / 1000) as i64,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
+        .map(|i| plain_record(i as i64, now, None, value.clone()))
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    let _ = RecordBatchEncoder::encode(&mut buf, records.iter(), &options);
-    buf.freeze()
+    // Uncompressed encoding into memory does not fail.
+    encode_batch(&records, Compression::None).unwrap_or_default()
 }
 
 /// Produce-to-consume latency at a fixed rate: a producer stamps each batch

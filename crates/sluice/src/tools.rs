@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result, bail};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use clap::Args;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
+use sluice_bench::load::{encode_batch, plain_record};
 use sluice_broker::client::Client;
 
 #[derive(Args, Debug)]
@@ -122,10 +121,6 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     if partitions == 0 {
         bail!("topic {} has no partitions", args.topic);
     }
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: args.compression,
-    };
     let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     let mut round_robin = 0i32;
     let mut sent = 0u64;
@@ -133,11 +128,13 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         if records.is_empty() {
             return Ok(0);
         }
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
-            .map_err(|e| anyhow::anyhow!("encoding a batch: {e}"))?;
         client
-            .produce(&args.topic, partition, buf.freeze(), args.acks)
+            .produce(
+                &args.topic,
+                partition,
+                encode_batch(records, args.compression).map_err(anyhow::Error::msg)?,
+                args.acks,
+            )
             .with_context(|| format!("producing to {}/{partition}", args.topic))?;
         let n = records.len() as u64;
         records.clear();
@@ -158,21 +155,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
             (None, None) => round_robin,
         };
         let batch = pending.entry(partition).or_default();
-        batch.push(Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: batch.len() as i64,
-            sequence: -1,
-            timestamp: now_ms(),
-            key,
-            value: Some(value),
-            headers: Default::default(),
-        });
+        batch.push(plain_record(batch.len() as i64, now_ms(), key, value));
         if batch.len() >= args.batch_records.max(1) {
             sent += flush(&mut client, partition, batch)?;
             round_robin = (round_robin + 1) % partitions;
