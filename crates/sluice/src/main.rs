@@ -152,8 +152,8 @@ struct LoadProduceArgs {
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     acks: i16,
     /// none, gzip, snappy, lz4 or zstd.
-    #[arg(long, default_value = "none")]
-    compression: String,
+    #[arg(long, default_value = "none", value_parser = tools::parse_compression)]
+    compression: kafka_protocol::records::Compression,
     /// Records per second in total; as fast as possible if unset.
     #[arg(long)]
     rate: Option<u64>,
@@ -331,15 +331,6 @@ fn write_load_report(report: &sluice_bench::load::LoadReport, json: Option<PathB
 }
 
 fn bench_produce(a: LoadProduceArgs) -> Result<()> {
-    use kafka_protocol::records::Compression;
-    let compression = match a.compression.as_str() {
-        "none" => Compression::None,
-        "gzip" => Compression::Gzip,
-        "snappy" => Compression::Snappy,
-        "lz4" => Compression::Lz4,
-        "zstd" => Compression::Zstd,
-        other => bail!("unknown compression {other:?}"),
-    };
     let opts = sluice_bench::load::ProduceOptions {
         broker: a.broker,
         topic: a.topic,
@@ -348,7 +339,7 @@ fn bench_produce(a: LoadProduceArgs) -> Result<()> {
         record_bytes: a.record_size as usize,
         batch_bytes: a.batch_size as usize,
         acks: a.acks,
-        compression,
+        compression: a.compression,
         duration: Duration::from_secs(a.duration_s.max(1)),
         warmup: Duration::from_secs(a.warmup_s),
         target_rate: a.rate,

@@ -63,7 +63,7 @@ pub struct ConsumeArgs {
     pub format: String,
 }
 
-fn parse_compression(s: &str) -> Result<Compression, String> {
+pub(crate) fn parse_compression(s: &str) -> Result<Compression, String> {
     Ok(match s {
         "none" => Compression::None,
         "gzip" => Compression::Gzip,
