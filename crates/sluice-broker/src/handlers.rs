@@ -165,7 +165,7 @@ pub(crate) async fn handle(
                 fetch(inner, r, version, header.correlation_id).await,
             ));
         }
-        RequestKind::Produce(r) => match produce(inner, r, version).await {
+        RequestKind::Produce(r) => match produce(inner, r).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(Outcome::NoResponse),
         },
@@ -473,7 +473,7 @@ fn append_error_code(e: &AppendError) -> i16 {
 /// once they are durable under the flush policy (`always`: synced by the
 /// append; an interval: flushed now; `os`: left to the OS). acks=0 gets no
 /// response at all.
-async fn produce(inner: &Arc<Inner>, r: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<ProduceResponse> {
     let acks = r.acks;
     let mut out = ProduceResponse::default();
     let mut appended_any = false;
@@ -495,10 +495,7 @@ async fn produce(inner: &Arc<Inner>, r: ProduceRequest, version: i16) -> Option<
             let records = pd.records.unwrap_or_default();
             let result = match part {
                 Err(code) => Err(code),
-                Ok(part) if records.len() > MAX_BATCH_BYTES => {
-                    let _ = part;
-                    Err(code::MESSAGE_TOO_LARGE)
-                }
+                Ok(_) if records.len() > MAX_BATCH_BYTES => Err(code::MESSAGE_TOO_LARGE),
                 Ok(part) => {
                     let durable_wait =
                         acks == -1 && matches!(inner.config.log.flush, FlushPolicy::Interval(_));
@@ -544,7 +541,6 @@ async fn produce(inner: &Arc<Inner>, r: ProduceRequest, version: i16) -> Option<
     if appended_any {
         inner.appended.notify_waiters();
     }
-    let _ = version;
     (acks != 0).then_some(out)
 }
 
