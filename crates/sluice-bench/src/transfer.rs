@@ -38,11 +38,12 @@ pub struct BenchPath {
 }
 
 impl BenchPath {
-    pub const ALL: [BenchPath; 5] = [
+    pub const ALL: [BenchPath; 6] = [
         BenchPath::plain(DataPath::ReadWrite),
         BenchPath::plain(DataPath::MmapWrite),
         BenchPath::plain(DataPath::Sendfile),
         BenchPath::plain(DataPath::Splice),
+        BenchPath::plain(DataPath::IoUring),
         BenchPath {
             data_path: DataPath::Sendfile,
             gather: true,
@@ -66,7 +67,7 @@ impl BenchPath {
 
     pub fn parse(s: &str) -> Result<BenchPath, String> {
         match s {
-            "sendfile_gather" | "gather" => Ok(BenchPath::ALL[4]),
+            "sendfile_gather" | "gather" => Ok(BenchPath::ALL[5]),
             other => other.parse().map(BenchPath::plain),
         }
     }
@@ -117,7 +118,11 @@ impl TransferOptions {
     /// The full matrix of the issue.
     pub fn full(receiver_cmd: Vec<OsString>, dir: PathBuf) -> TransferOptions {
         TransferOptions {
-            paths: BenchPath::ALL.to_vec(),
+            // io_uring only where it runs (old kernels, io_uring_disabled).
+            paths: BenchPath::ALL
+                .into_iter()
+                .filter(|p| p.data_path.is_available())
+                .collect(),
             sockets: vec![SocketChoice::Tcp, SocketChoice::Unix],
             region_sizes: vec![4 << 10, 64 << 10, 1 << 20, 16 << 20],
             receivers: vec![1, 8],

@@ -157,7 +157,16 @@ impl Broker {
     /// Opens the data directory (recovering it if the last run did not shut
     /// down cleanly) and starts the log's upkeep. `advertised` is the address
     /// Metadata hands to clients.
-    pub fn open(config: BrokerConfig, advertised: SocketAddr) -> io::Result<Broker> {
+    pub fn open(mut config: BrokerConfig, advertised: SocketAddr) -> io::Result<Broker> {
+        if let Some(reason) = config.data_path.unavailable_reason() {
+            tracing::warn!(
+                requested = %config.data_path,
+                using = %sluice_io::DataPath::Sendfile,
+                reason,
+                "data path unavailable here; falling back"
+            );
+            config.data_path = sluice_io::DataPath::Sendfile;
+        }
         let log = Arc::new(Log::open(&config.data_dir, config.log.clone())?);
         let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
         let producer_ids = crate::producer_ids::ProducerIds::open(&config.data_dir)?;
@@ -176,6 +185,12 @@ impl Broker {
                 _upkeep: upkeep,
             }),
         })
+    }
+
+    /// The data path Fetch responses use (the configured one, or `sendfile`
+    /// where that is unavailable).
+    pub fn data_path(&self) -> sluice_io::DataPath {
+        self.inner.config.data_path
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -258,7 +273,11 @@ impl Broker {
                 _ = &mut shutdown => return,
                 accepted = listener.accept() => {
                     let Ok((mut stream, _)) = accepted else { continue };
-                    let body = self.inner.stats.snapshot().prometheus();
+                    let mut body = self.inner.stats.snapshot().prometheus();
+                    body.push_str(&format!(
+                        "# HELP sluice_data_path_info The data path Fetch responses use.\n# TYPE sluice_data_path_info gauge\nsluice_data_path_info{{path=\"{}\"}} 1\n",
+                        self.inner.config.data_path
+                    ));
                     tokio::spawn(async move {
                         let mut req = [0u8; 1024];
                         let _ = tokio::time::timeout(

@@ -29,11 +29,13 @@ pub enum Syscall {
     Poll,
     /// `setsockopt(2)`: `TCP_CORK` on and off.
     Setsockopt,
+    /// `io_uring_enter(2)`: submitting a chain of operations and waiting for it.
+    IoUringEnter,
 }
 
 impl Syscall {
     /// Every kind, in a stable order (the order of the counter array).
-    pub const ALL: [Syscall; 10] = [
+    pub const ALL: [Syscall; 11] = [
         Syscall::Pread,
         Syscall::Send,
         Syscall::Sendmsg,
@@ -44,6 +46,7 @@ impl Syscall {
         Syscall::Fstat,
         Syscall::Poll,
         Syscall::Setsockopt,
+        Syscall::IoUringEnter,
     ];
 
     /// The syscall's name as in its man page.
@@ -59,6 +62,7 @@ impl Syscall {
             Syscall::Fstat => "fstat",
             Syscall::Poll => "poll",
             Syscall::Setsockopt => "setsockopt",
+            Syscall::IoUringEnter => "io_uring_enter",
         }
     }
 

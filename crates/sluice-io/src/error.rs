@@ -42,6 +42,9 @@ pub enum TransferError {
     /// sender; its staged bytes are gone.
     #[error("message resumed after another message started on the same sender")]
     Interleaved,
+    /// The io_uring path was asked for where io_uring cannot run.
+    #[error("io_uring is not available: {0}")]
+    UringUnavailable(io::Error),
     /// Any other failure of a syscall.
     #[error("{call} failed: {source}")]
     Syscall {

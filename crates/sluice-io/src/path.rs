@@ -15,30 +15,54 @@ pub enum DataPath {
     Sendfile,
     /// `splice(2)` file → pipe → socket: the engine modern kernels run sendfile on.
     Splice,
+    /// io_uring: the whole message — byte runs written into a pipe, file
+    /// regions spliced into it, the pipe spliced to the socket — as one chain of
+    /// linked operations, one `io_uring_enter` per message.
+    IoUring,
 }
 
 impl DataPath {
     /// Every path, in the article's order.
-    pub const ALL: [DataPath; 4] = [
+    pub const ALL: [DataPath; 5] = [
         DataPath::ReadWrite,
         DataPath::MmapWrite,
         DataPath::Sendfile,
         DataPath::Splice,
+        DataPath::IoUring,
     ];
 
-    /// The stable machine name (`read_write`, `mmap_write`, `sendfile`, `splice`).
+    /// The stable machine name (`read_write`, `mmap_write`, `sendfile`,
+    /// `splice`, `io_uring`).
     pub fn name(self) -> &'static str {
         match self {
             DataPath::ReadWrite => "read_write",
             DataPath::MmapWrite => "mmap_write",
             DataPath::Sendfile => "sendfile",
             DataPath::Splice => "splice",
+            DataPath::IoUring => "io_uring",
         }
     }
 
     /// True when record bytes never enter user space on this path.
     pub fn is_zero_copy(self) -> bool {
-        matches!(self, DataPath::Sendfile | DataPath::Splice)
+        matches!(
+            self,
+            DataPath::Sendfile | DataPath::Splice | DataPath::IoUring
+        )
+    }
+
+    /// True when this path can run here: io_uring may be missing (old kernel),
+    /// disabled (`kernel.io_uring_disabled`) or lack the splice operation.
+    pub fn is_available(self) -> bool {
+        self.unavailable_reason().is_none()
+    }
+
+    /// Why this path cannot run here, if it cannot (checked once per process).
+    pub fn unavailable_reason(self) -> Option<&'static str> {
+        match self {
+            DataPath::IoUring => crate::sender::uring::unavailable_reason(),
+            _ => None,
+        }
     }
 }
 
@@ -56,8 +80,9 @@ impl FromStr for DataPath {
             "mmap_write" | "mmap" => Ok(DataPath::MmapWrite),
             "sendfile" => Ok(DataPath::Sendfile),
             "splice" => Ok(DataPath::Splice),
+            "io_uring" | "iouring" | "uring" => Ok(DataPath::IoUring),
             _ => Err(format!(
-                "unknown data path {s:?} (expected read_write, mmap_write, sendfile or splice)"
+                "unknown data path {s:?} (expected read_write, mmap_write, sendfile, splice or io_uring)"
             )),
         }
     }
@@ -117,6 +142,13 @@ impl Model {
                 cpu_copies: 0,
                 dma_copies: 2,
                 note: "page references moved file -> pipe -> socket",
+            },
+            (DataPath::IoUring, _) => Model {
+                syscalls: 1,
+                mode_switches: 2,
+                cpu_copies: 0,
+                dma_copies: 2,
+                note: "splice chain submitted in one io_uring_enter",
             },
         }
     }

@@ -21,6 +21,8 @@ use crate::counters::{Counters, Syscall};
 use crate::error::TransferError;
 use crate::path::DataPath;
 
+pub(crate) mod uring;
+
 /// Largest count handed to one `send`/`sendfile`/`splice` (Linux caps a
 /// single transfer at 0x7ffff000 bytes anyway).
 const MAX_STEP: u64 = 1 << 30;
@@ -247,6 +249,8 @@ pub struct Sender {
     /// Bytes of `buf` read from the file and not yet sent (`read+write`).
     staged: Range<usize>,
     pipe: Option<Pipe>,
+    /// The io_uring path's ring (with `pipe`).
+    ring: Option<uring::Ring>,
     generation: u64,
     totals: Counters,
 }
@@ -273,8 +277,13 @@ impl Sender {
         } else {
             Vec::new()
         };
-        let pipe = if path == DataPath::Splice {
+        let pipe = if matches!(path, DataPath::Splice | DataPath::IoUring) {
             Some(Pipe::open(pipe_size)?)
+        } else {
+            None
+        };
+        let ring = if path == DataPath::IoUring {
+            Some(uring::Ring::new()?)
         } else {
             None
         };
@@ -284,6 +293,7 @@ impl Sender {
             buf,
             staged: 0..0,
             pipe,
+            ring,
             generation: 0,
             totals: Counters::default(),
         })
@@ -377,6 +387,9 @@ impl Sender {
         } else if msg.generation != self.generation {
             return Err(TransferError::Interleaved);
         }
+        if self.path == DataPath::IoUring {
+            return self.advance_uring(socket, msg);
+        }
         loop {
             // Skip what is finished (and empty chunks).
             while msg.idx < msg.chunks.len() && msg.done_in_chunk == msg.chunks[msg.idx].len() {
@@ -411,6 +424,7 @@ impl Sender {
                         DataPath::Splice => {
                             self.splice(socket, msg, region, remaining, more_after)?
                         }
+                        DataPath::IoUring => unreachable!("handled by advance_uring"),
                     }
                 }
             };
@@ -434,6 +448,9 @@ impl Sender {
             && pipe.pending > 0
         {
             self.pipe = Some(Pipe::open(pipe.capacity)?);
+            if let Some(ring) = &mut self.ring {
+                ring.reset();
+            }
         }
         // sendfile has no MSG_MORE: when more bytes follow a file region, cork
         // the socket so the region's tail and what follows leave in full segments.

@@ -124,6 +124,14 @@ fn counters_match_what_each_path_must_do() {
                 // At least one file->pipe and one pipe->socket call per pipe-full.
                 assert!(c.calls(Syscall::Splice) >= 2 * len.div_ceil(pipe));
             }
+            DataPath::IoUring => {
+                assert_eq!(c.user_space_bytes, 0);
+                assert_eq!(c.kernel_bytes, len);
+                // The whole region in one chain: one io_uring_enter on a
+                // blocking socket, and no other syscall.
+                assert_eq!(c.total_calls(), c.calls(Syscall::IoUringEnter));
+                assert_eq!(c.calls(Syscall::IoUringEnter), 1, "{c}");
+            }
         }
     }
 }
@@ -159,8 +167,14 @@ fn gathered_message_of_byte_runs_and_regions_arrives_in_order() {
             let got = reader.join().expect("reader");
             assert!(got == expected, "{path} over {net:?}: bytes differ");
             assert_eq!(c.bytes_sent, expected.len() as u64);
-            // The first two byte runs leave in one gathered sendmsg.
-            assert!(c.calls(Syscall::Sendmsg) >= 1, "{path}: {c}");
+            if path == DataPath::IoUring {
+                // Byte runs and regions all go through the pipe, in one chain.
+                assert_eq!(c.total_calls(), 1, "{path}: {c}");
+                assert_eq!(c.calls(Syscall::IoUringEnter), 1, "{path}: {c}");
+            } else {
+                // The first two byte runs leave in one gathered sendmsg.
+                assert!(c.calls(Syscall::Sendmsg) >= 1, "{path}: {c}");
+            }
             if path.is_zero_copy() {
                 assert_eq!(
                     c.user_space_bytes,
@@ -396,5 +410,47 @@ fn abandoned_message_does_not_leak_bytes_into_the_next() {
             got[first_sent..] == data[..100],
             "{path}: second message intact"
         );
+    }
+}
+
+/// A fetch response for many partitions: hundreds of byte runs and regions,
+/// more than one io_uring chain holds, and more than one pipe-full.
+#[test]
+fn message_of_hundreds_of_chunks_arrives_in_order() {
+    let data = pattern(3_000_000);
+    let (_path, file) = file_with(&data);
+    let headers: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!("<partition {i}>").into_bytes())
+        .collect();
+    for path in DataPath::ALL {
+        for net in NETS {
+            let (tx, rx) = pair(net);
+            let reader = receive_all(rx, NO_DELAY);
+            let mut sender = Sender::new(tx.fd(), path).expect("sender");
+            let mut chunks = Vec::new();
+            let mut expected = Vec::new();
+            for (i, header) in headers.iter().enumerate() {
+                // Unaligned regions of varied sizes, 1 byte to ~29 KiB.
+                let offset = (i as u64 * 14_983) % 2_900_000;
+                let len = 1 + (i as u64 * 7_919) % 29_000;
+                chunks.push(Chunk::Bytes(header));
+                chunks.push(Chunk::File(FileRegion::new(&file, offset, len)));
+                expected.extend_from_slice(header);
+                expected.extend_from_slice(&data[offset as usize..(offset + len) as usize]);
+            }
+            let mut msg = Message::new(chunks);
+            let c = sender.send(tx.fd(), &mut msg).expect("send message");
+            drop(tx);
+            let got = reader.join().expect("reader");
+            assert!(got == expected, "{path} over {net:?}: bytes differ");
+            assert_eq!(c.bytes_sent, expected.len() as u64, "{path}");
+            if path == DataPath::IoUring {
+                // 400 chunks need several chains of at most 64 operations,
+                // one io_uring_enter each on a blocking socket.
+                let enters = c.calls(Syscall::IoUringEnter);
+                assert!((7..=16).contains(&enters), "{path} {net:?}: {c}");
+                assert_eq!(c.total_calls(), enters, "{c}");
+            }
+        }
     }
 }

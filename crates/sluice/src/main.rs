@@ -74,7 +74,8 @@ struct TransferArgs {
     /// Directory for the source file; must be on a disk (not tmpfs) for cold runs.
     #[arg(long, value_name = "DIR", default_value = "sluice-bench-data")]
     dir: PathBuf,
-    /// Paths to run (read_write, mmap_write, sendfile, splice, sendfile_gather).
+    /// Paths to run (read_write, mmap_write, sendfile, splice, io_uring,
+    /// sendfile_gather).
     #[arg(long, value_delimiter = ',', value_parser = BenchPath::parse)]
     paths: Option<Vec<BenchPath>>,
     /// Region sizes (e.g. 4k,64k,1m,16m).

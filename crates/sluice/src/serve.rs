@@ -37,7 +37,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_APPEND", default_value = "pwrite", value_parser = parse_append)]
     pub append: AppendPath,
     /// How Fetch responses' records reach the socket: sendfile, splice,
-    /// read_write or mmap_write.
+    /// io_uring (falls back to sendfile where unavailable), read_write or
+    /// mmap_write.
     #[arg(long, env = "SLUICE_DATA_PATH", default_value = "sendfile")]
     pub data_path: DataPath,
     /// Create topics on first use (Metadata or Produce naming them).
@@ -131,7 +132,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!(
             listen = %bound,
             data_dir = %config.data_dir.display(),
-            data_path = %config.data_path,
+            data_path = %broker.data_path(),
             flush = %config.log.flush,
             append = %config.log.append_path,
             "sluice is serving"

@@ -327,7 +327,17 @@ fn long_poll_waits_out_max_wait_and_wakes_on_append() {
 
 #[test]
 fn fetch_records_leave_through_the_kernel_only() {
-    let server = Server::start(&["--data-path", "sendfile"]);
+    for path in ["sendfile", "splice", "io_uring"] {
+        records_leave_through_the_kernel_only(path);
+    }
+}
+
+fn records_leave_through_the_kernel_only(path: &str) {
+    let server = Server::start(&["--data-path", path]);
+    assert_eq!(
+        server.metric(&format!("sluice_data_path_info{{path=\"{path}\"}}")),
+        1
+    );
     let mut c = Client::connect(server.addr);
     let mut total = 0u64;
     for i in 0..20u8 {
@@ -355,6 +365,63 @@ fn fetch_records_leave_through_the_kernel_only() {
     assert_eq!(
         server.metric("sluice_response_record_bytes_total"),
         fetched_bytes
+    );
+}
+
+#[test]
+fn io_uring_fetches_take_one_enter_per_response() {
+    let server = Server::start(&["--data-path", "io_uring"]);
+    let mut c = Client::connect(server.addr);
+    for p in 0..3 {
+        create_topic(&mut c, &format!("ring{p}"), 1);
+    }
+    let b = batch::build_batch(0, &[&[3u8; 20_000], &[4u8; 30_000]]);
+    for p in 0..3 {
+        for _ in 0..10 {
+            produce(&mut c, 9, &format!("ring{p}"), 0, &b);
+        }
+    }
+    let enters = "sluice_io_syscalls_total{call=\"io_uring_enter\"}";
+    // 3 CreateTopics and 30 Produce responses so far, once the last is counted.
+    let responses_before = server.metric_eventually("sluice_responses_total", 33);
+    assert_eq!(responses_before, 33);
+    let enters_before = server.metric(enters);
+    let fetches = 20;
+    for i in 0..fetches {
+        let resp = c.call(12, &fetch_req(&format!("ring{}", i % 3), 0, 0, 0, 1));
+        assert_eq!(fetched(&resp).2.len(), 10 * b.len());
+    }
+    // Every response sent counts; the fetches' responses are among them.
+    let responses = server.metric_eventually("sluice_responses_total", responses_before + fetches)
+        - responses_before;
+    assert_eq!(responses, fetches);
+    let used = server.metric(enters) - enters_before;
+    assert_eq!(used, fetches, "one io_uring_enter per response");
+    for call in ["sendfile", "splice", "send", "sendmsg"] {
+        assert_eq!(
+            server.metric(&format!("sluice_io_syscalls_total{{call=\"{call}\"}}")),
+            0,
+            "{call}: the io_uring path makes no other transfer syscall"
+        );
+    }
+}
+
+#[test]
+fn io_uring_falls_back_to_sendfile_where_unavailable() {
+    let server = Server::start_env(
+        &["--data-path", "io_uring"],
+        &[("SLUICE_DISABLE_IO_URING", "1")],
+    );
+    assert_eq!(server.metric("sluice_data_path_info{path=\"sendfile\"}"), 1);
+    let mut c = Client::connect(server.addr);
+    let b = batch::build_batch(0, &[&[9u8; 5_000]]);
+    produce(&mut c, 9, "fb", 0, &b);
+    let resp = c.call(12, &fetch_req("fb", 0, 0, 0, 1));
+    assert_eq!(fetched(&resp).2.as_ref(), stored(&b, 0).as_slice());
+    assert!(server.metric_eventually("sluice_io_syscalls_total{call=\"sendfile\"}", 1) >= 1);
+    assert_eq!(
+        server.metric("sluice_io_syscalls_total{call=\"io_uring_enter\"}"),
+        0
     );
 }
 

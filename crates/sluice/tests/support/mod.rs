@@ -30,9 +30,24 @@ impl Server {
         s
     }
 
+    /// As [`Server::start`], with extra environment variables.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().join("data");
+        let mut s = Server::start_in_env(&dir, args, env);
+        s._temp = Some(temp);
+        s
+    }
+
     /// Starts a broker on an existing data directory (for restarts).
     pub fn start_in(dir: &Path, args: &[&str]) -> Server {
+        Server::start_in_env(dir, args, &[])
+    }
+
+    /// Starts a broker with extra environment variables.
+    pub fn start_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .envs(env.iter().copied())
             .args([
                 "serve",
                 "--listen",
