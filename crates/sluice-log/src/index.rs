@@ -112,6 +112,24 @@ impl<const N: usize> IndexFile<N> {
         out
     }
 
+    /// Forgets a tail of all-zero entries (the unused, pre-allocated part of
+    /// a file that was not trimmed). Entries are written in order, so the
+    /// zeros are a suffix: a binary search finds where they start.
+    pub fn drop_zero_tail(&self) {
+        let is_zero = |i: usize| self.get(i).iter().all(|&b| b == 0);
+        let (mut lo, mut hi) = (0usize, self.len());
+        // Invariant: entries below lo are non-zero; entries at hi and above are zero.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if is_zero(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        self.truncate_entries(lo);
+    }
+
     /// Forgets every entry from `keep` on (after a truncation of the log).
     pub fn truncate_entries(&self, keep: usize) {
         let n = self.entries.load(Ordering::Relaxed);

@@ -22,6 +22,8 @@ use crate::segment::{Segment, SegmentWriter, now_ms};
 /// File in the partition directory naming the base offset of the first
 /// segment that may hold bytes not yet forced to disk: recovery scans from it.
 const RECOVERY_POINT: &str = "recovery-point";
+/// The idempotent-producer state as of a segment roll or a clean shutdown.
+const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
 
 /// Why an append was refused. The log is unchanged after any of these.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +161,10 @@ impl Partition {
         // Temp files of recovery-point writes a crash interrupted.
         for entry in std::fs::read_dir(dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("{RECOVERY_POINT}.")) && name.ends_with(".tmp") {
+            if (name.starts_with(&format!("{RECOVERY_POINT}."))
+                || name.starts_with(&format!("{PRODUCER_SNAPSHOT}.")))
+                && name.ends_with(".tmp")
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -215,17 +220,7 @@ impl Partition {
             .ok_or_else(|| io::Error::other("no segment"))?;
         let log_end = last.next_offset();
         let writer = SegmentWriter::new(&last, &config)?;
-        // Producer state comes back from the batch headers themselves.
-        let mut producers = ProducerTable::default();
-        for seg in &segments {
-            let size = seg.size();
-            let mut pos = 0;
-            while let Some(h) = seg.header_at(pos, size)? {
-                let Some(len) = h.total_len() else { break };
-                producers.record(&h);
-                pos += len as u64;
-            }
-        }
+        let producers = load_producer_state(dir, &name, &segments)?;
         let partition = Partition {
             name,
             dir: dir.to_path_buf(),
@@ -430,6 +425,10 @@ impl Partition {
         }
         let seg = Arc::new(Segment::create(&self.dir, base, &self.config)?);
         sync_dir(&self.dir)?;
+        // A restart after this replays producer state from here on only.
+        if let Err(e) = write_producer_snapshot(&self.dir, &app.producers, base) {
+            tracing::warn!(partition = %self.name, "writing the producer snapshot: {e}");
+        }
         app.writer = Some(SegmentWriter::new(&seg, &self.config)?);
         let mut next: Vec<Arc<Segment>> = segs.as_ref().clone();
         next.push(seg);
@@ -637,6 +636,7 @@ impl Partition {
             for seg in segs.iter() {
                 seg.trim()?;
             }
+            write_producer_snapshot(&self.dir, &app.producers, self.log_end())?;
             self.durability.advance(active.base_offset())?;
         }
         app.failed = true;
@@ -645,6 +645,68 @@ impl Partition {
             .store(self.log_end(), Ordering::Release);
         Ok(())
     }
+}
+
+/// Producer state for a partition being opened: the snapshot, if there is an
+/// intact one the log still reaches, plus the batches appended after it; else
+/// every batch header in the log.
+fn load_producer_state(
+    dir: &Path,
+    name: &str,
+    segments: &[Arc<Segment>],
+) -> io::Result<ProducerTable> {
+    let log_end = segments.last().map_or(0, |s| s.next_offset());
+    let path = dir.join(PRODUCER_SNAPSHOT);
+    let snapshot = match std::fs::read(&path) {
+        Ok(bytes) => match ProducerTable::decode_snapshot(&bytes) {
+            Some((covers_end, table)) if covers_end <= log_end => Some((covers_end, table)),
+            found => {
+                // Damaged, or from a log that recovery has since cut shorter.
+                tracing::warn!(
+                    partition = %name,
+                    covers_end = found.map(|(end, _)| end),
+                    log_end,
+                    "ignoring the producer snapshot; rebuilding producer state from the log"
+                );
+                std::fs::remove_file(&path)?;
+                None
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let (from, mut table) = snapshot.unwrap_or((i64::MIN, ProducerTable::default()));
+    for seg in segments {
+        if seg.next_offset() <= from {
+            continue;
+        }
+        let size = seg.size();
+        let mut next = if from > seg.base_offset() {
+            seg.find_batch(from, size)?.map(|(pos, _)| pos)
+        } else {
+            Some(0)
+        };
+        while let Some(pos) = next {
+            let Some(h) = seg.header_at(pos, size)? else {
+                break;
+            };
+            let Some(len) = h.total_len() else { break };
+            if h.base_offset >= from {
+                table.record(&h);
+            }
+            next = Some(pos + len as u64);
+        }
+    }
+    Ok(table)
+}
+
+/// Writes the producer snapshot atomically (temp file, rename). Not synced: a
+/// snapshot lost or torn by a power failure fails its CRC and the state is
+/// rebuilt from the log.
+fn write_producer_snapshot(dir: &Path, table: &ProducerTable, covers_end: i64) -> io::Result<()> {
+    let tmp = dir.join(format!("{PRODUCER_SNAPSHOT}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, table.encode_snapshot(covers_end))?;
+    std::fs::rename(&tmp, dir.join(PRODUCER_SNAPSHOT))
 }
 
 fn read_recovery_point(dir: &Path) -> Option<i64> {

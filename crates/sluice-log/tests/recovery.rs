@@ -174,3 +174,74 @@ fn an_unflushed_preallocated_tail_is_not_data() {
     assert_eq!(got, stored);
     assert_eq!(p.log_end(), 10);
 }
+
+/// Idempotent-producer state comes back after a crash and after a clean
+/// shutdown, whether it is read from the snapshot written at the last roll
+/// (plus the batches after it) or, when the snapshot is damaged, rebuilt
+/// from every batch header.
+#[test]
+fn producer_state_survives_reopen_from_snapshot_or_from_the_log() {
+    use sluice_log::AppendError;
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let pdir = dir.path().join("t-0");
+        let with = |pid: i64, seq: i32| {
+            let mut b = batch(seq as u64 + pid as u64 * 1000, 2, 300, 0);
+            sluice_log::batch::set_producer(&mut b, pid, 0, seq);
+            b
+        };
+        // Two producers interleaved over several 16 KiB segments.
+        let mut offsets = std::collections::HashMap::new();
+        {
+            let p = Partition::open(&pdir, small_config(path), false).expect("open");
+            // Two records a batch: sequences go up by two.
+            for seq in (0..120).step_by(2) {
+                for pid in [42, 43] {
+                    let info = p.append(&with(pid, seq), 0).expect("append");
+                    offsets.insert((pid, seq), info.base_offset);
+                }
+            }
+            assert!(
+                pdir.join("producer.snapshot").exists(),
+                "{path}: a roll writes the snapshot"
+            );
+            // Dropped without close: a crash.
+        }
+        let check = |p: &Partition, what: &str| {
+            for pid in [42, 43] {
+                for seq in [112, 118] {
+                    let retry = p.append(&with(pid, seq), 0).expect("retry");
+                    assert!(retry.duplicate, "{path} {what}: {pid}/{seq} is a duplicate");
+                    assert_eq!(retry.base_offset, offsets[&(pid, seq)], "{path} {what}");
+                }
+                let gap = p.append(&with(pid, 140), 0).expect_err("gap");
+                assert!(matches!(gap, AppendError::Sequence(_)), "{path} {what}");
+            }
+        };
+        let p = Partition::open(&pdir, small_config(path), false).expect("reopen after crash");
+        check(&p, "after a crash");
+        for pid in [42, 43] {
+            let next = p.append(&with(pid, 120), 0).expect("next in sequence");
+            assert!(!next.duplicate);
+        }
+        p.close().expect("clean close");
+        drop(p);
+        let p = Partition::open(&pdir, small_config(path), true).expect("clean reopen");
+        check(&p, "after a clean close");
+        p.close().expect("clean close");
+        drop(p);
+        // A damaged snapshot is ignored, and the log still knows everything.
+        let snap = pdir.join("producer.snapshot");
+        let mut bytes = std::fs::read(&snap).expect("snapshot");
+        bytes[20] ^= 1;
+        std::fs::write(&snap, bytes).expect("damage");
+        let (p, text) =
+            logged(|| Partition::open(&pdir, small_config(path), true).expect("reopen"));
+        assert!(
+            text.contains("ignoring the producer snapshot"),
+            "{path}:\n{text}"
+        );
+        check(&p, "with a damaged snapshot");
+        assert_eq!(read_all(&p).len(), 122, "{path}: every batch once");
+    }
+}
