@@ -160,22 +160,65 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
         handles.push(std::thread::spawn(
             move || -> Result<(u64, u64, u64, Histogram<u64>), ClientError> {
                 let mut client = Client::connect(opts.broker.as_str())?;
-                let mut hist = histogram();
-                let (mut records, mut requests, mut errors) = (0u64, 0u64, 0u64);
+                // Responses are read on a thread of their own, so a response
+                // is timed when it arrives, not when the sender next looks.
+                // The sender takes a credit per request and the reader gives
+                // it back per response: at most `in_flight` outstanding.
+                let window = opts.in_flight.max(1);
+                let (queue, queued) = std::sync::mpsc::channel::<(i32, Instant, bool)>();
+                let (credit, credits) = std::sync::mpsc::sync_channel::<()>(window);
+                for _ in 0..window {
+                    let _ = credit.send(());
+                }
+                let reader = (opts.acks != 0)
+                    .then(|| client.try_clone())
+                    .transpose()?
+                    .map(|mut responses| {
+                        std::thread::spawn(
+                            move || -> Result<(u64, u64, u64, Histogram<u64>), ClientError> {
+                                let mut hist = histogram();
+                                let (mut records, mut requests, mut errors) = (0u64, 0u64, 0u64);
+                                for (corr, sent_at, counted) in queued {
+                                    let result = responses.produce_result(corr);
+                                    let _ = credit.send(());
+                                    if let Err(ClientError::Io(e)) = &result {
+                                        return Err(ClientError::Io(std::io::Error::new(
+                                            e.kind(),
+                                            e.to_string(),
+                                        )));
+                                    }
+                                    if counted {
+                                        match result {
+                                            Ok(_) => {
+                                                records += per_batch;
+                                                requests += 1;
+                                                let _ = hist.record(
+                                                    sent_at.elapsed().as_micros().max(1) as u64,
+                                                );
+                                            }
+                                            Err(_) => errors += 1,
+                                        }
+                                    }
+                                }
+                                Ok((records, requests, errors, hist))
+                            },
+                        )
+                    });
+                let (mut records, mut requests) = (0u64, 0u64);
                 let mut partition = conn % partitions;
                 let start = Instant::now();
                 let mut sent = 0u64;
-                // (correlation id, sent at, inside the measured window)
-                let mut pending: std::collections::VecDeque<(i32, Instant, bool)> =
-                    Default::default();
-                let window = opts.in_flight.max(1);
                 while !stop.load(Ordering::Relaxed) {
+                    // Paced runs time each request from when it was due, so a
+                    // late send (a full window) counts against the broker
+                    // instead of vanishing (coordinated omission).
+                    let mut t0 = Instant::now();
                     if let Some(rate) = rate_per_conn {
-                        // Open-loop pacing: wait for this batch's scheduled time.
                         let due = start + Duration::from_secs_f64(sent as f64 / rate);
                         if let Some(wait) = due.checked_duration_since(Instant::now()) {
                             std::thread::sleep(wait);
                         }
+                        t0 = due;
                     }
                     let measured = measuring.load(Ordering::Relaxed);
                     if opts.acks == 0 {
@@ -186,40 +229,29 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                             requests += 1;
                         }
                     } else {
-                        let t0 = Instant::now();
+                        if credits.recv().is_err() {
+                            break; // the reader stopped: its error says why
+                        }
                         let corr = client.send_produce(
                             &opts.topic,
                             partition as i32,
                             batch.clone(),
                             opts.acks,
                         )?;
-                        pending.push_back((corr, t0, measured));
-                    }
-                    sent += per_batch;
-                    while pending.len() >= window {
-                        let Some((corr, sent_at, counted)) = pending.pop_front() else {
-                            break;
-                        };
-                        let result = client.produce_result(corr);
-                        if counted {
-                            match result {
-                                Ok(_) => {
-                                    records += per_batch;
-                                    requests += 1;
-                                    let _ =
-                                        hist.record(sent_at.elapsed().as_micros().max(1) as u64);
-                                }
-                                Err(_) => errors += 1,
-                            }
+                        if queue.send((corr, t0, measured)).is_err() {
+                            break; // the reader stopped: its error says why
                         }
                     }
+                    sent += per_batch;
                     partition = (partition + opts.connections.max(1)) % partitions;
                 }
-                // Collect what is still in flight (outside the measured window).
-                while let Some((corr, _, _)) = pending.pop_front() {
-                    let _ = client.produce_result(corr);
+                drop(queue);
+                match reader {
+                    Some(reader) => reader
+                        .join()
+                        .map_err(|_| ClientError::Protocol("response reader panicked".into()))?,
+                    None => Ok((records, requests, 0, histogram())),
                 }
-                Ok((records, requests, errors, hist))
             },
         ));
     }

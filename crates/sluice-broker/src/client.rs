@@ -74,6 +74,17 @@ impl Client {
         })
     }
 
+    /// A second handle on the same connection, so one thread can write
+    /// requests while another reads their responses (in order). The clone
+    /// starts from the same correlation id as this handle.
+    pub fn try_clone(&self) -> Result<Client, ClientError> {
+        Ok(Client {
+            stream: self.stream.try_clone()?,
+            correlation: self.correlation,
+            client_id: self.client_id.clone(),
+        })
+    }
+
     /// Encodes and writes one request; returns its correlation id.
     fn write_request<R: Request>(&mut self, version: i16, req: &R) -> Result<i32, ClientError> {
         let key =
