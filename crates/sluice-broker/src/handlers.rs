@@ -559,14 +559,18 @@ async fn fetch(inner: &Arc<Inner>, r: FetchRequest, version: i16, correlation: i
         // Index lookups, header reads and warming cold pages may wait on the
         // disk: they run on the blocking pool, so a consumer catching up on
         // old data never stalls the workers that serve everyone else.
-        let (gather_inner, gather_req) = (inner.clone(), r.clone());
-        let gathered = tokio::task::spawn_blocking(move || {
-            let (topics, total, errors) = collect_fetch(&gather_inner, &gather_req, max_bytes);
-            let (cold_regions, cold_bytes) = warm_cold_regions(&topics);
-            gather_inner.stats.add_cold(cold_regions, cold_bytes);
-            (topics, total, errors)
-        })
-        .await;
+        let gathered = if inner.config.fetch_isolation {
+            let (gather_inner, gather_req) = (inner.clone(), r.clone());
+            tokio::task::spawn_blocking(move || {
+                let (topics, total, errors) = collect_fetch(&gather_inner, &gather_req, max_bytes);
+                let (cold_regions, cold_bytes) = warm_cold_regions(&topics);
+                gather_inner.stats.add_cold(cold_regions, cold_bytes);
+                (topics, total, errors)
+            })
+            .await
+        } else {
+            Ok(collect_fetch(inner, &r, max_bytes))
+        };
         let (topics, total, errors) = match gathered {
             Ok(g) => g,
             Err(e) => {

@@ -70,6 +70,11 @@ pub struct ServeArgs {
     /// Keep an empty group's committed offsets this long (offsets.retention.minutes).
     #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MINUTES", default_value_t = 7 * 24 * 60)]
     pub offsets_retention_minutes: u64,
+    /// Gather Fetch responses off the async workers and read cold regions into
+    /// the page cache before the zero-copy send (`false`: send straight from
+    /// the worker, as Kafka does; for measuring what isolation saves).
+    #[arg(long, env = "SLUICE_FETCH_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fetch_isolation: bool,
     /// Serve Prometheus text metrics (data-path counters) on this address; off if unset.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -114,6 +119,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         },
         group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
         offsets_retention: Duration::from_secs(args.offsets_retention_minutes * 60),
+        fetch_isolation: args.fetch_isolation,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -198,6 +204,7 @@ const FILE_KEYS: &[&str] = &[
     "metrics-listen",
     "group-initial-rebalance-delay-ms",
     "offsets-retention-minutes",
+    "fetch-isolation",
     "log-level",
 ];
 

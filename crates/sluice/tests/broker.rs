@@ -774,7 +774,16 @@ fn idempotent_produce_appends_a_retried_batch_once_even_across_a_restart() {
 
 #[test]
 fn cold_fetch_regions_are_read_in_before_sending() {
-    let server = Server::start(&[]);
+    cold_fetch(&[], true);
+}
+
+#[test]
+fn without_fetch_isolation_cold_regions_are_sent_as_they_are() {
+    cold_fetch(&["--fetch-isolation", "false"], false);
+}
+
+fn cold_fetch(args: &[&str], isolated: bool) {
+    let server = Server::start(args);
     let mut c = Client::connect(server.addr);
     let mut expected = Vec::new();
     for i in 0..40u8 {
@@ -804,6 +813,14 @@ fn cold_fetch_regions_are_read_in_before_sending() {
         got.extend_from_slice(&records[..whole]);
     }
     assert_eq!(got, expected, "cold data served intact");
+    if !isolated {
+        assert_eq!(
+            server.metric("sluice_fetch_cold_regions_total"),
+            0,
+            "isolation off: nothing is warmed first"
+        );
+        return;
+    }
     assert!(
         server.metric("sluice_fetch_cold_regions_total") >= 1,
         "the region was warmed first"
