@@ -5,6 +5,7 @@
 //! receiver process, with the article's model printed beside what was counted.
 
 pub mod append;
+pub mod harness;
 pub mod load;
 pub mod receiver;
 pub mod report;

@@ -34,6 +34,11 @@ pub struct ProduceOptions {
     pub target_rate: Option<u64>,
     /// Produce requests in flight per connection (pipelining).
     pub in_flight: usize,
+    /// Ends the measured window early when set (another part of a scenario
+    /// has finished); `duration` is then the longest it may last.
+    pub until: Option<Arc<AtomicBool>>,
+    /// Show a progress line on a terminal.
+    pub progress: bool,
 }
 
 /// What `sluice bench consume` runs.
@@ -45,6 +50,11 @@ pub struct ConsumeOptions {
     pub connections: u32,
     pub duration: Duration,
     pub fetch_bytes: i32,
+    /// Stop each connection at the end of its partition instead of reading
+    /// it again from the start (a consumer catching up once).
+    pub once: bool,
+    /// Show a progress line on a terminal.
+    pub progress: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -258,7 +268,12 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
     std::thread::sleep(opts.warmup);
     measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
-    std::thread::sleep(opts.duration);
+    wait_window(
+        opts.duration,
+        opts.until.as_deref(),
+        opts.progress,
+        "produce",
+    );
     measuring.store(false, Ordering::Relaxed);
     let seconds = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -328,7 +343,10 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
                 let (mut records, mut requests, mut bytes) = (0u64, 0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
                     let t0 = Instant::now();
-                    let f = client.fetch(&opts.topic, partition, offset, 100, opts.fetch_bytes)?;
+                    // No long-poll wait: at the end of the partition the
+                    // consumer starts over (or stops) at once, so the run
+                    // measures transfer, not waiting for data.
+                    let f = client.fetch(&opts.topic, partition, offset, 0, opts.fetch_bytes)?;
                     let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
                     requests += 1;
                     let (whole, n) = count_records(&f.records);
@@ -336,6 +354,9 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
                     total_bytes.fetch_add(f.records.len() as u64, Ordering::Relaxed);
                     records += n;
                     if n == 0 || whole == 0 {
+                        if opts.once {
+                            break;
+                        }
                         offset = start_offset; // at the end: read it all again
                         continue;
                     }
@@ -356,7 +377,18 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
         ));
     }
     let t0 = Instant::now();
-    std::thread::sleep(opts.duration);
+    // With `once`, every connection may reach its end before the duration.
+    let deadline = t0 + opts.duration;
+    let bar = progress_bar(opts.duration, opts.progress, "consume");
+    while Instant::now() < deadline && !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+        bar.set_position(t0.elapsed().as_millis() as u64);
+        bar.set_message(format!(
+            "{:.0} MB/s",
+            total_bytes.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64() / 1e6
+        ));
+    }
+    bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
     let seconds = t0.elapsed().as_secs_f64();
     let mut hist = histogram();
@@ -381,6 +413,35 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
         requests,
         errors: 0,
     })
+}
+
+/// Waits out a measured window: `duration`, or less if `until` is set
+/// first, with a progress bar on a terminal.
+fn wait_window(duration: Duration, until: Option<&AtomicBool>, progress: bool, what: &str) {
+    let t0 = Instant::now();
+    let bar = progress_bar(duration, progress, what);
+    while t0.elapsed() < duration && !until.is_some_and(|u| u.load(Ordering::Relaxed)) {
+        std::thread::sleep(Duration::from_millis(10).min(duration.saturating_sub(t0.elapsed())));
+        bar.set_position(t0.elapsed().as_millis() as u64);
+    }
+    bar.finish_and_clear();
+}
+
+/// A progress bar over a time window (drawn only on a terminal).
+fn progress_bar(window: Duration, show: bool, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(window.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{elapsed_precise}} [{{bar:40}}] {{percent}}%  {{msg}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 /// One line for the terminal.

@@ -128,8 +128,15 @@ impl Client {
         if !(0..=256 << 20).contains(&size) {
             return Err(ClientError::Protocol(format!("response size {size}")));
         }
-        let mut frame = vec![0u8; size as usize];
-        self.stream.read_exact(&mut frame)?;
+        // `take` + `read_to_end` reads into spare capacity without zeroing it
+        // first (a fetch response may be megabytes).
+        let mut frame = Vec::with_capacity(size as usize);
+        (&mut self.stream)
+            .take(size as u64)
+            .read_to_end(&mut frame)?;
+        if frame.len() != size as usize {
+            return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         let mut frame = Bytes::from(frame);
         let h = ResponseHeader::decode(&mut frame, key.response_header_version(version))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;

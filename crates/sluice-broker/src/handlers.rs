@@ -559,17 +559,21 @@ async fn fetch(inner: &Arc<Inner>, r: FetchRequest, version: i16, correlation: i
         // Index lookups, header reads and warming cold pages may wait on the
         // disk: they run on the blocking pool, so a consumer catching up on
         // old data never stalls the workers that serve everyone else.
-        let gathered = if inner.config.fetch_isolation {
+        let gathered = if !inner.config.fetch_isolation {
+            Ok(collect_fetch(inner, &r, max_bytes, false).unwrap_or_default())
+        } else if let Some(hot) = collect_cached_fetch(inner, &r, max_bytes) {
+            // Everything it needs is in the page cache: no hand-off.
+            Ok(hot)
+        } else {
             let (gather_inner, gather_req) = (inner.clone(), r.clone());
             tokio::task::spawn_blocking(move || {
-                let (topics, total, errors) = collect_fetch(&gather_inner, &gather_req, max_bytes);
+                let (topics, total, errors) =
+                    collect_fetch(&gather_inner, &gather_req, max_bytes, false).unwrap_or_default();
                 let (cold_regions, cold_bytes) = warm_cold_regions(&topics);
-                gather_inner.stats.add_cold(cold_regions, cold_bytes);
+                gather_inner.stats.add_offloaded(cold_regions, cold_bytes);
                 (topics, total, errors)
             })
             .await
-        } else {
-            Ok(collect_fetch(inner, &r, max_bytes))
         };
         let (topics, total, errors) = match gathered {
             Ok(g) => g,
@@ -613,7 +617,35 @@ fn warm_cold_regions(topics: &[TopicData]) -> (u64, u64) {
     (regions, bytes)
 }
 
-fn collect_fetch(inner: &Inner, r: &FetchRequest, max_bytes: u64) -> (Vec<TopicData>, u64, bool) {
+/// The fetch gathered on the async worker, if every header it reads and every
+/// region it would send is already in the page cache; None sends it to the
+/// blocking pool (which may wait for the disk and warms cold regions).
+fn collect_cached_fetch(
+    inner: &Inner,
+    r: &FetchRequest,
+    max_bytes: u64,
+) -> Option<(Vec<TopicData>, u64, bool)> {
+    let gathered = collect_fetch(inner, r, max_bytes, true)?;
+    let all_hot = gathered
+        .0
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref())
+        .all(|region| {
+            sluice_io::cache::is_resident(region.segment.file(), region.position, region.len)
+                .unwrap_or(false)
+        });
+    all_hot.then_some(gathered)
+}
+
+/// Gathers a file region per requested partition. With `cached_only`, reads
+/// only from the page cache and returns None as soon as a read would wait.
+fn collect_fetch(
+    inner: &Inner,
+    r: &FetchRequest,
+    max_bytes: u64,
+    cached_only: bool,
+) -> Option<(Vec<TopicData>, u64, bool)> {
     let mut total = 0u64;
     let mut errors = false;
     let mut topics = Vec::with_capacity(r.topics.len());
@@ -639,7 +671,12 @@ fn collect_fetch(inner: &Inner, r: &FetchRequest, max_bytes: u64) -> (Vec<TopicD
                     let budget = u64::try_from(fp.partition_max_bytes)
                         .unwrap_or(0)
                         .min(max_bytes.saturating_sub(total));
-                    match part.read(fp.fetch_offset, budget) {
+                    let read = if cached_only {
+                        part.read_cached(fp.fetch_offset, budget)
+                    } else {
+                        part.read(fp.fetch_offset, budget)
+                    };
+                    match read {
                         Ok(res) => {
                             pd.high_watermark = res.log_end;
                             pd.last_stable_offset = res.log_end;
@@ -664,6 +701,7 @@ fn collect_fetch(inner: &Inner, r: &FetchRequest, max_bytes: u64) -> (Vec<TopicD
                             pd.log_start_offset = log_start;
                             errors = true;
                         }
+                        Err(e) if cached_only && e.is_would_block() => return None,
                         Err(e) => {
                             tracing::error!(topic = %name, partition = fp.partition, "read failed: {e}");
                             pd.error_code = code::KAFKA_STORAGE_ERROR;
@@ -676,7 +714,7 @@ fn collect_fetch(inner: &Inner, r: &FetchRequest, max_bytes: u64) -> (Vec<TopicD
         }
         topics.push(TopicData { name, partitions });
     }
-    (topics, total, errors)
+    Some((topics, total, errors))
 }
 
 fn list_offsets(inner: &Inner, r: ListOffsetsRequest) -> ListOffsetsResponse {

@@ -42,6 +42,9 @@ pub struct StatsSnapshot {
     /// blocking pool before sending, and their bytes.
     pub cold_regions: u64,
     pub cold_bytes: u64,
+    /// Fetch gathers handed to the blocking pool because something they
+    /// needed was not in the page cache (the rest ran on the async worker).
+    pub fetch_gathers_offloaded: u64,
 }
 
 impl StatsSnapshot {
@@ -100,6 +103,11 @@ impl StatsSnapshot {
             "Bytes of those regions.",
             self.cold_bytes,
         );
+        metric(
+            "sluice_fetch_gathers_offloaded_total",
+            "Fetch gathers run on the blocking pool because a page they needed was not cached.",
+            self.fetch_gathers_offloaded,
+        );
         for call in sluice_io::Syscall::ALL {
             out.push_str(&format!(
                 "sluice_io_syscalls_total{{call=\"{}\"}} {}\n",
@@ -120,12 +128,13 @@ impl DataPathStats {
         t.responses += 1;
     }
 
-    pub fn add_cold(&self, regions: u64, bytes: u64) {
-        if regions > 0 {
-            let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
-            t.cold_regions += regions;
-            t.cold_bytes += bytes;
-        }
+    /// One fetch gather ran on the blocking pool and warmed `regions` cold
+    /// regions of `bytes` in all.
+    pub fn add_offloaded(&self, regions: u64, bytes: u64) {
+        let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        t.fetch_gathers_offloaded += 1;
+        t.cold_regions += regions;
+        t.cold_bytes += bytes;
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -61,6 +61,14 @@ pub enum ReadError {
     },
 }
 
+impl ReadError {
+    /// True for a [`Partition::read_cached`] that needed a page not in the
+    /// page cache.
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, ReadError::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -494,6 +502,23 @@ impl Partition {
     /// a trailing batch may be cut, which consumers ignore), never past the
     /// committed end, within one segment.
     pub fn read(&self, offset: i64, max_bytes: u64) -> Result<ReadResult, ReadError> {
+        self.read_with(offset, max_bytes, false)
+    }
+
+    /// As [`read`](Self::read), touching only pages already in the page cache:
+    /// where a batch header it needs is not cached, an `Io` error of kind
+    /// `WouldBlock` instead of a wait for the disk (the caller then reads on a
+    /// thread that may block). Index pages are memory-mapped and assumed hot.
+    pub fn read_cached(&self, offset: i64, max_bytes: u64) -> Result<ReadResult, ReadError> {
+        self.read_with(offset, max_bytes, true)
+    }
+
+    fn read_with(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        nowait: bool,
+    ) -> Result<ReadResult, ReadError> {
         let log_end = self.log_end();
         let log_start = self.log_start();
         let result = |slice| ReadResult {
@@ -518,7 +543,7 @@ impl Partition {
         for seg in &segs[first..] {
             let size = seg.size();
             let found = seg
-                .find_batch(offset, size)
+                .find_batch_with(offset, size, nowait)
                 .map_err(|source| ReadError::Io {
                     partition: self.name.clone(),
                     source,

@@ -373,17 +373,54 @@ impl Segment {
 
     /// The header of the batch at `pos`, if a whole header lies below `size`.
     pub fn header_at(&self, pos: u64, size: u64) -> io::Result<Option<BatchHeader>> {
+        self.read_header(pos, size, false)
+    }
+
+    /// As [`header_at`](Self::header_at); with `nowait`, only from the page
+    /// cache (`preadv2(RWF_NOWAIT)`): an error of kind `WouldBlock` when the
+    /// header's page is not there, instead of waiting for the disk.
+    fn read_header(&self, pos: u64, size: u64, nowait: bool) -> io::Result<Option<BatchHeader>> {
         if pos + HEADER_LEN as u64 > size {
             return Ok(None);
         }
         let mut header = [0u8; HEADER_LEN];
-        self.file.read_exact_at(&mut header, pos)?;
+        if nowait {
+            let n = rustix::io::preadv2(
+                &self.file,
+                &mut [io::IoSliceMut::new(&mut header)],
+                pos,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            )
+            .map_err(|e| match e {
+                // Not cached, or a file system without RWF_NOWAIT.
+                rustix::io::Errno::AGAIN | rustix::io::Errno::OPNOTSUPP => {
+                    io::Error::from(io::ErrorKind::WouldBlock)
+                }
+                e => io::Error::from(e),
+            })?;
+            if n < HEADER_LEN {
+                // Part of the header is on a page that is not cached.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        } else {
+            self.file.read_exact_at(&mut header, pos)?;
+        }
         Ok(BatchHeader::parse(&header).ok())
     }
 
     /// The position and header of the batch that holds `offset`, or of the
     /// first batch after it, below `size`.
     pub fn find_batch(&self, offset: i64, size: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+        self.find_batch_with(offset, size, false)
+    }
+
+    /// As [`find_batch`](Self::find_batch); `nowait` as in `read_header`.
+    pub fn find_batch_with(
+        &self,
+        offset: i64,
+        size: u64,
+        nowait: bool,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
         let mut pos = 0u64;
         if offset > self.base_offset {
             let target = offset - self.base_offset;
@@ -394,7 +431,7 @@ impl Segment {
                 pos = u64::from(parse_offset_entry(&e).1);
             }
         }
-        while let Some(h) = self.header_at(pos, size)? {
+        while let Some(h) = self.read_header(pos, size, nowait)? {
             let Some(len) = h.total_len() else {
                 return Ok(None);
             };

@@ -48,6 +48,9 @@ enum BenchCommand {
     Consume(LoadConsumeArgs),
     /// Produce-to-consume latency at a fixed rate (one partition).
     E2e(LoadE2eArgs),
+    /// Scenarios on a `sluice serve` process this command starts itself.
+    #[command(subcommand)]
+    Broker(BrokerBench),
     /// The receiver process the transfer benchmark starts (reads and discards).
     #[command(hide = true)]
     TransferReceiver {
@@ -57,6 +60,69 @@ enum BenchCommand {
         #[arg(long)]
         cpu: Option<usize>,
     },
+}
+
+#[derive(Subcommand)]
+enum BrokerBench {
+    /// The article's table inside the broker: consume with each data path
+    /// (broker CPU per GB, syscalls per fetch, bytes through user space), the
+    /// bare io-layer sendfile of the same bytes in the same rounds, and
+    /// scaling over consumer counts.
+    Consume(BrokerConsumeArgs),
+    /// Produce p99 at a fixed rate while one consumer catches up on evicted
+    /// data, against the producer alone; cold-read isolation on and off.
+    Isolation(BrokerIsolationArgs),
+}
+
+#[derive(Args)]
+struct BrokerConsumeArgs {
+    /// Directory for the broker's data (on a disk).
+    #[arg(long, default_value = "sluice-bench-data")]
+    dir: PathBuf,
+    /// Bytes to produce before measuring.
+    #[arg(long, value_parser = transfer::parse_size, default_value = "1g")]
+    fill: u64,
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Data paths (default: every one available here).
+    #[arg(long, value_delimiter = ',')]
+    paths: Option<Vec<sluice_io::DataPath>>,
+    /// Consumer counts (e.g. 1,4,16,64).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    consumers: Vec<u32>,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Milliseconds each run consumes.
+    #[arg(long, default_value_t = 3000)]
+    run_ms: u64,
+    /// Bytes per fetch (fetch.max.bytes and the partition maximum).
+    #[arg(long, value_parser = transfer::parse_size, default_value = "1m")]
+    fetch_size: u64,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value = "bench-out/broker-consume.svg")]
+    svg: PathBuf,
+}
+
+#[derive(Args)]
+struct BrokerIsolationArgs {
+    #[arg(long, default_value = "sluice-bench-data")]
+    dir: PathBuf,
+    /// Backlog the consumer catches up on, evicted from the page cache first.
+    #[arg(long, value_parser = transfer::parse_size, default_value = "2g")]
+    backlog: u64,
+    /// Producer records per second.
+    #[arg(long, default_value_t = 200_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Longest a catch-up may take, in seconds.
+    #[arg(long, default_value_t = 60)]
+    max_run_s: u64,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value = "bench-out/broker-isolation.svg")]
+    svg: PathBuf,
 }
 
 #[derive(Args)]
@@ -241,6 +307,12 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
         Command::Bench(BenchCommand::Consume(args)) => bench_consume(args),
         Command::Bench(BenchCommand::E2e(args)) => bench_e2e(args),
+        Command::Bench(BenchCommand::Broker(BrokerBench::Consume(args))) => {
+            bench_broker_consume(args)
+        }
+        Command::Bench(BenchCommand::Broker(BrokerBench::Isolation(args))) => {
+            bench_broker_isolation(args)
+        }
         Command::Bench(BenchCommand::TransferReceiver { unix_path, cpu }) => {
             sluice_bench::receiver::run_receiver(&unix_path, cpu).context("receiver")
         }
@@ -345,6 +417,8 @@ fn bench_produce(a: LoadProduceArgs) -> Result<()> {
         warmup: Duration::from_secs(a.warmup_s),
         target_rate: a.rate,
         in_flight: a.in_flight,
+        until: None,
+        progress: true,
     };
     let report = sluice_bench::load::produce(&opts).context("produce load")?;
     write_load_report(&report, a.json)
@@ -358,6 +432,8 @@ fn bench_consume(a: LoadConsumeArgs) -> Result<()> {
         connections: a.connections,
         duration: Duration::from_secs(a.duration_s.max(1)),
         fetch_bytes: a.fetch_size.min(i32::MAX as u64) as i32,
+        once: false,
+        progress: true,
     };
     let report = sluice_bench::load::consume(&opts).context("consume load")?;
     write_load_report(&report, a.json)
@@ -376,4 +452,63 @@ fn bench_e2e(a: LoadE2eArgs) -> Result<()> {
     };
     let report = sluice_bench::load::end_to_end(&opts).context("end-to-end load")?;
     write_load_report(&report, a.json)
+}
+
+fn write_json_and_svg<T>(
+    report: &T,
+    json_text: String,
+    json: Option<PathBuf>,
+    svg: &std::path::Path,
+    draw: impl FnOnce(&T, &std::path::Path) -> Result<(), String>,
+) -> Result<()> {
+    if let Some(json) = json {
+        std::fs::write(&json, json_text).with_context(|| format!("writing {}", json.display()))?;
+        println!("json: {}", json.display());
+    }
+    if let Some(parent) = svg.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    draw(report, svg).map_err(|e| anyhow::anyhow!("drawing {}: {e}", svg.display()))?;
+    println!("svg: {}", svg.display());
+    Ok(())
+}
+
+fn bench_broker_consume(a: BrokerConsumeArgs) -> Result<()> {
+    use sluice_bench::harness;
+    let scenario = harness::ConsumeScenario {
+        exe: std::env::current_exe().context("locating the sluice binary")?,
+        dir: a.dir,
+        fill_bytes: a.fill,
+        partitions: a.partitions.max(1),
+        paths: a.paths.unwrap_or_else(|| {
+            sluice_io::DataPath::ALL
+                .into_iter()
+                .filter(|p| p.is_available())
+                .collect()
+        }),
+        consumers: a.consumers,
+        repeats: a.repeats.max(1),
+        run: Duration::from_millis(a.run_ms.max(100)),
+        fetch_bytes: a.fetch_size.min(i32::MAX as u64) as i32,
+    };
+    let report = harness::consume(&scenario).map_err(|e| anyhow::anyhow!(e))?;
+    print!("{}", harness::consume_table(&report));
+    let text = serde_json::to_string_pretty(&report)?;
+    write_json_and_svg(&report, text, a.json, &a.svg, harness::write_consume_svg)
+}
+
+fn bench_broker_isolation(a: BrokerIsolationArgs) -> Result<()> {
+    use sluice_bench::harness;
+    let scenario = harness::IsolationScenario {
+        exe: std::env::current_exe().context("locating the sluice binary")?,
+        dir: a.dir,
+        backlog_bytes: a.backlog,
+        rate: a.rate.max(1),
+        repeats: a.repeats.max(1),
+        max_run: Duration::from_secs(a.max_run_s.max(1)),
+    };
+    let report = harness::isolation(&scenario).map_err(|e| anyhow::anyhow!(e))?;
+    print!("{}", harness::isolation_table(&report));
+    let text = serde_json::to_string_pretty(&report)?;
+    write_json_and_svg(&report, text, a.json, &a.svg, harness::write_isolation_svg)
 }

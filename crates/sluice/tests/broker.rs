@@ -825,6 +825,17 @@ fn cold_fetch(args: &[&str], isolated: bool) {
         server.metric("sluice_fetch_cold_regions_total") >= 1,
         "the region was warmed first"
     );
+    assert!(server.metric("sluice_fetch_gathers_offloaded_total") >= 1);
+    // Once warm, fetches are gathered on the async worker: no hand-off.
+    let offloaded = server.metric("sluice_fetch_gathers_offloaded_total");
+    for _ in 0..5 {
+        c.call(12, &fetch_req("cold", 0, 0, 0, 1));
+    }
+    assert_eq!(
+        server.metric("sluice_fetch_gathers_offloaded_total"),
+        offloaded,
+        "hot fetches stay on the worker"
+    );
     let warmed = server.metric("sluice_fetch_cold_regions_total");
     c.call(12, &fetch_req("cold", 0, 0, 0, 1));
     assert_eq!(
