@@ -122,3 +122,114 @@ fn end_to_end_latency_is_measured_on_every_record() {
     let max = report["latency"]["max_ms"].as_f64().expect("max");
     assert!(p50 > 0.0 && p50 <= max);
 }
+
+/// `sluice bench broker consume` starts its own brokers: every cell it asked
+/// for is measured, the zero-copy paths move no record byte through user
+/// space, io_uring takes one io_uring_enter per fetch, and the bare sendfile
+/// baseline runs in the same round.
+#[test]
+fn the_broker_consume_harness_measures_every_path_it_runs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let report = bench(
+        &[
+            "broker",
+            "consume",
+            "--dir",
+            dir.path().join("data").to_str().expect("utf-8"),
+            "--fill",
+            "16m",
+            "--partitions",
+            "2",
+            "--paths",
+            "read_write,sendfile,io_uring",
+            "--consumers",
+            "1,2",
+            "--repeats",
+            "1",
+            "--run-ms",
+            "300",
+            "--svg",
+            dir.path().join("c.svg").to_str().expect("utf-8"),
+        ],
+        &dir.path().join("c.json"),
+    );
+    let rows = report["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 6, "3 paths x 2 consumer counts");
+    for row in rows {
+        let path = row["path"].as_str().expect("path");
+        assert!(row["gb_per_s"].as_f64().expect("gb/s") > 0.0, "{row}");
+        assert!(
+            row["broker_cpu_s_per_gb"].as_f64().expect("cpu") > 0.0,
+            "{row}"
+        );
+        let user = row["record_bytes_through_user_space_per_gb"]
+            .as_f64()
+            .expect("user bytes");
+        let calls = &row["syscalls_per_fetch"];
+        match path {
+            "read_write" => {
+                // Records are read into user space and sent from it: 2 per byte.
+                assert!((user / 2e9 - 1.0).abs() < 0.01, "{row}");
+                assert!(calls["pread"].as_f64().expect("pread") >= 1.0, "{row}");
+            }
+            "sendfile" => {
+                assert_eq!(user, 0.0, "{row}");
+                // Fetches at the end of a partition carry no region.
+                assert!(calls["sendfile"].as_f64().expect("sendfile") > 0.5, "{row}");
+                assert!(calls.get("pread").is_none(), "{row}");
+            }
+            "io_uring" => {
+                assert_eq!(user, 0.0, "{row}");
+                assert_eq!(calls["io_uring_enter"].as_f64(), Some(1.0), "{row}");
+                assert_eq!(calls.as_object().expect("calls").len(), 1, "{row}");
+            }
+            other => panic!("unexpected path {other}"),
+        }
+    }
+    assert!(report["baseline"][0]["gb_per_s"].as_f64().expect("bare") > 0.0);
+    assert!(report["broker_over_bare_median"].as_f64().expect("ratio") > 0.0);
+    let svg = std::fs::read_to_string(dir.path().join("c.svg")).expect("svg");
+    assert!(svg.contains("<svg") && svg.contains("io_uring"));
+}
+
+/// `sluice bench broker isolation`: with isolation on, the catching-up
+/// consumer's cold regions are warmed off the workers; off, none are.
+#[test]
+fn the_isolation_harness_runs_both_modes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let report = bench(
+        &[
+            "broker",
+            "isolation",
+            "--dir",
+            dir.path().join("data").to_str().expect("utf-8"),
+            "--backlog",
+            "32m",
+            "--rate",
+            "20000",
+            "--repeats",
+            "1",
+            "--svg",
+            dir.path().join("i.svg").to_str().expect("utf-8"),
+        ],
+        &dir.path().join("i.json"),
+    );
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        let on = run["isolation"].as_bool().expect("isolation");
+        let warmed = run["cold_regions_warmed"].as_f64().expect("warmed");
+        assert!(run["with_consumer_p99_ms"].as_f64().expect("p99") > 0.0);
+        assert!(run["alone_p99_ms"].as_f64().expect("p99") > 0.0);
+        // 32 MB read back at 1 MiB a fetch.
+        assert!(
+            run["catch_up_gb_per_s"].as_f64().expect("gb/s") > 0.0,
+            "{run}"
+        );
+        if on {
+            assert!(warmed >= 1.0, "evicted backlog is warmed first: {run}");
+        } else {
+            assert_eq!(warmed, 0.0, "{run}");
+        }
+    }
+}
