@@ -90,7 +90,7 @@ impl BrokerProcess {
 
     /// User + system CPU seconds of the whole broker process so far.
     pub fn cpu_seconds(&self) -> f64 {
-        proc_cpu_seconds(self.pid()).unwrap_or(0.0)
+        crate::local::cpu_seconds(self.pid()).unwrap_or(0.0)
     }
 
     /// Resident set size in bytes (page cache not included).
@@ -135,20 +135,6 @@ impl Drop for BrokerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// utime + stime of a process, from `/proc/<pid>/stat`.
-fn proc_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; fields after it are space-separated.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the name: state is field 3, utime field 14, stime field 15.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((utime + stime) / ticks)
 }
 
 /// Produces `bytes` of 100-byte records in 64 KiB batches, round-robin over
@@ -577,10 +563,19 @@ pub struct IsolationReport {
     pub ratio_off: f64,
 }
 
-/// Drops every page of a partition's segments from the page cache.
+/// Drops every page of a partition's segments from the page cache. Dirty
+/// pages cannot be dropped, so each file is written back first.
 fn evict_partition(dir: &Path) -> std::io::Result<()> {
     for f in segment_files(dir)? {
-        sluice_io::cache::evict(&std::fs::File::open(f)?)?;
+        let file = std::fs::File::open(f)?;
+        file.sync_data()?;
+        sluice_io::cache::evict(&file)?;
+        let len = file.metadata()?.len();
+        if sluice_io::cache::resident_fraction(&file, 0, len)? > 0.01 {
+            return Err(std::io::Error::other(
+                "the backlog stayed in the page cache",
+            ));
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod append;
 pub mod harness;
 pub mod load;
+pub mod local;
 pub mod receiver;
 pub mod report;
 pub mod transfer;

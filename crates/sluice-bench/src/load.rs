@@ -78,6 +78,9 @@ pub struct LoadReport {
     pub latency: Latency,
     pub requests: u64,
     pub errors: u64,
+    /// Broker CPU seconds (user + system) per GB of record bytes in the
+    /// measured window, when the broker runs on this machine.
+    pub broker_cpu_s_per_gb: Option<f64>,
 }
 
 fn latency(h: &Histogram<u64>) -> Latency {
@@ -266,6 +269,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
         ));
     }
     std::thread::sleep(opts.warmup);
+    let broker_cpu = crate::local::BrokerCpu::start(&opts.broker);
     measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     wait_window(
@@ -275,6 +279,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
         "produce",
     );
     measuring.store(false, Ordering::Relaxed);
+    let cpu = broker_cpu.and_then(|c| c.seconds());
     let seconds = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut hist = histogram();
@@ -290,6 +295,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
     }
     let bytes = records * opts.record_bytes as u64;
     Ok(LoadReport {
+        broker_cpu_s_per_gb: cpu.map(|c| c / (bytes as f64 / 1e9).max(1e-9)),
         kind: "produce",
         records,
         bytes,
@@ -377,6 +383,7 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
         ));
     }
     let t0 = Instant::now();
+    let broker_cpu = crate::local::BrokerCpu::start(&opts.broker);
     // With `once`, every connection may reach its end before the duration.
     let deadline = t0 + opts.duration;
     let bar = progress_bar(opts.duration, opts.progress, "consume");
@@ -391,6 +398,7 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
     bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
     let seconds = t0.elapsed().as_secs_f64();
+    let cpu = broker_cpu.and_then(|c| c.seconds());
     let mut hist = histogram();
     let (mut records, mut requests, mut bytes) = (0, 0, 0);
     for h in handles {
@@ -403,6 +411,7 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
         let _ = hist.add(&part);
     }
     Ok(LoadReport {
+        broker_cpu_s_per_gb: cpu.map(|c| c / (bytes as f64 / 1e9).max(1e-9)),
         kind: "consume",
         records,
         bytes,
@@ -444,8 +453,41 @@ fn progress_bar(window: Duration, show: bool, what: &str) -> indicatif::Progress
     bar
 }
 
-/// One line for the terminal.
+/// The terminal table of a load report.
 pub fn summary(r: &LoadReport) -> String {
+    let cpu = r
+        .broker_cpu_s_per_gb
+        .map_or("(broker not local)".to_string(), |c| format!("{c:.3}"));
+    format!(
+        "{:<8} {:>12} {:>9} {:>7} {:>9} {:>7}  {:>8} {:>8} {:>8} {:>8}  {:>14}\n\
+         {:<8} {:>12.0} {:>9.1} {:>7.1} {:>9} {:>7}  {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>14}",
+        "run",
+        "records/s",
+        "MB/s",
+        "s",
+        "requests",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "broker CPU s/GB",
+        r.kind,
+        r.records_per_s,
+        r.mb_per_s,
+        r.seconds,
+        r.requests,
+        r.errors,
+        r.latency.p50_ms,
+        r.latency.p99_ms,
+        r.latency.p999_ms,
+        r.latency.max_ms,
+        cpu
+    )
+}
+
+/// One line for logs.
+pub fn summary_line(r: &LoadReport) -> String {
     format!(
         "{}: {:.0} records/s, {:.1} MB/s over {:.1} s ({} requests, {} errors); latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         r.kind,
@@ -567,6 +609,8 @@ pub fn end_to_end(opts: &EndToEndOptions) -> Result<LoadReport, ClientError> {
         .map_err(|_| ClientError::Protocol("producer thread panicked".into()))??;
     let seconds = opts.duration.as_secs_f64();
     Ok(LoadReport {
+        // Latency at a fixed rate, not a throughput measurement.
+        broker_cpu_s_per_gb: None,
         kind: "e2e",
         records,
         bytes,

@@ -119,8 +119,12 @@ pub fn is_resident(file: &File, offset: u64, len: u64) -> io::Result<bool> {
 }
 
 /// Brings `file[offset..offset+len]` into the page cache and returns when it
-/// is there (`readahead(2)` blocks until the read is done). Blocks on the
-/// disk: call it from a thread that may block.
+/// is there. Blocks on the disk: call it from a thread that may block.
+///
+/// `readahead(2)` submits the reads as large requests but returns before they
+/// complete (the pages are still locked for I/O), so a send started right
+/// after it would wait on those locks. The wait happens here instead, on a
+/// thread that may block.
 pub fn fill(file: &File, offset: u64, len: u64) -> io::Result<()> {
     const STEP: u64 = 16 << 20;
     let mut pos = offset;
@@ -134,5 +138,40 @@ pub fn fill(file: &File, offset: u64, len: u64) -> io::Result<()> {
         }
         pos += n;
     }
-    Ok(())
+    wait_resident(file, offset, len)
+}
+
+/// Returns once every page of the region is in the page cache:
+/// `MADV_POPULATE_READ` on a read-only mapping of the region faults every page
+/// in without copying a byte (the fault path drops `mmap_lock` while it waits
+/// for the disk). Before Linux 5.14, a 1-byte `pread` per page does the same
+/// with more calls.
+fn wait_resident(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let map_len = usize::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: the mapping is private to this function and never read from
+    // user space: only `madvise` touches it, and a page lost to a concurrent
+    // truncation makes that call fail with an error rather than raise SIGBUS.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(map_len)
+            .map(file)
+    }?;
+    match map.advise(memmap2::Advice::PopulateRead) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let page = rustix::param::page_size() as u64;
+            let mut byte = [0u8; 1];
+            let mut pos = offset;
+            while pos < offset + len {
+                rustix::io::pread(file, &mut byte, pos)?;
+                pos = (pos / page + 1) * page;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
