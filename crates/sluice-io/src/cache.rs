@@ -118,6 +118,39 @@ pub fn is_resident(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     Err(err)
 }
 
+/// True when the region can be sent without waiting for the disk, as far as
+/// two cheap probes tell: every page is in the page cache (`cachestat`), and
+/// its first and last pages can be read without blocking
+/// (`preadv2(RWF_NOWAIT)` of one byte each). The second check matters because
+/// `cachestat` also counts pages that readahead has put in the cache but not
+/// yet filled: a `sendfile` of those waits on their I/O. Readahead fills a
+/// window in order, so a readable last page means the pages before it are
+/// done too (not guaranteed, but the exceptions are rare and short).
+pub fn is_ready(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    if !is_resident(file, offset, len)? {
+        return Ok(false);
+    }
+    let mut byte = [0u8; 1];
+    for pos in [offset, offset + len - 1] {
+        match rustix::io::preadv2(
+            file,
+            &mut [io::IoSliceMut::new(&mut byte)],
+            pos,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(1) => {}
+            Ok(_) | Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::OPNOTSUPP) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
 /// Brings `file[offset..offset+len]` into the page cache and returns when it
 /// is there. Blocks on the disk: call it from a thread that may block.
 ///

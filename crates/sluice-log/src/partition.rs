@@ -137,9 +137,27 @@ struct Durability {
     durable_end: AtomicI64,
     /// The recovery point last written; only ever moves forward.
     recovery_point: Mutex<i64>,
+    /// Rolls so far, and the count of rolls whose new segment's directory
+    /// entry is known to be on disk. A roll under `os` or an interval does not
+    /// wait for the directory `fsync` (under a busy disk it can take hundreds
+    /// of milliseconds, all of it holding up appends); the seal thread or the
+    /// next flush does it.
+    rolls: std::sync::atomic::AtomicU64,
+    rolls_dir_synced: std::sync::atomic::AtomicU64,
 }
 
 impl Durability {
+    /// Makes the directory entries of every segment rolled so far durable,
+    /// unless they already are.
+    fn sync_dir_if_needed(&self) -> io::Result<()> {
+        let rolls = self.rolls.load(Ordering::Acquire);
+        if self.rolls_dir_synced.load(Ordering::Acquire) < rolls {
+            sync_dir(&self.dir)?;
+            self.rolls_dir_synced.fetch_max(rolls, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
     /// Records that everything before `base` is on disk.
     fn advance(&self, base: i64) -> io::Result<()> {
         self.durable_end.fetch_max(base, Ordering::AcqRel);
@@ -240,6 +258,8 @@ impl Partition {
                 dir: dir.to_path_buf(),
                 durable_end: AtomicI64::new(log_end),
                 recovery_point: Mutex::new(last.base_offset()),
+                rolls: Default::default(),
+                rolls_dir_synced: Default::default(),
             }),
             appender: Mutex::new(Appender {
                 writer: Some(writer),
@@ -432,11 +452,14 @@ impl Partition {
             writer.seal(active)?;
         }
         let seg = Arc::new(Segment::create(&self.dir, base, &self.config)?);
-        sync_dir(&self.dir)?;
-        // A restart after this replays producer state from here on only.
-        if let Err(e) = write_producer_snapshot(&self.dir, &app.producers, base) {
-            tracing::warn!(partition = %self.name, "writing the producer snapshot: {e}");
+        self.durability.rolls.fetch_add(1, Ordering::AcqRel);
+        if self.config.flush == FlushPolicy::Always {
+            // Acknowledged appends into the new segment must survive a power
+            // loss: its directory entry first.
+            self.durability.sync_dir_if_needed()?;
         }
+        // A restart after this replays producer state from here on only.
+        let snapshot = app.producers.encode_snapshot(base);
         app.writer = Some(SegmentWriter::new(&seg, &self.config)?);
         let mut next: Vec<Arc<Segment>> = segs.as_ref().clone();
         next.push(seg);
@@ -444,25 +467,37 @@ impl Partition {
         // Recovery may start at the new segment once the old one is on disk.
         // Under `always` it already is; otherwise a background thread syncs it,
         // so the appender never waits for a whole segment's writeback.
-        if self.config.flush == FlushPolicy::Always {
+        // The seal thread writes the snapshot, makes the new segment's
+        // directory entry durable and, outside `always` (which already synced
+        // every append), syncs the sealed segment before the recovery point
+        // moves past it. None of it holds up appends.
+        let always = self.config.flush == FlushPolicy::Always;
+        if always {
             self.durability.advance(base)?;
-        } else {
-            let sealed = active.clone();
-            let durability = self.durability.clone();
-            let name = self.name.clone();
-            app.syncing.retain(|h| !h.is_finished());
-            let handle = std::thread::Builder::new()
-                .name("sluice-seal-sync".into())
-                .spawn(move || match sealed.sync() {
-                    Ok(()) => {
-                        if let Err(e) = durability.advance(base) {
-                            tracing::warn!(partition = %name, "writing the recovery point: {e}");
-                        }
-                    }
-                    Err(e) => tracing::error!(partition = %name, "syncing a sealed segment: {e}"),
-                })?;
-            app.syncing.push(handle);
         }
+        let sealed = active.clone();
+        let durability = self.durability.clone();
+        let name = self.name.clone();
+        let dir = self.dir.clone();
+        app.syncing.retain(|h| !h.is_finished());
+        let handle = std::thread::Builder::new()
+            .name("sluice-seal-sync".into())
+            .spawn(move || {
+                if let Err(e) = write_snapshot_bytes(&dir, &snapshot) {
+                    tracing::warn!(partition = %name, "writing the producer snapshot: {e}");
+                }
+                if always {
+                    return;
+                }
+                let synced = durability
+                    .sync_dir_if_needed()
+                    .and_then(|()| sealed.sync())
+                    .and_then(|()| durability.advance(base));
+                if let Err(e) = synced {
+                    tracing::error!(partition = %name, "syncing a sealed segment: {e}");
+                }
+            })?;
+        app.syncing.push(handle);
         tracing::debug!(partition = %self.name, base, "rolled a new segment");
         Ok(())
     }
@@ -475,6 +510,7 @@ impl Partition {
             return Ok(());
         }
         let segs = self.segments.load();
+        self.durability.sync_dir_if_needed()?;
         if let (Some(writer), Some(active)) = (app.writer.as_ref(), segs.last()) {
             writer.sync(active)?;
         }
@@ -729,8 +765,19 @@ fn load_producer_state(
 /// snapshot lost or torn by a power failure fails its CRC and the state is
 /// rebuilt from the log.
 fn write_producer_snapshot(dir: &Path, table: &ProducerTable, covers_end: i64) -> io::Result<()> {
-    let tmp = dir.join(format!("{PRODUCER_SNAPSHOT}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, table.encode_snapshot(covers_end))?;
+    write_snapshot_bytes(dir, &table.encode_snapshot(covers_end))
+}
+
+fn write_snapshot_bytes(dir: &Path, bytes: &[u8]) -> io::Result<()> {
+    // Seal threads of quick successive rolls may write at once: distinct
+    // temp files, and whichever rename lands last leaves a valid snapshot.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        "{PRODUCER_SNAPSHOT}.{}.{seq}.tmp",
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, dir.join(PRODUCER_SNAPSHOT))
 }
 

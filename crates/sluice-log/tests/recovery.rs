@@ -201,6 +201,11 @@ fn producer_state_survives_reopen_from_snapshot_or_from_the_log() {
                     offsets.insert((pid, seq), info.base_offset);
                 }
             }
+            // The seal thread of a roll writes it, off the append path.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !pdir.join("producer.snapshot").exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             assert!(
                 pdir.join("producer.snapshot").exists(),
                 "{path}: a roll writes the snapshot"
