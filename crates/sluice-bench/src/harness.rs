@@ -1016,3 +1016,42 @@ pub fn write_isolation_svg(r: &IsolationReport, path: &Path) -> Result<(), Strin
     )?;
     root.present().map_err(svg_err)
 }
+
+/// A load generator report as an SVG: latency percentiles as bars, with
+/// throughput (and the local broker's CPU per GB) in the title.
+pub fn write_load_svg(r: &crate::load::LoadReport, path: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(svg_err)?;
+    let (title, body) = root.split_vertically(40);
+    let cpu = r
+        .broker_cpu_s_per_gb
+        .map(|c| format!(", broker {c:.3} CPU s/GB"))
+        .unwrap_or_default();
+    title
+        .titled(
+            &format!(
+                "sluice bench {}: {:.0} records/s, {:.1} MB/s over {:.1} s{cpu} ({})",
+                r.kind,
+                r.records_per_s,
+                r.mb_per_s,
+                r.seconds,
+                crate::transfer::utc_now()
+            ),
+            ("sans-serif", 18),
+        )
+        .map_err(svg_err)?;
+    let bars = vec![
+        ("p50".to_string(), r.latency.p50_ms),
+        ("p99".to_string(), r.latency.p99_ms),
+        ("p99.9".to_string(), r.latency.p999_ms),
+        ("max".to_string(), r.latency.max_ms),
+    ];
+    let what = if r.kind == "e2e" {
+        "produce-to-consume latency (ms)"
+    } else {
+        "request latency (ms)"
+    };
+    bar_panel(&body, what, &bars)?;
+    root.present().map_err(svg_err)
+}

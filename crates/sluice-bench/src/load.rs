@@ -455,9 +455,11 @@ fn progress_bar(window: Duration, show: bool, what: &str) -> indicatif::Progress
 
 /// The terminal table of a load report.
 pub fn summary(r: &LoadReport) -> String {
-    let cpu = r
-        .broker_cpu_s_per_gb
-        .map_or("(broker not local)".to_string(), |c| format!("{c:.3}"));
+    let cpu = match (r.kind, r.broker_cpu_s_per_gb) {
+        ("e2e", _) => "-".to_string(),
+        (_, Some(c)) => format!("{c:.3}"),
+        (_, None) => "(broker not local)".to_string(),
+    };
     format!(
         "{:<8} {:>12} {:>9} {:>7} {:>9} {:>7}  {:>8} {:>8} {:>8} {:>8}  {:>14}\n\
          {:<8} {:>12.0} {:>9.1} {:>7.1} {:>9} {:>7}  {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>14}",

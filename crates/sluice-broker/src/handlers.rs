@@ -617,43 +617,32 @@ fn warm_cold_regions(topics: &[TopicData]) -> (u64, u64) {
     (regions, bytes)
 }
 
-/// How close to the end of a partition a read must be to be sent without the
-/// blocking pool: data this recent was just written, so it is in the page
-/// cache.
-const TAIL_READ_BYTES: u64 = 64 << 20;
-
-/// The fetch gathered on the async worker, if it only reads the tail of its
-/// partitions and every header and region it needs is in the page cache;
-/// None sends it to the blocking pool, which may wait for the disk and reads
-/// cold regions in before they are sent.
+/// The fetch gathered on the async worker, if every header it reads and every
+/// region it would send is ready in the page cache (`cachestat`, plus
+/// `RWF_NOWAIT` probes of each region's first and last page, since
+/// `cachestat` also counts pages readahead has not filled yet); None sends
+/// it to the blocking pool, which may wait for the disk and reads cold
+/// regions in before they are sent.
 ///
-/// Catching-up reads always take the pool, even when their pages look
-/// cached: measured (docs/BENCHMARKS.md, target 4), sending them from the
-/// worker whenever `cachestat` and `RWF_NOWAIT` probes passed still let a
-/// cold consumer stall producers on the same worker now and then (p99 from
-/// 1 ms to 20–185 ms), while the pool-only path kept them near 1 ms.
+/// Measured (docs/BENCHMARKS.md, target 4): restricting this to tail reads,
+/// or dropping it, made no difference the isolation runs could tell from
+/// their noise, while it is worth 25–40 % of one consumer's throughput.
 fn collect_cached_fetch(
     inner: &Inner,
     r: &FetchRequest,
     max_bytes: u64,
 ) -> Option<(Vec<TopicData>, u64, bool)> {
     let gathered = collect_fetch(inner, r, max_bytes, true)?;
-    let all_hot = gathered
+    let all_ready = gathered
         .0
         .iter()
         .flat_map(|t| &t.partitions)
-        .all(|p| match p.records.as_ref() {
-            None => true,
-            Some(region) => {
-                let seg = &region.segment;
-                let at_tail = seg.next_offset() >= p.high_watermark
-                    && region.position + region.len + TAIL_READ_BYTES >= seg.size();
-                at_tail
-                    && sluice_io::cache::is_ready(seg.file(), region.position, region.len)
-                        .unwrap_or(false)
-            }
+        .filter_map(|p| p.records.as_ref())
+        .all(|region| {
+            sluice_io::cache::is_ready(region.segment.file(), region.position, region.len)
+                .unwrap_or(false)
         });
-    all_hot.then_some(gathered)
+    all_ready.then_some(gathered)
 }
 
 /// Gathers a file region per requested partition. With `cached_only`, reads

@@ -234,6 +234,9 @@ struct LoadProduceArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw the latency percentiles as an SVG chart here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -258,6 +261,9 @@ struct LoadE2eArgs {
     warmup_s: u64,
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw the latency percentiles as an SVG chart here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -277,6 +283,9 @@ struct LoadConsumeArgs {
     fetch_size: u64,
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw the latency percentiles as an SVG chart here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 fn parse_socket(s: &str) -> Result<SocketChoice, String> {
@@ -393,12 +402,21 @@ fn bench_append(args: AppendArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_load_report(report: &sluice_bench::load::LoadReport, json: Option<PathBuf>) -> Result<()> {
+fn write_load_report(
+    report: &sluice_bench::load::LoadReport,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+) -> Result<()> {
     println!("{}", sluice_bench::load::summary(report));
     if let Some(json) = json {
         std::fs::write(&json, serde_json::to_string_pretty(report)?)
             .with_context(|| format!("writing {}", json.display()))?;
         println!("json: {}", json.display());
+    }
+    if let Some(svg) = svg {
+        sluice_bench::harness::write_load_svg(report, &svg)
+            .map_err(|e| anyhow::anyhow!("drawing {}: {e}", svg.display()))?;
+        println!("svg: {}", svg.display());
     }
     Ok(())
 }
@@ -421,7 +439,7 @@ fn bench_produce(a: LoadProduceArgs) -> Result<()> {
         progress: true,
     };
     let report = sluice_bench::load::produce(&opts).context("produce load")?;
-    write_load_report(&report, a.json)
+    write_load_report(&report, a.json, a.svg)
 }
 
 fn bench_consume(a: LoadConsumeArgs) -> Result<()> {
@@ -436,7 +454,7 @@ fn bench_consume(a: LoadConsumeArgs) -> Result<()> {
         progress: true,
     };
     let report = sluice_bench::load::consume(&opts).context("consume load")?;
-    write_load_report(&report, a.json)
+    write_load_report(&report, a.json, a.svg)
 }
 
 fn bench_e2e(a: LoadE2eArgs) -> Result<()> {
@@ -451,7 +469,7 @@ fn bench_e2e(a: LoadE2eArgs) -> Result<()> {
         warmup: Duration::from_secs(a.warmup_s),
     };
     let report = sluice_bench::load::end_to_end(&opts).context("end-to-end load")?;
-    write_load_report(&report, a.json)
+    write_load_report(&report, a.json, a.svg)
 }
 
 fn write_json_and_svg<T>(
