@@ -550,6 +550,12 @@ pub struct IsolationRun {
     pub catch_up_s: f64,
     pub catch_up_gb_per_s: f64,
     pub cold_regions_warmed: f64,
+    /// The broker's own view of the window with the consumer, from its
+    /// histograms (upper bounds of the p99 bucket, ms): Produce requests
+    /// end to end, appends waiting for a pool thread, appends themselves.
+    pub broker_produce_p99_ms: f64,
+    pub broker_append_queue_p99_ms: f64,
+    pub broker_append_p99_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -692,6 +698,7 @@ fn isolation_run(
             .copied()
             .unwrap_or(0.0)
     };
+    let p99 = |name: &str, labels: &str| histogram_p99_ms(&before, &after, name, labels);
     Ok(IsolationRun {
         round,
         isolation,
@@ -703,7 +710,43 @@ fn isolation_run(
         catch_up_s: caught_up.seconds,
         catch_up_gb_per_s: caught_up.mb_per_s / 1000.0,
         cold_regions_warmed: cold(&after) - cold(&before),
+        broker_produce_p99_ms: p99("sluice_request_duration_seconds", "api=\"Produce\","),
+        broker_append_queue_p99_ms: p99("sluice_append_queue_seconds", ""),
+        broker_append_p99_ms: p99("sluice_append_duration_seconds", ""),
     })
+}
+
+/// The upper bound (ms) of the bucket holding the 99th percentile of what a
+/// Prometheus histogram gained between two scrapes; `labels` is the label
+/// text before `le` (`""`, or `api="Produce",`).
+fn histogram_p99_ms(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    name: &str,
+    labels: &str,
+) -> f64 {
+    let prefix = format!("{name}_bucket{{{labels}le=\"");
+    let mut buckets: Vec<(f64, f64)> = after
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, v - before.get(k).copied().unwrap_or(0.0)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return 0.0;
+    }
+    buckets
+        .iter()
+        .find(|(_, cumulative)| *cumulative >= 0.99 * total)
+        .map_or(f64::INFINITY, |(bound, _)| bound * 1000.0)
 }
 
 // ---------------------------------------------------------------------------
@@ -786,7 +829,7 @@ pub fn isolation_table(r: &IsolationReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>9} {:>16} {:>16} {:>10} {:>10} {:>13} {:>6}",
+        "{:>5} {:>9} {:>16} {:>16} {:>10} {:>10} {:>13} {:>6}  broker p99 <= ms: produce / append queue / append",
         "round",
         "isolation",
         "p99 w/ consumer",
@@ -799,7 +842,7 @@ pub fn isolation_table(r: &IsolationReport) -> String {
     for run in &r.runs {
         let _ = writeln!(
             out,
-            "{:>5} {:>9} {:>13.2} ms {:>13.2} ms {:>9.2}x {:>7.2} ms {:>13.2} {:>6}",
+            "{:>5} {:>9} {:>13.2} ms {:>13.2} ms {:>9.2}x {:>7.2} ms {:>13.2} {:>6}  {} / {} / {}",
             run.round + 1,
             if run.isolation { "on" } else { "off" },
             run.with_consumer_p99_ms,
@@ -807,7 +850,10 @@ pub fn isolation_table(r: &IsolationReport) -> String {
             run.ratio_p99,
             run.with_consumer_p999_ms,
             run.catch_up_gb_per_s,
-            run.cold_regions_warmed
+            run.cold_regions_warmed,
+            run.broker_produce_p99_ms,
+            run.broker_append_queue_p99_ms,
+            run.broker_append_p99_ms
         );
     }
     let _ = writeln!(

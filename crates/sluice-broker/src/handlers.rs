@@ -500,17 +500,26 @@ async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<ProduceRespons
                     let durable_wait =
                         acks == -1 && matches!(inner.config.log.flush, FlushPolicy::Interval(_));
                     let log_part = part.clone();
+                    let queued = std::time::Instant::now();
                     let appended = tokio::task::spawn_blocking(move || {
-                        let info = log_part.append(&records, 0)?;
-                        if durable_wait {
-                            log_part.flush().map_err(|source| AppendError::Io {
-                                partition: log_part.name().to_string(),
-                                source,
-                            })?;
-                        }
-                        Ok::<_, AppendError>(info)
+                        let started = std::time::Instant::now();
+                        let result = log_part.append(&records, 0).and_then(|info| {
+                            if durable_wait {
+                                log_part.flush().map_err(|source| AppendError::Io {
+                                    partition: log_part.name().to_string(),
+                                    source,
+                                })?;
+                            }
+                            Ok(info)
+                        });
+                        (result, started - queued, started.elapsed())
                     })
-                    .await;
+                    .await
+                    .map(|(result, queue, took)| {
+                        inner.latencies.append_queue.observe(queue);
+                        inner.latencies.append.observe(took);
+                        result
+                    });
                     match appended {
                         Ok(Ok(info)) => {
                             appended_any = true;

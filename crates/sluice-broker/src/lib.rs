@@ -12,6 +12,7 @@ mod fetch_writer;
 mod group_handlers;
 pub mod groups;
 mod handlers;
+mod latency;
 pub mod offsets;
 mod producer_ids;
 mod server;

@@ -150,6 +150,7 @@ pub(crate) struct Inner {
     /// Woken after every append, so parked fetches re-check their partitions.
     pub appended: Notify,
     pub stats: DataPathStats,
+    pub latencies: crate::latency::Latencies,
     pub producer_ids: crate::producer_ids::ProducerIds,
     pub groups: crate::groups::Groups,
     pub offsets: Arc<crate::offsets::OffsetStore>,
@@ -188,6 +189,7 @@ impl Broker {
                 advertised,
                 appended: Notify::new(),
                 stats: DataPathStats::default(),
+                latencies: Default::default(),
                 producer_ids,
                 groups,
                 offsets,
@@ -283,6 +285,7 @@ impl Broker {
                 accepted = listener.accept() => {
                     let Ok((mut stream, _)) = accepted else { continue };
                     let mut body = self.inner.stats.snapshot().prometheus();
+                    body.push_str(&self.inner.latencies.prometheus());
                     body.push_str(&format!(
                         "# HELP sluice_data_path_info The data path Fetch responses use.\n# TYPE sluice_data_path_info gauge\nsluice_data_path_info{{path=\"{}\"}} 1\n",
                         self.inner.config.data_path
@@ -346,9 +349,14 @@ async fn connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) -> 
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         let frame = read_frame(&stream, &mut buf, inner.config.max_frame_bytes).await?;
+        let received = std::time::Instant::now();
+        let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
         match handlers::handle(inner, frame, peer).await? {
             Outcome::Respond(parts) => send_parts(inner, &mut sender, &stream, parts).await?,
             Outcome::NoResponse => {}
+        }
+        if let Some(key) = api_key {
+            inner.latencies.observe_request(key, received.elapsed());
         }
     }
 }

@@ -50,9 +50,17 @@ fn the_load_generator_produces_and_consumes_what_it_reports() {
         &dir.path().join("p.json"),
     );
     let svg = std::fs::read_to_string(dir.path().join("p.svg")).expect("svg written");
-    assert!(svg.contains("<svg") && svg.contains("p99.9"), "latency chart");
+    assert!(
+        svg.contains("<svg") && svg.contains("p99.9"),
+        "latency chart"
+    );
     // The broker runs here: its CPU per GB is measured.
-    assert!(produced["broker_cpu_s_per_gb"].as_f64().expect("broker cpu") > 0.0);
+    assert!(
+        produced["broker_cpu_s_per_gb"]
+            .as_f64()
+            .expect("broker cpu")
+            > 0.0
+    );
     let records = produced["records"].as_u64().expect("records");
     assert!(records > 0);
     assert_eq!(produced["errors"], 0);

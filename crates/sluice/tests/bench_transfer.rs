@@ -48,6 +48,7 @@ fn transfer_bench_measures_every_path_and_writes_json_and_svg() {
         "mmap_write",
         "sendfile",
         "splice",
+        "io_uring",
         "sendfile_gather",
     ] {
         assert!(stdout.contains(path), "table lacks {path}:\n{stdout}");
@@ -60,8 +61,14 @@ fn transfer_bench_measures_every_path_and_writes_json_and_svg() {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("valid json");
     let rows = report["rows"].as_array().expect("rows array");
-    // 5 paths x 2 sizes x 2 receiver counts x 2 sockets x 2 cache states.
-    assert_eq!(rows.len(), 5 * 2 * 2 * 2 * 2);
+    // 6 paths (io_uring where available) x 2 sizes x 2 receiver counts x 2
+    // sockets x 2 cache states.
+    let paths = if sluice_io::DataPath::IoUring.is_available() {
+        6
+    } else {
+        5
+    };
+    assert_eq!(rows.len(), paths * 2 * 2 * 2 * 2);
     for row in rows {
         let path = row["path"].as_str().expect("path");
         let num = |k: &str| {
@@ -82,7 +89,7 @@ fn transfer_bench_measures_every_path_and_writes_json_and_svg() {
         match path {
             "read_write" => assert_eq!(user, 2.0, "read into and sent from user space"),
             "mmap_write" => assert_eq!(user, 1.0, "sent from the mapping"),
-            "sendfile" | "splice" => assert_eq!(user, 0.0, "{path} is zero-copy"),
+            "sendfile" | "splice" | "io_uring" => assert_eq!(user, 0.0, "{path} is zero-copy"),
             // Only the 64-byte header crosses into the kernel from user memory.
             "sendfile_gather" => assert!((user - 64.0 / (region + 64.0)).abs() < 1e-9),
             other => panic!("unexpected path {other}"),
@@ -111,4 +118,8 @@ fn transfer_bench_measures_every_path_and_writes_json_and_svg() {
     };
     assert!(per_xfer("sendfile") <= 1.0 + 1e-9);
     assert!(per_xfer("read_write") >= 2.0);
+    if paths == 6 {
+        // One io_uring_enter per region, on a blocking socket.
+        assert!((per_xfer("io_uring") - 1.0).abs() < 1e-9);
+    }
 }

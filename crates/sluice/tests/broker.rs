@@ -844,3 +844,34 @@ fn cold_fetch(args: &[&str], isolated: bool) {
         "hot data needs no warming"
     );
 }
+
+#[test]
+fn request_and_append_latencies_are_histograms_on_the_metrics_page() {
+    let server = Server::start(&[]);
+    let mut c = Client::connect(server.addr);
+    let b = batch::build_batch(0, &[b"timed"]);
+    for _ in 0..7 {
+        produce(&mut c, 9, "lat", 0, &b);
+    }
+    for _ in 0..3 {
+        c.call(12, &fetch_req("lat", 0, 0, 0, 1));
+    }
+    let produce_count = "sluice_request_duration_seconds_count{api=\"Produce\"}";
+    assert_eq!(server.metric_eventually(produce_count, 7), 7);
+    assert_eq!(
+        server.metric_eventually("sluice_request_duration_seconds_count{api=\"Fetch\"}", 3),
+        3
+    );
+    // Every request is in the +Inf bucket, and buckets are cumulative.
+    assert_eq!(
+        server.metric("sluice_request_duration_seconds_bucket{api=\"Produce\",le=\"+Inf\"}"),
+        7
+    );
+    assert!(
+        server.metric("sluice_request_duration_seconds_bucket{api=\"Produce\",le=\"10\"}")
+            >= server
+                .metric("sluice_request_duration_seconds_bucket{api=\"Produce\",le=\"0.001\"}")
+    );
+    assert_eq!(server.metric("sluice_append_duration_seconds_count"), 7);
+    assert_eq!(server.metric("sluice_append_queue_seconds_count"), 7);
+}
