@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sluice_broker::client::Client;
 use sluice_io::{DataPath, FileRegion, Sender};
 
@@ -40,7 +40,34 @@ impl BrokerProcess {
     /// Starts `exe serve` on `data_dir` with extra flags and waits until it
     /// listens (its data directory is open by then).
     pub fn start(exe: &Path, data_dir: &Path, args: &[String]) -> std::io::Result<BrokerProcess> {
-        let mut child = Command::new(exe)
+        Self::start_on(exe, data_dir, args, None)
+    }
+
+    /// As [`start`](Self::start), with every thread of the broker on one CPU.
+    pub fn start_on(
+        exe: &Path,
+        data_dir: &Path,
+        args: &[String],
+        cpu: Option<usize>,
+    ) -> std::io::Result<BrokerProcess> {
+        let mut command = Command::new(exe);
+        if let Some(cpu) = cpu {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and
+            // only makes one async-signal-safe syscall on a set it owns.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -190,7 +217,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Machine facts for a report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Machine {
     pub date_utc: String,
     pub cores: usize,
@@ -229,10 +256,10 @@ pub struct ConsumeScenario {
 }
 
 /// One broker run: one data path, one consumer count, one round.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConsumeRun {
     pub round: usize,
-    pub path: &'static str,
+    pub path: String,
     pub consumers: u32,
     pub gb_per_s: f64,
     pub fetch_p99_ms: f64,
@@ -245,16 +272,16 @@ pub struct ConsumeRun {
 }
 
 /// The bare io-layer transfer of the same segment bytes, in the same round.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BaselineRun {
     pub round: usize,
     pub gb_per_s: f64,
 }
 
 /// Medians over the rounds of one (path, consumers) cell.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConsumeRow {
-    pub path: &'static str,
+    pub path: String,
     pub consumers: u32,
     pub gb_per_s: f64,
     pub gb_per_s_min: f64,
@@ -266,7 +293,7 @@ pub struct ConsumeRow {
     pub broker_rss_mib: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConsumeReport {
     pub machine: Machine,
     pub fill_bytes: u64,
@@ -370,7 +397,7 @@ pub fn consume(s: &ConsumeScenario) -> Result<ConsumeReport, String> {
         }
         let gbs: Vec<f64> = cell.iter().map(|r| r.gb_per_s).collect();
         rows.push(ConsumeRow {
-            path: path.name(),
+            path: path.name().to_string(),
             consumers,
             gb_per_s: median(gbs.clone()),
             gb_per_s_min: gbs.iter().copied().fold(f64::MAX, f64::min),
@@ -454,7 +481,7 @@ fn consume_run(
     }
     Ok(ConsumeRun {
         round,
-        path: path.name(),
+        path: path.name().to_string(),
         consumers,
         gb_per_s: report.mb_per_s / 1000.0,
         fetch_p99_ms: report.latency.p99_ms,
@@ -534,6 +561,10 @@ pub struct IsolationScenario {
     pub repeats: usize,
     /// Longest a catch-up phase may last.
     pub max_run: Duration,
+    /// (broker CPU, load generator CPU): keep the two off each other's core,
+    /// so the producer's latency is the broker's and not the generator's
+    /// wait for a core.
+    pub pin: Option<(usize, usize)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -563,6 +594,7 @@ pub struct IsolationReport {
     pub machine: Machine,
     pub backlog_bytes: u64,
     pub rate: u64,
+    pub pinned: Option<(usize, usize)>,
     pub runs: Vec<IsolationRun>,
     /// Median p99 ratio (with consumer / alone), isolation on and off.
     pub ratio_on: f64,
@@ -596,6 +628,9 @@ pub fn isolation(s: &IsolationScenario) -> Result<IsolationReport, String> {
     fill(broker.addr, "backlog", s.backlog_bytes)?;
     fill(broker.addr, "live", 1 << 20)?;
     broker.stop();
+    if let Some((_, generator)) = s.pin {
+        crate::pin_to_cpu(generator).map_err(io)?;
+    }
     let mut runs = Vec::new();
     let total = s.repeats * 2;
     let mut step = 0;
@@ -622,6 +657,7 @@ pub fn isolation(s: &IsolationScenario) -> Result<IsolationReport, String> {
         machine: Machine::here(),
         backlog_bytes: s.backlog_bytes,
         rate: s.rate,
+        pinned: s.pin,
         ratio_on: ratio(true),
         ratio_off: ratio(false),
         runs,
@@ -635,10 +671,11 @@ fn isolation_run(
     isolation: bool,
 ) -> Result<IsolationRun, String> {
     let io = |e: std::io::Error| e.to_string();
-    let broker = BrokerProcess::start(
+    let broker = BrokerProcess::start_on(
         &s.exe,
         data,
         &["--fetch-isolation".to_string(), isolation.to_string()],
+        s.pin.map(|(broker, _)| broker),
     )
     .map_err(io)?;
     let producer = |until: Option<Arc<AtomicBool>>, duration: Duration| ProduceOptions {
@@ -820,12 +857,16 @@ pub fn isolation_table(r: &IsolationReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "sluice bench broker isolation — {} — {} cores, kernel {}; producer {} records/s (100 B, 16 KiB batches, acks=1); consumer catches up on {} MB evicted",
+        "sluice bench broker isolation — {} — {} cores, kernel {}; producer {} records/s (100 B, 16 KiB batches, acks=1); consumer catches up on {} MB evicted; {}",
         r.machine.date_utc,
         r.machine.cores,
         r.machine.kernel,
         r.rate,
-        r.backlog_bytes / 1_000_000
+        r.backlog_bytes / 1_000_000,
+        match r.pinned {
+            Some((b, g)) => format!("broker on CPU {b}, load generator on CPU {g}"),
+            None => "nothing pinned".to_string(),
+        }
     );
     let _ = writeln!(
         out,
@@ -923,7 +964,7 @@ fn bar_panel<DB: plotters::prelude::DrawingBackend>(
 /// broker CPU per GB with the bare sendfile bar beside them, and scaling.
 pub fn write_consume_svg(r: &ConsumeReport, path: &Path) -> Result<(), String> {
     use plotters::prelude::*;
-    let root = SVGBackend::new(path, (1200, 800)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 1200)).into_drawing_area();
     root.fill(&WHITE).map_err(svg_err)?;
     let (title, body) = root.split_vertically(40);
     title
@@ -935,7 +976,7 @@ pub fn write_consume_svg(r: &ConsumeReport, path: &Path) -> Result<(), String> {
             ("sans-serif", 20),
         )
         .map_err(svg_err)?;
-    let panels = body.split_evenly((2, 2));
+    let panels = body.split_evenly((3, 2));
     let one: Vec<&ConsumeRow> = r.rows.iter().filter(|x| x.consumers == 1).collect();
     let mut gbs: Vec<(String, f64)> = one
         .iter()
@@ -960,66 +1001,80 @@ pub fn write_consume_svg(r: &ConsumeReport, path: &Path) -> Result<(), String> {
         "1 consumer: transfer syscalls per fetch",
         &calls,
     )?;
-    // Scaling: GB/s by consumer count, one line per path.
-    let counts: Vec<u32> = {
-        let mut c: Vec<u32> = r.rows.iter().map(|x| x.consumers).collect();
-        c.sort_unstable();
-        c.dedup();
-        c
-    };
-    if counts.len() > 1 {
-        let ymax = r.rows.iter().map(|x| x.gb_per_s).fold(0.0, f64::max) * 1.2;
-        let xs = |c: u32| f64::from(c).log2();
-        let mut chart = ChartBuilder::on(&panels[3])
-            .caption("scaling: GB/s by consumers", ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
-            .build_cartesian_2d(
-                -0.5..xs(*counts.last().unwrap_or(&1)) + 0.5,
-                0.0..ymax.max(1e-9),
-            )
-            .map_err(svg_err)?;
+    lines_by_consumers(&panels[3], "scaling: GB/s by consumers", r, |x| x.gb_per_s)?;
+    lines_by_consumers(&panels[4], "broker RSS (MiB) by consumers", r, |x| {
+        x.broker_rss_mib
+    })?;
+    lines_by_consumers(&panels[5], "fetch p99 (ms) by consumers", r, |x| {
+        x.fetch_p99_ms
+    })?;
+    root.present().map_err(svg_err)
+}
+
+/// One line per data path of a row metric against the consumer count (log
+/// scale), when more than one count was run.
+fn lines_by_consumers<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    r: &ConsumeReport,
+    metric: fn(&ConsumeRow) -> f64,
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    let mut counts: Vec<u32> = r.rows.iter().map(|x| x.consumers).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    if counts.len() < 2 {
+        return Ok(());
+    }
+    let ymax = r.rows.iter().map(metric).fold(0.0, f64::max) * 1.2;
+    let xs = |c: u32| f64::from(c).log2();
+    let xmax = xs(*counts.last().unwrap_or(&1)) + 0.5;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(-0.5..xmax, 0.0..ymax.max(1e-9))
+        .map_err(svg_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("consumers (log scale)")
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-6 && *v >= 0.0 {
+                format!("{}", 2f64.powf(v.round()) as u64)
+            } else {
+                String::new()
+            }
+        })
+        .draw()
+        .map_err(svg_err)?;
+    let colors = [RED, BLUE, GREEN, MAGENTA, BLACK];
+    let mut paths: Vec<&str> = r.rows.iter().map(|x| x.path.as_str()).collect();
+    paths.dedup();
+    for (i, p) in paths.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let pts: Vec<(f64, f64)> = r
+            .rows
+            .iter()
+            .filter(|x| x.path == *p)
+            .map(|x| (xs(x.consumers), metric(x)))
+            .collect();
         chart
-            .configure_mesh()
-            .x_desc("consumers (log scale)")
-            .x_label_formatter(&|v| {
-                if (v - v.round()).abs() < 1e-6 && *v >= 0.0 {
-                    format!("{}", 2f64.powf(v.round()) as u64)
-                } else {
-                    String::new()
-                }
-            })
-            .draw()
-            .map_err(svg_err)?;
-        let colors = [RED, BLUE, GREEN, MAGENTA, BLACK];
-        let mut paths: Vec<&str> = r.rows.iter().map(|x| x.path).collect();
-        paths.dedup();
-        for (i, p) in paths.iter().enumerate() {
-            let color = colors[i % colors.len()];
-            let pts: Vec<(f64, f64)> = r
-                .rows
-                .iter()
-                .filter(|x| x.path == *p)
-                .map(|x| (xs(x.consumers), x.gb_per_s))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(svg_err)?
-                .label(*p)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                .map_err(svg_err)?;
-        }
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(svg_err)?
+            .label(*p)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
             .map_err(svg_err)?;
     }
-    root.present().map_err(svg_err)
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(svg_err)?;
+    Ok(())
 }
 
 /// The isolation report as an SVG: produce p99 alone and with the catching-up

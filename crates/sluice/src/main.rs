@@ -102,6 +102,9 @@ struct BrokerConsumeArgs {
     json: Option<PathBuf>,
     #[arg(long, default_value = "bench-out/broker-consume.svg")]
     svg: PathBuf,
+    /// Measure nothing: print and draw a report saved earlier with --json.
+    #[arg(long, value_name = "JSON")]
+    redraw: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -119,6 +122,9 @@ struct BrokerIsolationArgs {
     /// Longest a catch-up may take, in seconds.
     #[arg(long, default_value_t = 60)]
     max_run_s: u64,
+    /// Run the broker on CPU 0 and the load generator on CPU 1.
+    #[arg(long)]
+    pin: bool,
     #[arg(long)]
     json: Option<PathBuf>,
     #[arg(long, default_value = "bench-out/broker-isolation.svg")]
@@ -493,6 +499,14 @@ fn write_json_and_svg<T>(
 
 fn bench_broker_consume(a: BrokerConsumeArgs) -> Result<()> {
     use sluice_bench::harness;
+    if let Some(saved) = &a.redraw {
+        let text = std::fs::read_to_string(saved)
+            .with_context(|| format!("reading {}", saved.display()))?;
+        let report: harness::ConsumeReport =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", saved.display()))?;
+        print!("{}", harness::consume_table(&report));
+        return write_json_and_svg(&report, text, None, &a.svg, harness::write_consume_svg);
+    }
     let scenario = harness::ConsumeScenario {
         exe: std::env::current_exe().context("locating the sluice binary")?,
         dir: a.dir,
@@ -524,6 +538,7 @@ fn bench_broker_isolation(a: BrokerIsolationArgs) -> Result<()> {
         rate: a.rate.max(1),
         repeats: a.repeats.max(1),
         max_run: Duration::from_secs(a.max_run_s.max(1)),
+        pin: a.pin.then_some((0, 1)),
     };
     let report = harness::isolation(&scenario).map_err(|e| anyhow::anyhow!(e))?;
     print!("{}", harness::isolation_table(&report));
