@@ -587,6 +587,10 @@ pub struct IsolationRun {
     pub broker_produce_p99_ms: f64,
     pub broker_append_queue_p99_ms: f64,
     pub broker_append_p99_ms: f64,
+    /// Upper bound (ms) of the latest bucket any 1 ms runtime tick landed in
+    /// during the window with the consumer: the longest the broker's async
+    /// workers were unable to run a ready task.
+    pub broker_tick_lateness_max_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -750,7 +754,40 @@ fn isolation_run(
         broker_produce_p99_ms: p99("sluice_request_duration_seconds", "api=\"Produce\","),
         broker_append_queue_p99_ms: p99("sluice_append_queue_seconds", ""),
         broker_append_p99_ms: p99("sluice_append_duration_seconds", ""),
+        broker_tick_lateness_max_ms: histogram_max_ms(
+            &before,
+            &after,
+            "sluice_runtime_tick_lateness_seconds",
+        ),
     })
+}
+
+/// The upper bound (ms) of the highest bucket a histogram gained samples in
+/// between two scrapes.
+fn histogram_max_ms(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    name: &str,
+) -> f64 {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = after
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, v - before.get(k).copied().unwrap_or(0.0)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    buckets
+        .iter()
+        .find(|(_, cumulative)| *cumulative >= total && total > 0.0)
+        .map_or(0.0, |(bound, _)| bound * 1000.0)
 }
 
 /// The upper bound (ms) of the bucket holding the 99th percentile of what a
@@ -870,7 +907,7 @@ pub fn isolation_table(r: &IsolationReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>9} {:>16} {:>16} {:>10} {:>10} {:>13} {:>6}  broker p99 <= ms: produce / append queue / append",
+        "{:>5} {:>9} {:>16} {:>16} {:>10} {:>10} {:>13} {:>6}  broker p99 <= ms: produce / append queue / append; tick lateness max",
         "round",
         "isolation",
         "p99 w/ consumer",
@@ -883,7 +920,7 @@ pub fn isolation_table(r: &IsolationReport) -> String {
     for run in &r.runs {
         let _ = writeln!(
             out,
-            "{:>5} {:>9} {:>13.2} ms {:>13.2} ms {:>9.2}x {:>7.2} ms {:>13.2} {:>6}  {} / {} / {}",
+            "{:>5} {:>9} {:>13.2} ms {:>13.2} ms {:>9.2}x {:>7.2} ms {:>13.2} {:>6}  {} / {} / {}; {}",
             run.round + 1,
             if run.isolation { "on" } else { "off" },
             run.with_consumer_p99_ms,
@@ -894,7 +931,8 @@ pub fn isolation_table(r: &IsolationReport) -> String {
             run.cold_regions_warmed,
             run.broker_produce_p99_ms,
             run.broker_append_queue_p99_ms,
-            run.broker_append_p99_ms
+            run.broker_append_p99_ms,
+            run.broker_tick_lateness_max_ms
         );
     }
     let _ = writeln!(

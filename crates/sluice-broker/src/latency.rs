@@ -82,6 +82,9 @@ pub struct Latencies {
     /// Produce appends: inside `Partition::append` (and a flush, if acks=-1
     /// waits for one).
     pub append: Histogram,
+    /// How late a 1 ms timer task wakes on the async runtime: a worker that
+    /// is blocked or busy shows here before it shows anywhere else.
+    pub tick_lateness: Histogram,
 }
 
 /// Kafka's API keys are small numbers; anything above is not served.
@@ -93,6 +96,7 @@ impl Default for Latencies {
             requests: (0..=MAX_API_KEY).map(|_| Histogram::default()).collect(),
             append_queue: Histogram::default(),
             append: Histogram::default(),
+            tick_lateness: Histogram::default(),
         }
     }
 }
@@ -133,6 +137,10 @@ impl Latencies {
         out.push_str("# TYPE sluice_append_duration_seconds histogram\n");
         self.append
             .render("sluice_append_duration_seconds", "", &mut out);
+        out.push_str("# HELP sluice_runtime_tick_lateness_seconds How late a 1 ms timer task on the async runtime wakes.\n");
+        out.push_str("# TYPE sluice_runtime_tick_lateness_seconds histogram\n");
+        self.tick_lateness
+            .render("sluice_runtime_tick_lateness_seconds", "", &mut out);
         out
     }
 }

@@ -215,6 +215,20 @@ impl Broker {
     /// Accepts connections until `shutdown` resolves.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // The runtime's pulse: a task that asks to wake every millisecond
+        // and records how late it was.
+        let pulse = {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                const TICK: std::time::Duration = std::time::Duration::from_millis(1);
+                loop {
+                    let asked = std::time::Instant::now();
+                    tokio::time::sleep(TICK).await;
+                    let late = asked.elapsed().saturating_sub(TICK);
+                    inner.latencies.tick_lateness.observe(late);
+                }
+            })
+        };
         // The group coordinator's clock: due rebalances and expired sessions.
         let ticker = {
             let inner = self.inner.clone();
@@ -250,6 +264,7 @@ impl Broker {
             })
         };
         let _stop_ticker = AbortOnDrop(ticker);
+        let _stop_pulse = AbortOnDrop(pulse);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,

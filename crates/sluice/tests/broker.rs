@@ -874,4 +874,6 @@ fn request_and_append_latencies_are_histograms_on_the_metrics_page() {
     );
     assert_eq!(server.metric("sluice_append_duration_seconds_count"), 7);
     assert_eq!(server.metric("sluice_append_queue_seconds_count"), 7);
+    // The runtime's 1 ms pulse has been ticking all along.
+    assert!(server.metric("sluice_runtime_tick_lateness_seconds_count") > 0);
 }
