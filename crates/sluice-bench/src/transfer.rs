@@ -542,7 +542,7 @@ fn meta(
     let offload = sluice_io::offload::offload_for_socket(conn.fd());
     let splice_pipe_bytes = Sender::new(conn.fd(), DataPath::Splice)
         .ok()
-        .and_then(|s| s.pipe_capacity());
+        .and_then(|mut s| s.open_pipe().ok().flatten());
     drop(conn);
     let file_system = rustix::fs::fstatfs(file)
         // f_type's width differs between architectures.

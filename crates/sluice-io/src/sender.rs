@@ -248,7 +248,10 @@ pub struct Sender {
     buf: Vec<u8>,
     /// Bytes of `buf` read from the file and not yet sent (`read+write`).
     staged: Range<usize>,
+    /// Opened on the first file region (a connection that only ever gets
+    /// small responses, a producer's, costs no pipe).
     pipe: Option<Pipe>,
+    pipe_size: usize,
     /// The io_uring path's ring (with `pipe`).
     ring: Option<uring::Ring>,
     generation: u64,
@@ -277,11 +280,6 @@ impl Sender {
         } else {
             Vec::new()
         };
-        let pipe = if matches!(path, DataPath::Splice | DataPath::IoUring) {
-            Some(Pipe::open(pipe_size)?)
-        } else {
-            None
-        };
         let ring = if path == DataPath::IoUring {
             Some(uring::Ring::new()?)
         } else {
@@ -292,7 +290,8 @@ impl Sender {
             kind,
             buf,
             staged: 0..0,
-            pipe,
+            pipe: None,
+            pipe_size,
             ring,
             generation: 0,
             totals: Counters::default(),
@@ -307,9 +306,19 @@ impl Sender {
         self.kind
     }
 
-    /// The splice pipe's actual capacity, if this sender splices.
+    /// The splice pipe's actual capacity, once this sender has opened it
+    /// (see [`Sender::open_pipe`]).
     pub fn pipe_capacity(&self) -> Option<usize> {
         self.pipe.as_ref().map(|p| p.capacity)
+    }
+
+    /// Opens the pipe now, if this path uses one and it is not open yet (it
+    /// is otherwise opened for the first file region). Returns its capacity.
+    pub fn open_pipe(&mut self) -> Result<Option<usize>, TransferError> {
+        if matches!(self.path, DataPath::Splice | DataPath::IoUring) && self.pipe.is_none() {
+            self.pipe = Some(Pipe::open(self.pipe_size)?);
+        }
+        Ok(self.pipe_capacity())
     }
 
     /// Everything this sender has done since it was made.
@@ -712,8 +721,9 @@ impl Sender {
         remaining: u64,
         more_after: bool,
     ) -> Result<Attempt<()>, TransferError> {
+        self.open_pipe()?;
         let Some(pipe) = self.pipe.as_mut() else {
-            unreachable!("a splice sender always has a pipe")
+            unreachable!("opened above")
         };
         if pipe.pending == 0 {
             let count = remaining.min(pipe.capacity as u64) as usize;

@@ -454,3 +454,26 @@ fn message_of_hundreds_of_chunks_arrives_in_order() {
         }
     }
 }
+
+/// A connection that only ever sends byte runs (a producer's responses)
+/// costs no pipe on the splice path; the first file region opens it.
+#[test]
+fn the_splice_pipe_is_opened_by_the_first_file_region() {
+    let data = pattern(10_000);
+    let (_path, file) = file_with(&data);
+    let (tx, rx) = pair(Net::Tcp);
+    let reader = receive_all(rx, NO_DELAY);
+    let mut sender = Sender::new(tx.fd(), DataPath::Splice).expect("sender");
+    sender
+        .send(tx.fd(), &mut Message::new(vec![Chunk::Bytes(b"only bytes")]))
+        .expect("bytes");
+    assert_eq!(sender.pipe_capacity(), None, "no pipe for byte runs");
+    sender
+        .send_region(tx.fd(), FileRegion::new(&file, 0, 10_000))
+        .expect("region");
+    assert!(sender.pipe_capacity().is_some_and(|c| c >= 4096));
+    drop(tx);
+    let got = reader.join().expect("reader");
+    assert_eq!(&got[..10], b"only bytes");
+    assert!(got[10..] == data[..]);
+}

@@ -397,8 +397,9 @@ impl Sender {
         socket: BorrowedFd<'_>,
         msg: &mut Message<'_>,
     ) -> Result<Progress, TransferError> {
+        self.open_pipe()?;
         let (Some(ring), Some(pipe)) = (self.ring.as_mut(), self.pipe.as_mut()) else {
-            unreachable!("an io_uring sender always has a ring and a pipe")
+            unreachable!("an io_uring sender always has a ring, and the pipe was opened above")
         };
         loop {
             while msg.idx < msg.chunks.len() && msg.done_in_chunk == msg.chunks[msg.idx].len() {
