@@ -739,7 +739,7 @@ fn isolation_run(
             .copied()
             .unwrap_or(0.0)
     };
-    let p99 = |name: &str, labels: &str| histogram_p99_ms(&before, &after, name, labels);
+    let p99 = |name: &str, labels: &str| histogram_quantile_ms(&before, &after, name, labels, 0.99);
     Ok(IsolationRun {
         round,
         isolation,
@@ -754,50 +754,26 @@ fn isolation_run(
         broker_produce_p99_ms: p99("sluice_request_duration_seconds", "api=\"Produce\","),
         broker_append_queue_p99_ms: p99("sluice_append_queue_seconds", ""),
         broker_append_p99_ms: p99("sluice_append_duration_seconds", ""),
-        broker_tick_lateness_max_ms: histogram_max_ms(
+        broker_tick_lateness_max_ms: histogram_quantile_ms(
             &before,
             &after,
             "sluice_runtime_tick_lateness_seconds",
+            "",
+            1.0,
         ),
     })
 }
 
-/// The upper bound (ms) of the highest bucket a histogram gained samples in
-/// between two scrapes.
-fn histogram_max_ms(
-    before: &BTreeMap<String, f64>,
-    after: &BTreeMap<String, f64>,
-    name: &str,
-) -> f64 {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let mut buckets: Vec<(f64, f64)> = after
-        .iter()
-        .filter_map(|(k, v)| {
-            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
-            let bound = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((bound, v - before.get(k).copied().unwrap_or(0.0)))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    buckets
-        .iter()
-        .find(|(_, cumulative)| *cumulative >= total && total > 0.0)
-        .map_or(0.0, |(bound, _)| bound * 1000.0)
-}
-
-/// The upper bound (ms) of the bucket holding the 99th percentile of what a
-/// Prometheus histogram gained between two scrapes; `labels` is the label
-/// text before `le` (`""`, or `api="Produce",`).
-fn histogram_p99_ms(
+/// The upper bound (ms) of the bucket holding quantile `q` (1.0: the
+/// largest sample) of what a Prometheus histogram gained between two
+/// scrapes; `labels` is the label text before `le` (`""`, or
+/// `api="Produce",`). 0 when it gained nothing.
+fn histogram_quantile_ms(
     before: &BTreeMap<String, f64>,
     after: &BTreeMap<String, f64>,
     name: &str,
     labels: &str,
+    q: f64,
 ) -> f64 {
     let prefix = format!("{name}_bucket{{{labels}le=\"");
     let mut buckets: Vec<(f64, f64)> = after
@@ -819,7 +795,7 @@ fn histogram_p99_ms(
     }
     buckets
         .iter()
-        .find(|(_, cumulative)| *cumulative >= 0.99 * total)
+        .find(|(_, cumulative)| *cumulative >= q * total)
         .map_or(f64::INFINITY, |(bound, _)| bound * 1000.0)
 }
 

@@ -488,23 +488,6 @@ pub fn summary(r: &LoadReport) -> String {
     )
 }
 
-/// One line for logs.
-pub fn summary_line(r: &LoadReport) -> String {
-    format!(
-        "{}: {:.0} records/s, {:.1} MB/s over {:.1} s ({} requests, {} errors); latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-        r.kind,
-        r.records_per_s,
-        r.mb_per_s,
-        r.seconds,
-        r.requests,
-        r.errors,
-        r.latency.p50_ms,
-        r.latency.p99_ms,
-        r.latency.p999_ms,
-        r.latency.max_ms
-    )
-}
-
 /// What `sluice bench e2e` runs.
 #[derive(Clone, Debug)]
 pub struct EndToEndOptions {

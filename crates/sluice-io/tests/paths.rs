@@ -465,7 +465,10 @@ fn the_splice_pipe_is_opened_by_the_first_file_region() {
     let reader = receive_all(rx, NO_DELAY);
     let mut sender = Sender::new(tx.fd(), DataPath::Splice).expect("sender");
     sender
-        .send(tx.fd(), &mut Message::new(vec![Chunk::Bytes(b"only bytes")]))
+        .send(
+            tx.fd(),
+            &mut Message::new(vec![Chunk::Bytes(b"only bytes")]),
+        )
         .expect("bytes");
     assert_eq!(sender.pipe_capacity(), None, "no pipe for byte runs");
     sender
