@@ -591,6 +591,10 @@ pub struct IsolationRun {
     /// during the window with the consumer: the longest the broker's async
     /// workers were unable to run a ready task.
     pub broker_tick_lateness_max_ms: f64,
+    /// The load generator's own lateness in writing requests in the window
+    /// with the consumer (p99 and max, ms).
+    pub generator_send_delay_p99_ms: f64,
+    pub generator_send_delay_max_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -754,6 +758,8 @@ fn isolation_run(
         broker_produce_p99_ms: p99("sluice_request_duration_seconds", "api=\"Produce\","),
         broker_append_queue_p99_ms: p99("sluice_append_queue_seconds", ""),
         broker_append_p99_ms: p99("sluice_append_duration_seconds", ""),
+        generator_send_delay_p99_ms: with.send_delay.as_ref().map_or(0.0, |d| d.p99_ms),
+        generator_send_delay_max_ms: with.send_delay.as_ref().map_or(0.0, |d| d.max_ms),
         broker_tick_lateness_max_ms: histogram_quantile_ms(
             &before,
             &after,
@@ -883,7 +889,7 @@ pub fn isolation_table(r: &IsolationReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>9} {:>16} {:>16} {:>10} {:>10} {:>13} {:>6}  broker p99 <= ms: produce / append queue / append; tick lateness max",
+        "{:>5} {:>9} {:>16} {:>16} {:>10} {:>10} {:>13} {:>6}  broker p99 <= ms: produce / append queue / append; tick lateness max; generator send delay p99/max",
         "round",
         "isolation",
         "p99 w/ consumer",
@@ -896,7 +902,7 @@ pub fn isolation_table(r: &IsolationReport) -> String {
     for run in &r.runs {
         let _ = writeln!(
             out,
-            "{:>5} {:>9} {:>13.2} ms {:>13.2} ms {:>9.2}x {:>7.2} ms {:>13.2} {:>6}  {} / {} / {}; {}",
+            "{:>5} {:>9} {:>13.2} ms {:>13.2} ms {:>9.2}x {:>7.2} ms {:>13.2} {:>6}  {} / {} / {}; {}; {:.2}/{:.2}",
             run.round + 1,
             if run.isolation { "on" } else { "off" },
             run.with_consumer_p99_ms,
@@ -908,7 +914,9 @@ pub fn isolation_table(r: &IsolationReport) -> String {
             run.broker_produce_p99_ms,
             run.broker_append_queue_p99_ms,
             run.broker_append_p99_ms,
-            run.broker_tick_lateness_max_ms
+            run.broker_tick_lateness_max_ms,
+            run.generator_send_delay_p99_ms,
+            run.generator_send_delay_max_ms
         );
     }
     let _ = writeln!(

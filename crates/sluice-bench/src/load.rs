@@ -81,6 +81,11 @@ pub struct LoadReport {
     /// Broker CPU seconds (user + system) per GB of record bytes in the
     /// measured window, when the broker runs on this machine.
     pub broker_cpu_s_per_gb: Option<f64>,
+    /// Paced produce runs: how late each request was fully written, after
+    /// the time it was due — the load generator's own delay (a writer thread
+    /// waiting for a core, or a full in-flight window), which the request
+    /// latencies include.
+    pub send_delay: Option<Latency>,
 }
 
 fn latency(h: &Histogram<u64>) -> Latency {
@@ -166,10 +171,12 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
     let rate_per_conn = opts
         .target_rate
         .map(|r| r as f64 / f64::from(opts.connections.max(1)));
+    let send_delays = Arc::new(std::sync::Mutex::new(histogram()));
     let mut handles = Vec::new();
     for conn in 0..opts.connections.max(1) {
         let (opts, batch, stop, measuring) =
             (opts.clone(), batch.clone(), stop.clone(), measuring.clone());
+        let send_delays = send_delays.clone();
         handles.push(std::thread::spawn(
             move || -> Result<(u64, u64, u64, Histogram<u64>), ClientError> {
                 let mut client = Client::connect(opts.broker.as_str())?;
@@ -251,6 +258,12 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                             batch.clone(),
                             opts.acks,
                         )?;
+                        if measured && rate_per_conn.is_some() {
+                            let late = t0.elapsed().as_micros().max(1) as u64;
+                            if let Ok(mut h) = send_delays.lock() {
+                                let _ = h.record(late);
+                            }
+                        }
                         if queue.send((corr, t0, measured)).is_err() {
                             break; // the reader stopped: its error says why
                         }
@@ -294,8 +307,16 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
         let _ = hist.add(&part);
     }
     let bytes = records * opts.record_bytes as u64;
+    let send_delay = opts.target_rate.and_then(|_| {
+        send_delays
+            .lock()
+            .ok()
+            .filter(|h| !h.is_empty())
+            .map(|h| latency(&h))
+    });
     Ok(LoadReport {
         broker_cpu_s_per_gb: cpu.map(|c| c / (bytes as f64 / 1e9).max(1e-9)),
+        send_delay,
         kind: "produce",
         records,
         bytes,
@@ -412,6 +433,7 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
     }
     Ok(LoadReport {
         broker_cpu_s_per_gb: cpu.map(|c| c / (bytes as f64 / 1e9).max(1e-9)),
+        send_delay: None,
         kind: "consume",
         records,
         bytes,
@@ -596,6 +618,7 @@ pub fn end_to_end(opts: &EndToEndOptions) -> Result<LoadReport, ClientError> {
     Ok(LoadReport {
         // Latency at a fixed rate, not a throughput measurement.
         broker_cpu_s_per_gb: None,
+        send_delay: None,
         kind: "e2e",
         records,
         bytes,
