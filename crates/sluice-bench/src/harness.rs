@@ -565,6 +565,8 @@ pub struct IsolationScenario {
     /// so the producer's latency is the broker's and not the generator's
     /// wait for a core.
     pub pin: Option<(usize, usize)>,
+    /// The brokers' data path (their default if None).
+    pub data_path: Option<DataPath>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -603,6 +605,7 @@ pub struct IsolationReport {
     pub backlog_bytes: u64,
     pub rate: u64,
     pub pinned: Option<(usize, usize)>,
+    pub data_path: Option<String>,
     pub runs: Vec<IsolationRun>,
     /// Median p99 ratio (with consumer / alone), isolation on and off.
     pub ratio_on: f64,
@@ -666,6 +669,7 @@ pub fn isolation(s: &IsolationScenario) -> Result<IsolationReport, String> {
         backlog_bytes: s.backlog_bytes,
         rate: s.rate,
         pinned: s.pin,
+        data_path: s.data_path.map(|p| p.name().to_string()),
         ratio_on: ratio(true),
         ratio_off: ratio(false),
         runs,
@@ -679,13 +683,12 @@ fn isolation_run(
     isolation: bool,
 ) -> Result<IsolationRun, String> {
     let io = |e: std::io::Error| e.to_string();
-    let broker = BrokerProcess::start_on(
-        &s.exe,
-        data,
-        &["--fetch-isolation".to_string(), isolation.to_string()],
-        s.pin.map(|(broker, _)| broker),
-    )
-    .map_err(io)?;
+    let mut args = vec!["--fetch-isolation".to_string(), isolation.to_string()];
+    if let Some(path) = s.data_path {
+        args.extend(["--data-path".to_string(), path.name().to_string()]);
+    }
+    let broker = BrokerProcess::start_on(&s.exe, data, &args, s.pin.map(|(broker, _)| broker))
+        .map_err(io)?;
     let producer = |until: Option<Arc<AtomicBool>>, duration: Duration| ProduceOptions {
         broker: broker.addr.to_string(),
         topic: "live".into(),
@@ -885,7 +888,11 @@ pub fn isolation_table(r: &IsolationReport) -> String {
         match r.pinned {
             Some((b, g)) => format!("broker on CPU {b}, load generator on CPU {g}"),
             None => "nothing pinned".to_string(),
-        }
+        } + &r
+            .data_path
+            .as_ref()
+            .map(|p| format!("; --data-path {p}"))
+            .unwrap_or_default()
     );
     let _ = writeln!(
         out,

@@ -125,6 +125,9 @@ struct BrokerIsolationArgs {
     /// Run the broker on CPU 0 and the load generator on CPU 1.
     #[arg(long)]
     pin: bool,
+    /// The brokers' data path (default: serve's default).
+    #[arg(long)]
+    data_path: Option<sluice_io::DataPath>,
     #[arg(long)]
     json: Option<PathBuf>,
     #[arg(long, default_value = "bench-out/broker-isolation.svg")]
@@ -539,6 +542,7 @@ fn bench_broker_isolation(a: BrokerIsolationArgs) -> Result<()> {
         repeats: a.repeats.max(1),
         max_run: Duration::from_secs(a.max_run_s.max(1)),
         pin: a.pin.then_some((0, 1)),
+        data_path: a.data_path,
     };
     let report = harness::isolation(&scenario).map_err(|e| anyhow::anyhow!(e))?;
     print!("{}", harness::isolation_table(&report));
