@@ -358,7 +358,7 @@ fn topic_error_code(e: &TopicError) -> i16 {
 /// Looks a topic up, creating it on first use when allowed. Returns the
 /// partition count, or a Kafka error code.
 fn ensure_topic(inner: &Inner, name: &str, create: bool) -> Result<u32, i16> {
-    if let Some((_, n)) = inner.log.topics().into_iter().find(|(t, _)| t == name) {
+    if let Some(n) = inner.log.partition_count(name) {
         return Ok(n);
     }
     if let Err(e) = sluice_log::validate_topic_name(name) {
@@ -378,10 +378,7 @@ fn ensure_topic(inner: &Inner, name: &str, create: bool) -> Result<u32, i16> {
         // Another connection created it first.
         Err(TopicError::Exists(_)) => inner
             .log
-            .topics()
-            .into_iter()
-            .find(|(t, _)| t == name)
-            .map(|(_, n)| n)
+            .partition_count(name)
             .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
         Err(e) => Err(topic_error_code(&e)),
     }
@@ -479,7 +476,20 @@ async fn produce(inner: &Arc<Inner>, r: ProduceRequest) -> Option<ProduceRespons
     let mut appended_any = false;
     for topic in r.topic_data {
         let name = topic.name.0.to_string();
-        let found = ensure_topic(inner, &name, inner.config.auto_create_topics);
+        // Known topics are a map lookup; creating one touches the disk, so
+        // it runs on the blocking pool.
+        let found = match inner.log.partition_count(&name) {
+            Some(n) => Ok(n),
+            None => {
+                let (create_inner, create_name) = (inner.clone(), name.clone());
+                let create = inner.config.auto_create_topics;
+                tokio::task::spawn_blocking(move || {
+                    ensure_topic(&create_inner, &create_name, create)
+                })
+                .await
+                .unwrap_or(Err(code::KAFKA_STORAGE_ERROR))
+            }
+        };
         let mut t = TopicProduceResponse::default();
         t.name = topic.name.clone();
         for pd in topic.partition_data {

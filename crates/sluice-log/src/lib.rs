@@ -78,6 +78,10 @@ pub struct Log {
     dir: PathBuf,
     config: LogConfig,
     topics: RwLock<BTreeMap<String, Vec<Arc<Partition>>>>,
+    /// Held while topics are created or grown: their files are made on disk
+    /// under it, and the topic map's lock is taken only to publish them, so
+    /// lookups (every produce and fetch) never wait for a disk.
+    changing: std::sync::Mutex<()>,
     /// Whether the previous run shut down cleanly.
     recovered_clean: bool,
 }
@@ -131,6 +135,7 @@ impl Log {
             dir: dir.to_path_buf(),
             config,
             topics: RwLock::new(topics),
+            changing: std::sync::Mutex::new(()),
             recovered_clean: clean,
         })
     }
@@ -164,8 +169,8 @@ impl Log {
         if partitions == 0 {
             return Err(TopicError::InvalidPartitions);
         }
-        let mut topics = self.write_topics();
-        if topics.contains_key(name) {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.read_topics().contains_key(name) {
             return Err(TopicError::Exists(name.to_string()));
         }
         let io = |source| TopicError::Io {
@@ -180,35 +185,48 @@ impl Log {
             ));
         }
         partition::sync_dir(&self.dir).map_err(io)?;
-        topics.insert(name.to_string(), list);
+        self.write_topics().insert(name.to_string(), list);
         Ok(())
     }
 
     /// Grows a topic to `count` partitions (Kafka never shrinks one).
     pub fn add_partitions(&self, name: &str, count: u32) -> Result<(), TopicError> {
-        let mut topics = self.write_topics();
-        let list = topics
-            .get_mut(name)
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let have = self
+            .partition_count(name)
             .ok_or_else(|| TopicError::NotFound(name.to_string()))?;
-        if count as usize <= list.len() {
+        if count <= have {
             return Err(TopicError::InvalidPartitions);
         }
         let io = |source| TopicError::Io {
             topic: name.to_string(),
             source,
         };
-        for p in list.len() as u32..count {
+        let mut added = Vec::with_capacity((count - have) as usize);
+        for p in have..count {
             let dir = self.dir.join(format!("{name}-{p}"));
-            list.push(Arc::new(
+            added.push(Arc::new(
                 Partition::open(&dir, self.config.clone(), false).map_err(io)?,
             ));
         }
-        partition::sync_dir(&self.dir).map_err(io)
+        partition::sync_dir(&self.dir).map_err(io)?;
+        match self.write_topics().get_mut(name) {
+            Some(list) => list.extend(added),
+            // Deleted meanwhile: the new partitions go with it.
+            None => return Err(TopicError::NotFound(name.to_string())),
+        }
+        Ok(())
+    }
+
+    /// How many partitions a topic has, if it exists.
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.read_topics().get(topic).map(|ps| ps.len() as u32)
     }
 
     /// Deletes a topic and its files. Readers holding its segments keep
     /// reading until they let go.
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let list = self
             .write_topics()
             .remove(name)

@@ -499,3 +499,46 @@ fn idempotent_batches_are_appended_once_across_a_reopen() {
         assert_eq!(read_all(&p).len(), 2, "{path}: each batch once");
     }
 }
+
+/// Topics created, grown and deleted from many threads at once: each name is
+/// created exactly once, growth is never lost, and lookups see whole topics.
+#[test]
+fn concurrent_topic_changes_are_each_applied_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Arc::new(Log::open(dir.path(), common::small_config(PATHS[1])).expect("open"));
+    let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (log, created) = (log.clone(), created.clone());
+            std::thread::spawn(move || {
+                for t in 0..5 {
+                    let name = format!("t{t}");
+                    match log.create_topic(&name, 2) {
+                        Ok(()) => {
+                            created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(TopicError::Exists(_)) => {}
+                        Err(e) => panic!("create {name}: {e}"),
+                    }
+                    // Lookups see a whole topic (2 partitions, or more once grown).
+                    let n = log.partition_count(&name).expect("exists after create");
+                    assert!(n >= 2, "{name}: {n}");
+                    assert!(log.partition(&name, n - 1).is_some());
+                    if i == 0 {
+                        log.add_partitions(&name, 3).expect("grow");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    assert_eq!(created.load(std::sync::atomic::Ordering::Relaxed), 5);
+    for t in 0..5 {
+        assert_eq!(log.partition_count(&format!("t{t}")), Some(3));
+    }
+    log.delete_topic("t0").expect("delete");
+    assert_eq!(log.partition_count("t0"), None);
+    assert!(!dir.path().join("t0-0").exists());
+}
