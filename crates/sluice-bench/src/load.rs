@@ -98,6 +98,57 @@ fn latency(h: &Histogram<u64>) -> Latency {
     }
 }
 
+impl LoadReport {
+    /// A report of `records` records (`bytes` bytes) over `seconds`, with the
+    /// rates derived; the optional measurements start empty.
+    fn new(
+        kind: &'static str,
+        (records, bytes, requests, errors): (u64, u64, u64, u64),
+        seconds: f64,
+        hist: &Histogram<u64>,
+    ) -> LoadReport {
+        LoadReport {
+            kind,
+            records,
+            bytes,
+            seconds,
+            records_per_s: records as f64 / seconds,
+            mb_per_s: bytes as f64 / seconds / 1e6,
+            latency: latency(hist),
+            requests,
+            errors,
+            broker_cpu_s_per_gb: None,
+            send_delay: None,
+        }
+    }
+
+    /// Sets the broker CPU per GB from the seconds it used in the window.
+    fn with_broker_cpu(mut self, cpu_seconds: Option<f64>) -> LoadReport {
+        self.broker_cpu_s_per_gb = cpu_seconds.map(|c| c / (self.bytes as f64 / 1e9).max(1e-9));
+        self
+    }
+}
+
+/// What one load thread returns: three counts and its latency histogram.
+type ThreadCounts = (u64, u64, u64, Histogram<u64>);
+
+/// Joins load threads; returns their summed counts and merged histogram.
+fn join_counts(
+    handles: Vec<std::thread::JoinHandle<Result<ThreadCounts, ClientError>>>,
+    what: &str,
+) -> Result<ThreadCounts, ClientError> {
+    let mut hist = histogram();
+    let mut sums = (0, 0, 0);
+    for h in handles {
+        let (a, b, c, part) = h
+            .join()
+            .map_err(|_| ClientError::Protocol(format!("{what} thread panicked")))??;
+        sums = (sums.0 + a, sums.1 + b, sums.2 + c);
+        let _ = hist.add(&part);
+    }
+    Ok((sums.0, sums.1, sums.2, hist))
+}
+
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 60 s, 3 significant digits.
     Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -178,7 +229,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
             (opts.clone(), batch.clone(), stop.clone(), measuring.clone());
         let send_delays = send_delays.clone();
         handles.push(std::thread::spawn(
-            move || -> Result<(u64, u64, u64, Histogram<u64>), ClientError> {
+            move || -> Result<ThreadCounts, ClientError> {
                 let mut client = Client::connect(opts.broker.as_str())?;
                 // Responses are read on a thread of their own, so a response
                 // is timed when it arrives, not when the sender next looks.
@@ -194,35 +245,34 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                     .then(|| client.try_clone())
                     .transpose()?
                     .map(|mut responses| {
-                        std::thread::spawn(
-                            move || -> Result<(u64, u64, u64, Histogram<u64>), ClientError> {
-                                let mut hist = histogram();
-                                let (mut records, mut requests, mut errors) = (0u64, 0u64, 0u64);
-                                for (corr, sent_at, counted) in queued {
-                                    let result = responses.produce_result(corr);
-                                    let _ = credit.send(());
-                                    if let Err(ClientError::Io(e)) = &result {
-                                        return Err(ClientError::Io(std::io::Error::new(
-                                            e.kind(),
-                                            e.to_string(),
-                                        )));
-                                    }
-                                    if counted {
-                                        match result {
-                                            Ok(_) => {
-                                                records += per_batch;
-                                                requests += 1;
-                                                let _ = hist.record(
-                                                    sent_at.elapsed().as_micros().max(1) as u64,
+                        std::thread::spawn(move || -> Result<ThreadCounts, ClientError> {
+                            let mut hist = histogram();
+                            let (mut records, mut requests, mut errors) = (0u64, 0u64, 0u64);
+                            for (corr, sent_at, counted) in queued {
+                                let result = responses.produce_result(corr);
+                                let _ = credit.send(());
+                                if let Err(ClientError::Io(e)) = &result {
+                                    return Err(ClientError::Io(std::io::Error::new(
+                                        e.kind(),
+                                        e.to_string(),
+                                    )));
+                                }
+                                if counted {
+                                    match result {
+                                        Ok(_) => {
+                                            records += per_batch;
+                                            requests += 1;
+                                            let _ =
+                                                hist.record(
+                                                    sent_at.elapsed().as_micros().max(1) as u64
                                                 );
-                                            }
-                                            Err(_) => errors += 1,
                                         }
+                                        Err(_) => errors += 1,
                                     }
                                 }
-                                Ok((records, requests, errors, hist))
-                            },
-                        )
+                            }
+                            Ok((records, requests, errors, hist))
+                        })
                     });
                 let (mut records, mut requests) = (0u64, 0u64);
                 let mut partition = conn % partitions;
@@ -295,17 +345,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
     let cpu = broker_cpu.and_then(|c| c.seconds());
     let seconds = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    let mut hist = histogram();
-    let (mut records, mut requests, mut errors) = (0, 0, 0);
-    for h in handles {
-        let (r, q, e, part) = h
-            .join()
-            .map_err(|_| ClientError::Protocol("producer thread panicked".into()))??;
-        records += r;
-        requests += q;
-        errors += e;
-        let _ = hist.add(&part);
-    }
+    let (records, requests, errors, hist) = join_counts(handles, "producer")?;
     let bytes = records * opts.record_bytes as u64;
     let send_delay = opts.target_rate.and_then(|_| {
         send_delays
@@ -314,19 +354,15 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
             .filter(|h| !h.is_empty())
             .map(|h| latency(&h))
     });
-    Ok(LoadReport {
-        broker_cpu_s_per_gb: cpu.map(|c| c / (bytes as f64 / 1e9).max(1e-9)),
-        send_delay,
-        kind: "produce",
-        records,
-        bytes,
+    let mut report = LoadReport::new(
+        "produce",
+        (records, bytes, requests, errors),
         seconds,
-        records_per_s: records as f64 / seconds,
-        mb_per_s: bytes as f64 / seconds / 1e6,
-        latency: latency(&hist),
-        requests,
-        errors,
-    })
+        &hist,
+    )
+    .with_broker_cpu(cpu);
+    report.send_delay = send_delay;
+    Ok(report)
 }
 
 /// Counts records in whole batches of a fetch response's records.
@@ -361,7 +397,7 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
     for conn in 0..opts.connections.max(1) {
         let (opts, stop, total_bytes) = (opts.clone(), stop.clone(), total_bytes.clone());
         handles.push(std::thread::spawn(
-            move || -> Result<(u64, u64, u64, Histogram<u64>), ClientError> {
+            move || -> Result<ThreadCounts, ClientError> {
                 let mut client = Client::connect(opts.broker.as_str())?;
                 let mut hist = histogram();
                 let partition = (conn % partitions) as i32;
@@ -420,30 +456,11 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
     stop.store(true, Ordering::Relaxed);
     let seconds = t0.elapsed().as_secs_f64();
     let cpu = broker_cpu.and_then(|c| c.seconds());
-    let mut hist = histogram();
-    let (mut records, mut requests, mut bytes) = (0, 0, 0);
-    for h in handles {
-        let (r, q, b, part) = h
-            .join()
-            .map_err(|_| ClientError::Protocol("consumer thread panicked".into()))??;
-        records += r;
-        requests += q;
-        bytes += b;
-        let _ = hist.add(&part);
-    }
-    Ok(LoadReport {
-        broker_cpu_s_per_gb: cpu.map(|c| c / (bytes as f64 / 1e9).max(1e-9)),
-        send_delay: None,
-        kind: "consume",
-        records,
-        bytes,
-        seconds,
-        records_per_s: records as f64 / seconds,
-        mb_per_s: bytes as f64 / seconds / 1e6,
-        latency: latency(&hist),
-        requests,
-        errors: 0,
-    })
+    let (records, requests, bytes, hist) = join_counts(handles, "consumer")?;
+    Ok(
+        LoadReport::new("consume", (records, bytes, requests, 0), seconds, &hist)
+            .with_broker_cpu(cpu),
+    )
 }
 
 /// Waits out a measured window: `duration`, or less if `until` is set
@@ -615,18 +632,11 @@ pub fn end_to_end(opts: &EndToEndOptions) -> Result<LoadReport, ClientError> {
         .join()
         .map_err(|_| ClientError::Protocol("producer thread panicked".into()))??;
     let seconds = opts.duration.as_secs_f64();
-    Ok(LoadReport {
-        // Latency at a fixed rate, not a throughput measurement.
-        broker_cpu_s_per_gb: None,
-        send_delay: None,
-        kind: "e2e",
-        records,
-        bytes,
+    // Latency at a fixed rate, not a throughput measurement: no broker CPU.
+    Ok(LoadReport::new(
+        "e2e",
+        (records, bytes, requests, 0),
         seconds,
-        records_per_s: records as f64 / seconds,
-        mb_per_s: bytes as f64 / seconds / 1e6,
-        latency: latency(&hist),
-        requests,
-        errors: 0,
-    })
+        &hist,
+    ))
 }
