@@ -567,6 +567,9 @@ pub struct IsolationScenario {
     pub pin: Option<(usize, usize)>,
     /// The brokers' data path (their default if None).
     pub data_path: Option<DataPath>,
+    /// A control: leave the backlog in the page cache, so the consumer reads
+    /// no disk at all and what is left is the cost of serving it.
+    pub warm: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -597,6 +600,13 @@ pub struct IsolationRun {
     /// with the consumer (p99 and max, ms).
     pub generator_send_delay_p99_ms: f64,
     pub generator_send_delay_max_ms: f64,
+    /// CPU time the hypervisor took from this VM during the window with the
+    /// consumer (`steal` in /proc/stat, all CPUs), and the most in any
+    /// 100 ms of it: a stall of the whole machine, not of the broker.
+    #[serde(default)]
+    pub steal_ms: f64,
+    #[serde(default)]
+    pub steal_max_100ms_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -606,6 +616,9 @@ pub struct IsolationReport {
     pub rate: u64,
     pub pinned: Option<(usize, usize)>,
     pub data_path: Option<String>,
+    /// The backlog was left in the page cache (a control run).
+    #[serde(default)]
+    pub warm: bool,
     pub runs: Vec<IsolationRun>,
     /// Median p99 ratio (with consumer / alone), isolation on and off.
     pub ratio_on: f64,
@@ -670,6 +683,7 @@ pub fn isolation(s: &IsolationScenario) -> Result<IsolationReport, String> {
         rate: s.rate,
         pinned: s.pin,
         data_path: s.data_path.map(|p| p.name().to_string()),
+        warm: s.warm,
         ratio_on: ratio(true),
         ratio_off: ratio(false),
         runs,
@@ -708,7 +722,9 @@ fn isolation_run(
     // With the consumer: it starts reading the evicted backlog once the
     // producer's warm-up is over, and the measured window ends when it has
     // read all of it.
-    evict_partition(&data.join("backlog-0")).map_err(io)?;
+    if !s.warm {
+        evict_partition(&data.join("backlog-0")).map_err(io)?;
+    }
     let before = broker.metrics().map_err(io)?;
     let done = Arc::new(AtomicBool::new(false));
     let consumer = {
@@ -730,6 +746,7 @@ fn isolation_run(
             r
         })
     };
+    let steal = StealSampler::start(done.clone());
     let with = load::produce(&producer(Some(done.clone()), s.max_run))
         .map_err(|e| format!("produce: {e}"))?;
     let caught_up: LoadReport = consumer
@@ -737,6 +754,7 @@ fn isolation_run(
         .map_err(|_| "consumer panicked".to_string())?
         .map_err(|e| format!("consume: {e}"))?;
     let after = broker.metrics().map_err(io)?;
+    let (steal_ms, steal_max_100ms_ms) = steal.finish();
     // Alone, for as long as the catch-up took.
     let window = Duration::from_secs_f64(with.seconds.max(1.0));
     let alone = load::produce(&producer(None, window)).map_err(|e| format!("produce: {e}"))?;
@@ -763,6 +781,8 @@ fn isolation_run(
         broker_append_p99_ms: p99("sluice_append_duration_seconds", ""),
         generator_send_delay_p99_ms: with.send_delay.as_ref().map_or(0.0, |d| d.p99_ms),
         generator_send_delay_max_ms: with.send_delay.as_ref().map_or(0.0, |d| d.max_ms),
+        steal_ms,
+        steal_max_100ms_ms,
         broker_tick_lateness_max_ms: histogram_quantile_ms(
             &before,
             &after,
@@ -771,6 +791,50 @@ fn isolation_run(
             1.0,
         ),
     })
+}
+
+/// Samples the machine's steal time (/proc/stat) every 10 ms until `done`.
+struct StealSampler {
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl StealSampler {
+    fn start(done: Arc<AtomicBool>) -> StealSampler {
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                if let Some(ticks) = steal_ticks() {
+                    samples.push(ticks);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples.extend(steal_ticks());
+            samples
+        });
+        StealSampler { thread }
+    }
+
+    /// (total ms, most ms in any ten consecutive samples ≈ 100 ms).
+    fn finish(self) -> (f64, f64) {
+        let samples = self.thread.join().unwrap_or_default();
+        let ms_per_tick = 1000.0 / rustix::param::clock_ticks_per_second() as f64;
+        let total = match (samples.first(), samples.last()) {
+            (Some(a), Some(b)) => b.saturating_sub(*a),
+            _ => 0,
+        };
+        let worst = samples
+            .windows(11)
+            .map(|w| w[10].saturating_sub(w[0]))
+            .max()
+            .unwrap_or(total);
+        (total as f64 * ms_per_tick, worst as f64 * ms_per_tick)
+    }
+}
+
+/// The summed `steal` column of /proc/stat's `cpu` line, in clock ticks.
+fn steal_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines().next()?.split_whitespace().nth(8)?.parse().ok()
 }
 
 /// The upper bound (ms) of the bucket holding quantile `q` (1.0: the
@@ -873,18 +937,27 @@ pub fn consume_table(r: &ConsumeReport) -> String {
     out
 }
 
+fn backlog_state(r: &IsolationReport) -> &'static str {
+    if r.warm {
+        "in the page cache (control)"
+    } else {
+        "evicted"
+    }
+}
+
 /// The terminal table of an isolation report.
 pub fn isolation_table(r: &IsolationReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "sluice bench broker isolation — {} — {} cores, kernel {}; producer {} records/s (100 B, 16 KiB batches, acks=1); consumer catches up on {} MB evicted; {}",
+        "sluice bench broker isolation — {} — {} cores, kernel {}; producer {} records/s (100 B, 16 KiB batches, acks=1); consumer catches up on {} MB {}; {}",
         r.machine.date_utc,
         r.machine.cores,
         r.machine.kernel,
         r.rate,
         r.backlog_bytes / 1_000_000,
+        backlog_state(r),
         match r.pinned {
             Some((b, g)) => format!("broker on CPU {b}, load generator on CPU {g}"),
             None => "nothing pinned".to_string(),
@@ -896,7 +969,7 @@ pub fn isolation_table(r: &IsolationReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>9} {:>16} {:>16} {:>10} {:>10} {:>13} {:>6}  broker p99 <= ms: produce / append queue / append; tick lateness max; generator send delay p99/max",
+        "{:>5} {:>9} {:>16} {:>16} {:>10} {:>10} {:>13} {:>6}  broker p99 <= ms: produce / append queue / append; tick lateness max; generator send delay p99/max; steal ms total/most in 100 ms",
         "round",
         "isolation",
         "p99 w/ consumer",
@@ -909,7 +982,7 @@ pub fn isolation_table(r: &IsolationReport) -> String {
     for run in &r.runs {
         let _ = writeln!(
             out,
-            "{:>5} {:>9} {:>13.2} ms {:>13.2} ms {:>9.2}x {:>7.2} ms {:>13.2} {:>6}  {} / {} / {}; {}; {:.2}/{:.2}",
+            "{:>5} {:>9} {:>13.2} ms {:>13.2} ms {:>9.2}x {:>7.2} ms {:>13.2} {:>6}  {} / {} / {}; {}; {:.2}/{:.2}; {:.0}/{:.0}",
             run.round + 1,
             if run.isolation { "on" } else { "off" },
             run.with_consumer_p99_ms,
@@ -923,7 +996,9 @@ pub fn isolation_table(r: &IsolationReport) -> String {
             run.broker_append_p99_ms,
             run.broker_tick_lateness_max_ms,
             run.generator_send_delay_p99_ms,
-            run.generator_send_delay_max_ms
+            run.generator_send_delay_max_ms,
+            run.steal_ms,
+            run.steal_max_100ms_ms
         );
     }
     let _ = writeln!(
@@ -1116,9 +1191,10 @@ pub fn write_isolation_svg(r: &IsolationReport, path: &Path) -> Result<(), Strin
     title
         .titled(
             &format!(
-                "produce p99 at {} records/s while a consumer catches up on {} MB evicted ({})",
+                "produce p99 at {} records/s while a consumer catches up on {} MB {} ({})",
                 r.rate,
                 r.backlog_bytes / 1_000_000,
+                backlog_state(r),
                 r.machine.date_utc
             ),
             ("sans-serif", 18),

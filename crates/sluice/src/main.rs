@@ -128,6 +128,10 @@ struct BrokerIsolationArgs {
     /// The brokers' data path (default: serve's default).
     #[arg(long)]
     data_path: Option<sluice_io::DataPath>,
+    /// A control: leave the backlog in the page cache (no disk reads), to
+    /// see what serving the consumer costs the producer by itself.
+    #[arg(long)]
+    warm: bool,
     #[arg(long)]
     json: Option<PathBuf>,
     #[arg(long, default_value = "bench-out/broker-isolation.svg")]
@@ -543,6 +547,7 @@ fn bench_broker_isolation(a: BrokerIsolationArgs) -> Result<()> {
         max_run: Duration::from_secs(a.max_run_s.max(1)),
         pin: a.pin.then_some((0, 1)),
         data_path: a.data_path,
+        warm: a.warm,
     };
     let report = harness::isolation(&scenario).map_err(|e| anyhow::anyhow!(e))?;
     print!("{}", harness::isolation_table(&report));
