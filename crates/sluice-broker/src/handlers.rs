@@ -161,6 +161,13 @@ pub(crate) async fn handle(
             )));
         }
         RequestKind::Fetch(r) => {
+            let named: usize = r.topics.iter().map(|t| t.partitions.len()).sum();
+            let limit = inner.config.max_partitions_per_fetch;
+            if named > limit {
+                return Err(protocol(format!(
+                    "Fetch names {named} partitions, more than --max-partitions-per-fetch {limit}"
+                )));
+            }
             return Ok(Outcome::Respond(
                 fetch(inner, r, version, header.correlation_id).await,
             ));

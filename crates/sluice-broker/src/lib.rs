@@ -52,6 +52,23 @@ pub struct BrokerConfig {
     /// send meets the disk on the worker, as Kafka's network threads do
     /// (KAFKA-7504); kept switchable to measure what isolation saves.
     pub fetch_isolation: bool,
+    /// Connections beyond this are accepted and closed at once, with a log
+    /// line (Kafka's `max.connections`).
+    pub max_connections: usize,
+    /// Request bytes all connections together may hold between reading a
+    /// frame's size and answering it (Kafka's `queued.max.request.bytes`):
+    /// readers wait for room, so a flood of large frames cannot exhaust
+    /// memory. Each connection handles one request at a time, as Kafka's
+    /// do, so a connection holds at most one frame.
+    pub max_buffered_request_bytes: usize,
+    /// Partitions one Fetch may name; a larger Fetch closes the connection.
+    pub max_partitions_per_fetch: usize,
+    /// A connection with no request for this long is closed
+    /// (`connections.max.idle.ms`).
+    pub idle_timeout: std::time::Duration,
+    /// A frame whose first byte has arrived must be complete within this, or
+    /// the connection is closed (a client trickling bytes holds nothing).
+    pub frame_read_timeout: std::time::Duration,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +84,11 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay: std::time::Duration::from_secs(3),
             offsets_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             fetch_isolation: true,
+            max_connections: 1000,
+            max_buffered_request_bytes: 512 * 1024 * 1024,
+            max_partitions_per_fetch: 10_000,
+            idle_timeout: std::time::Duration::from_secs(600),
+            frame_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

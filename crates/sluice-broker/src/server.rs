@@ -10,6 +10,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -154,7 +155,29 @@ pub(crate) struct Inner {
     pub producer_ids: crate::producer_ids::ProducerIds,
     pub groups: crate::groups::Groups,
     pub offsets: Arc<crate::offsets::OffsetStore>,
+    /// One permit per request byte held between reading a frame's size and
+    /// answering it, shared by every connection.
+    pub request_memory: tokio::sync::Semaphore,
+    pub connections: ConnectionCounts,
     _upkeep: Upkeep,
+}
+
+/// Open client connections, and those refused for being over the limit.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    pub open: AtomicUsize,
+    pub refused: AtomicU64,
+    pub closed_idle: AtomicU64,
+    pub closed_slow: AtomicU64,
+}
+
+/// Counts a connection open until dropped.
+struct OpenConnection(Arc<Inner>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A running broker.
@@ -182,6 +205,12 @@ impl Broker {
         let producer_ids = crate::producer_ids::ProducerIds::open(&config.data_dir)?;
         let offsets = Arc::new(crate::offsets::OffsetStore::open(&config.data_dir)?);
         let groups = crate::groups::Groups::new(config.group_initial_rebalance_delay);
+        let request_memory = tokio::sync::Semaphore::new(
+            config
+                .max_buffered_request_bytes
+                .max(config.max_frame_bytes)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        );
         Ok(Broker {
             inner: Arc::new(Inner {
                 config,
@@ -193,6 +222,8 @@ impl Broker {
                 producer_ids,
                 groups,
                 offsets,
+                request_memory,
+                connections: ConnectionCounts::default(),
                 _upkeep: upkeep,
             }),
         })
@@ -270,11 +301,33 @@ impl Broker {
                 _ = &mut shutdown => return,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let open = self.inner.connections.open.fetch_add(1, Ordering::Relaxed);
+                        let guard = OpenConnection(self.inner.clone());
+                        if open >= self.inner.config.max_connections {
+                            self.inner.connections.refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                %peer,
+                                open,
+                                "refusing connection: at --max-connections {}",
+                                self.inner.config.max_connections
+                            );
+                            drop((stream, guard));
+                            continue;
+                        }
                         let inner = self.inner.clone();
                         tokio::spawn(async move {
+                            let _open = guard;
                             match connection(&inner, stream, peer).await {
                                 Err(Close::PeerGone) | Ok(()) => {
                                     tracing::debug!(%peer, "connection closed by the peer");
+                                }
+                                Err(Close::Idle(idle)) => {
+                                    inner.connections.closed_idle.fetch_add(1, Ordering::Relaxed);
+                                    tracing::info!(%peer, "closing connection: no request for {idle:?}");
+                                }
+                                Err(reason @ Close::Slow(_)) => {
+                                    inner.connections.closed_slow.fetch_add(1, Ordering::Relaxed);
+                                    tracing::warn!(%peer, "closing connection: {reason}");
                                 }
                                 Err(reason) => tracing::warn!(%peer, "closing connection: {reason}"),
                             }
@@ -299,12 +352,7 @@ impl Broker {
                 _ = &mut shutdown => return,
                 accepted = listener.accept() => {
                     let Ok((mut stream, _)) = accepted else { continue };
-                    let mut body = self.inner.stats.snapshot().prometheus();
-                    body.push_str(&self.inner.latencies.prometheus());
-                    body.push_str(&format!(
-                        "# HELP sluice_data_path_info The data path Fetch responses use.\n# TYPE sluice_data_path_info gauge\nsluice_data_path_info{{path=\"{}\"}} 1\n",
-                        self.inner.config.data_path
-                    ));
+                    let body = self.metrics_text();
                     tokio::spawn(async move {
                         let mut req = [0u8; 1024];
                         let _ = tokio::time::timeout(
@@ -322,6 +370,120 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Everything the metrics endpoint serves, as Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write as _;
+        let inner = &self.inner;
+        let mut body = inner.stats.snapshot().prometheus();
+        body.push_str(&inner.latencies.prometheus());
+        let mut gauge = |name: &str, help: &str, kind: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(body, "{name}{labels} {value}");
+            }
+        };
+        let one = |v: u64| [(String::new(), v)];
+        gauge(
+            "sluice_data_path_info",
+            "The data path Fetch responses use.",
+            "gauge",
+            &[(format!("{{path=\"{}\"}}", inner.config.data_path), 1)],
+        );
+        let c = &inner.connections;
+        gauge(
+            "sluice_connections",
+            "Open client connections.",
+            "gauge",
+            &one(c.open.load(Ordering::Relaxed) as u64),
+        );
+        gauge(
+            "sluice_connections_refused_total",
+            "Connections closed on accept for being over --max-connections.",
+            "counter",
+            &one(c.refused.load(Ordering::Relaxed)),
+        );
+        gauge(
+            "sluice_connections_closed_idle_total",
+            "Connections closed after --idle-timeout-ms without a request.",
+            "counter",
+            &one(c.closed_idle.load(Ordering::Relaxed)),
+        );
+        gauge(
+            "sluice_connections_closed_slow_total",
+            "Connections closed for not completing a frame within --frame-read-timeout-ms.",
+            "counter",
+            &one(c.closed_slow.load(Ordering::Relaxed)),
+        );
+        let limit = inner
+            .config
+            .max_buffered_request_bytes
+            .max(inner.config.max_frame_bytes)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        gauge(
+            "sluice_request_bytes_held",
+            "Request bytes read or being read and not yet answered, all connections.",
+            "gauge",
+            &one(limit.saturating_sub(inner.request_memory.available_permits()) as u64),
+        );
+        let mut starts = Vec::new();
+        let mut ends = Vec::new();
+        let mut sizes = Vec::new();
+        for (topic, count) in inner.log.topics() {
+            for p in 0..count {
+                let Some(part) = inner.log.partition(&topic, p) else {
+                    continue;
+                };
+                let labels = format!("{{topic=\"{topic}\",partition=\"{p}\"}}");
+                starts.push((labels.clone(), part.log_start().max(0) as u64));
+                ends.push((labels.clone(), part.log_end().max(0) as u64));
+                sizes.push((labels, part.size_bytes()));
+            }
+        }
+        gauge(
+            "sluice_partition_log_start_offset",
+            "First offset still in the log.",
+            "gauge",
+            &starts,
+        );
+        gauge(
+            "sluice_partition_log_end_offset",
+            "Offset the next appended record gets.",
+            "gauge",
+            &ends,
+        );
+        gauge(
+            "sluice_partition_size_bytes",
+            "Bytes of the partition's segments.",
+            "gauge",
+            &sizes,
+        );
+        let mut by_state = std::collections::BTreeMap::new();
+        for (_, _, state) in inner.groups.list() {
+            *by_state.entry(state.name()).or_insert(0u64) += 1;
+        }
+        let groups: Vec<(String, u64)> = [
+            "Empty",
+            "PreparingRebalance",
+            "CompletingRebalance",
+            "Stable",
+        ]
+        .iter()
+        .map(|s| {
+            (
+                format!("{{state=\"{s}\"}}"),
+                by_state.get(s).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+        gauge(
+            "sluice_groups",
+            "Consumer groups by state.",
+            "gauge",
+            &groups,
+        );
+        body
     }
 
     /// Clean shutdown of the log: flush, seal, marker.
@@ -342,6 +504,10 @@ impl Drop for AbortOnDrop {
 #[derive(Debug)]
 pub(crate) enum Close {
     PeerGone,
+    /// No request within the idle timeout.
+    Idle(std::time::Duration),
+    /// A started frame not complete within the frame read timeout.
+    Slow(String),
     Protocol(String),
     Io(String),
 }
@@ -350,6 +516,8 @@ impl std::fmt::Display for Close {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Close::PeerGone => f.write_str("peer closed the connection"),
+            Close::Idle(after) => write!(f, "idle for {after:?}"),
+            Close::Slow(why) => write!(f, "frame too slow: {why}"),
             Close::Protocol(why) => write!(f, "protocol error: {why}"),
             Close::Io(why) => write!(f, "I/O error: {why}"),
         }
@@ -363,7 +531,8 @@ async fn connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) -> 
     tracing::debug!(%peer, "connection opened");
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
-        let frame = read_frame(&stream, &mut buf, inner.config.max_frame_bytes).await?;
+        // The permit keeps the frame's bytes counted until it is answered.
+        let (frame, _room) = read_frame(inner, &stream, &mut buf).await?;
         let received = std::time::Instant::now();
         let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
         match handlers::handle(inner, frame, peer).await? {
@@ -376,9 +545,31 @@ async fn connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) -> 
     }
 }
 
-/// Reads one length-prefixed frame.
-async fn read_frame(stream: &TcpStream, buf: &mut BytesMut, max: usize) -> Result<Bytes, Close> {
+/// Reads one length-prefixed frame. The buffer grows with what arrives,
+/// never by what the peer claims (at most doubling what it has received),
+/// and every byte reserved for the frame is first taken from the broker-wide
+/// request memory; the returned permit gives it back once dropped.
+///
+/// Until the frame's first byte arrives the connection may be idle for
+/// `idle_timeout`; from then on the whole frame must arrive within
+/// `frame_read_timeout`, so a peer trickling bytes cannot hold a connection
+/// (or request memory) for long.
+async fn read_frame<'a>(
+    inner: &'a Inner,
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+) -> Result<(Bytes, Option<tokio::sync::SemaphorePermit<'a>>), Close> {
+    let config = &inner.config;
+    let max = config.max_frame_bytes;
     let mut need = 4usize;
+    let mut held: Option<tokio::sync::SemaphorePermit<'a>> = None;
+    let mut started = !buf.is_empty();
+    let mut deadline = tokio::time::Instant::now()
+        + if started {
+            config.frame_read_timeout
+        } else {
+            config.idle_timeout
+        };
     loop {
         if buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -390,15 +581,39 @@ async fn read_frame(stream: &TcpStream, buf: &mut BytesMut, max: usize) -> Resul
             need = 4 + size as usize;
             if buf.len() >= need {
                 buf.advance(4);
-                return Ok(buf.split_to(size as usize).freeze());
+                return Ok((buf.split_to(size as usize).freeze(), held));
             }
         }
-        // Grow with what arrives, never by what the peer claims.
-        buf.reserve((need - buf.len()).clamp(4096, 1 << 20));
-        stream
-            .readable()
-            .await
-            .map_err(|e| Close::Io(e.to_string()))?;
+        let missing = need - buf.len();
+        if buf.capacity() - buf.len() < missing.min(64 << 10) {
+            let grow = missing.clamp(4096, buf.len().max(64 << 10));
+            // Waiting for room is the broker's doing, not the peer's: the
+            // frame's deadline starts again once there is room.
+            let room = inner
+                .request_memory
+                .acquire_many(grow as u32)
+                .await
+                .map_err(|e| Close::Io(e.to_string()))?;
+            match held.as_mut() {
+                Some(h) => h.merge(room),
+                None => held = Some(room),
+            }
+            if started {
+                deadline = deadline.max(tokio::time::Instant::now() + config.frame_read_timeout);
+            }
+            buf.reserve(grow);
+        }
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
+            Ok(ready) => ready.map_err(|e| Close::Io(e.to_string()))?,
+            Err(_) if started => {
+                return Err(Close::Slow(format!(
+                    "{} of {need} bytes within {:?}",
+                    buf.len(),
+                    config.frame_read_timeout
+                )));
+            }
+            Err(_) => return Err(Close::Idle(config.idle_timeout)),
+        }
         match stream.try_read_buf(buf) {
             Ok(0) => {
                 return if buf.is_empty() {
@@ -409,6 +624,10 @@ async fn read_frame(stream: &TcpStream, buf: &mut BytesMut, max: usize) -> Resul
                         buf.len()
                     )))
                 };
+            }
+            Ok(_) if !started => {
+                started = true;
+                deadline = tokio::time::Instant::now() + config.frame_read_timeout;
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -32,6 +32,12 @@ pub enum BatchError {
         last_offset_delta: i32,
         record_count: i32,
     },
+    #[error("record {index} of {record_count}: {why}")]
+    BadRecord {
+        index: i32,
+        record_count: i32,
+        why: &'static str,
+    },
 }
 
 fn i16_at(b: &[u8], at: usize) -> i16 {
@@ -141,7 +147,75 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
+    // Uncompressed records are checked one by one, as Kafka's LogValidator
+    // does: a CRC only proves the producer sent these bytes, not that a
+    // consumer can parse them. (Compressed batches would have to be
+    // decompressed first; their header checks above still apply.)
+    if h.compression() == 0 {
+        check_records(&bytes[HEADER_LEN..], h.record_count)?;
+    }
     Ok(h)
+}
+
+/// Walks `record_count` records that must fill `records` exactly: each a
+/// length, attributes, timestampDelta, offsetDelta (0, 1, 2, ...), key,
+/// value and headers, with every length inside its record.
+fn check_records(records: &[u8], record_count: i32) -> Result<(), BatchError> {
+    let bad = |index: i32, why: &'static str| BatchError::BadRecord {
+        index,
+        record_count,
+        why,
+    };
+    let mut pos = 0usize;
+    for index in 0..record_count {
+        let len = read_varint(records, &mut pos).ok_or(bad(index, "truncated length"))?;
+        let len = usize::try_from(len).map_err(|_| bad(index, "negative length"))?;
+        let end = pos
+            .checked_add(len)
+            .filter(|&end| end <= records.len())
+            .ok_or(bad(index, "length runs past the batch"))?;
+        let record = &records[pos..end];
+        let mut at = 1usize; // attributes (unused in v2)
+        if record.is_empty() {
+            return Err(bad(index, "empty record"));
+        }
+        read_varint(record, &mut at).ok_or(bad(index, "bad timestampDelta"))?;
+        let delta = read_varint(record, &mut at).ok_or(bad(index, "bad offsetDelta"))?;
+        if delta != i64::from(index) {
+            return Err(bad(index, "offsetDelta out of sequence"));
+        }
+        // key and value: length -1 (null) or that many bytes
+        for what in ["bad key", "bad value"] {
+            skip_bytes(record, &mut at, true).ok_or(bad(index, what))?;
+        }
+        let headers = read_varint(record, &mut at).ok_or(bad(index, "bad header count"))?;
+        if headers < 0 || headers as u64 > record.len() as u64 {
+            return Err(bad(index, "bad header count"));
+        }
+        for _ in 0..headers {
+            skip_bytes(record, &mut at, false).ok_or(bad(index, "bad header key"))?;
+            skip_bytes(record, &mut at, true).ok_or(bad(index, "bad header value"))?;
+        }
+        if at != record.len() {
+            return Err(bad(index, "fields do not fill the record's length"));
+        }
+        pos = end;
+    }
+    if pos != records.len() {
+        return Err(bad(record_count, "bytes after the last record"));
+    }
+    Ok(())
+}
+
+/// Skips a varint length and that many bytes; -1 (null) only if `nullable`.
+fn skip_bytes(b: &[u8], pos: &mut usize, nullable: bool) -> Option<()> {
+    let len = read_varint(b, pos)?;
+    if len == -1 && nullable {
+        return Some(());
+    }
+    let len = usize::try_from(len).ok()?;
+    *pos = pos.checked_add(len).filter(|&end| end <= b.len())?;
+    Some(())
 }
 
 /// Splits a records field into its batches, validating each; the whole input
@@ -283,6 +357,40 @@ pub fn build_batch_with_deltas(base_timestamp: i64, records_in: &[(i64, &[u8])])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rewrites recordCount and lastOffsetDelta and fixes the CRC, so only
+    /// the record walk can tell the batch lies.
+    fn with_count(mut b: Vec<u8>, count: i32) -> Vec<u8> {
+        b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+        b[57..61].copy_from_slice(&count.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn records_that_do_not_match_the_header_are_refused_even_with_a_good_crc() {
+        let b = build_batch(0, &[b"one", b"two"]);
+        assert!(validate(&with_count(b.clone(), 2)).is_ok());
+        for count in [1, 3, 1000] {
+            assert!(
+                matches!(
+                    validate(&with_count(b.clone(), count)),
+                    Err(BatchError::BadRecord { .. })
+                ),
+                "recordCount {count} with two records"
+            );
+        }
+        // A record length that runs past the batch.
+        let mut long = b.clone();
+        long[61] = 0x7e; // zigzag 63
+        let crc = compute_crc(&long);
+        long[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate(&long),
+            Err(BatchError::BadRecord { index: 0, .. })
+        ));
+    }
 
     #[test]
     fn built_batches_validate_and_parse_back() {

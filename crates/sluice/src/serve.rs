@@ -75,6 +75,26 @@ pub struct ServeArgs {
     /// the worker, as Kafka does; for measuring what isolation saves).
     #[arg(long, env = "SLUICE_FETCH_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
     pub fetch_isolation: bool,
+    /// Most client connections at once; more are closed on accept, logged.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+    /// Request bytes all connections may hold at once before readers wait
+    /// (queued.max.request.bytes); at least --max-frame-bytes.
+    #[arg(long, env = "SLUICE_MAX_BUFFERED_REQUEST_BYTES", default_value = "512m", value_parser = parse_size)]
+    pub max_buffered_request_bytes: u64,
+    /// Partitions one Fetch request may name; more closes the connection.
+    #[arg(
+        long,
+        env = "SLUICE_MAX_PARTITIONS_PER_FETCH",
+        default_value_t = 10_000
+    )]
+    pub max_partitions_per_fetch: usize,
+    /// Close a connection that sends no request for this long (connections.max.idle.ms).
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS", default_value_t = 600_000)]
+    pub idle_timeout_ms: u64,
+    /// Close a connection whose started frame is not complete within this.
+    #[arg(long, env = "SLUICE_FRAME_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub frame_read_timeout_ms: u64,
     /// Serve Prometheus text metrics (data-path counters) on this address; off if unset.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -120,6 +140,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
         offsets_retention: Duration::from_secs(args.offsets_retention_minutes * 60),
         fetch_isolation: args.fetch_isolation,
+        max_connections: args.max_connections.max(1),
+        max_buffered_request_bytes: (args.max_buffered_request_bytes as usize)
+            .max(args.max_frame_bytes as usize),
+        max_partitions_per_fetch: args.max_partitions_per_fetch.max(1),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms.max(1)),
+        frame_read_timeout: Duration::from_millis(args.frame_read_timeout_ms.max(1)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -7,107 +7,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, FetchRequest, FetchResponse, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, TopicName,
+    ApiVersionsRequest, CreatePartitionsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_log::batch;
-use support::{Client, Server};
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn produce_req(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
-    let mut pd = PartitionProduceData::default();
-    pd.index = partition;
-    pd.records = Some(records);
-    let mut td = TopicProduceData::default();
-    td.name = name(topic);
-    td.partition_data = vec![pd];
-    let mut r = ProduceRequest::default();
-    r.acks = acks;
-    r.timeout_ms = 5000;
-    r.topic_data = vec![td];
-    r
-}
-
-fn fetch_req(
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    max_wait_ms: i32,
-    min_bytes: i32,
-) -> FetchRequest {
-    let mut fp = FetchPartition::default();
-    fp.partition = partition;
-    fp.fetch_offset = offset;
-    fp.partition_max_bytes = 1 << 20;
-    fp.current_leader_epoch = -1;
-    fp.log_start_offset = -1;
-    let mut ft = FetchTopic::default();
-    ft.topic = name(topic);
-    ft.partitions = vec![fp];
-    let mut r = FetchRequest::default();
-    r.replica_id = (-1).into();
-    r.max_wait_ms = max_wait_ms;
-    r.min_bytes = min_bytes;
-    r.max_bytes = 50 << 20;
-    r.session_epoch = -1;
-    r.topics = vec![ft];
-    r
-}
-
-fn create_topic(c: &mut Client, topic: &str, partitions: i32) -> i16 {
-    let mut t = CreatableTopic::default();
-    t.name = name(topic);
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    let mut r = CreateTopicsRequest::default();
-    r.topics = vec![t];
-    r.timeout_ms = 5000;
-    c.call(5, &r).topics[0].error_code
-}
-
-/// (error, base offset) of a one-partition produce.
-fn produce(
-    c: &mut Client,
-    version: i16,
-    topic: &str,
-    partition: i32,
-    records: &[u8],
-) -> (i16, i64) {
-    let resp = c.call(
-        version,
-        &produce_req(topic, partition, Bytes::copy_from_slice(records), -1),
-    );
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
-
-fn fetched(resp: &FetchResponse) -> (i16, i64, Bytes) {
-    let p = &resp.responses[0].partitions[0];
-    (
-        p.error_code,
-        p.high_watermark,
-        p.records.clone().unwrap_or_default(),
-    )
-}
-
-fn stored(b: &[u8], offset: i64) -> Vec<u8> {
-    let mut v = b.to_vec();
-    batch::set_base_offset(&mut v, offset);
-    batch::set_leader_epoch(&mut v, 0);
-    v
-}
+use support::{
+    Client, Server, create_topic, fetch_req, fetched, name, produce, produce_req, stored,
+};
 
 #[test]
 fn api_versions_answers_in_a_v0_header_and_says_error_35_to_unknown_versions() {
