@@ -469,7 +469,9 @@ fn append_error_code(e: &AppendError) -> i16 {
         }
         AppendError::Sequence(SequenceError::FencedEpoch { .. }) => code::INVALID_PRODUCER_EPOCH,
         AppendError::TooLarge { .. } => code::RECORD_LIST_TOO_LARGE,
-        AppendError::Offline(_) | AppendError::Io { .. } => code::KAFKA_STORAGE_ERROR,
+        AppendError::Offline(_) | AppendError::Io { .. } | AppendError::NoSpace { .. } => {
+            code::KAFKA_STORAGE_ERROR
+        }
     }
 }
 

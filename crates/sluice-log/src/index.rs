@@ -67,6 +67,11 @@ impl<const N: usize> IndexFile<N> {
             .unwrap_or(0)
     }
 
+    /// The index's file (for reserving its blocks).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     pub fn len(&self) -> usize {
         self.entries.load(Ordering::Acquire)
     }

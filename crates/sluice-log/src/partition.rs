@@ -43,6 +43,13 @@ pub enum AppendError {
         partition: String,
         source: io::Error,
     },
+    /// The disk (or quota) is full: nothing was appended, the partition stays
+    /// online, and appends succeed again once there is room.
+    #[error("no space appending to {partition}: {source}")]
+    NoSpace {
+        partition: String,
+        source: io::Error,
+    },
 }
 
 /// Why a read was refused.
@@ -325,6 +332,25 @@ impl Partition {
         }
     }
 
+    /// A failed write or roll. A full disk or quota leaves nothing published
+    /// (the end still points before the attempt, and the next append writes
+    /// over whatever part of it reached the file), so the partition stays
+    /// online and appends resume once there is room; any other error takes
+    /// it offline.
+    fn write_error(&self, app: &mut Appender, source: io::Error) -> AppendError {
+        use rustix::io::Errno;
+        match Errno::from_io_error(&source) {
+            Some(Errno::NOSPC | Errno::DQUOT) => {
+                tracing::warn!(partition = %self.name, "append refused, disk full: {source}");
+                AppendError::NoSpace {
+                    partition: self.name.clone(),
+                    source,
+                }
+            }
+            _ => self.io_error(app, source),
+        }
+    }
+
     /// Appends the batches in `records` (a Produce request's records field):
     /// all are validated first, then written with their assigned baseOffset
     /// and partitionLeaderEpoch (both outside the CRC; `records` itself is not
@@ -386,7 +412,7 @@ impl Partition {
             }
         }
         if let Err(e) = self.maybe_roll(&mut app, len) {
-            return Err(self.io_error(&mut app, e));
+            return Err(self.write_error(&mut app, e));
         }
         let segs = self.segments.load();
         let Some(active) = segs.last() else {
@@ -397,7 +423,7 @@ impl Partition {
         };
         if let Err(e) = writer.append(active, records, &batches, &self.config) {
             // Nothing was published: the end still points before these bytes.
-            return Err(self.io_error(&mut app, e));
+            return Err(self.write_error(&mut app, e));
         }
         let durable = match self.config.flush {
             FlushPolicy::Always => {

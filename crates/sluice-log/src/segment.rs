@@ -534,6 +534,17 @@ impl SegmentWriter {
     /// SIGBUS on a later store) and mapped.
     pub fn new(seg: &Segment, config: &LogConfig) -> io::Result<SegmentWriter> {
         let size = seg.size();
+        // The indexes are written through shared mappings of files sized
+        // with `set_len`, i.e. holes: on a full disk the first store into a
+        // new page would be a SIGBUS. Their blocks are reserved now, so a
+        // full disk fails this call instead.
+        for index in [seg.index.file(), seg.time_index.file()] {
+            let len = index.metadata()?.len();
+            match rustix::fs::fallocate(index, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
+                Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let map = match config.append_path {
             AppendPath::Mmap => {
                 let capacity = config.segment_bytes.max(size);
