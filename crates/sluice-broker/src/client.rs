@@ -7,13 +7,14 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
@@ -24,8 +25,26 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("protocol error: {0}")]
     Protocol(String),
-    #[error("broker answered with Kafka error code {0}")]
+    #[error("broker answered with Kafka error {0} ({name})", name = error_name(*.0))]
     Kafka(i16),
+}
+
+/// Kafka's name for an error code (`TOPIC_ALREADY_EXISTS`-style, as the
+/// `kafka-protocol` crate spells it).
+pub fn error_name(code: i16) -> String {
+    match kafka_protocol::error::ResponseError::try_from_code(code) {
+        Some(e) => format!("{e:?}"),
+        None => "unknown".to_string(),
+    }
+}
+
+/// A topic as Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub internal: bool,
+    /// (partition, leader broker id), by partition.
+    pub partitions: Vec<(i32, i32)>,
 }
 
 /// One connection to a broker.
@@ -274,5 +293,90 @@ impl Client {
             log_start_offset: p.log_start_offset,
             records: p.records.clone().unwrap_or_default(),
         })
+    }
+
+    /// Creates a topic (CreateTopics v5) with `partitions` partitions and
+    /// topic configs (`retention.ms=…`); replication factor 1.
+    pub fn create_topic(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+    ) -> Result<(), ClientError> {
+        let mut t = CreatableTopic::default();
+        t.name = topic_name(topic);
+        t.num_partitions = partitions;
+        t.replication_factor = 1;
+        t.configs = configs
+            .iter()
+            .map(|(k, v)| {
+                let mut c = CreatableTopicConfig::default();
+                c.name = StrBytes::from_string(k.clone());
+                c.value = Some(StrBytes::from_string(v.clone()));
+                c
+            })
+            .collect();
+        let mut r = CreateTopicsRequest::default();
+        r.topics = vec![t];
+        r.timeout_ms = 30_000;
+        let resp = self.call(5, &r)?;
+        match resp.topics.first().map(|t| t.error_code) {
+            Some(0) => Ok(()),
+            Some(code) => Err(ClientError::Kafka(code)),
+            None => Err(ClientError::Protocol("empty CreateTopics response".into())),
+        }
+    }
+
+    /// Deletes a topic (DeleteTopics v4).
+    pub fn delete_topic(&mut self, topic: &str) -> Result<(), ClientError> {
+        let mut r = DeleteTopicsRequest::default();
+        r.topic_names = vec![topic_name(topic)];
+        r.timeout_ms = 30_000;
+        let resp = self.call(4, &r)?;
+        match resp.responses.first().map(|t| t.error_code) {
+            Some(0) => Ok(()),
+            Some(code) => Err(ClientError::Kafka(code)),
+            None => Err(ClientError::Protocol("empty DeleteTopics response".into())),
+        }
+    }
+
+    /// Every topic (`names` None) or the named ones, without creating any.
+    /// A named topic that does not exist is a `ClientError::Kafka` of its code.
+    pub fn describe_topics(
+        &mut self,
+        names: Option<&[String]>,
+    ) -> Result<Vec<TopicInfo>, ClientError> {
+        let mut r = MetadataRequest::default();
+        r.topics = names.map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    let mut t = MetadataRequestTopic::default();
+                    t.name = Some(topic_name(n));
+                    t
+                })
+                .collect()
+        });
+        r.allow_auto_topic_creation = false;
+        let resp = self.call(9, &r)?;
+        let mut out = Vec::with_capacity(resp.topics.len());
+        for t in resp.topics {
+            if t.error_code != 0 {
+                return Err(ClientError::Kafka(t.error_code));
+            }
+            let mut partitions: Vec<(i32, i32)> = t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_id.0))
+                .collect();
+            partitions.sort_unstable();
+            out.push(TopicInfo {
+                name: t.name.map(|n| n.0.to_string()).unwrap_or_default(),
+                internal: t.is_internal,
+                partitions,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 }

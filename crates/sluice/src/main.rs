@@ -2,6 +2,7 @@
 
 mod serve;
 mod tools;
+mod topic;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ enum Command {
     Produce(tools::ProduceArgs),
     /// Print a topic's messages (kcat -C style).
     Consume(tools::ConsumeArgs),
+    /// Create, list, describe and delete topics on a running broker.
+    Topic(topic::TopicArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -324,6 +327,7 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve::serve(*args),
         Command::Produce(args) => tools::produce(args),
         Command::Consume(args) => tools::consume(args),
+        Command::Topic(args) => topic::run(args),
         Command::Bench(BenchCommand::Transfer(args)) => bench_transfer(*args),
         Command::Bench(BenchCommand::Append(args)) => bench_append(args),
         Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),

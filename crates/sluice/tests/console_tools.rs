@@ -125,3 +125,54 @@ fn produce_and_consume_tools_round_trip_keys_values_and_offsets() {
         format!("{}:x\n{}:y\n{}:z\n", first, first + 1, first + 2)
     );
 }
+
+/// Runs `sluice` expecting failure; returns its stderr.
+fn sluice_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run sluice");
+    assert!(!out.status.success(), "sluice {args:?} should fail");
+    String::from_utf8(out.stderr).expect("utf-8")
+}
+
+#[test]
+fn topic_admin_creates_lists_describes_and_deletes_over_the_kafka_protocol() {
+    let server = Server::start(&["--auto-create-topics", "false"]);
+    let b = server.addr.to_string();
+    let topic = |args: &[&str]| {
+        let mut all = vec!["topic", "-b", &b];
+        all.extend_from_slice(args);
+        sluice(&all, "")
+    };
+    assert_eq!(topic(&["list"]), "");
+    assert_eq!(
+        topic(&["create", "orders", "-p", "3", "-c", "retention.ms=60000"]),
+        "created topic orders with 3 partition(s)\n"
+    );
+    topic(&["create", "audit"]);
+    let err = sluice_fails(&["topic", "-b", &b, "create", "orders"]);
+    assert!(err.contains("TopicAlreadyExists"), "{err}");
+    assert_eq!(topic(&["list"]), "audit\norders\n");
+
+    sluice(
+        &["produce", "-b", &b, "-t", "orders", "-p", "1"],
+        "one\ntwo\n",
+    );
+    let described = topic(&["describe", "orders"]);
+    assert_eq!(
+        described,
+        "topic orders  partitions 3\n\
+         \x20 partition 0  leader 0  earliest 0  latest 0  messages 0\n\
+         \x20 partition 1  leader 0  earliest 0  latest 2  messages 2\n\
+         \x20 partition 2  leader 0  earliest 0  latest 0  messages 0\n"
+    );
+    let err = sluice_fails(&["topic", "-b", &b, "describe", "missing"]);
+    assert!(err.contains("UnknownTopicOrPartition"), "{err}");
+
+    assert_eq!(topic(&["delete", "orders"]), "deleted topic orders\n");
+    assert_eq!(topic(&["list"]), "audit\n");
+    let err = sluice_fails(&["topic", "-b", &b, "delete", "orders"]);
+    assert!(err.contains("UnknownTopicOrPartition"), "{err}");
+}
