@@ -115,43 +115,64 @@ fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// Decodes and answers one request frame (without its size prefix).
-pub(crate) async fn handle(
-    inner: &Arc<Inner>,
-    mut frame: Bytes,
-    peer: std::net::SocketAddr,
-) -> Result<Outcome, Close> {
+/// A request frame, decoded.
+pub enum Decoded {
+    Request(RequestHeader, Box<RequestKind>),
+    /// ApiVersions at a version we do not speak: answered, not refused.
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
+}
+
+/// Decodes one request frame (without its size prefix): the API key and
+/// version must be ones Sluice serves, and header and body must decode
+/// from the frame's bytes alone. The error says why not; the connection
+/// that sent it is closed.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, String> {
     if frame.len() < 8 {
-        return Err(protocol(format!(
-            "request header truncated ({} bytes)",
-            frame.len()
-        )));
+        return Err(format!("request header truncated ({} bytes)", frame.len()));
     }
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let api = ApiKey::try_from(key).map_err(|_| protocol(format!("unknown API key {key}")))?;
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(key).map_err(|_| format!("unknown API key {key}"))?;
     let Some((lo, hi)) = supported(api) else {
-        return Err(protocol(format!("{api:?} (key {key}) is not supported")));
+        return Err(format!("{api:?} (key {key}) is not supported"));
     };
     if !(lo..=hi).contains(&version) {
         if api == ApiKey::ApiVersions {
+            return Ok(Decoded::UnsupportedApiVersions { correlation_id });
+        }
+        return Err(format!("{api:?} v{version} is not supported (v{lo}–v{hi})"));
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| format!("bad {api:?} v{version} request header: {e}"))?;
+    let request = RequestKind::decode(api, &mut frame, version)
+        .map_err(|e| format!("bad {api:?} v{version} request body: {e:#}"))?;
+    Ok(Decoded::Request(header, Box::new(request)))
+}
+
+/// Decodes and answers one request frame (without its size prefix).
+pub(crate) async fn handle(
+    inner: &Arc<Inner>,
+    frame: Bytes,
+    peer: std::net::SocketAddr,
+) -> Result<Outcome, Close> {
+    let (header, request) = match decode_request(frame).map_err(protocol)? {
+        Decoded::Request(header, request) => (header, *request),
+        Decoded::UnsupportedApiVersions { correlation_id } => {
             // KIP-511: answer in v0 with error 35 and our ranges, so the client
             // can retry with a version we speak.
             return Ok(Outcome::Respond(api_versions_response(
-                correlation,
+                correlation_id,
                 0,
                 code::UNSUPPORTED_VERSION,
             )));
         }
-        return Err(protocol(format!(
-            "{api:?} v{version} is not supported (v{lo}–v{hi})"
-        )));
-    }
-    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-        .map_err(|e| protocol(format!("bad {api:?} v{version} request header: {e}")))?;
-    let request = RequestKind::decode(api, &mut frame, version)
-        .map_err(|e| protocol(format!("bad {api:?} v{version} request body: {e:#}")))?;
+    };
+    let version = header.request_api_version;
+    let api = ApiKey::try_from(header.request_api_key)
+        .map_err(|_| protocol("unknown API key after decoding"))?;
     let response = match request {
         RequestKind::ApiVersions(_) => {
             return Ok(Outcome::Respond(api_versions_response(

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 pub use fetch_writer::{
     Part, PartitionData, RecordsRegion, TopicData, encode_fetch_response, parts_len,
 };
+pub use handlers::{Decoded, decode_request};
 pub use server::{Broker, DataPathStats, StatsSnapshot};
 pub use sluice_io::DataPath;
 pub use sluice_log::{AppendPath, FlushPolicy, LogConfig};
