@@ -46,12 +46,18 @@ impl Server {
 
     /// Starts a broker with extra environment variables.
     pub fn start_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_at(dir, "127.0.0.1:0", args, env)
+    }
+
+    /// Starts a broker listening on `listen` (a fixed port lets clients
+    /// reconnect across restarts).
+    pub fn start_at(dir: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .envs(env.iter().copied())
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
