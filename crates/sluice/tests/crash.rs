@@ -153,7 +153,7 @@ fn sigkill_thirty_times_loses_and_duplicates_no_acknowledged_message() {
                     }
                 }
                 producer.poll(Duration::ZERO);
-                if id % 50 == 0 {
+                if id.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
