@@ -427,6 +427,7 @@ impl Broker {
             "gauge",
             &one(limit.saturating_sub(inner.request_memory.available_permits()) as u64),
         );
+        let mut offline = 0u64;
         let mut starts = Vec::new();
         let mut ends = Vec::new();
         let mut sizes = Vec::new();
@@ -435,12 +436,19 @@ impl Broker {
                 let Some(part) = inner.log.partition(&topic, p) else {
                     continue;
                 };
+                offline += u64::from(part.is_offline());
                 let labels = format!("{{topic=\"{topic}\",partition=\"{p}\"}}");
                 starts.push((labels.clone(), part.log_start().max(0) as u64));
                 ends.push((labels.clone(), part.log_end().max(0) as u64));
                 sizes.push((labels, part.size_bytes()));
             }
         }
+        gauge(
+            "sluice_partitions_offline",
+            "Partitions taking no appends after a write failed (not for lack of space).",
+            "gauge",
+            &one(offline),
+        );
         gauge(
             "sluice_partition_log_start_offset",
             "First offset still in the log.",

@@ -9,7 +9,7 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -135,6 +135,9 @@ pub struct Partition {
     /// Shared with the threads that sync sealed segments in the background.
     durability: Arc<Durability>,
     appender: Mutex<Appender>,
+    /// Mirrors `Appender::failed` for readers that must not wait for an
+    /// append in progress (metrics).
+    offline: AtomicBool,
 }
 
 /// What is known to be on disk, and the recovery point that follows from it.
@@ -275,6 +278,7 @@ impl Partition {
                 syncing: Vec::new(),
                 producers,
             }),
+            offline: AtomicBool::new(false),
         };
         write_recovery_point(dir, last.base_offset())?;
         Ok(partition)
@@ -295,6 +299,12 @@ impl Partition {
     /// The first offset still in the log.
     pub fn log_start(&self) -> i64 {
         self.log_start.load(Ordering::Acquire)
+    }
+
+    /// True once a write failed other than for lack of space: the partition
+    /// takes no more appends until the broker restarts (reads go on).
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Relaxed)
     }
 
     /// One past the last committed offset.
@@ -326,6 +336,7 @@ impl Partition {
     fn io_error(&self, app: &mut Appender, source: io::Error) -> AppendError {
         tracing::error!(partition = %self.name, "append failed, partition offline: {source}");
         app.failed = true;
+        self.offline.store(true, Ordering::Relaxed);
         AppendError::Io {
             partition: self.name.clone(),
             source,

@@ -118,6 +118,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    // A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action kills
+    // the process; ignored, the write fails with EFBIG and only the partition
+    // it was for goes offline.
+    // SAFETY: setting a signal's disposition to SIG_IGN before any thread
+    // that could depend on it starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     anyhow::ensure!(
         args.segment_bytes <= 2 << 30,
         "--segment-bytes is at most 2 GiB"

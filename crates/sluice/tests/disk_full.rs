@@ -166,3 +166,59 @@ fn fill_the_disk(append: &str) {
     assert_all_readable(&mut c, "fill", &acked);
     assert_all_readable(&mut c, "other", &other_acked);
 }
+
+#[test]
+fn a_partition_whose_file_fails_goes_offline_while_the_others_keep_serving() {
+    // Any file past 2 MB fails to grow (EFBIG, RLIMIT_FSIZE): a real write
+    // error that is not a full disk, hitting only the partition that grows.
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = temp.path().join("data");
+    let server = Server::start_wrapped(
+        &["prlimit", "--fsize=2000000", "--"],
+        &data,
+        "127.0.0.1:0",
+        &["--segment-bytes", "8m"],
+        &[],
+    );
+    let mut c = Client::connect(server.addr);
+    assert_eq!(create_topic(&mut c, "big", 1), 0);
+    assert_eq!(create_topic(&mut c, "small", 1), 0);
+    let mut big_acked = Vec::new();
+    let mut failed_at = None;
+    for n in 0..100u32 {
+        let batch = numbered_batch(n);
+        match produce(&mut c, 9, "big", 0, &batch) {
+            (0, base) => big_acked.push((base, batch)),
+            (KAFKA_STORAGE_ERROR, _) => {
+                failed_at = Some(n);
+                break;
+            }
+            answer => panic!("produce {n}: {answer:?}"),
+        }
+    }
+    assert!(failed_at.is_some(), "the 2 MB limit was reached");
+    assert_eq!(server.metric("sluice_partitions_offline"), 1);
+    // Offline: even a small batch is refused now.
+    assert_eq!(
+        produce(
+            &mut c,
+            9,
+            "big",
+            0,
+            &sluice_log::batch::build_batch(0, &[b"tiny"])
+        )
+        .0,
+        KAFKA_STORAGE_ERROR
+    );
+    // What it acknowledged before still reads back.
+    assert_all_readable(&mut c, "big", &big_acked);
+    // The other partition carries on.
+    let mut small_acked = Vec::new();
+    for n in 0..5u32 {
+        let batch = sluice_log::batch::build_batch(0, &[format!("small {n}").as_bytes()]);
+        let (err, base) = produce(&mut c, 9, "small", 0, &batch);
+        assert_eq!((err, base), (0, i64::from(n)));
+        small_acked.push((base, batch));
+    }
+    assert_all_readable(&mut c, "small", &small_acked);
+}

@@ -52,7 +52,27 @@ impl Server {
     /// Starts a broker listening on `listen` (a fixed port lets clients
     /// reconnect across restarts).
     pub fn start_at(dir: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        Server::start_wrapped(&[], dir, listen, args, env)
+    }
+
+    /// As [`Server::start_at`], run under a wrapper command (`prlimit …`).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        dir: &Path,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let sluice = env!("CARGO_BIN_EXE_sluice");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(sluice);
+                c
+            }
+            None => Command::new(sluice),
+        };
+        let mut child = command
             .envs(env.iter().copied())
             .args([
                 "serve",
