@@ -1,6 +1,14 @@
 //! `sluice`: the single binary — the broker (`serve`) and the benchmarks.
 
 mod serve;
+
+/// mimalloc instead of glibc malloc: under a soak of 32 producers and 32
+/// consumers (~100k allocations/s) glibc's RSS crept up ~0.4 MiB a minute
+/// with a flat live heap (heaptrack: 5–7 MB), i.e. fragmentation; see
+/// docs/BENCHMARKS.md, "Soak".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod tools;
 mod topic;
 
