@@ -200,7 +200,22 @@ pub(crate) async fn handle(
         // Handlers that may touch the disk (topic auto-creation, index and
         // header reads, fsyncs) run on the blocking pool, off the workers.
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(off_runtime(inner, move |i| metadata(i, r, version)).await?)
+            // Only creating a topic touches the disk; naming topics that
+            // exist (every client's periodic refresh) is answered here,
+            // without a blocking-pool thread: a refresh from every client at
+            // once grew the pool by a thread each (docs/BENCHMARKS.md, soak).
+            let creates = r.topics.as_ref().is_some_and(|list| {
+                list.iter().any(|t| {
+                    t.name
+                        .as_ref()
+                        .is_some_and(|n| inner.log.partition_count(&n.0).is_none())
+                })
+            });
+            if creates {
+                ResponseKind::Metadata(off_runtime(inner, move |i| metadata(i, r, version)).await?)
+            } else {
+                ResponseKind::Metadata(metadata(inner, r, version))
+            }
         }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(off_runtime(inner, move |i| list_offsets(i, r)).await?)
