@@ -432,10 +432,11 @@ impl Partition {
         let Some(writer) = app.writer.as_mut() else {
             return Err(AppendError::Offline(self.name.clone()));
         };
-        if let Err(e) = writer.append(active, records, &batches, &self.config) {
+        let new_size = match writer.append(active, records, &batches, &self.config) {
+            Ok(size) => size,
             // Nothing was published: the end still points before these bytes.
-            return Err(self.write_error(&mut app, e));
-        }
+            Err(e) => return Err(self.write_error(&mut app, e)),
+        };
         let durable = match self.config.flush {
             FlushPolicy::Always => {
                 if let Err(e) = writer.sync(active) {
@@ -448,7 +449,14 @@ impl Partition {
         for (_, h) in &batches {
             app.producers.record(h);
         }
+        // The end offset first, then the segment size readers bound regions
+        // by: a reader that loads the end and then the size never gets
+        // bytes past the end it reports. (The other order handed consumers
+        // a batch before its offsets were published; if the appender was
+        // then preempted, their next Fetch was answered OFFSET_OUT_OF_RANGE
+        // and librdkafka re-read the partition from the start.)
         self.log_end.store(next, Ordering::Release);
+        active.publish_size(new_size);
         if durable {
             self.durability.durable_end.store(next, Ordering::Release);
             app.last_flush_ms = now_ms();
@@ -594,10 +602,13 @@ impl Partition {
     ) -> Result<ReadResult, ReadError> {
         let log_end = self.log_end();
         let log_start = self.log_start();
+        // The end reported is loaded again after the segment size that bounds
+        // the region: the appender publishes the end before the size, so every
+        // byte under a size already seen belongs to offsets below this end.
         let result = |slice| ReadResult {
             slice,
             log_start,
-            log_end,
+            log_end: self.log_end(),
         };
         if offset < log_start || offset > log_end {
             return Err(ReadError::OffsetOutOfRange {

@@ -78,6 +78,12 @@ impl Segment {
         self.max_timestamp.load(Ordering::Acquire)
     }
 
+    /// Makes appended bytes up to `size` visible to readers. Called by the
+    /// partition after it has published the end offset that covers them.
+    pub(crate) fn publish_size(&self, size: u64) {
+        self.size.store(size, Ordering::Release);
+    }
+
     pub fn created_ms(&self) -> i64 {
         self.created_ms
     }
@@ -582,7 +588,7 @@ impl SegmentWriter {
         bytes: &[u8],
         batches: &[(usize, BatchHeader)],
         config: &LogConfig,
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
         let pos = seg.size();
         if pos + bytes.len() as u64 > self.capacity {
             return Err(io::Error::other("batches do not fit the segment"));
@@ -641,8 +647,10 @@ impl SegmentWriter {
         }
         seg.max_timestamp.store(max_ts, Ordering::Release);
         seg.next_offset.store(next, Ordering::Release);
-        seg.size.store(pos + bytes.len() as u64, Ordering::Release);
-        Ok(())
+        // The size is not published here: readers bound what they send by
+        // it, so it must not move before the partition's end offset does
+        // (see `Partition::append`).
+        Ok(pos + bytes.len() as u64)
     }
 
     /// Forces appended bytes to disk. Both paths end in the page cache, so
