@@ -1,0 +1,333 @@
+//! A small blocking Kafka client on the `kafka-protocol` crate: what the
+//! console tools (`sluice produce`, `sluice consume`, `sluice topic`) and the
+//! load generator need, against Sluice or any Kafka-compatible broker.
+
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::{Request, StrBytes};
+
+use crate::ClientError;
+use crate::wire;
+
+/// A topic as Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub internal: bool,
+    /// (partition, leader broker id), by partition.
+    pub partitions: Vec<(i32, i32)>,
+}
+
+/// One connection to a broker.
+pub struct Client {
+    stream: TcpStream,
+    correlation: i32,
+    client_id: StrBytes,
+}
+
+/// What a fetch of one partition returned.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+/// A Produce of one records field to one partition (30 s timeout).
+pub fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = topic_name(topic);
+    td.partition_data = vec![pd];
+    let mut r = ProduceRequest::default();
+    r.acks = acks;
+    r.timeout_ms = 30_000;
+    r.topic_data = vec![td];
+    r
+}
+
+/// A topic name as the protocol types hold it.
+pub fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+impl Client {
+    /// Connects (TCP_NODELAY, a 60 s read timeout).
+    pub fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Client {
+            stream,
+            correlation: 0,
+            client_id: StrBytes::from_static_str("sluice-cli"),
+        })
+    }
+
+    /// A second handle on the same connection, so one thread can write
+    /// requests while another reads their responses (in order). The clone
+    /// starts from the same correlation id as this handle.
+    pub fn try_clone(&self) -> Result<Client, ClientError> {
+        Ok(Client {
+            stream: self.stream.try_clone()?,
+            correlation: self.correlation,
+            client_id: self.client_id.clone(),
+        })
+    }
+
+    /// Encodes and writes one request; returns its correlation id.
+    fn write_request<R: Request>(&mut self, version: i16, req: &R) -> Result<i32, ClientError> {
+        self.correlation += 1;
+        let frame =
+            wire::encode_request(req, version, self.correlation, Some(self.client_id.clone()))?;
+        self.stream.write_all(&frame)?;
+        Ok(self.correlation)
+    }
+
+    /// Sends a request and decodes its response.
+    pub fn call<R: Request>(&mut self, version: i16, req: &R) -> Result<R::Response, ClientError> {
+        let correlation = self.write_request(version, req)?;
+        self.read_response::<R>(version, correlation)
+    }
+
+    /// Reads the response to the request with `correlation` (responses come
+    /// in request order, so pipelined requests are read back in turn).
+    pub fn read_response<R: Request>(
+        &mut self,
+        version: i16,
+        correlation: i32,
+    ) -> Result<R::Response, ClientError> {
+        let frame = wire::read_frame(&mut self.stream, wire::MAX_RESPONSE_BYTES)?;
+        wire::decode_response::<R>(frame, version, correlation)
+    }
+
+    /// Sends a Produce without waiting; returns its correlation id, to pass to
+    /// [`Client::produce_result`] (pipelining: several in flight at once).
+    pub fn send_produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> Result<i32, ClientError> {
+        let r = produce_request(topic, partition, records, acks);
+        self.write_request(9, &r)
+    }
+
+    /// The result of a Produce sent with [`Client::send_produce`].
+    pub fn produce_result(&mut self, correlation: i32) -> Result<i64, ClientError> {
+        let resp = self.read_response::<ProduceRequest>(9, correlation)?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .ok_or_else(|| ClientError::Protocol("empty produce response".into()))?;
+        if p.error_code != 0 {
+            return Err(ClientError::Kafka(p.error_code));
+        }
+        Ok(p.base_offset)
+    }
+
+    /// Partition count of `topic` (creating it if the broker auto-creates).
+    pub fn partitions(&mut self, topic: &str) -> Result<u32, ClientError> {
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(topic_name(topic));
+        let mut r = MetadataRequest::default();
+        r.topics = Some(vec![t]);
+        r.allow_auto_topic_creation = true;
+        let resp = self.call(9, &r)?;
+        let t = resp
+            .topics
+            .first()
+            .ok_or_else(|| ClientError::Protocol("no topic in metadata".into()))?;
+        if t.error_code != 0 {
+            return Err(ClientError::Kafka(t.error_code));
+        }
+        Ok(t.partitions.len() as u32)
+    }
+
+    /// Produces one records field (whole batches) to a partition; returns the
+    /// base offset (−1 with acks=0, which gets no response).
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> Result<i64, ClientError> {
+        let correlation = self.send_produce(topic, partition, records, acks)?;
+        if acks == 0 {
+            // No response comes back for acks=0.
+            return Ok(-1);
+        }
+        self.produce_result(correlation)
+    }
+
+    /// ListOffsets: −1 latest, −2 earliest, or a timestamp.
+    pub fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64, ClientError> {
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = timestamp;
+        p.current_leader_epoch = -1;
+        let mut t = ListOffsetsTopic::default();
+        t.name = topic_name(topic);
+        t.partitions = vec![p];
+        let mut r = ListOffsetsRequest::default();
+        r.replica_id = (-1).into();
+        r.topics = vec![t];
+        let resp = self.call(5, &r)?;
+        let p = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty list offsets response".into()))?;
+        if p.error_code != 0 {
+            return Err(ClientError::Kafka(p.error_code));
+        }
+        Ok(p.offset)
+    }
+
+    /// Fetches one partition from `offset`.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+        max_bytes: i32,
+    ) -> Result<Fetched, ClientError> {
+        let mut fp = FetchPartition::default();
+        fp.partition = partition;
+        fp.fetch_offset = offset;
+        fp.partition_max_bytes = max_bytes;
+        fp.current_leader_epoch = -1;
+        fp.log_start_offset = -1;
+        let mut ft = FetchTopic::default();
+        ft.topic = topic_name(topic);
+        ft.partitions = vec![fp];
+        let mut r = FetchRequest::default();
+        r.replica_id = (-1).into();
+        r.max_wait_ms = max_wait_ms;
+        r.min_bytes = 1;
+        r.max_bytes = max_bytes;
+        r.session_epoch = -1;
+        r.topics = vec![ft];
+        let resp = self.call(12, &r)?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty fetch response".into()))?;
+        Ok(Fetched {
+            error_code: p.error_code,
+            high_watermark: p.high_watermark,
+            log_start_offset: p.log_start_offset,
+            records: p.records.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Creates a topic (CreateTopics v5) with `partitions` partitions and
+    /// topic configs (`retention.ms=…`); replication factor 1.
+    pub fn create_topic(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+    ) -> Result<(), ClientError> {
+        let mut t = CreatableTopic::default();
+        t.name = topic_name(topic);
+        t.num_partitions = partitions;
+        t.replication_factor = 1;
+        t.configs = configs
+            .iter()
+            .map(|(k, v)| {
+                let mut c = CreatableTopicConfig::default();
+                c.name = StrBytes::from_string(k.clone());
+                c.value = Some(StrBytes::from_string(v.clone()));
+                c
+            })
+            .collect();
+        let mut r = CreateTopicsRequest::default();
+        r.topics = vec![t];
+        r.timeout_ms = 30_000;
+        let resp = self.call(5, &r)?;
+        match resp.topics.first().map(|t| t.error_code) {
+            Some(0) => Ok(()),
+            Some(code) => Err(ClientError::Kafka(code)),
+            None => Err(ClientError::Protocol("empty CreateTopics response".into())),
+        }
+    }
+
+    /// Deletes a topic (DeleteTopics v4).
+    pub fn delete_topic(&mut self, topic: &str) -> Result<(), ClientError> {
+        let mut r = DeleteTopicsRequest::default();
+        r.topic_names = vec![topic_name(topic)];
+        r.timeout_ms = 30_000;
+        let resp = self.call(4, &r)?;
+        match resp.responses.first().map(|t| t.error_code) {
+            Some(0) => Ok(()),
+            Some(code) => Err(ClientError::Kafka(code)),
+            None => Err(ClientError::Protocol("empty DeleteTopics response".into())),
+        }
+    }
+
+    /// Every topic (`names` None) or the named ones, without creating any.
+    /// A named topic that does not exist is a `ClientError::Kafka` of its code.
+    pub fn describe_topics(
+        &mut self,
+        names: Option<&[String]>,
+    ) -> Result<Vec<TopicInfo>, ClientError> {
+        let mut r = MetadataRequest::default();
+        r.topics = names.map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    let mut t = MetadataRequestTopic::default();
+                    t.name = Some(topic_name(n));
+                    t
+                })
+                .collect()
+        });
+        r.allow_auto_topic_creation = false;
+        let resp = self.call(9, &r)?;
+        let mut out = Vec::with_capacity(resp.topics.len());
+        for t in resp.topics {
+            if t.error_code != 0 {
+                return Err(ClientError::Kafka(t.error_code));
+            }
+            let mut partitions: Vec<(i32, i32)> = t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_id.0))
+                .collect();
+            partitions.sort_unstable();
+            out.push(TopicInfo {
+                name: t.name.map(|n| n.0.to_string()).unwrap_or_default(),
+                internal: t.is_internal,
+                partitions,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}

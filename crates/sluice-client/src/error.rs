@@ -1,0 +1,67 @@
+//! Why a client call failed, and Kafka's names for its error codes.
+
+use kafka_protocol::ResponseError;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("I/O error talking to the broker: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("broker answered with Kafka error {0} ({name})", name = error_name(*.0))]
+    Kafka(i16),
+}
+
+impl ClientError {
+    /// The Kafka error code, when the broker answered with one.
+    pub fn kafka_code(&self) -> Option<i16> {
+        match self {
+            ClientError::Kafka(code) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Kafka's name for an error code as Kafka spells it (`MESSAGE_TOO_LARGE`,
+/// `TOPIC_ALREADY_EXISTS`: the names users meet in Kafka's docs and
+/// clients), derived from `kafka_protocol`'s `ResponseError` so no table is
+/// kept here; `NONE` for 0 and `error N` for a code it does not know.
+pub fn error_name(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        None => "NONE".to_string(),
+        Some(ResponseError::Unknown(code)) => format!("error {code}"),
+        Some(e) => screaming_snake(&e.to_string()),
+    }
+}
+
+/// `MessageTooLarge` → `MESSAGE_TOO_LARGE`.
+fn screaming_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 8);
+    let mut prev_lower = false;
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() && prev_lower {
+            out.push('_');
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_named_as_kafka_names_them() {
+        assert_eq!(error_name(10), "MESSAGE_TOO_LARGE");
+        assert_eq!(error_name(36), "TOPIC_ALREADY_EXISTS");
+        assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(error_name(0), "NONE");
+        assert_eq!(error_name(31_000), "error 31000");
+        let e = ClientError::Kafka(10).to_string();
+        assert!(e.contains("MESSAGE_TOO_LARGE"), "{e}");
+    }
+}

@@ -1,0 +1,28 @@
+//! # sluice-client: what is not the broker
+//!
+//! Everything the command-line tools, the load generator and the tests need
+//! to talk to a Kafka-compatible broker, without depending on the broker:
+//!
+//! - [`Client`]: a small blocking client (Produce, pipelined or not; Fetch,
+//!   ListOffsets, Metadata, CreateTopics, DeleteTopics) and [`wire`], its
+//!   request framing, for callers that need raw frames.
+//! - [`ClientError`] and [`error_name`]: Kafka error codes by Kafka's names,
+//!   from `kafka_protocol`'s `ResponseError`.
+//! - [`encode_batch`] and [`plain_record`] build RecordBatch v2 batches;
+//!   [`batches`] walks the whole batches of a records field (a fetch may end
+//!   mid-batch) and [`whole_len`] says where the whole ones end.
+//! - [`murmur2`] and [`partition_for_key`]: Kafka's key partitioner.
+//! - [`parse_size`]: `64k`, `1MiB`, `1g`.
+
+mod batch;
+mod client;
+mod error;
+mod partition;
+mod size;
+pub mod wire;
+
+pub use batch::{Batch, Batches, batches, encode_batch, plain_record, whole_len};
+pub use client::{Client, Fetched, TopicInfo, produce_request, topic_name};
+pub use error::{ClientError, error_name};
+pub use partition::{murmur2, partition_for_key};
+pub use size::parse_size;
