@@ -30,6 +30,7 @@ mod sender;
 pub mod signal;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+mod uring_probe;
 
 pub use counters::{Counters, Syscall};
 pub use error::TransferError;

@@ -60,7 +60,7 @@ impl DataPath {
     /// Why this path cannot run here, if it cannot (checked once per process).
     pub fn unavailable_reason(self) -> Option<&'static str> {
         match self {
-            DataPath::IoUring => crate::sender::uring::unavailable_reason(),
+            DataPath::IoUring => crate::uring_probe::unavailable_reason(),
             _ => None,
         }
     }

@@ -8,20 +8,25 @@
 //! ([`Sender::send`], which waits with `poll`), event loops and tokio
 //! ([`crate::tokio`]).
 
-use std::fs::File;
 use std::ops::Range;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SendFlags, SocketType};
+use rustix::net::SendFlags;
 use rustix::pipe::SpliceFlags;
 
 use crate::counters::{Counters, Syscall};
 use crate::error::TransferError;
 use crate::path::DataPath;
 
-pub(crate) mod uring;
+mod message;
+mod sys;
+mod uring;
+
+pub use message::{Chunk, FileRegion, Message, Progress, open_source};
+pub use sys::{SocketKind, socket_kind};
+
+use sys::{Attempt, Pipe, attempt, eof_error, syscall_error};
 
 /// Largest count handed to one `send`/`sendfile`/`splice` (Linux caps a
 /// single transfer at 0x7ffff000 bytes anyway).
@@ -38,205 +43,6 @@ pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
 pub const DEFAULT_PIPE_SIZE: usize = 1 << 20;
 /// Most byte runs gathered into one `sendmsg`.
 const MAX_IOVECS: usize = 64;
-
-/// A region of an open file.
-#[derive(Clone, Copy, Debug)]
-pub struct FileRegion<'a> {
-    pub file: BorrowedFd<'a>,
-    pub offset: u64,
-    pub len: u64,
-}
-
-impl<'a> FileRegion<'a> {
-    pub fn new(file: &'a impl AsFd, offset: u64, len: u64) -> FileRegion<'a> {
-        FileRegion {
-            file: file.as_fd(),
-            offset,
-            len,
-        }
-    }
-}
-
-/// Opens a source file by path for sending, with a typed error when it is missing.
-pub fn open_source(path: &Path) -> Result<File, TransferError> {
-    File::open(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            TransferError::FileNotFound {
-                path: path.to_path_buf(),
-            }
-        } else {
-            TransferError::Open {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })
-}
-
-/// One piece of a message.
-#[derive(Clone, Copy, Debug)]
-pub enum Chunk<'a> {
-    /// Bytes already in memory (headers, per-partition fields).
-    Bytes(&'a [u8]),
-    /// Bytes still in a file, sent by the sender's data path.
-    File(FileRegion<'a>),
-}
-
-impl Chunk<'_> {
-    pub fn len(&self) -> u64 {
-        match self {
-            Chunk::Bytes(b) => b.len() as u64,
-            Chunk::File(r) => r.len,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// What one call to [`Sender::advance`] achieved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// Every byte of the message is in the socket.
-    Done,
-    /// The non-blocking socket is full; call again when it is writable.
-    WouldBlock,
-}
-
-/// A message in flight: its chunks and how far it has got.
-#[derive(Debug)]
-pub struct Message<'a> {
-    chunks: Vec<Chunk<'a>>,
-    /// Index of the chunk being sent.
-    idx: usize,
-    /// Bytes of `chunks[idx]` already delivered to the socket.
-    done_in_chunk: u64,
-    /// The mapping of the current file chunk on the `mmap+write` path, and the
-    /// chunk offset its first byte corresponds to.
-    map: Option<(memmap2::Mmap, u64)>,
-    /// The sender generation this message started in (0: not started).
-    generation: u64,
-    corked: bool,
-    counters: Counters,
-}
-
-impl<'a> Message<'a> {
-    pub fn new(chunks: Vec<Chunk<'a>>) -> Message<'a> {
-        Message {
-            chunks,
-            idx: 0,
-            done_in_chunk: 0,
-            map: None,
-            generation: 0,
-            corked: false,
-            counters: Counters::default(),
-        }
-    }
-
-    /// A message of one file region.
-    pub fn region(region: FileRegion<'a>) -> Message<'a> {
-        Message::new(vec![Chunk::File(region)])
-    }
-
-    /// Total bytes of the message.
-    pub fn len(&self) -> u64 {
-        self.chunks.iter().map(Chunk::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// What sending this message has cost so far.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    /// `n` bytes of the current file chunk reached the socket from user memory.
-    fn delivered_from_user_space(&mut self, n: u64) {
-        self.counters.user_space_bytes += n;
-        self.counters.bytes_sent += n;
-        self.done_in_chunk += n;
-    }
-
-    /// `n` bytes of the current file chunk reached the socket kernel-side only.
-    fn delivered_in_kernel(&mut self, n: u64) {
-        self.counters.kernel_bytes += n;
-        self.counters.bytes_sent += n;
-        self.done_in_chunk += n;
-    }
-}
-
-/// The transport under the socket, which decides whether `MSG_MORE` and
-/// `TCP_CORK` mean anything and whether a network device is involved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketKind {
-    Tcp,
-    Unix,
-}
-
-#[derive(Debug)]
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    capacity: usize,
-    /// Bytes spliced in from the file and not yet out to the socket.
-    pending: usize,
-}
-
-impl Pipe {
-    fn open(requested: usize) -> Result<Pipe, TransferError> {
-        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| syscall_error("pipe2", e))?;
-        // An unprivileged process may be refused a pipe over pipe-max-size;
-        // then the pipe keeps the size the kernel gave it.
-        let capacity = match rustix::pipe::fcntl_setpipe_size(&write, requested) {
-            Ok(size) => size,
-            Err(_) => rustix::pipe::fcntl_getpipe_size(&write)
-                .map_err(|e| syscall_error("fcntl(F_GETPIPE_SZ)", e))?,
-        };
-        Ok(Pipe {
-            read,
-            write,
-            capacity,
-            pending: 0,
-        })
-    }
-}
-
-fn syscall_error(call: &'static str, errno: Errno) -> TransferError {
-    TransferError::Syscall {
-        call,
-        source: std::io::Error::from_raw_os_error(errno.raw_os_error()),
-    }
-}
-
-/// Outcome of one syscall after `EINTR` retries.
-enum Attempt<T> {
-    Ok(T),
-    WouldBlock,
-}
-
-/// Makes `f` once, retrying on `EINTR`, counting every call, `EAGAIN` and `EINTR`.
-fn attempt<T>(
-    counters: &mut Counters,
-    call: Syscall,
-    mut f: impl FnMut() -> rustix::io::Result<T>,
-) -> Result<Attempt<T>, Errno> {
-    loop {
-        counters.count(call);
-        match f() {
-            Ok(v) => return Ok(Attempt::Ok(v)),
-            Err(Errno::INTR) => counters.eintr += 1,
-            Err(Errno::AGAIN) => {
-                counters.eagain += 1;
-                return Ok(Attempt::WouldBlock);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
 
 /// Sends messages to one connected stream socket by one data path. Holds the
 /// per-connection resources the path needs (the user buffer, the pipe) and
@@ -397,7 +203,11 @@ impl Sender {
             return Err(TransferError::Interleaved);
         }
         if self.path == DataPath::IoUring {
-            return self.advance_uring(socket, msg);
+            self.open_pipe()?;
+            let (Some(ring), Some(pipe)) = (self.ring.as_mut(), self.pipe.as_mut()) else {
+                unreachable!("an io_uring sender always has a ring, and the pipe was opened above")
+            };
+            return ring.advance(socket, pipe, self.kind, msg);
         }
         loop {
             // Skip what is finished (and empty chunks).
@@ -768,48 +578,4 @@ impl Sender {
         msg.delivered_in_kernel(n as u64);
         Ok(Attempt::Ok(()))
     }
-}
-
-/// The read side hit end-of-file inside a region: decide whether the region
-/// never fit the file or the file shrank while it was being sent.
-fn eof_error(msg: &mut Message<'_>, region: FileRegion<'_>) -> TransferError {
-    msg.counters.count(Syscall::Fstat);
-    let file_len = rustix::fs::fstat(region.file)
-        .map(|st| st.st_size as u64)
-        .unwrap_or(0);
-    if msg.done_in_chunk == 0 && region.offset.saturating_add(region.len) > file_len {
-        TransferError::RegionPastEof {
-            offset: region.offset,
-            len: region.len,
-            file_len,
-        }
-    } else {
-        TransferError::SourceTruncated {
-            sent: msg.done_in_chunk,
-            len: region.len,
-        }
-    }
-}
-
-/// Checks that `socket` is a connected stream socket and says which kind.
-pub fn socket_kind(socket: BorrowedFd<'_>) -> Result<SocketKind, TransferError> {
-    let ty = rustix::net::sockopt::socket_type(socket).map_err(|e| match e {
-        Errno::NOTSOCK => TransferError::NotAStreamSocket,
-        e => syscall_error("getsockopt(SO_TYPE)", e),
-    })?;
-    if ty != SocketType::STREAM {
-        return Err(TransferError::NotAStreamSocket);
-    }
-    match rustix::net::getpeername(socket) {
-        Ok(Some(_)) => {}
-        // A Unix socket pair has an unnamed peer: still connected.
-        Ok(None) => {}
-        Err(Errno::NOTCONN) => return Err(TransferError::NotConnected),
-        Err(e) => return Err(syscall_error("getpeername", e)),
-    }
-    let local = rustix::net::getsockname(socket).map_err(|e| syscall_error("getsockname", e))?;
-    Ok(match local.address_family() {
-        AddressFamily::UNIX => SocketKind::Unix,
-        _ => SocketKind::Tcp,
-    })
 }

@@ -8,7 +8,9 @@ use std::os::fd::AsFd;
 
 use tokio::io::Interest;
 
-use crate::{Counters, Message, Progress, Sender, TransferError};
+use crate::counters::Counters;
+use crate::error::TransferError;
+use crate::sender::{Message, Progress, Sender};
 
 /// A tokio stream socket the sender can write to.
 pub trait AsyncStreamSocket: AsFd {

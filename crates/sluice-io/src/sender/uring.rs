@@ -26,59 +26,21 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::OnceLock;
 
-use io_uring::{IoUring, Probe, opcode, squeue, types::Fd};
+use io_uring::{IoUring, opcode, squeue, types::Fd};
 use rustix::io::Errno;
 
-use super::{
-    Attempt, Chunk, Message, Pipe, Progress, Sender, SocketKind, eof_error, syscall_error,
-};
+use super::message::{Chunk, Message, Progress};
+use super::sys::{Attempt, Pipe, SocketKind, eof_error, syscall_error};
 use crate::counters::Syscall;
 use crate::error::TransferError;
+use crate::uring_probe::probe;
 
 /// Submission queue entries per ring: the most operations in one chain. A
 /// chain moves up to one pipe-full per drain, and a pipe-full takes a few
 /// operations (one per byte run or region piece), so 64 covers the typical
 /// fetch response in one submission; longer messages take more rounds.
 const RING_ENTRIES: u32 = 64;
-
-/// Set to disable io_uring in this process, to exercise the fall-back.
-pub const DISABLE_ENV: &str = "SLUICE_DISABLE_IO_URING";
-
-/// Why io_uring cannot run the splice chain here, if it cannot. Checked once
-/// per process.
-pub(crate) fn unavailable_reason() -> Option<&'static str> {
-    static REASON: OnceLock<Option<String>> = OnceLock::new();
-    REASON
-        .get_or_init(|| probe().err().map(|e| e.to_string()))
-        .as_deref()
-}
-
-/// Why io_uring cannot be used here, if it cannot.
-pub(crate) fn probe() -> io::Result<()> {
-    if std::env::var_os(DISABLE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("disabled by {DISABLE_ENV}"),
-        ));
-    }
-    let ring = IoUring::new(2)?;
-    let mut probe = Probe::new();
-    ring.submitter().register_probe(&mut probe)?;
-    for (code, name) in [
-        (opcode::Splice::CODE, "IORING_OP_SPLICE"),
-        (opcode::Write::CODE, "IORING_OP_WRITE"),
-    ] {
-        if !probe.is_supported(code) {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("kernel lacks {name}"),
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// One operation of a chain.
 #[derive(Clone, Copy, Debug)]
@@ -389,18 +351,17 @@ fn credit(contents: &mut VecDeque<(u64, bool)>, mut n: u64, msg: &mut Message<'_
     }
 }
 
-impl Sender {
-    /// The io_uring path's [`Sender::advance`]: rounds of one submission each
-    /// until the message is in the socket or the socket is full.
-    pub(super) fn advance_uring(
+impl Ring {
+    /// The io_uring path's [`Sender::advance`](super::Sender::advance): rounds
+    /// of one submission each until the message is in the socket or the socket
+    /// is full. `pipe` is the sender's pipe, already open.
+    pub(super) fn advance(
         &mut self,
         socket: BorrowedFd<'_>,
+        pipe: &mut Pipe,
+        kind: SocketKind,
         msg: &mut Message<'_>,
     ) -> Result<Progress, TransferError> {
-        self.open_pipe()?;
-        let (Some(ring), Some(pipe)) = (self.ring.as_mut(), self.pipe.as_mut()) else {
-            unreachable!("an io_uring sender always has a ring, and the pipe was opened above")
-        };
         loop {
             while msg.idx < msg.chunks.len() && msg.done_in_chunk == msg.chunks[msg.idx].len() {
                 msg.idx += 1;
@@ -409,8 +370,8 @@ impl Sender {
             if msg.idx == msg.chunks.len() && pipe.pending == 0 {
                 return Ok(Progress::Done);
             }
-            ring.plan(pipe, msg, self.kind);
-            if ring.ops.is_empty() {
+            self.plan(pipe, msg, kind);
+            if self.ops.is_empty() {
                 // Cannot happen with a pipe of at least one page; refuse
                 // rather than spin.
                 return Err(TransferError::Syscall {
@@ -418,7 +379,7 @@ impl Sender {
                     source: io::Error::other("pipe too small to plan a chain"),
                 });
             }
-            if let Attempt::WouldBlock = ring.run(socket, pipe, msg)? {
+            if let Attempt::WouldBlock = self.run(socket, pipe, msg)? {
                 return Ok(Progress::WouldBlock);
             }
         }
