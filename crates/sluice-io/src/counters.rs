@@ -1,7 +1,7 @@
 //! Exact tallies of what a data path did: every syscall it made, by kind, and
 //! where the bytes went. These count the calls the path itself makes; they are
 //! not derived from `/proc/self/io`, which counts `sendfile` bytes as both read
-//! and written and does not see `splice` or `send` at all (DESIGN.md §5).
+//! and written and does not see `splice` or `send` at all.
 
 use std::fmt;
 use std::ops::{AddAssign, Sub};

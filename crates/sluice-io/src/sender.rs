@@ -299,7 +299,7 @@ impl Sender {
     }
 
     /// Sends the run of consecutive byte chunks starting at the cursor, gathered
-    /// into one `sendmsg` (the `writev` of the design).
+    /// into one `sendmsg` (a `writev` that also takes `MSG_MORE`).
     fn send_bytes(
         &mut self,
         socket: BorrowedFd<'_>,
