@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sluice_log::{AppendPath, FlushPolicy, LogConfig, Partition};
 
-use crate::transfer::{Stat, human_bytes};
+use crate::stats::Stat;
+use crate::transfer::human_bytes;
 use crate::usage::Usage;
 
 #[derive(Clone, Debug)]
@@ -101,6 +102,8 @@ fn run_once(
         index_interval_bytes: 4096,
         flush: FlushPolicy::Os,
         append_path: path,
+        // Whatever else the log grows takes its default.
+        ..LogConfig::default()
     };
     let p = Partition::open(&dir.join("bench-0"), config, false)?;
     let (batch, per_batch) = make_batch(record_bytes, opts.batch_bytes);

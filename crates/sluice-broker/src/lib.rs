@@ -1,37 +1,49 @@
 //! # sluice-broker: the Kafka wire protocol over the log
 //!
-//! Connections, framing, request routing and handlers over `sluice-log`. One
-//! broker (node 0) leads every partition. Requests on a connection are
-//! answered in order; a connection's responses all leave through one
-//! `sluice_io::Sender`, so a Fetch response's records go from the segment file
-//! to the socket by the configured data path (`sendfile` by default) without
-//! entering user space.
+//! One broker (node 0) leads every partition. The layers, each importing
+//! only those below it:
+//!
+//! - [`net`]: the listener, connections, framing and per-connection limits —
+//!   the only code that sees a socket. A connection's responses all leave
+//!   through one `sluice_io::Sender`, so a Fetch response's records go from
+//!   the segment file to the socket by the configured data path (`sendfile`
+//!   by default) without entering user space.
+//! - [`api`]: the version table, request decoding, one `dispatch` from a
+//!   decoded request to its reply, a file per API family, and the zero-copy
+//!   Fetch writer. It never sees a socket or a connection.
+//! - [`state`] and [`coordinator`]: the shared state (log, identity,
+//!   advertised address) and the group coordinator, committed-offset store
+//!   and producer ids.
+//! - [`metrics`]: counters, histograms and the Prometheus page.
+//!
+//! [`Broker`] puts them together.
 
+pub mod api;
+mod broker;
 pub mod client;
-mod fetch_writer;
-mod group_handlers;
-pub mod groups;
-mod handlers;
-mod latency;
-pub mod offsets;
-mod producer_ids;
-mod server;
+pub mod coordinator;
+pub mod meta_properties;
+pub mod metrics;
+mod net;
+pub mod state;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-pub use fetch_writer::{
-    Part, PartitionData, RecordsRegion, TopicData, encode_fetch_response, parts_len,
-};
-pub use handlers::{Decoded, decode_request};
-pub use server::{Broker, DataPathStats, StatsSnapshot};
+pub use api::{Decoded, decode_request};
+pub use broker::Broker;
+pub use metrics::{DataPathStats, StatsSnapshot};
 pub use sluice_io::DataPath;
 pub use sluice_log::{AppendPath, FlushPolicy, LogConfig};
+pub use state::Advertised;
 
 /// Everything `sluice serve` can be told.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub listen: SocketAddr,
+    /// This broker's id (`node.id`); kept in `meta.properties`.
+    pub node_id: i32,
     pub data_dir: PathBuf,
     /// Create a topic when a client first names it (Metadata or Produce).
     pub auto_create_topics: bool,
@@ -56,13 +68,20 @@ pub struct BrokerConfig {
     /// Connections beyond this are accepted and closed at once, with a log
     /// line (Kafka's `max.connections`).
     pub max_connections: usize,
+    /// Connections one source address may hold (Kafka's
+    /// `max.connections.per.ip`): below `max_connections` by default, so one
+    /// source cannot lock every other client out.
+    pub max_connections_per_ip: usize,
+    /// Per-address exceptions (`max.connections.per.ip.overrides`).
+    pub max_connections_per_ip_overrides: HashMap<IpAddr, usize>,
     /// Request bytes all connections together may hold between reading a
     /// frame's size and answering it (Kafka's `queued.max.request.bytes`):
     /// readers wait for room, so a flood of large frames cannot exhaust
     /// memory. Each connection handles one request at a time, as Kafka's
     /// do, so a connection holds at most one frame.
     pub max_buffered_request_bytes: usize,
-    /// Partitions one Fetch may name; a larger Fetch closes the connection.
+    /// Partitions one Fetch is served for; the rest of a larger Fetch are
+    /// answered without records (as when its byte budget runs out).
     pub max_partitions_per_fetch: usize,
     /// A connection with no request for this long is closed
     /// (`connections.max.idle.ms`).
@@ -70,12 +89,16 @@ pub struct BrokerConfig {
     /// A frame whose first byte has arrived must be complete within this, or
     /// the connection is closed (a client trickling bytes holds nothing).
     pub frame_read_timeout: std::time::Duration,
+    /// Longest metadata string an OffsetCommit may carry
+    /// (`offset.metadata.max.bytes`).
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            node_id: 0,
             data_dir: PathBuf::from("sluice-data"),
             auto_create_topics: true,
             default_partitions: 1,
@@ -86,10 +109,13 @@ impl Default for BrokerConfig {
             offsets_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             fetch_isolation: true,
             max_connections: 1000,
+            max_connections_per_ip: 500,
+            max_connections_per_ip_overrides: HashMap::new(),
             max_buffered_request_bytes: 512 * 1024 * 1024,
             max_partitions_per_fetch: 10_000,
             idle_timeout: std::time::Duration::from_secs(600),
             frame_read_timeout: std::time::Duration::from_secs(30),
+            offset_metadata_max_bytes: 4096,
         }
     }
 }

@@ -275,10 +275,10 @@ fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<i64> {
     None
 }
 
-/// In an uncompressed batch, the offset delta of the first record whose
-/// timestamp is ≥ `timestamp`. None for compressed batches (records would
+/// In an uncompressed batch, the offset delta and timestamp of the first
+/// record whose timestamp is ≥ `timestamp`. None for compressed batches (records would
 /// have to be decompressed) or when no record qualifies or bytes are malformed.
-pub fn first_record_at_or_after(batch: &[u8], timestamp: i64) -> Option<i64> {
+pub fn first_record_at_or_after(batch: &[u8], timestamp: i64) -> Option<(i64, i64)> {
     let h = BatchHeader::parse(batch).ok()?;
     if h.compression() != 0 {
         return None;
@@ -290,8 +290,9 @@ pub fn first_record_at_or_after(batch: &[u8], timestamp: i64) -> Option<i64> {
         pos += 1; // attributes
         let ts_delta = read_varint(batch, &mut pos)?;
         let offset_delta = read_varint(batch, &mut pos)?;
-        if h.base_timestamp.saturating_add(ts_delta) >= timestamp {
-            return Some(offset_delta);
+        let record_ts = h.base_timestamp.saturating_add(ts_delta);
+        if record_ts >= timestamp {
+            return Some((offset_delta, record_ts));
         }
         pos = start.checked_add(usize::try_from(len).ok()?)?;
     }
@@ -446,10 +447,10 @@ mod tests {
     fn record_timestamps_resolve_inside_an_uncompressed_batch() {
         let b = build_batch_with_deltas(1000, &[(0, b"a"), (5, b"b"), (9, b"c")]);
         assert_eq!(validate(&b).expect("valid").max_timestamp, 1009);
-        assert_eq!(first_record_at_or_after(&b, 0), Some(0));
-        assert_eq!(first_record_at_or_after(&b, 1001), Some(1));
-        assert_eq!(first_record_at_or_after(&b, 1005), Some(1));
-        assert_eq!(first_record_at_or_after(&b, 1006), Some(2));
+        assert_eq!(first_record_at_or_after(&b, 0), Some((0, 1000)));
+        assert_eq!(first_record_at_or_after(&b, 1001), Some((1, 1005)));
+        assert_eq!(first_record_at_or_after(&b, 1005), Some((1, 1005)));
+        assert_eq!(first_record_at_or_after(&b, 1006), Some((2, 1009)));
         assert_eq!(first_record_at_or_after(&b, 1010), None);
         let mut gz = b.clone();
         gz[22] |= 1; // attributes: gzip

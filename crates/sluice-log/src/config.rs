@@ -84,6 +84,10 @@ pub struct LogConfig {
     pub retention_age: Option<Duration>,
     /// `index.interval.bytes`: an index entry per this many bytes appended.
     pub index_interval_bytes: u64,
+    /// `max.message.bytes`: the largest record batch an append takes (each
+    /// batch on its own, as Kafka checks it; several batches in one request
+    /// may add up to more).
+    pub max_batch_bytes: u64,
     pub flush: FlushPolicy,
     pub append_path: AppendPath,
 }
@@ -96,6 +100,8 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
             index_interval_bytes: 4096,
+            // Kafka's default: 1 MiB plus the 12-byte log overhead.
+            max_batch_bytes: 1_048_588,
             flush: FlushPolicy::Os,
             append_path: AppendPath::Pwrite,
         }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 pub use batch::BatchError;
 pub use config::{AppendPath, FlushPolicy, LogConfig};
 pub use partition::{AppendError, AppendInfo, FileSlice, Partition, ReadError, ReadResult};
-pub use segment::Segment;
+pub use segment::{Segment, now_ms};
 
 /// Marker file a clean shutdown leaves in the data directory.
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
-use crate::batch::{self, BatchError};
+use crate::batch::{self, BatchError, BatchHeader};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::producer::{ProducerTable, SeqCheck, SequenceError};
 use crate::segment::{Segment, SegmentWriter, now_ms};
@@ -36,6 +36,8 @@ pub enum AppendError {
     Sequence(#[from] SequenceError),
     #[error("{len} bytes of batches exceed the segment size {segment_bytes}")]
     TooLarge { len: u64, segment_bytes: u64 },
+    #[error("a {len}-byte batch exceeds max.message.bytes {max}")]
+    BatchTooLarge { len: u64, max: u64 },
     #[error("partition {0} is offline after an I/O error")]
     Offline(String),
     #[error("I/O error appending to {partition}: {source}")]
@@ -371,6 +373,15 @@ impl Partition {
         if batches.is_empty() {
             return Err(AppendError::Empty);
         }
+        for (_, h) in &batches {
+            let len = h.total_len().unwrap_or(0) as u64;
+            if len > self.config.max_batch_bytes {
+                return Err(AppendError::BatchTooLarge {
+                    len,
+                    max: self.config.max_batch_bytes,
+                });
+            }
+        }
         let len = records.len() as u64;
         if len > self.config.segment_bytes {
             return Err(AppendError::TooLarge {
@@ -647,10 +658,27 @@ impl Partition {
         Ok(result(None))
     }
 
-    /// The first offset with a timestamp ≥ `timestamp` (Kafka's ListOffsets by
-    /// time), or None if there is none. Exact for uncompressed batches; for a
-    /// compressed batch, the batch's first offset.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, ReadError> {
+    /// The first offset whose record has a timestamp ≥ `timestamp`, and
+    /// that record's timestamp (ListOffsets by time). Uncompressed batches
+    /// resolve to the record; a compressed one to its first offset and base
+    /// timestamp (records are not decompressed here; the broker does that
+    /// with [`Partition::batch_for_timestamp`]).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        let Some(bytes) = self.batch_for_timestamp(timestamp)? else {
+            return Ok(None);
+        };
+        let h = BatchHeader::parse(&bytes).map_err(|e| ReadError::Io {
+            partition: self.name.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        })?;
+        let (delta, found_ts) = batch::first_record_at_or_after(&bytes, timestamp)
+            .unwrap_or((0, h.base_timestamp));
+        Ok(Some(((h.base_offset + delta).max(self.log_start()), found_ts)))
+    }
+
+    /// The whole first batch holding a record with a timestamp ≥
+    /// `timestamp` (its maxTimestamp is ≥ it).
+    pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<Vec<u8>>, ReadError> {
         let segs = self.segments.load_full();
         for seg in segs.iter() {
             if seg.max_timestamp() < timestamp {
@@ -658,30 +686,52 @@ impl Partition {
             }
             let found = seg
                 .find_timestamp(timestamp, seg.size())
-                .map_err(|source| ReadError::Io {
-                    partition: self.name.clone(),
-                    source,
-                })?;
+                .map_err(|source| self.read_error(source))?;
             if let Some((pos, h)) = found {
-                // Uncompressed batches resolve to the record; compressed ones
-                // to the batch (its records are not decompressed here).
-                let mut within = 0;
-                if h.compression() == 0
-                    && let Some(len) = h.total_len()
-                {
-                    let mut bytes = vec![0u8; len];
-                    seg.file()
-                        .read_exact_at(&mut bytes, pos)
-                        .map_err(|source| ReadError::Io {
-                            partition: self.name.clone(),
-                            source,
-                        })?;
-                    within = batch::first_record_at_or_after(&bytes, timestamp).unwrap_or(0);
-                }
-                return Ok(Some((h.base_offset + within).max(self.log_start())));
+                return self.read_batch(seg, pos, &h).map(Some);
             }
         }
         Ok(None)
+    }
+
+    /// The whole first batch holding the largest timestamp in the log
+    /// (ListOffsets −3, KIP-734); None for an empty log.
+    pub fn batch_with_max_timestamp(&self) -> Result<Option<Vec<u8>>, ReadError> {
+        let segs = self.segments.load_full();
+        // The first segment holding the largest timestamp (ties: the oldest).
+        let Some(seg) = segs
+            .iter()
+            .filter(|s| s.max_timestamp() >= 0 && s.size() > 0)
+            .reduce(|best, s| if s.max_timestamp() > best.max_timestamp() { s } else { best })
+        else {
+            return Ok(None);
+        };
+        let (size, max) = (seg.size(), seg.max_timestamp());
+        let mut pos = 0u64;
+        while let Some(h) = seg.header_at(pos, size).map_err(|e| self.read_error(e))? {
+            let Some(len) = h.total_len() else { break };
+            if h.max_timestamp >= max {
+                return self.read_batch(seg, pos, &h).map(Some);
+            }
+            pos += len as u64;
+        }
+        Ok(None)
+    }
+
+    fn read_batch(&self, seg: &Segment, pos: u64, h: &BatchHeader) -> Result<Vec<u8>, ReadError> {
+        let len = h.total_len().unwrap_or(batch::HEADER_LEN);
+        let mut bytes = vec![0u8; len];
+        seg.file()
+            .read_exact_at(&mut bytes, pos)
+            .map_err(|source| self.read_error(source))?;
+        Ok(bytes)
+    }
+
+    fn read_error(&self, source: io::Error) -> ReadError {
+        ReadError::Io {
+            partition: self.name.clone(),
+            source,
+        }
     }
 
     /// Deletes the oldest whole segments beyond the retention limits (never

@@ -694,6 +694,8 @@ fn pwritev_all(file: &File, mut slices: &mut [io::IoSlice<'_>], mut pos: u64) ->
     Ok(())
 }
 
+/// Milliseconds since the Unix epoch (Kafka's timestamps); 0 if the clock is
+/// before 1970.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -97,13 +97,28 @@ fn timestamps_find_the_first_batch_at_or_after_them() {
             firsts.push((10_000 + i * 10, info.base_offset));
         }
         for (ts, offset) in &firsts {
-            assert_eq!(p.offset_for_timestamp(*ts).expect("lookup"), Some(*offset));
+            // The found record's timestamp comes back, not the one asked.
+            assert_eq!(
+                p.offset_for_timestamp(*ts).expect("lookup"),
+                Some((*offset, *ts))
+            );
             assert_eq!(
                 p.offset_for_timestamp(ts - 5).expect("lookup"),
-                Some(*offset)
+                Some((*offset, *ts))
             );
         }
-        assert_eq!(p.offset_for_timestamp(0).expect("lookup"), Some(0));
+        assert_eq!(
+            p.offset_for_timestamp(0).expect("lookup"),
+            Some((0, 10_000))
+        );
+        assert_eq!(p.batch_with_max_timestamp().expect("max"), {
+            let (_, last) = firsts[firsts.len() - 1];
+            let slice = p.read(last, 1).expect("read").slice.expect("slice");
+            let mut bytes = vec![0u8; slice.len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(slice.segment.file(), &mut bytes, slice.position)
+                .expect("read batch");
+            Some(bytes)
+        });
         // Inside a batch, the record with the timestamp is found.
         let b = sluice_log::batch::build_batch_with_deltas(
             1 << 40,
@@ -116,9 +131,15 @@ fn timestamps_find_the_first_batch_at_or_after_them() {
         let info = p.append(&b.clone(), 0).expect("append");
         assert_eq!(
             p.offset_for_timestamp((1 << 40) + 50).expect("lookup"),
-            Some(info.base_offset + 1)
+            Some((info.base_offset + 1, (1 << 40) + 100))
         );
         assert_eq!(p.offset_for_timestamp(1 << 50).expect("lookup"), None);
+        // The batch holding the largest timestamp, even with later batches
+        // of smaller timestamps after it.
+        p.append(&batch(7, 1, 64, 5), 0).expect("append");
+        let max = p.batch_with_max_timestamp().expect("max").expect("a batch");
+        // Past the offset and leader epoch the append writes in.
+        assert_eq!(max[16..], b[16..]);
     }
 }
 
@@ -541,4 +562,27 @@ fn concurrent_topic_changes_are_each_applied_once() {
     log.delete_topic("t0").expect("delete");
     assert_eq!(log.partition_count("t0"), None);
     assert!(!dir.path().join("t0-0").exists());
+}
+
+#[test]
+fn max_message_bytes_applies_to_each_batch_not_the_whole_request() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = LogConfig {
+        max_batch_bytes: 100_000,
+        ..LogConfig::default()
+    };
+    let p = Partition::open(&dir.path().join("t-0"), config, false).expect("open");
+    // Two 60 KB batches in one request: 120 KB in all, each under the limit.
+    let mut two = batch(1, 6, 10_000, 1000);
+    two.extend_from_slice(&batch(2, 6, 10_000, 1000));
+    assert!(two.len() > 100_000);
+    let info = p.append(&two, 0).expect("two batches under the limit");
+    assert_eq!(info.base_offset, 0);
+    // One batch over it is refused, and the log is unchanged.
+    let big = batch(3, 11, 10_000, 1000);
+    assert!(matches!(
+        p.append(&big, 0),
+        Err(sluice_log::AppendError::BatchTooLarge { max: 100_000, .. })
+    ));
+    assert_eq!(p.log_end(), 12);
 }

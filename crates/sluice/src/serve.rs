@@ -1,13 +1,16 @@
 //! `sluice serve`: the broker process.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use sluice_bench::transfer::parse_size;
-use sluice_broker::{AppendPath, Broker, BrokerConfig, DataPath, FlushPolicy, LogConfig};
+use sluice_broker::{
+    Advertised, AppendPath, Broker, BrokerConfig, DataPath, FlushPolicy, LogConfig,
+};
 
 /// Every setting can come from a flag, from the environment variable named
 /// beside it, or from the TOML file given with `--config` (keys as the flag
@@ -21,10 +24,11 @@ pub struct ServeArgs {
     /// Address to listen on (127.0.0.1:0 picks a free port).
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
     pub listen: SocketAddr,
-    /// Address given to clients in Metadata (Kafka's advertised.listeners);
-    /// the listening address by default.
+    /// HOST:PORT given to clients in Metadata (Kafka's advertised.listeners):
+    /// a host name or IP they can reach. Defaults to the listening address;
+    /// required when that is a wildcard (0.0.0.0 or ::).
     #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
-    pub advertised_listener: Option<SocketAddr>,
+    pub advertised_listener: Option<Advertised>,
     /// Data directory (created if missing).
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
     pub data_dir: PathBuf,
@@ -76,8 +80,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_FETCH_ISOLATION", default_value_t = true, action = clap::ArgAction::Set)]
     pub fetch_isolation: bool,
     /// Most client connections at once; more are closed on accept, logged.
-    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 1000)]
-    pub max_connections: usize,
+    /// Default: 1000, or less if the process's open-file limit (raised to
+    /// its hard limit at start) leaves less room beside the log's files.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections from one source address (max.connections.per.ip);
+    /// default half of --max-connections, so one source cannot lock the
+    /// others out.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Per-address exceptions, `IP:N[,IP:N…]` (max.connections.per.ip.overrides).
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_IP_OVERRIDES", value_parser = parse_ip_overrides)]
+    pub max_connections_per_ip_overrides: Option<IpOverrides>,
     /// Request bytes all connections may hold at once before readers wait
     /// (queued.max.request.bytes); at least --max-frame-bytes.
     #[arg(long, env = "SLUICE_MAX_BUFFERED_REQUEST_BYTES", default_value = "512m", value_parser = parse_size)]
@@ -95,12 +109,66 @@ pub struct ServeArgs {
     /// Close a connection whose started frame is not complete within this.
     #[arg(long, env = "SLUICE_FRAME_READ_TIMEOUT_MS", default_value_t = 30_000)]
     pub frame_read_timeout_ms: u64,
+    /// Longest metadata string an OffsetCommit may store (offset.metadata.max.bytes).
+    #[arg(long, env = "SLUICE_OFFSET_METADATA_MAX_BYTES", default_value_t = 4096)]
+    pub offset_metadata_max_bytes: usize,
     /// Serve Prometheus text metrics (data-path counters) on this address; off if unset.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
     pub log_level: tracing::Level,
+}
+
+/// `max.connections.per.ip.overrides`: address → limit.
+#[derive(Debug, Clone, Default)]
+pub struct IpOverrides(pub HashMap<IpAddr, usize>);
+
+fn parse_ip_overrides(s: &str) -> Result<IpOverrides, String> {
+    let mut map = HashMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (ip, n) = item
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{item:?} is not IP:N"))?;
+        let ip: IpAddr = ip
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IP address"))?;
+        let n: usize = n.parse().map_err(|_| format!("{n:?} is not a count"))?;
+        map.insert(ip, n);
+    }
+    Ok(IpOverrides(map))
+}
+
+/// Raises the open-file soft limit to the hard limit and returns it: every
+/// connection and every segment file is a descriptor.
+fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass; raising the soft limit
+        // up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The default --max-connections: 1000, within three quarters of the file
+/// limit (the rest is for segments, indexes and the process itself).
+fn default_max_connections(file_limit: u64) -> usize {
+    (file_limit.saturating_mul(3) / 4).clamp(16, 1000) as usize
 }
 
 fn parse_flush(s: &str) -> Result<FlushPolicy, String> {
@@ -128,6 +196,22 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         args.segment_bytes <= 2 << 30,
         "--segment-bytes is at most 2 GiB"
     );
+    // Clients cannot connect to a wildcard: refuse to guess which of the
+    // machine's names they should be given.
+    let advertised = match args.advertised_listener.clone() {
+        Some(a) => Some(a),
+        None if args.listen.ip().is_unspecified() => anyhow::bail!(
+            "--listen {} is a wildcard address: set --advertised-listener HOST:PORT \
+             (or SLUICE_ADVERTISED_LISTENER) to the name clients should connect to",
+            args.listen
+        ),
+        None => None,
+    };
+    let file_limit = raise_file_limit();
+    let max_connections = args
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(file_limit))
+        .max(1);
     let config = BrokerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -146,7 +230,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
         offsets_retention: Duration::from_secs(args.offsets_retention_minutes * 60),
         fetch_isolation: args.fetch_isolation,
-        max_connections: args.max_connections.max(1),
+        node_id: 0,
+        max_connections,
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .unwrap_or(max_connections / 2)
+            .max(1),
+        max_connections_per_ip_overrides: args
+            .max_connections_per_ip_overrides
+            .unwrap_or_default()
+            .0,
+        offset_metadata_max_bytes: args.offset_metadata_max_bytes,
         max_buffered_request_bytes: (args.max_buffered_request_bytes as usize)
             .max(args.max_frame_bytes as usize),
         max_partitions_per_fetch: args.max_partitions_per_fetch.max(1),
@@ -165,16 +259,22 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("starting the runtime")?;
     let metrics_listen = args.metrics_listen;
-    let advertised = args.advertised_listener;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let bound = listener.local_addr()?;
-        let broker = Broker::open(config.clone(), advertised.unwrap_or(bound))
+        let advertised = advertised.unwrap_or_else(|| Advertised {
+            host: bound.ip().to_string(),
+            port: bound.port(),
+        });
+        let broker = Broker::open(config.clone(), advertised.clone())
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
         tracing::info!(
             listen = %bound,
+            %advertised,
+            cluster_id = broker.cluster_id(),
+            max_connections = config.max_connections,
             data_dir = %config.data_dir.display(),
             data_path = %broker.data_path(),
             flush = %config.log.flush,
@@ -225,26 +325,17 @@ async fn shutdown_signal() {
     }
 }
 
-/// The settings a config file may hold (the `serve` flags).
-const FILE_KEYS: &[&str] = &[
-    "listen",
-    "advertised-listener",
-    "data-dir",
-    "flush",
-    "append",
-    "data-path",
-    "auto-create-topics",
-    "default-partitions",
-    "max-frame-bytes",
-    "segment-bytes",
-    "retention-ms",
-    "retention-bytes",
-    "metrics-listen",
-    "group-initial-rebalance-delay-ms",
-    "offsets-retention-minutes",
-    "fetch-isolation",
-    "log-level",
-];
+/// The settings a config file may hold: every `serve` flag but `--config`,
+/// read off the flag definitions so the two cannot drift apart.
+fn file_keys() -> Vec<String> {
+    let serve = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+    serve
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|long| *long != "config")
+        .map(String::from)
+        .collect()
+}
 
 /// Loads `--config FILE` (or `SLUICE_CONFIG`) for `serve`: each setting not
 /// given by a flag or already in the environment is put into the environment
@@ -268,13 +359,14 @@ pub fn apply_config_file(args: &[std::ffi::OsString]) -> Result<()> {
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("parsing config file {}", path.display()))?;
+    let keys = file_keys();
     for (key, value) in table {
         let name = key.replace('_', "-");
-        if !FILE_KEYS.contains(&name.as_str()) {
+        if !keys.contains(&name) {
             anyhow::bail!(
                 "{}: unknown setting {key:?} (known: {})",
                 path.display(),
-                FILE_KEYS.join(", ")
+                keys.join(", ")
             );
         }
         let given_as_flag = args.iter().any(|a| {

@@ -112,8 +112,8 @@ impl Latencies {
     }
 
     /// Prometheus text for every histogram with samples.
-    pub fn prometheus(&self) -> String {
-        let mut out = String::new();
+    pub fn prometheus(&self, page: &mut super::Page<'_>) {
+        let out = &mut *page.0;
         out.push_str("# HELP sluice_request_duration_seconds Time from a request's last byte read to its response's last byte written, by API.\n");
         out.push_str("# TYPE sluice_request_duration_seconds histogram\n");
         for (key, h) in self.requests.iter().enumerate() {
@@ -126,22 +126,21 @@ impl Latencies {
             h.render(
                 "sluice_request_duration_seconds",
                 &format!("api=\"{api}\""),
-                &mut out,
+                out,
             );
         }
         out.push_str("# HELP sluice_append_queue_seconds Time a Produce append waited for a blocking-pool thread.\n");
         out.push_str("# TYPE sluice_append_queue_seconds histogram\n");
         self.append_queue
-            .render("sluice_append_queue_seconds", "", &mut out);
+            .render("sluice_append_queue_seconds", "", out);
         out.push_str("# HELP sluice_append_duration_seconds Time inside a Produce append (and its flush when acks=-1 waits for one).\n");
         out.push_str("# TYPE sluice_append_duration_seconds histogram\n");
         self.append
-            .render("sluice_append_duration_seconds", "", &mut out);
+            .render("sluice_append_duration_seconds", "", out);
         out.push_str("# HELP sluice_runtime_tick_lateness_seconds How late a 1 ms timer task on the async runtime wakes.\n");
         out.push_str("# TYPE sluice_runtime_tick_lateness_seconds histogram\n");
         self.tick_lateness
-            .render("sluice_runtime_tick_lateness_seconds", "", &mut out);
-        out
+            .render("sluice_runtime_tick_lateness_seconds", "", out);
     }
 }
 

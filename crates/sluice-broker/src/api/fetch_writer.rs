@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use sluice_log::Segment;
 
 /// The records of one partition in a response: a region of a segment file.
@@ -42,7 +43,7 @@ pub struct TopicData {
 /// A piece of an encoded response.
 #[derive(Debug, Clone)]
 pub enum Part {
-    Bytes(Vec<u8>),
+    Bytes(Bytes),
     File(RecordsRegion),
 }
 
@@ -131,10 +132,23 @@ pub fn parts_len(parts: &[Part]) -> u64 {
         .sum()
 }
 
-#[derive(Default)]
+/// Builds the parts: byte runs are encoded into `cur` and closed into a
+/// part when a file region comes; `cur` starts with room for the size.
 struct Writer {
     parts: Vec<Part>,
     cur: Vec<u8>,
+    /// Bytes of every closed part so far.
+    closed_len: u64,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Writer {
+            parts: Vec::new(),
+            cur: vec![0; 4],
+            closed_len: 0,
+        }
+    }
 }
 
 impl Writer {
@@ -180,25 +194,34 @@ impl Writer {
         if region.len == 0 {
             return;
         }
-        self.parts.push(Part::Bytes(std::mem::take(&mut self.cur)));
+        self.close_run();
+        self.closed_len += region.len;
         self.parts.push(Part::File(region));
     }
-    /// Closes the last byte run and puts the size prefix in front.
-    fn finish(mut self) -> Vec<Part> {
+    fn close_run(&mut self) {
         if !self.cur.is_empty() {
-            self.parts.push(Part::Bytes(std::mem::take(&mut self.cur)));
+            self.closed_len += self.cur.len() as u64;
+            self.parts
+                .push(Part::Bytes(Bytes::from(std::mem::take(&mut self.cur))));
         }
-        self.parts
-            .retain(|p| !matches!(p, Part::Bytes(b) if b.is_empty()));
-        let size = parts_len(&self.parts);
-        let mut prefix = (size as i32).to_be_bytes().to_vec();
-        match self.parts.first_mut() {
-            Some(Part::Bytes(first)) => {
-                prefix.extend_from_slice(first);
-                *first = prefix;
+    }
+    /// Fills in the size prefix (everything after it) and closes the last
+    /// byte run. The first run holds the prefix, so nothing is copied.
+    fn finish(mut self) -> Vec<Part> {
+        let size = self.closed_len + self.cur.len() as u64 - 4;
+        let prefix = (size as i32).to_be_bytes();
+        match self.parts.first() {
+            // The prefix is still in `cur`: no region was added.
+            None => self.cur[..4].copy_from_slice(&prefix),
+            Some(_) => {
+                if let Some(Part::Bytes(first)) = self.parts.first_mut() {
+                    let mut head = Vec::from(std::mem::take(first));
+                    head[..4].copy_from_slice(&prefix);
+                    *first = Bytes::from(head);
+                }
             }
-            _ => self.parts.insert(0, Part::Bytes(prefix)),
         }
+        self.close_run();
         self.parts
     }
 }

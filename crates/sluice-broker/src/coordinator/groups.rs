@@ -9,7 +9,7 @@
 //! session expired.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,16 +18,34 @@ use tokio::sync::oneshot;
 
 /// Kafka error codes of the group protocol.
 pub mod code {
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
+    use kafka_protocol::ResponseError as E;
+    pub const ILLEGAL_GENERATION: i16 = E::IllegalGeneration.code();
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = E::InconsistentGroupProtocol.code();
+    pub const UNKNOWN_MEMBER_ID: i16 = E::UnknownMemberId.code();
+    pub const INVALID_SESSION_TIMEOUT: i16 = E::InvalidSessionTimeout.code();
+    pub const REBALANCE_IN_PROGRESS: i16 = E::RebalanceInProgress.code();
+    pub const GROUP_ID_NOT_FOUND: i16 = E::GroupIdNotFound.code();
+    pub const NON_EMPTY_GROUP: i16 = E::NonEmptyGroup.code();
+    pub const MEMBER_ID_REQUIRED: i16 = E::MemberIdRequired.code();
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = E::GroupSubscribedToTopic.code();
+    pub const FENCED_INSTANCE_ID: i16 = E::FencedInstanceId.code();
+}
+
+/// Where the coordinator reads the time: the system's monotonic clock in
+/// the broker, a hand-moved one in tests, so rebalance, expiry and
+/// static-member rules are tested without sleeping.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> Instant;
+}
+
+/// `Instant::now()`.
+#[derive(Debug)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,14 +304,16 @@ pub struct GroupView {
 #[derive(Debug)]
 pub struct Groups {
     groups: Mutex<HashMap<String, Group>>,
+    clock: Arc<dyn Clock>,
     initial_delay: Duration,
     next_member: AtomicU64,
 }
 
 impl Groups {
-    pub fn new(initial_delay: Duration) -> Groups {
+    pub fn new(initial_delay: Duration, clock: Arc<dyn Clock>) -> Groups {
         Groups {
             groups: Mutex::new(HashMap::new()),
+            clock,
             initial_delay,
             next_member: AtomicU64::new(1),
         }
@@ -313,7 +333,7 @@ impl Groups {
     }
 
     pub fn join(&self, req: JoinRequest) -> Reply<JoinResult> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let fail = |error: i16, member_id: &str| {
             Reply::Now(JoinResult {
                 error,
@@ -440,7 +460,7 @@ impl Groups {
         member_id: &str,
         assignments: Vec<(String, Bytes)>,
     ) -> Reply<SyncResult> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let fail = |error| {
             Reply::Now(SyncResult {
                 error,
@@ -515,7 +535,7 @@ impl Groups {
         let Some(m) = g.members.get_mut(member_id) else {
             return code::UNKNOWN_MEMBER_ID;
         };
-        m.last_seen = Instant::now();
+        m.last_seen = self.clock.now();
         if state == GroupState::PreparingRebalance {
             return code::REBALANCE_IN_PROGRESS;
         }
@@ -527,7 +547,7 @@ impl Groups {
 
     /// LeaveGroup for (member id, instance id) pairs; an error code each.
     pub fn leave(&self, group: &str, members: Vec<(String, Option<String>)>) -> Vec<i16> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group) else {
             return members.iter().map(|_| code::UNKNOWN_MEMBER_ID).collect();
@@ -557,7 +577,7 @@ impl Groups {
 
     /// Completes rebalances that are due and expires silent members.
     pub fn tick(&self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut groups = self.lock();
         for (name, g) in groups.iter_mut() {
             g.pending.retain(|_, until| *until > now);
@@ -678,5 +698,157 @@ impl Groups {
                 0
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A clock the test moves by hand.
+    #[derive(Debug)]
+    struct ManualClock(Mutex<Instant>);
+
+    impl ManualClock {
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> Instant {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn setup(initial_delay: Duration) -> (Groups, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock(Mutex::new(Instant::now())));
+        (Groups::new(initial_delay, clock.clone()), clock)
+    }
+
+    fn join(member_id: &str, instance: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            group: "g".into(),
+            member_id: member_id.into(),
+            instance_id: instance.map(String::from),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+            require_known_member_id: false,
+        }
+    }
+
+    fn answered<T>(reply: Reply<T>) -> T {
+        match reply {
+            Reply::Now(v) => v,
+            Reply::Later(mut rx) => rx.try_recv().expect("answered by now"),
+        }
+    }
+
+    fn pending<T>(reply: &mut Reply<T>) -> bool {
+        match reply {
+            Reply::Now(_) => false,
+            Reply::Later(rx) => rx.try_recv().is_err(),
+        }
+    }
+
+    fn state(groups: &Groups) -> GroupState {
+        groups.describe("g").expect("group").state
+    }
+
+    #[test]
+    fn the_first_rebalance_waits_the_initial_delay_then_completes() {
+        let (groups, clock) = setup(Duration::from_secs(3));
+        let mut first = groups.join(join("", None));
+        assert!(pending(&mut first), "parked for the initial delay");
+        clock.advance(Duration::from_millis(2900));
+        groups.tick();
+        assert!(pending(&mut first));
+        clock.advance(Duration::from_millis(200));
+        groups.tick();
+        let joined = answered(first);
+        assert_eq!((joined.error, joined.generation), (0, 1));
+        assert_eq!(joined.leader, joined.member_id);
+        assert_eq!(state(&groups), GroupState::CompletingRebalance);
+        let sync = answered(groups.sync(
+            "g",
+            1,
+            &joined.member_id,
+            vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
+        ));
+        assert_eq!((sync.error, &sync.assignment[..]), (0, &b"a"[..]));
+        assert_eq!(state(&groups), GroupState::Stable);
+    }
+
+    #[test]
+    fn a_silent_member_expires_after_its_session_timeout() {
+        let (groups, clock) = setup(Duration::ZERO);
+        let joined = answered(groups.join(join("", None)));
+        let id = joined.member_id.clone();
+        answered(groups.sync("g", joined.generation, &id, vec![]));
+        clock.advance(Duration::from_secs(9));
+        assert_eq!(groups.heartbeat("g", joined.generation, &id), 0);
+        clock.advance(Duration::from_secs(9));
+        groups.tick();
+        assert_eq!(state(&groups), GroupState::Stable, "the heartbeat kept it");
+        clock.advance(Duration::from_millis(10_001));
+        groups.tick();
+        assert!(groups.describe("g").is_none(), "expired, and the empty group dropped");
+        assert_eq!(
+            groups.heartbeat("g", joined.generation, &id),
+            code::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    #[test]
+    fn a_rebalance_that_times_out_drops_members_that_did_not_rejoin() {
+        let (groups, clock) = setup(Duration::ZERO);
+        let a = answered(groups.join(join("", None)));
+        answered(groups.sync("g", a.generation, &a.member_id, vec![]));
+        // A second member joins: the first must rejoin within 30 s.
+        let mut b = groups.join(join("", None));
+        assert!(pending(&mut b));
+        assert_eq!(state(&groups), GroupState::PreparingRebalance);
+        assert_eq!(
+            groups.heartbeat("g", a.generation, &a.member_id),
+            code::REBALANCE_IN_PROGRESS
+        );
+        clock.advance(Duration::from_secs(31));
+        groups.tick();
+        let b = answered(b);
+        assert_eq!((b.error, b.generation), (0, 2));
+        assert_eq!(b.leader, b.member_id, "the only member left leads");
+        assert_eq!(
+            groups.heartbeat("g", 2, &a.member_id),
+            code::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    #[test]
+    fn a_static_member_restarting_takes_its_place_without_a_rebalance() {
+        let (groups, _clock) = setup(Duration::ZERO);
+        let first = answered(groups.join(join("", Some("host-1"))));
+        answered(groups.sync(
+            "g",
+            first.generation,
+            &first.member_id,
+            vec![(first.member_id.clone(), Bytes::from_static(b"p0"))],
+        ));
+        // Restarted: a new join with the same instance id and no member id.
+        let again = answered(groups.join(join("", Some("host-1"))));
+        assert_eq!(again.error, 0);
+        assert_eq!(again.generation, first.generation, "no new generation");
+        assert_ne!(again.member_id, first.member_id);
+        assert_eq!(state(&groups), GroupState::Stable);
+        let sync = answered(groups.sync("g", again.generation, &again.member_id, vec![]));
+        assert_eq!(&sync.assignment[..], b"p0", "its old assignment");
+        // The old incarnation is fenced.
+        assert_eq!(
+            groups.heartbeat("g", first.generation, &first.member_id),
+            code::UNKNOWN_MEMBER_ID
+        );
     }
 }

@@ -54,10 +54,21 @@ pub struct OffsetStore {
     state: Mutex<State>,
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
+/// The longest group id, topic name or metadata string a record can hold
+/// (a u16 length). Longer ones are refused, never cut: the handlers answer
+/// with a Kafka error before they get here.
+pub const MAX_STRING_BYTES: usize = u16::MAX as usize;
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    let len = u16::try_from(s.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a {}-byte string is over {MAX_STRING_BYTES} bytes", s.len()),
+        )
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -103,19 +114,19 @@ fn frame(body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn encode_commit(group: &str, entries: &[CommitEntry]) -> Vec<u8> {
+fn encode_commit(group: &str, entries: &[CommitEntry]) -> io::Result<Vec<u8>> {
     let mut body = vec![COMMIT];
-    put_str(&mut body, group);
+    put_str(&mut body, group)?;
     body.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for e in entries {
-        put_str(&mut body, &e.topic);
+        put_str(&mut body, &e.topic)?;
         body.extend_from_slice(&e.partition.to_be_bytes());
         body.extend_from_slice(&e.committed.offset.to_be_bytes());
         body.extend_from_slice(&e.committed.leader_epoch.to_be_bytes());
-        put_str(&mut body, &e.committed.metadata);
+        put_str(&mut body, &e.committed.metadata)?;
         body.extend_from_slice(&e.committed.commit_ms.to_be_bytes());
     }
-    frame(&body)
+    Ok(frame(&body))
 }
 
 /// Applies one record body to the map; None if it does not parse.
@@ -231,7 +242,7 @@ impl OffsetStore {
 
     /// Commits `entries` for `group`: on disk (synced) before this returns.
     pub fn commit(&self, group: &str, entries: Vec<CommitEntry>) -> io::Result<()> {
-        let record = encode_commit(group, &entries);
+        let record = encode_commit(group, &entries)?;
         let mut state = self.lock();
         self.append(&mut state, &record)?;
         for e in entries {
@@ -248,7 +259,7 @@ impl OffsetStore {
     /// Forgets a group's offsets.
     pub fn delete_group(&self, group: &str) -> io::Result<()> {
         let mut body = vec![DELETE_GROUP];
-        put_str(&mut body, group);
+        put_str(&mut body, group)?;
         let mut state = self.lock();
         self.append(&mut state, &frame(&body))?;
         state.map.retain(|(g, _, _), _| g != group);
@@ -261,10 +272,10 @@ impl OffsetStore {
             return Ok(());
         }
         let mut body = vec![DELETE_OFFSETS];
-        put_str(&mut body, group);
+        put_str(&mut body, group)?;
         body.extend_from_slice(&(keys.len() as u32).to_be_bytes());
         for (t, p) in keys {
-            put_str(&mut body, t);
+            put_str(&mut body, t)?;
             body.extend_from_slice(&p.to_be_bytes());
         }
         let mut state = self.lock();
@@ -314,6 +325,16 @@ impl OffsetStore {
     }
 
     /// Groups with committed offsets.
+    /// Whether `group` has any committed offset (one map lookup, not a list
+    /// of every group).
+    pub fn has_group(&self, group: &str) -> bool {
+        self.lock()
+            .map
+            .range((group.to_string(), String::new(), i32::MIN)..)
+            .next()
+            .is_some_and(|((g, _, _), _)| g == group)
+    }
+
     pub fn groups(&self) -> Vec<String> {
         let mut gs: Vec<String> = self.lock().map.keys().map(|(g, _, _)| g.clone()).collect();
         gs.dedup();
@@ -335,7 +356,7 @@ impl OffsetStore {
         let mut out = File::create(&tmp)?;
         let mut len = 0u64;
         for (g, entries) in by_group {
-            let rec = encode_commit(g, &entries);
+            let rec = encode_commit(g, &entries)?;
             out.write_all(&rec)?;
             len += rec.len() as u64;
         }
@@ -368,6 +389,26 @@ mod tests {
     }
 
     #[test]
+    fn strings_too_long_for_a_record_are_refused_not_cut() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = OffsetStore::open(dir.path()).expect("open");
+        let mut long = entry("t", 0, 10);
+        long.committed.metadata = "x".repeat(MAX_STRING_BYTES + 1);
+        let err = s.commit("g", vec![long]).expect_err("too long");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let group = "g".repeat(MAX_STRING_BYTES + 1);
+        assert!(s.commit(&group, vec![entry("t", 0, 1)]).is_err());
+        assert!(s.delete_group(&group).is_err());
+        assert_eq!(s.get("g", "t", 0), None);
+        let mut fits = entry("t", 0, 10);
+        fits.committed.metadata = "x".repeat(MAX_STRING_BYTES);
+        s.commit("g", vec![fits]).expect("fits");
+        drop(s);
+        let s = OffsetStore::open(dir.path()).expect("reopen");
+        assert_eq!(s.get("g", "t", 0).map(|c| c.metadata.len()), Some(MAX_STRING_BYTES));
+    }
+
+    #[test]
     fn commits_survive_reopen_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().expect("dir");
         {
@@ -382,7 +423,7 @@ mod tests {
         let path = dir.path().join(FILE);
         let mut bytes = std::fs::read(&path).expect("read");
         let good = bytes.len();
-        bytes.extend_from_slice(&encode_commit("g", &[entry("t", 0, 999)])[..20]);
+        bytes.extend_from_slice(&encode_commit("g", &[entry("t", 0, 999)]).unwrap()[..20]);
         std::fs::write(&path, &bytes).expect("write");
         let s = OffsetStore::open(dir.path()).expect("reopen");
         assert_eq!(s.get("g", "t", 0).map(|c| c.offset), Some(11));

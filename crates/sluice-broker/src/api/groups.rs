@@ -1,7 +1,10 @@
-//! Handlers of the group and offset APIs: FindCoordinator, JoinGroup,
-//! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
-//! DescribeGroups, DeleteGroups.
+//! The group and offset APIs: FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
+//! DescribeGroups, DeleteGroups, OffsetDelete — decoding each into the
+//! coordinator's calls and its answers back into responses.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,33 +32,22 @@ use kafka_protocol::messages::{
     OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 
-use crate::groups::{JoinRequest, JoinResult, Reply, SyncResult};
-use crate::offsets::{CommitEntry, Committed};
-use crate::server::Inner;
-
-const KAFKA_STORAGE_ERROR: i16 = 56;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use super::errors::{self, KAFKA_STORAGE_ERROR};
+use super::producer_ids::{TRANSACTIONS_REFUSED, TRANSACTIONS_REFUSED_WHY};
+use super::{Blocking, off_runtime, str_bytes as s};
+use crate::coordinator::groups::{JoinRequest, JoinResult, Reply, SyncResult, code};
+use crate::coordinator::offsets::{CommitEntry, Committed, MAX_STRING_BYTES};
+use crate::state::BrokerState;
 
 pub(crate) fn find_coordinator(
-    inner: &Inner,
+    state: &BrokerState,
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let host = s(&inner.advertised.ip().to_string());
-    let port = i32::from(inner.advertised.port());
+    let host = s(&state.advertised.host);
+    let port = i32::from(state.advertised.port);
+    let node = BrokerId(state.meta.node_id);
     let mut out = FindCoordinatorResponse::default();
     if version >= 4 {
         out.coordinators = r
@@ -64,22 +56,28 @@ pub(crate) fn find_coordinator(
             .map(|key| {
                 let mut c = Coordinator::default();
                 c.key = key;
-                c.node_id = BrokerId(0);
+                c.node_id = node;
                 c.host = host.clone();
                 c.port = port;
                 c
             })
             .collect();
     } else {
-        out.node_id = BrokerId(0);
+        out.node_id = node;
         out.host = host;
         out.port = port;
     }
-    // Key type 1 is a transactional id: transactions are not supported.
+    // Key type 1 is a transactional id: refused in a way clients treat as
+    // fatal (api/producer_ids.rs says why).
     if r.key_type == 1 {
-        out.error_code = COORDINATOR_NOT_AVAILABLE;
+        if version < 4 {
+            out.error_code = TRANSACTIONS_REFUSED;
+            // v0 has no message field.
+            out.error_message = (version >= 1).then(|| s(TRANSACTIONS_REFUSED_WHY));
+        }
         for c in &mut out.coordinators {
-            c.error_code = COORDINATOR_NOT_AVAILABLE;
+            c.error_code = TRANSACTIONS_REFUSED;
+            c.error_message = Some(s(TRANSACTIONS_REFUSED_WHY));
         }
     }
     out
@@ -94,7 +92,7 @@ async fn wait<T: Default>(reply: Reply<T>) -> T {
 }
 
 pub(crate) async fn join_group(
-    inner: &Inner,
+    state: &BrokerState,
     r: JoinGroupRequest,
     version: i16,
     client_id: &str,
@@ -122,7 +120,7 @@ pub(crate) async fn join_group(
             .collect(),
         require_known_member_id: version >= 4,
     };
-    let result: JoinResult = wait(inner.groups.join(req)).await;
+    let result: JoinResult = wait(state.groups.join(req)).await;
     let mut out = JoinGroupResponse::default();
     out.error_code = result.error;
     out.generation_id = result.generation;
@@ -144,13 +142,13 @@ pub(crate) async fn join_group(
     out
 }
 
-pub(crate) async fn sync_group(inner: &Inner, r: SyncGroupRequest) -> SyncGroupResponse {
+pub(crate) async fn sync_group(state: &BrokerState, r: SyncGroupRequest) -> SyncGroupResponse {
     let assignments: Vec<(String, Bytes)> = r
         .assignments
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
-    let result: SyncResult = wait(inner.groups.sync(
+    let result: SyncResult = wait(state.groups.sync(
         r.group_id.0.as_str(),
         r.generation_id,
         r.member_id.as_str(),
@@ -165,16 +163,16 @@ pub(crate) async fn sync_group(inner: &Inner, r: SyncGroupRequest) -> SyncGroupR
     out
 }
 
-pub(crate) fn heartbeat(inner: &Inner, r: HeartbeatRequest) -> HeartbeatResponse {
+pub(crate) fn heartbeat(state: &BrokerState, r: HeartbeatRequest) -> HeartbeatResponse {
     let mut out = HeartbeatResponse::default();
     out.error_code =
-        inner
+        state
             .groups
             .heartbeat(r.group_id.0.as_str(), r.generation_id, r.member_id.as_str());
     out
 }
 
-pub(crate) fn leave_group(inner: &Inner, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub(crate) fn leave_group(state: &BrokerState, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         r.members
             .iter()
@@ -188,7 +186,7 @@ pub(crate) fn leave_group(inner: &Inner, r: LeaveGroupRequest, version: i16) -> 
     } else {
         vec![(r.member_id.to_string(), None)]
     };
-    let codes = inner.groups.leave(r.group_id.0.as_str(), members.clone());
+    let codes = state.groups.leave(r.group_id.0.as_str(), members.clone());
     let mut out = LeaveGroupResponse::default();
     if version >= 3 {
         out.members = members
@@ -208,38 +206,64 @@ pub(crate) fn leave_group(inner: &Inner, r: LeaveGroupRequest, version: i16) -> 
     out
 }
 
-pub(crate) async fn offset_commit(inner: &Inner, r: OffsetCommitRequest) -> OffsetCommitResponse {
+/// OffsetCommit: durable (synced) before it is acknowledged. A partition
+/// whose metadata is over `offset.metadata.max.bytes` gets
+/// OFFSET_METADATA_TOO_LARGE and the others are committed, as in Kafka; a
+/// group id too long to store is INVALID_GROUP_ID and a topic name no topic
+/// can have is UNKNOWN_TOPIC_OR_PARTITION — nothing is ever cut to fit.
+pub(crate) async fn offset_commit(
+    state: &Arc<BrokerState>,
+    r: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group = r.group_id.0.to_string();
-    let check = inner.groups.check_commit(
-        &group,
-        r.generation_id_or_member_epoch,
-        r.member_id.as_str(),
-    );
+    let check = if group.len() > MAX_STRING_BYTES {
+        errors::INVALID_GROUP_ID
+    } else {
+        state.groups.check_commit(
+            &group,
+            r.generation_id_or_member_epoch,
+            r.member_id.as_str(),
+        )
+    };
+    let max_metadata = state.config.offset_metadata_max_bytes;
     let mut entries = Vec::new();
-    for t in &r.topics {
-        for p in &t.partitions {
+    // Per (topic index, partition index): the partition's own refusal.
+    let mut refused: HashMap<(usize, usize), i16> = HashMap::new();
+    for (ti, t) in r.topics.iter().enumerate() {
+        let topic_ok = sluice_log::validate_topic_name(t.name.0.as_str()).is_ok();
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            if !topic_ok {
+                refused.insert((ti, pi), errors::UNKNOWN_TOPIC_OR_PARTITION);
+                continue;
+            }
+            if metadata.len() > max_metadata {
+                refused.insert((ti, pi), errors::OFFSET_METADATA_TOO_LARGE);
+                continue;
+            }
             entries.push(CommitEntry {
                 topic: t.name.0.to_string(),
                 partition: p.partition_index,
                 committed: Committed {
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    commit_ms: now_ms(),
+                    metadata,
+                    commit_ms: sluice_log::now_ms(),
                 },
             });
         }
     }
     let error = if check != 0 {
         check
+    } else if entries.is_empty() {
+        0
     } else {
-        let offsets = inner.offsets.clone();
         let g = group.clone();
-        match tokio::task::spawn_blocking(move || offsets.commit(&g, entries)).await {
+        match off_runtime(state, move |s, _| s.offsets.commit(&g, entries)).await {
             Ok(Ok(())) => 0,
             Ok(Err(e)) => {
                 tracing::error!(group = %group, "committing offsets: {e}");
@@ -252,16 +276,22 @@ pub(crate) async fn offset_commit(inner: &Inner, r: OffsetCommitRequest) -> Offs
     out.topics = r
         .topics
         .into_iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(ti, t)| {
             let mut rt = OffsetCommitResponseTopic::default();
             rt.name = t.name;
             rt.partitions = t
                 .partitions
                 .iter()
-                .map(|p| {
+                .enumerate()
+                .map(|(pi, p)| {
                     let mut rp = OffsetCommitResponsePartition::default();
                     rp.partition_index = p.partition_index;
-                    rp.error_code = error;
+                    rp.error_code = if check != 0 {
+                        check
+                    } else {
+                        refused.get(&(ti, pi)).copied().unwrap_or(error)
+                    };
                     rp
                 })
                 .collect();
@@ -276,14 +306,14 @@ type Wanted = Option<Vec<(String, Vec<i32>)>>;
 /// Per topic, each partition's committed offset (None: nothing committed).
 type CommittedByTopic = Vec<(String, Vec<(i32, Option<Committed>)>)>;
 
-fn committed_for(inner: &Inner, group: &str, wanted: Wanted) -> CommittedByTopic {
+fn committed_for(state: &BrokerState, group: &str, wanted: Wanted) -> CommittedByTopic {
     match wanted {
         Some(topics) => topics
             .into_iter()
             .map(|(t, parts)| {
                 let list = parts
                     .into_iter()
-                    .map(|p| (p, inner.offsets.get(group, &t, p)))
+                    .map(|p| (p, state.offsets.get(group, &t, p)))
                     .collect();
                 (t, list)
             })
@@ -291,7 +321,7 @@ fn committed_for(inner: &Inner, group: &str, wanted: Wanted) -> CommittedByTopic
         None => {
             let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<Committed>)>> =
                 Default::default();
-            for (t, p, c) in inner.offsets.group_offsets(group) {
+            for (t, p, c) in state.offsets.group_offsets(group) {
                 by_topic.entry(t).or_default().push((p, Some(c)));
             }
             by_topic.into_iter().collect()
@@ -300,7 +330,7 @@ fn committed_for(inner: &Inner, group: &str, wanted: Wanted) -> CommittedByTopic
 }
 
 pub(crate) fn offset_fetch(
-    inner: &Inner,
+    state: &BrokerState,
     r: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
@@ -316,7 +346,7 @@ pub(crate) fn offset_fetch(
                         .collect()
                 });
                 let mut rg = OffsetFetchResponseGroup::default();
-                rg.topics = committed_for(inner, g.group_id.0.as_str(), wanted)
+                rg.topics = committed_for(state, g.group_id.0.as_str(), wanted)
                     .into_iter()
                     .map(|(t, parts)| {
                         let mut rt = OffsetFetchResponseTopics::default();
@@ -347,7 +377,7 @@ pub(crate) fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    out.topics = committed_for(inner, r.group_id.0.as_str(), wanted)
+    out.topics = committed_for(state, r.group_id.0.as_str(), wanted)
         .into_iter()
         .map(|(t, parts)| {
             let mut rt = OffsetFetchResponseTopic::default();
@@ -369,14 +399,14 @@ pub(crate) fn offset_fetch(
     out
 }
 
-pub(crate) fn list_groups(inner: &Inner, r: ListGroupsRequest) -> ListGroupsResponse {
-    let mut groups: std::collections::BTreeMap<String, (String, &'static str)> = inner
+pub(crate) fn list_groups(state: &BrokerState, r: ListGroupsRequest) -> ListGroupsResponse {
+    let mut groups: std::collections::BTreeMap<String, (String, &'static str)> = state
         .groups
         .list()
         .into_iter()
         .map(|(g, t, st)| (g, (t, st.name())))
         .collect();
-    for g in inner.offsets.groups() {
+    for g in state.offsets.groups() {
         groups.entry(g).or_insert((String::new(), "Empty"));
     }
     let mut out = ListGroupsResponse::default();
@@ -397,14 +427,14 @@ pub(crate) fn list_groups(inner: &Inner, r: ListGroupsRequest) -> ListGroupsResp
     out
 }
 
-pub(crate) fn describe_groups(inner: &Inner, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub(crate) fn describe_groups(state: &BrokerState, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut out = DescribeGroupsResponse::default();
     out.groups = r
         .groups
         .into_iter()
         .map(|g| {
             let mut d = DescribedGroup::default();
-            match inner.groups.describe(g.0.as_str()) {
+            match state.groups.describe(g.0.as_str()) {
                 Some(view) => {
                     d.group_state = s(view.state.name());
                     d.protocol_type = s(&view.protocol_type);
@@ -425,7 +455,7 @@ pub(crate) fn describe_groups(inner: &Inner, r: DescribeGroupsRequest) -> Descri
                         .collect();
                 }
                 // Known only by its committed offsets: an empty group.
-                None if inner.offsets.groups().iter().any(|x| x == g.0.as_str()) => {
+                None if state.offsets.has_group(g.0.as_str()) => {
                     d.group_state = s("Empty");
                     d.protocol_type = s("consumer");
                 }
@@ -438,20 +468,24 @@ pub(crate) fn describe_groups(inner: &Inner, r: DescribeGroupsRequest) -> Descri
     out
 }
 
-pub(crate) fn delete_groups(inner: &Inner, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub(crate) fn delete_groups(
+    state: &BrokerState,
+    r: DeleteGroupsRequest,
+    _: &Blocking,
+) -> DeleteGroupsResponse {
     let mut out = DeleteGroupsResponse::default();
     out.results = r
         .groups_names
         .into_iter()
         .map(|g| {
             let mut res = DeletableGroupResult::default();
-            let known = inner.groups.describe(g.0.as_str()).is_some()
-                || inner.offsets.groups().iter().any(|x| x == g.0.as_str());
+            let known = state.groups.describe(g.0.as_str()).is_some()
+                || state.offsets.has_group(g.0.as_str());
             res.error_code = if !known {
-                crate::groups::code::GROUP_ID_NOT_FOUND
+                code::GROUP_ID_NOT_FOUND
             } else {
-                match inner.groups.delete(g.0.as_str()) {
-                    0 => match inner.offsets.delete_group(g.0.as_str()) {
+                match state.groups.delete(g.0.as_str()) {
+                    0 => match state.offsets.delete_group(g.0.as_str()) {
                         Ok(()) => 0,
                         Err(_) => KAFKA_STORAGE_ERROR,
                     },
@@ -468,18 +502,22 @@ pub(crate) fn delete_groups(inner: &Inner, r: DeleteGroupsRequest) -> DeleteGrou
 /// OffsetDelete: forgets a group's offsets for some partitions. Refused for a
 /// group with members (Sluice does not parse subscriptions, so it cannot tell
 /// which topics they read).
-pub(crate) fn offset_delete(inner: &Inner, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub(crate) fn offset_delete(
+    state: &BrokerState,
+    r: OffsetDeleteRequest,
+    _: &Blocking,
+) -> OffsetDeleteResponse {
     let group = r.group_id.0.to_string();
     let mut out = OffsetDeleteResponse::default();
-    let known = inner.groups.describe(&group).is_some() || inner.offsets.groups().contains(&group);
-    let busy = inner.groups.active().contains(&group);
+    let known = state.groups.describe(&group).is_some() || state.offsets.has_group(&group);
+    let busy = state.groups.active().contains(&group);
     let partition_error = if busy {
-        crate::groups::code::GROUP_SUBSCRIBED_TO_TOPIC
+        code::GROUP_SUBSCRIBED_TO_TOPIC
     } else {
         0
     };
     if !known {
-        out.error_code = crate::groups::code::GROUP_ID_NOT_FOUND;
+        out.error_code = code::GROUP_ID_NOT_FOUND;
     } else if !busy {
         let keys: Vec<(String, i32)> = r
             .topics
@@ -490,7 +528,7 @@ pub(crate) fn offset_delete(inner: &Inner, r: OffsetDeleteRequest) -> OffsetDele
                     .map(|p| (t.name.0.to_string(), p.partition_index))
             })
             .collect();
-        if inner.offsets.delete_offsets(&group, &keys).is_err() {
+        if state.offsets.delete_offsets(&group, &keys).is_err() {
             out.error_code = KAFKA_STORAGE_ERROR;
         }
     }

@@ -1,0 +1,213 @@
+//! Fetch: gathers a file region per partition and answers through the
+//! zero-copy writer (`fetch_writer`); long-polls until `min_bytes` are there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::FetchRequest;
+use sluice_log::ReadError;
+
+use super::errors;
+use super::fetch_writer::{Part, PartitionData, RecordsRegion, TopicData, encode_fetch_response};
+use super::topics::partition;
+use crate::state::BrokerState;
+
+/// Fetch: gathers a file region per partition; parks until `min_bytes` are
+/// there or `max_wait_ms` passes, woken by appends.
+pub async fn fetch(state: &Arc<BrokerState>, r: FetchRequest, version: i16, correlation: i32) -> Vec<Part> {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0));
+    let min_bytes = u64::try_from(r.min_bytes).unwrap_or(0);
+    let max_bytes = u64::try_from(r.max_bytes).unwrap_or(0).max(1);
+    let r = Arc::new(r);
+    loop {
+        let notified = state.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Index lookups, header reads and warming cold pages may wait on the
+        // disk: they run on the blocking pool, so a consumer catching up on
+        // old data never stalls the workers that serve everyone else.
+        let gathered = if !state.config.fetch_isolation {
+            Ok(collect_fetch(state, &r, max_bytes, false).unwrap_or_default())
+        } else if let Some(hot) = collect_cached_fetch(state, &r, max_bytes) {
+            // Everything it needs is in the page cache: no hand-off.
+            Ok(hot)
+        } else {
+            let (gather_state, gather_req) = (state.clone(), r.clone());
+            tokio::task::spawn_blocking(move || {
+                let (topics, total, any_error) =
+                    collect_fetch(&gather_state, &gather_req, max_bytes, false).unwrap_or_default();
+                let (cold_regions, cold_bytes) = warm_cold_regions(&topics);
+                gather_state.stats.add_offloaded(cold_regions, cold_bytes);
+                (topics, total, any_error)
+            })
+            .await
+        };
+        let (topics, total, any_error) = match gathered {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("fetch task failed: {e}");
+                (Vec::new(), 0, true)
+            }
+        };
+        let now = tokio::time::Instant::now();
+        if total >= min_bytes.max(1) || any_error || now >= deadline {
+            return encode_fetch_response(version, correlation, 0, errors::NONE, 0, &topics);
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Reads into the page cache every region not fully there (`readahead`, no
+/// copy into user space), so the send that follows cannot block on the disk.
+/// Returns (regions warmed, bytes warmed).
+fn warm_cold_regions(topics: &[TopicData]) -> (u64, u64) {
+    let (mut regions, mut bytes) = (0, 0);
+    for region in topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref())
+    {
+        let file = region.segment.file();
+        if sluice_io::cache::is_resident(file, region.position, region.len).unwrap_or(true) {
+            continue;
+        }
+        if let Err(e) = sluice_io::cache::fill(file, region.position, region.len) {
+            tracing::warn!("warming a cold region: {e}");
+            continue;
+        }
+        regions += 1;
+        bytes += region.len;
+    }
+    (regions, bytes)
+}
+
+/// The fetch gathered on the async worker, if every header it reads and every
+/// region it would send is ready in the page cache (`cachestat`, plus
+/// `RWF_NOWAIT` probes of each region's first and last page, since
+/// `cachestat` also counts pages readahead has not filled yet); None sends
+/// it to the blocking pool, which may wait for the disk and reads cold
+/// regions in before they are sent.
+///
+/// Measured (docs/BENCHMARKS.md, target 4): restricting this to tail reads,
+/// or dropping it, made no difference the isolation runs could tell from
+/// their noise, while it is worth 25–40 % of one consumer's throughput.
+fn collect_cached_fetch(
+    state: &BrokerState,
+    r: &FetchRequest,
+    max_bytes: u64,
+) -> Option<(Vec<TopicData>, u64, bool)> {
+    let gathered = collect_fetch(state, r, max_bytes, true)?;
+    let all_ready = gathered
+        .0
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref())
+        .all(|region| {
+            sluice_io::cache::is_ready(region.segment.file(), region.position, region.len)
+                .unwrap_or(false)
+        });
+    all_ready.then_some(gathered)
+}
+
+/// Gathers a file region per requested partition. With `cached_only`, reads
+/// only from the page cache and returns None as soon as a read would wait.
+fn collect_fetch(
+    state: &BrokerState,
+    r: &FetchRequest,
+    max_bytes: u64,
+    cached_only: bool,
+) -> Option<(Vec<TopicData>, u64, bool)> {
+    let mut total = 0u64;
+    let mut any_error = false;
+    // Partitions past --max-partitions-per-fetch are answered without
+    // records, as Kafka answers the partitions a response has no room left
+    // for (KIP-74): no error, their offsets, and the client asks again
+    // (librdkafka and the Java client rotate the partitions they name).
+    let limit = state.config.max_partitions_per_fetch;
+    let mut named = 0usize;
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for ft in &r.topics {
+        let name = ft.topic.0.to_string();
+        let mut partitions = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let mut pd = PartitionData {
+                partition: fp.partition,
+                error_code: errors::NONE,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: None,
+            };
+            named += 1;
+            if named > limit {
+                if let Some(part) = partition(state, &name, fp.partition) {
+                    pd.high_watermark = part.log_end();
+                    pd.last_stable_offset = pd.high_watermark;
+                    pd.log_start_offset = part.log_start();
+                }
+                partitions.push(pd);
+                continue;
+            }
+            match partition(state, &name, fp.partition) {
+                None => {
+                    pd.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                    any_error = true;
+                }
+                Some(part) => {
+                    // The first batch is sent whole even past the budget.
+                    let budget = u64::try_from(fp.partition_max_bytes)
+                        .unwrap_or(0)
+                        .min(max_bytes.saturating_sub(total));
+                    let read = if cached_only {
+                        part.read_cached(fp.fetch_offset, budget)
+                    } else {
+                        part.read(fp.fetch_offset, budget)
+                    };
+                    match read {
+                        Ok(res) => {
+                            pd.high_watermark = res.log_end;
+                            pd.last_stable_offset = res.log_end;
+                            pd.log_start_offset = res.log_start;
+                            if let Some(slice) = res.slice
+                                && (budget > 0 || total == 0)
+                            {
+                                total += slice.len;
+                                pd.records = Some(RecordsRegion {
+                                    segment: slice.segment,
+                                    position: slice.position,
+                                    len: slice.len,
+                                });
+                            }
+                        }
+                        Err(ReadError::OffsetOutOfRange {
+                            log_start, log_end, ..
+                        }) => {
+                            pd.error_code = errors::OFFSET_OUT_OF_RANGE;
+                            pd.high_watermark = log_end;
+                            pd.last_stable_offset = log_end;
+                            pd.log_start_offset = log_start;
+                            any_error = true;
+                        }
+                        Err(e) if cached_only && e.is_would_block() => return None,
+                        Err(e) => {
+                            tracing::error!(topic = %name, partition = fp.partition, "read failed: {e}");
+                            pd.error_code = errors::KAFKA_STORAGE_ERROR;
+                            any_error = true;
+                        }
+                    }
+                }
+            }
+            partitions.push(pd);
+        }
+        topics.push(TopicData { name, partitions });
+    }
+    if named > limit {
+        tracing::debug!(named, limit, "fetch names more partitions than --max-partitions-per-fetch");
+    }
+    Some((topics, total, any_error))
+}
+

@@ -1,0 +1,94 @@
+//! ListOffsets: the earliest, latest and max-timestamp offsets, and offsets
+//! by time — each with the found record's own timestamp, as Kafka answers.
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+use sluice_log::{Partition, ReadError};
+
+use super::topics::partition;
+use super::{Blocking, errors};
+use crate::state::BrokerState;
+
+const EARLIEST: i64 = -2;
+/// KIP-734: the record with the largest timestamp.
+const MAX_TIMESTAMP: i64 = -3;
+
+pub fn list_offsets(state: &BrokerState, r: ListOffsetsRequest, _: &Blocking) -> ListOffsetsResponse {
+    let mut out = ListOffsetsResponse::default();
+    for topic in r.topics {
+        let name = topic.name.0.to_string();
+        let mut t = ListOffsetsTopicResponse::default();
+        t.name = topic.name.clone();
+        for lp in topic.partitions {
+            let mut p = ListOffsetsPartitionResponse::default();
+            p.partition_index = lp.partition_index;
+            p.timestamp = -1;
+            p.offset = -1;
+            p.leader_epoch = -1;
+            match partition(state, &name, lp.partition_index) {
+                None => p.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(part) => match lookup(&part, lp.timestamp) {
+                    Ok(Some((offset, timestamp))) => {
+                        p.offset = offset;
+                        p.timestamp = timestamp;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(topic = %name, partition = lp.partition_index, "offset lookup failed: {e}");
+                        p.error_code = errors::KAFKA_STORAGE_ERROR;
+                    }
+                },
+            }
+            t.partitions.push(p);
+        }
+        out.topics.push(t);
+    }
+    out
+}
+
+/// (offset, timestamp) for one ListOffsets target. Latest and earliest
+/// carry timestamp −1, as in Kafka; an unknown negative target is treated
+/// as latest; a time no record reaches finds nothing (offset −1).
+fn lookup(part: &Partition, target: i64) -> Result<Option<(i64, i64)>, ReadError> {
+    match target {
+        EARLIEST => Ok(Some((part.log_start(), -1))),
+        MAX_TIMESTAMP => Ok(part
+            .batch_with_max_timestamp()?
+            .and_then(|batch| record_where(batch, |records| {
+                let max = records.iter().map(|r| r.1).max()?;
+                records.iter().find(|r| r.1 == max).copied()
+            }))),
+        ts if ts >= 0 => Ok(part.batch_for_timestamp(ts)?.and_then(|batch| {
+            record_where(batch, |records| records.iter().find(|r| r.1 >= ts).copied())
+        })),
+        // −1 (latest), and any other negative target.
+        _ => Ok(Some((part.log_end(), -1))),
+    }
+}
+
+/// Decodes a stored batch (decompressing it if need be) into its records'
+/// (offset, timestamp) pairs and picks one.
+fn record_where(
+    batch: Vec<u8>,
+    pick: impl FnOnce(&[(i64, i64)]) -> Option<(i64, i64)>,
+) -> Option<(i64, i64)> {
+    let mut bytes = Bytes::from(batch);
+    match RecordBatchDecoder::decode(&mut bytes) {
+        Ok(set) => {
+            let records: Vec<(i64, i64)> = set
+                .records
+                .iter()
+                .map(|r| (r.offset, r.timestamp))
+                .collect();
+            pick(&records)
+        }
+        Err(e) => {
+            tracing::warn!("decoding a stored batch for an offset lookup: {e:#}");
+            None
+        }
+    }
+}

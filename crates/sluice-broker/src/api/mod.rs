@@ -1,0 +1,214 @@
+//! The Kafka protocol: from a request frame's bytes to the reply's parts.
+//!
+//! `handle` decodes a frame (`decode`), `dispatch` routes the decoded
+//! request to its API family's handler, and the reply comes back as parts —
+//! encoded byte runs and, for Fetch, file regions — for `net` to send.
+//! Nothing here sees a socket or a connection: a frame that cannot be
+//! answered comes back as an [`ApiError`] and `net` decides what to do.
+//!
+//! Handlers that may touch the disk (creating topics and partitions, index
+//! and header reads, fsyncs) take a [`Blocking`] token, which only
+//! [`off_runtime`] makes: they cannot be called on an async worker.
+
+mod configs;
+mod decode;
+mod encode;
+pub mod errors;
+mod fetch;
+pub mod fetch_writer;
+mod groups;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod producer_ids;
+mod topics;
+pub mod versions;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+pub use decode::{Decoded, decode_request};
+pub use fetch_writer::{Part, PartitionData, RecordsRegion, TopicData};
+
+use crate::state::BrokerState;
+
+/// What a request gets back.
+#[derive(Debug)]
+pub enum Reply {
+    /// The whole response frame (size prefix included), as parts.
+    Respond(Vec<Part>),
+    /// Produce with acks=0: Kafka sends nothing back.
+    NoResponse,
+}
+
+/// A frame that cannot be answered: the connection that sent it is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The frame does not decode, or names an API or version not served.
+    #[error("{0}")]
+    Malformed(String),
+    /// The broker failed to produce an answer (a handler task died, an
+    /// encoder refused a field).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Who sent a request, as the group coordinator reports members.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Proof that the code holding it runs on the blocking pool, where waiting
+/// for the disk stalls no other connection. Made only by [`off_runtime`].
+pub struct Blocking(());
+
+/// Decodes and answers one request frame (without its size prefix).
+pub async fn handle(
+    state: &Arc<BrokerState>,
+    frame: Bytes,
+    peer: SocketAddr,
+) -> Result<Reply, ApiError> {
+    match decode_request(frame).map_err(ApiError::Malformed)? {
+        Decoded::Request(header, request) => {
+            dispatch(state, header, *request, ClientAddr(peer)).await
+        }
+        // KIP-511: answer in v0 with error 35 and our ranges, so the client
+        // can retry with a version we speak.
+        Decoded::UnsupportedApiVersions { correlation_id } => Ok(Reply::Respond(
+            versions::api_versions_response(correlation_id, 0, errors::UNSUPPORTED_VERSION),
+        )),
+    }
+}
+
+/// Answers one decoded request.
+pub async fn dispatch(
+    state: &Arc<BrokerState>,
+    header: RequestHeader,
+    request: RequestKind,
+    client: ClientAddr,
+) -> Result<Reply, ApiError> {
+    let version = header.request_api_version;
+    let correlation = header.correlation_id;
+    let api = ApiKey::try_from(header.request_api_key)
+        .map_err(|_| ApiError::Malformed("unknown API key after decoding".into()))?;
+    let response = match request {
+        RequestKind::ApiVersions(_) => {
+            return Ok(Reply::Respond(versions::api_versions_response(
+                correlation,
+                version,
+                errors::NONE,
+            )));
+        }
+        RequestKind::Fetch(r) => {
+            return Ok(Reply::Respond(
+                fetch::fetch(state, r, version, correlation).await,
+            ));
+        }
+        RequestKind::Produce(r) => match produce::produce(state, r).await {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Ok(Reply::NoResponse),
+        },
+        RequestKind::Metadata(r) => {
+            // Only creating a topic touches the disk; naming topics that
+            // exist (every client's periodic refresh) is answered here,
+            // without a blocking-pool thread: a refresh from every client at
+            // once grew the pool by a thread each (docs/BENCHMARKS.md, soak).
+            if metadata::creates_topics(state, &r, version) {
+                ResponseKind::Metadata(
+                    off_runtime(state, move |s, b| metadata::metadata(s, r, version, Some(b)))
+                        .await?,
+                )
+            } else {
+                ResponseKind::Metadata(metadata::metadata(state, r, version, None))
+            }
+        }
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(
+            off_runtime(state, move |s, b| list_offsets::list_offsets(s, r, b)).await?,
+        ),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
+            off_runtime(state, move |s, b| topics::create_topics(s, r, b)).await?,
+        ),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(
+            off_runtime(state, move |s, b| topics::delete_topics(s, r, b)).await?,
+        ),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+            off_runtime(state, move |s, b| topics::create_partitions(s, r, b)).await?,
+        ),
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe_configs(state, r))
+        }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(
+            off_runtime(state, move |s, b| producer_ids::init_producer_id(s, r, b)).await?,
+        ),
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(producer_ids::add_partitions_to_txn(r))
+        }
+        RequestKind::AddOffsetsToTxn(_) => {
+            ResponseKind::AddOffsetsToTxn(producer_ids::add_offsets_to_txn())
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(producer_ids::end_txn(r)),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(producer_ids::txn_offset_commit(r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(state, r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let host = format!("/{}", client.0.ip());
+            ResponseKind::JoinGroup(groups::join_group(state, r, version, &client_id, &host).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(state, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(state, r)),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave_group(state, r, version))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(state, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(state, r, version))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(state, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(state, r))
+        }
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(
+            off_runtime(state, move |s, b| groups::delete_groups(s, r, b)).await?,
+        ),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(
+            off_runtime(state, move |s, b| groups::offset_delete(s, r, b)).await?,
+        ),
+        other => {
+            return Err(ApiError::Malformed(format!("no handler for {other:?}")));
+        }
+    };
+    encode::response(api, version, correlation, &response).map(Reply::Respond)
+}
+
+/// Runs a handler that may wait for the disk on the blocking pool, handing
+/// it the [`Blocking`] token.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    state: &Arc<BrokerState>,
+    f: impl FnOnce(&BrokerState, &Blocking) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state, &Blocking(())))
+        .await
+        .map_err(|e| ApiError::Internal(format!("handler task failed: {e}")))
+}
+
+/// A protocol string from a Rust one.
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}

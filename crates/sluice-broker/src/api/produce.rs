@@ -1,0 +1,106 @@
+//! Produce: validate and append each partition's batches.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_log::{AppendError, FlushPolicy};
+
+use super::errors::{self, append_error_code};
+use super::{off_runtime, topics};
+use crate::state::BrokerState;
+
+/// Validates and appends each partition's batches, on the blocking pool;
+/// acks=-1 returns once they are durable under the flush policy
+/// (`always`: synced by the append; an interval: flushed now; `os`: left to
+/// the OS). acks=0 gets no response at all. `max.message.bytes` is checked
+/// per batch by the log, as Kafka checks it.
+pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = r.acks;
+    let mut out = ProduceResponse::default();
+    let mut appended_any = false;
+    for topic in r.topic_data {
+        let name = topic.name.0.to_string();
+        // Known topics are a map lookup; creating one touches the disk.
+        let found = match state.log.partition_count(&name) {
+            Some(n) => Ok(n),
+            None => {
+                let create = state.config.auto_create_topics;
+                let lookup = name.clone();
+                off_runtime(state, move |s, b| topics::ensure_topic(s, &lookup, create, b))
+                    .await
+                    .unwrap_or(Err(errors::KAFKA_STORAGE_ERROR))
+            }
+        };
+        let mut t = TopicProduceResponse::default();
+        t.name = topic.name.clone();
+        for pd in topic.partition_data {
+            let mut p = PartitionProduceResponse::default();
+            p.index = pd.index;
+            p.base_offset = -1;
+            p.log_append_time_ms = -1;
+            p.log_start_offset = -1;
+            let part = match &found {
+                Ok(_) => topics::partition(state, &name, pd.index)
+                    .ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Err(code) => Err(*code),
+            };
+            let records = pd.records.unwrap_or_default();
+            let result = match part {
+                Err(code) => Err(code),
+                Ok(part) => {
+                    let durable_wait =
+                        acks == -1 && matches!(state.config.log.flush, FlushPolicy::Interval(_));
+                    let log_part = part.clone();
+                    let queued = std::time::Instant::now();
+                    let appended = tokio::task::spawn_blocking(move || {
+                        let started = std::time::Instant::now();
+                        let result = log_part.append(&records, 0).and_then(|info| {
+                            if durable_wait {
+                                log_part.flush().map_err(|source| AppendError::Io {
+                                    partition: log_part.name().to_string(),
+                                    source,
+                                })?;
+                            }
+                            Ok(info)
+                        });
+                        (result, started - queued, started.elapsed())
+                    })
+                    .await
+                    .map(|(result, queue, took)| {
+                        state.latencies.append_queue.observe(queue);
+                        state.latencies.append.observe(took);
+                        result
+                    });
+                    match appended {
+                        Ok(Ok(info)) => {
+                            appended_any = true;
+                            Ok((info, part.log_start()))
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(topic = %name, partition = pd.index, "produce refused: {e}");
+                            Err(append_error_code(&e))
+                        }
+                        Err(e) => {
+                            tracing::error!("append task failed: {e}");
+                            Err(errors::KAFKA_STORAGE_ERROR)
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok((info, log_start)) => {
+                    p.base_offset = info.base_offset;
+                    p.log_start_offset = log_start;
+                }
+                Err(code) => p.error_code = code,
+            }
+            t.partition_responses.push(p);
+        }
+        out.responses.push(t);
+    }
+    if appended_any {
+        state.appended.notify_waiters();
+    }
+    (acks != 0).then_some(out)
+}

@@ -1,0 +1,296 @@
+//! `dispatch` in process, against a temporary data directory: each API's
+//! answer without a socket or a broker process (the real-process tests in
+//! `crates/sluice/tests` cover the same ground over the wire).
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Request, StrBytes};
+use sluice_log::batch::build_batch_with_deltas;
+
+use super::{ClientAddr, Part, Reply, dispatch, errors};
+use crate::BrokerConfig;
+use crate::state::{Advertised, BrokerState};
+
+struct Fixture {
+    state: Arc<BrokerState>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(config: BrokerConfig) -> Fixture {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..config
+    };
+    let advertised = Advertised {
+        host: "kafka.example".into(),
+        port: 19092,
+    };
+    let state = Arc::new(BrokerState::open(config, advertised).expect("open"));
+    Fixture { state, _dir: dir }
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.into()))
+}
+
+/// Sends `req` at `version` through `dispatch` and decodes the answer; file
+/// regions (Fetch) are read back from their segments.
+async fn call<R: Request + Into<RequestKind>>(f: &Fixture, version: i16, req: R) -> R::Response {
+    let mut header = RequestHeader::default();
+    header.request_api_key = R::KEY;
+    header.request_api_version = version;
+    header.correlation_id = 7;
+    let reply = dispatch(
+        &f.state,
+        header,
+        req.into(),
+        ClientAddr("127.0.0.1:5555".parse().expect("addr")),
+    )
+    .await
+    .expect("answered");
+    let Reply::Respond(parts) = reply else {
+        panic!("no response")
+    };
+    let mut frame = BytesMut::new();
+    for part in parts {
+        match part {
+            Part::Bytes(b) => frame.extend_from_slice(&b),
+            Part::File(r) => {
+                let mut buf = vec![0u8; r.len as usize];
+                r.segment
+                    .file()
+                    .read_exact_at(&mut buf, r.position)
+                    .expect("region");
+                frame.extend_from_slice(&buf);
+            }
+        }
+    }
+    let mut frame: Bytes = frame.freeze();
+    let size = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    assert_eq!(size as usize, frame.len() - 4, "size prefix");
+    let _ = frame.split_to(4);
+    let api = ApiKey::try_from(R::KEY).expect("key");
+    let h = ResponseHeader::decode(&mut frame, api.response_header_version(version)).expect("h");
+    assert_eq!(h.correlation_id, 7);
+    R::Response::decode(&mut frame, version).expect("decode response")
+}
+
+async fn create(f: &Fixture, topic: &str, partitions: i32) {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics.push(t);
+    let resp = call(f, 7, req).await;
+    assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0].error_message);
+}
+
+async fn produce(f: &Fixture, topic: &str, partition: i32, records: Vec<u8>) -> (i16, i64) {
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(Bytes::from(records));
+    let mut td = TopicProduceData::default();
+    td.name = name(topic);
+    td.partition_data.push(pd);
+    let mut req = ProduceRequest::default();
+    req.acks = 1;
+    req.timeout_ms = 1000;
+    req.topic_data.push(td);
+    let resp = call(f, 9, req).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn records(base_ts: i64, deltas_and_sizes: &[(i64, usize)]) -> Vec<u8> {
+    let values: Vec<Vec<u8>> = deltas_and_sizes.iter().map(|(_, n)| vec![b'v'; *n]).collect();
+    let recs: Vec<(i64, &[u8])> = deltas_and_sizes
+        .iter()
+        .zip(&values)
+        .map(|((d, _), v)| (*d, v.as_slice()))
+        .collect();
+    build_batch_with_deltas(base_ts, &recs)
+}
+
+#[tokio::test]
+async fn metadata_names_the_advertised_host_and_this_directorys_cluster_id() {
+    let f = fixture(BrokerConfig::default());
+    create(&f, "orders", 3).await;
+    let mut req = MetadataRequest::default();
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(name("orders"));
+    req.topics = Some(vec![t]);
+    let resp = call(&f, 12, req).await;
+    assert_eq!(resp.brokers[0].host.as_str(), "kafka.example");
+    assert_eq!(resp.brokers[0].port, 19092);
+    let cluster = resp.cluster_id.expect("cluster id").to_string();
+    assert_eq!(cluster, f.state.meta.cluster_id);
+    assert_eq!(cluster.len(), 22);
+    assert_ne!(cluster, "sluice");
+    assert_eq!(resp.topics[0].partitions.len(), 3);
+}
+
+#[tokio::test]
+async fn message_max_bytes_limits_each_batch_not_the_request() {
+    let f = fixture(BrokerConfig::default());
+    create(&f, "big", 1).await;
+    // Two 700 KB batches in one records field: 1.4 MB in all.
+    let mut two = records(1000, &[(0, 700_000)]);
+    two.extend_from_slice(&records(1000, &[(0, 700_000)]));
+    assert_eq!(produce(&f, "big", 0, two).await, (0, 0));
+    // One 1.1 MB batch.
+    let (code, _) = produce(&f, "big", 0, records(1000, &[(0, 1_100_000)])).await;
+    assert_eq!(code, errors::MESSAGE_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn list_offsets_answers_max_timestamp_and_the_found_records_timestamp() {
+    let f = fixture(BrokerConfig::default());
+    create(&f, "ts", 1).await;
+    // Offsets 0..3 at 1000, 1500, 1200; 3..5 at 900, 950.
+    produce(&f, "ts", 0, records(1000, &[(0, 10), (500, 10), (200, 10)])).await;
+    produce(&f, "ts", 0, records(900, &[(0, 10), (50, 10)])).await;
+    let ask = |timestamp: i64| {
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = 0;
+        p.timestamp = timestamp;
+        let mut t = ListOffsetsTopic::default();
+        t.name = name("ts");
+        t.partitions.push(p);
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.topics.push(t);
+        req
+    };
+    let answer = |r: ListOffsetsResponse| {
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        (p.offset, p.timestamp)
+    };
+    assert_eq!(answer(call(&f, 7, ask(-3)).await), (1, 1500));
+    assert_eq!(answer(call(&f, 7, ask(1100)).await), (1, 1500));
+    assert_eq!(answer(call(&f, 7, ask(1000)).await), (0, 1000));
+    assert_eq!(answer(call(&f, 7, ask(2000)).await), (-1, -1));
+    assert_eq!(answer(call(&f, 7, ask(-1)).await), (5, -1));
+    assert_eq!(answer(call(&f, 7, ask(-2)).await), (0, -1));
+}
+
+#[tokio::test]
+async fn transactional_producers_are_refused_with_a_fatal_error() {
+    let f = fixture(BrokerConfig::default());
+    let mut req = FindCoordinatorRequest::default();
+    req.key_type = 1;
+    req.coordinator_keys = vec![StrBytes::from_static_str("txn-1")];
+    let resp = call(&f, 4, req).await;
+    assert_eq!(
+        resp.coordinators[0].error_code,
+        errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = Some(TransactionalId(StrBytes::from_static_str("txn-1")));
+    req.transaction_timeout_ms = 60_000;
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    let resp = call(&f, 4, req).await;
+    assert_eq!(resp.error_code, errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    // Idempotent producers still get ids.
+    let mut req = InitProducerIdRequest::default();
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    let resp = call(&f, 4, req).await;
+    assert_eq!((resp.error_code, resp.producer_epoch), (0, 0));
+}
+
+#[tokio::test]
+async fn offset_commit_refuses_oversized_strings_instead_of_cutting_them() {
+    let f = fixture(BrokerConfig::default());
+    let commit = |group: String, metadata: Vec<String>| {
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = name("t");
+        for (i, m) in metadata.into_iter().enumerate() {
+            let mut p = OffsetCommitRequestPartition::default();
+            p.partition_index = i as i32;
+            p.committed_offset = 10 + i as i64;
+            p.committed_metadata = Some(StrBytes::from_string(m));
+            t.partitions.push(p);
+        }
+        let mut req = OffsetCommitRequest::default();
+        req.group_id = GroupId(StrBytes::from_string(group));
+        req.generation_id_or_member_epoch = -1;
+        req.topics.push(t);
+        req
+    };
+    let resp = call(&f, 8, commit("g".into(), vec!["ok".into(), "x".repeat(5000)])).await;
+    let codes: Vec<i16> = resp.topics[0].partitions.iter().map(|p| p.error_code).collect();
+    assert_eq!(codes, vec![0, errors::OFFSET_METADATA_TOO_LARGE]);
+    assert_eq!(f.state.offsets.get("g", "t", 0).map(|c| c.offset), Some(10));
+    assert_eq!(f.state.offsets.get("g", "t", 1), None);
+    let resp = call(&f, 8, commit("g".repeat(70_000), vec!["ok".into()])).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, errors::INVALID_GROUP_ID);
+    assert!(!f.state.offsets.has_group(&"g".repeat(70_000)));
+}
+
+#[tokio::test]
+async fn create_partitions_grows_a_topic() {
+    let f = fixture(BrokerConfig::default());
+    create(&f, "grow", 1).await;
+    let mut t = CreatePartitionsTopic::default();
+    t.name = name("grow");
+    t.count = 4;
+    let mut req = CreatePartitionsRequest::default();
+    req.topics.push(t);
+    req.timeout_ms = 1000;
+    let resp = call(&f, 3, req).await;
+    assert_eq!(resp.results[0].error_code, 0);
+    assert_eq!(f.state.log.partition_count("grow"), Some(4));
+}
+
+#[tokio::test]
+async fn a_fetch_over_the_partition_limit_is_answered_for_every_partition() {
+    let f = fixture(BrokerConfig {
+        max_partitions_per_fetch: 2,
+        ..BrokerConfig::default()
+    });
+    create(&f, "wide", 4).await;
+    for p in 0..4 {
+        produce(&f, "wide", p, records(1000, &[(0, 100)])).await;
+    }
+    let mut t = FetchTopic::default();
+    t.topic = name("wide");
+    for p in 0..4 {
+        let mut fp = FetchPartition::default();
+        fp.partition = p;
+        fp.fetch_offset = 0;
+        fp.partition_max_bytes = 1 << 20;
+        t.partitions.push(fp);
+    }
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.max_bytes = 1 << 20;
+    req.topics.push(t);
+    let resp = call(&f, 12, req).await;
+    let parts = &resp.responses[0].partitions;
+    assert_eq!(parts.len(), 4);
+    for p in parts {
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.high_watermark, 1);
+    }
+    let with_records = parts
+        .iter()
+        .filter(|p| p.records.as_ref().is_some_and(|r| !r.is_empty()))
+        .count();
+    assert_eq!(with_records, 2, "the first two partitions are served");
+}

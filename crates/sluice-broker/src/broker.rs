@@ -1,0 +1,269 @@
+//! `Broker`: the layers put together — state opened, connections served,
+//! the coordinator's clock ticking, the metrics page assembled.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sluice_log::Log;
+use tokio::net::TcpListener;
+
+use crate::BrokerConfig;
+use crate::metrics::{DataPathStats, Page};
+use crate::net::{self, Net};
+use crate::state::{Advertised, BrokerState};
+
+/// A running broker.
+#[derive(Clone)]
+pub struct Broker {
+    state: Arc<BrokerState>,
+    net: Arc<Net>,
+}
+
+impl Broker {
+    /// Opens the data directory (recovering it if the last run did not shut
+    /// down cleanly) and starts the log's upkeep. `advertised` is the address
+    /// Metadata hands to clients.
+    pub fn open(mut config: BrokerConfig, advertised: Advertised) -> io::Result<Broker> {
+        if let Some(reason) = config.data_path.unavailable_reason() {
+            tracing::warn!(
+                requested = %config.data_path,
+                using = %sluice_io::DataPath::Sendfile,
+                reason,
+                "data path unavailable here; falling back"
+            );
+            config.data_path = sluice_io::DataPath::Sendfile;
+        }
+        let net = Arc::new(Net::new(&config));
+        let state = Arc::new(BrokerState::open(config, advertised)?);
+        Ok(Broker { state, net })
+    }
+
+    /// The data path Fetch responses use (the configured one, or `sendfile`
+    /// where that is unavailable).
+    pub fn data_path(&self) -> sluice_io::DataPath {
+        self.state.config.data_path
+    }
+
+    pub fn log(&self) -> &Arc<Log> {
+        &self.state.log
+    }
+
+    pub fn stats(&self) -> &DataPathStats {
+        &self.state.stats
+    }
+
+    /// This data directory's cluster id (`meta.properties`).
+    pub fn cluster_id(&self) -> &str {
+        &self.state.meta.cluster_id
+    }
+
+    /// Accepts connections until `shutdown` resolves.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        // The runtime's pulse: a task that asks to wake every millisecond
+        // and records how late it was.
+        let pulse = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                const TICK: Duration = Duration::from_millis(1);
+                loop {
+                    let asked = std::time::Instant::now();
+                    tokio::time::sleep(TICK).await;
+                    let late = asked.elapsed().saturating_sub(TICK);
+                    state.latencies.tick_lateness.observe(late);
+                }
+            })
+        };
+        // The group coordinator's clock: due rebalances and expired sessions.
+        let ticker = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(100));
+                let mut ticks = 0u64;
+                loop {
+                    every.tick().await;
+                    state.groups.tick();
+                    ticks += 1;
+                    // Once a minute: expire empty groups' old offsets.
+                    if ticks.is_multiple_of(600) {
+                        expire_offsets(&state).await;
+                    }
+                }
+            })
+        };
+        let _stop_ticker = AbortOnDrop(ticker);
+        let _stop_pulse = AbortOnDrop(pulse);
+        net::accept_loop(&self.state, &self.net, listener, shutdown).await;
+    }
+
+    /// Serves the metrics page as Prometheus text on `listener` until
+    /// `shutdown` resolves (any HTTP GET gets the same page).
+    pub async fn serve_metrics(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = listener.accept() => {
+                    let Ok((mut stream, _)) = accepted else { continue };
+                    let body = self.metrics_text();
+                    tokio::spawn(async move {
+                        let mut req = [0u8; 1024];
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            stream.read(&mut req),
+                        )
+                        .await;
+                        let head = format!(
+                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        let _ = stream.write_all(body.as_bytes()).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Everything the metrics endpoint serves, as Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        let state = &self.state;
+        let mut body = String::new();
+        let mut page = Page(&mut body);
+        state.stats.snapshot().prometheus(&mut page);
+        state.latencies.prometheus(&mut page);
+        page.family(
+            "sluice_data_path_info",
+            "The data path Fetch responses use.",
+            "gauge",
+            &[(format!("{{path=\"{}\"}}", state.config.data_path), 1)],
+        );
+        let c = &self.net.counts;
+        page.one(
+            "sluice_connections",
+            "Open client connections.",
+            "gauge",
+            c.open.load(Ordering::Relaxed) as u64,
+        );
+        page.one(
+            "sluice_connections_refused_total",
+            "Connections closed on accept for being over --max-connections.",
+            "counter",
+            c.refused.load(Ordering::Relaxed),
+        );
+        page.one(
+            "sluice_connections_refused_per_ip_total",
+            "Connections closed on accept for being over their address's --max-connections-per-ip.",
+            "counter",
+            c.refused_per_ip.load(Ordering::Relaxed),
+        );
+        page.one(
+            "sluice_connections_closed_idle_total",
+            "Connections closed after --idle-timeout-ms without a request.",
+            "counter",
+            c.closed_idle.load(Ordering::Relaxed),
+        );
+        page.one(
+            "sluice_connections_closed_slow_total",
+            "Connections closed for not completing a frame within --frame-read-timeout-ms.",
+            "counter",
+            c.closed_slow.load(Ordering::Relaxed),
+        );
+        page.one(
+            "sluice_request_bytes_held",
+            "Request bytes read or being read and not yet answered, all connections.",
+            "gauge",
+            self.net.request_bytes_held() as u64,
+        );
+        let mut offline = 0u64;
+        let mut starts = Vec::new();
+        let mut ends = Vec::new();
+        let mut sizes = Vec::new();
+        for (topic, count) in state.log.topics() {
+            for p in 0..count {
+                let Some(part) = state.log.partition(&topic, p) else {
+                    continue;
+                };
+                offline += u64::from(part.is_offline());
+                let labels = format!("{{topic=\"{topic}\",partition=\"{p}\"}}");
+                starts.push((labels.clone(), part.log_start().max(0) as u64));
+                ends.push((labels.clone(), part.log_end().max(0) as u64));
+                sizes.push((labels, part.size_bytes()));
+            }
+        }
+        page.one(
+            "sluice_partitions_offline",
+            "Partitions taking no appends after a write failed (not for lack of space).",
+            "gauge",
+            offline,
+        );
+        page.family(
+            "sluice_partition_log_start_offset",
+            "First offset still in the log.",
+            "gauge",
+            &starts,
+        );
+        page.family(
+            "sluice_partition_log_end_offset",
+            "Offset the next appended record gets.",
+            "gauge",
+            &ends,
+        );
+        page.family(
+            "sluice_partition_size_bytes",
+            "Bytes of the partition's segments.",
+            "gauge",
+            &sizes,
+        );
+        let mut by_state = std::collections::BTreeMap::new();
+        for (_, _, group_state) in state.groups.list() {
+            *by_state.entry(group_state.name()).or_insert(0u64) += 1;
+        }
+        let groups: Vec<(String, u64)> = [
+            "Empty",
+            "PreparingRebalance",
+            "CompletingRebalance",
+            "Stable",
+        ]
+        .iter()
+        .map(|s| {
+            (
+                format!("{{state=\"{s}\"}}"),
+                by_state.get(s).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+        page.family("sluice_groups", "Consumer groups by state.", "gauge", &groups);
+        body
+    }
+
+    /// Clean shutdown of the log: flush, seal, marker.
+    pub fn close(&self) -> io::Result<()> {
+        self.state.log.close()
+    }
+}
+
+/// Forgets the committed offsets of groups empty for longer than
+/// `offsets.retention.minutes`, on the blocking pool (it rewrites a file).
+async fn expire_offsets(state: &Arc<BrokerState>) {
+    let retention = state.config.offsets_retention.as_millis() as i64;
+    let before = sluice_log::now_ms() - retention;
+    let active = state.groups.active();
+    let offsets = state.offsets.clone();
+    match tokio::task::spawn_blocking(move || offsets.expire(before, &active)).await {
+        Ok(Ok(n)) if n > 0 => tracing::info!(expired = n, "expired committed offsets of empty groups"),
+        Ok(Err(e)) => tracing::error!("expiring committed offsets: {e}"),
+        _ => {}
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,190 @@
+//! The listener, connections, framing and per-connection limits: the only
+//! code that sees a socket.
+//!
+//! A connection reads length-prefixed frames, hands each to `api::handle`
+//! and writes the reply through its `sluice_io::Sender`, in order, one
+//! request at a time (as Kafka's connections do). A frame the API layer
+//! cannot answer closes that connection with a logged reason; other
+//! connections carry on.
+
+mod connection;
+mod frame;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::BrokerConfig;
+use crate::metrics::ConnectionCounts;
+use crate::state::BrokerState;
+use connection::Close;
+
+/// The limits `net` enforces, from the broker's configuration.
+#[derive(Debug, Clone)]
+pub struct NetLimits {
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_ip_overrides: HashMap<IpAddr, usize>,
+    pub idle_timeout: Duration,
+    pub frame_read_timeout: Duration,
+    /// Bytes of request memory shared by every connection.
+    pub request_memory: usize,
+}
+
+impl NetLimits {
+    fn from_config(config: &BrokerConfig) -> NetLimits {
+        NetLimits {
+            max_frame_bytes: config.max_frame_bytes,
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            max_connections_per_ip_overrides: config.max_connections_per_ip_overrides.clone(),
+            idle_timeout: config.idle_timeout,
+            frame_read_timeout: config.frame_read_timeout,
+            request_memory: config
+                .max_buffered_request_bytes
+                .max(config.max_frame_bytes)
+                .min(Semaphore::MAX_PERMITS),
+        }
+    }
+
+    fn per_ip_limit(&self, ip: IpAddr) -> usize {
+        self.max_connections_per_ip_overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(self.max_connections_per_ip)
+    }
+}
+
+/// What the connections share: limits, counts and request memory.
+pub struct Net {
+    pub limits: NetLimits,
+    /// One permit per request byte held between reading a frame's size and
+    /// answering it, shared by every connection.
+    request_memory: Semaphore,
+    pub counts: ConnectionCounts,
+    /// Open connections per source address.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Net {
+    pub fn new(config: &BrokerConfig) -> Net {
+        let limits = NetLimits::from_config(config);
+        Net {
+            request_memory: Semaphore::new(limits.request_memory),
+            limits,
+            counts: ConnectionCounts::default(),
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Request bytes held now, by every connection together.
+    pub fn request_bytes_held(&self) -> usize {
+        self.limits
+            .request_memory
+            .saturating_sub(self.request_memory.available_permits())
+    }
+
+    /// Counts a new connection from `ip`, or says which limit refuses it.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<OpenConnection, String> {
+        let open = self.counts.open.fetch_add(1, Ordering::Relaxed);
+        let mut guard = OpenConnection {
+            net: self.clone(),
+            ip: None,
+        };
+        if open >= self.limits.max_connections {
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "{open} connections open, at --max-connections {}",
+                self.limits.max_connections
+            ));
+        }
+        let limit = self.limits.per_ip_limit(ip);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let from_ip = per_ip.entry(ip).or_insert(0);
+        if *from_ip >= limit {
+            self.counts.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "{from_ip} connections open from {ip}, at --max-connections-per-ip {limit}"
+            ));
+        }
+        *from_ip += 1;
+        guard.ip = Some(ip);
+        Ok(guard)
+    }
+}
+
+/// Counts a connection open (overall and for its address) until dropped.
+struct OpenConnection {
+    net: Arc<Net>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.net.counts.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.net.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn accept_loop(
+    state: &Arc<BrokerState>,
+    net: &Arc<Net>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let open = match net.admit(peer.ip()) {
+                        Ok(open) => open,
+                        Err(why) => {
+                            tracing::warn!(%peer, "refusing connection: {why}");
+                            continue;
+                        }
+                    };
+                    let (state, net) = (state.clone(), net.clone());
+                    tokio::spawn(async move {
+                        let _open = open;
+                        match connection::serve(&state, &net, stream, peer).await {
+                            Err(Close::PeerGone) | Ok(()) => {
+                                tracing::debug!(%peer, "connection closed by the peer");
+                            }
+                            Err(Close::Idle(idle)) => {
+                                net.counts.closed_idle.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(%peer, "closing connection: no request for {idle:?}");
+                            }
+                            Err(reason @ Close::Slow(_)) => {
+                                net.counts.closed_slow.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(%peer, "closing connection: {reason}");
+                            }
+                            Err(reason) => tracing::warn!(%peer, "closing connection: {reason}"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The broker's shared state: what every request handler may read or change.
+//!
+//! `net` owns sockets, `api` owns the protocol; both hold an
+//! `Arc<BrokerState>`. Nothing here knows a connection exists.
+
+use std::io;
+use std::sync::Arc;
+
+use sluice_log::{Log, Upkeep};
+use tokio::sync::Notify;
+
+use crate::BrokerConfig;
+use crate::coordinator::groups::{Groups, SystemClock};
+use crate::coordinator::offsets::OffsetStore;
+use crate::coordinator::producer_ids::ProducerIds;
+use crate::meta_properties::MetaProperties;
+use crate::metrics::{DataPathStats, Latencies};
+
+/// The host and port clients are told to connect to (Kafka's
+/// `advertised.listeners`): a host name or an IP, never a wildcard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Advertised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for Advertised {
+    type Err = String;
+
+    /// `HOST:PORT`, `[IPV6]:PORT`, or either behind `PLAINTEXT://`.
+    fn from_str(s: &str) -> Result<Advertised, String> {
+        let bare = s.strip_prefix("PLAINTEXT://").unwrap_or(s);
+        let (host, port) = bare
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+        if host.is_empty() || port == 0 {
+            return Err(format!("{s:?}: a host and a non-zero port are needed"));
+        }
+        if host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+        {
+            return Err(format!(
+                "{s:?}: clients cannot connect to a wildcard address; advertise a host name or IP they can reach"
+            ));
+        }
+        Ok(Advertised {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// Everything the handlers share.
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub log: Arc<Log>,
+    /// This data directory's identity (`meta.properties`).
+    pub meta: MetaProperties,
+    pub advertised: Advertised,
+    /// Woken after every append, so parked fetches re-check their partitions.
+    pub appended: Notify,
+    pub stats: DataPathStats,
+    pub latencies: Latencies,
+    pub producer_ids: ProducerIds,
+    pub groups: Groups,
+    pub offsets: Arc<OffsetStore>,
+    _upkeep: Upkeep,
+}
+
+impl BrokerState {
+    /// Opens the data directory (recovering it if the last run did not shut
+    /// down cleanly), its identity and the coordinators' stores, and starts
+    /// the log's upkeep.
+    pub fn open(config: BrokerConfig, advertised: Advertised) -> io::Result<BrokerState> {
+        let log = Arc::new(Log::open(&config.data_dir, config.log.clone())?);
+        let meta = MetaProperties::load_or_create(&config.data_dir, config.node_id)?;
+        let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
+        let producer_ids = ProducerIds::open(&config.data_dir)?;
+        let offsets = Arc::new(OffsetStore::open(&config.data_dir)?);
+        let groups = Groups::new(
+            config.group_initial_rebalance_delay,
+            Arc::new(SystemClock),
+        );
+        Ok(BrokerState {
+            config,
+            log,
+            meta,
+            advertised,
+            appended: Notify::new(),
+            stats: DataPathStats::default(),
+            latencies: Latencies::default(),
+            producer_ids,
+            groups,
+            offsets,
+            _upkeep: upkeep,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Advertised;
+
+    #[test]
+    fn advertised_takes_host_names_and_refuses_wildcards() {
+        let a: Advertised = "kafka-1.internal:9092".parse().unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("kafka-1.internal", 9092));
+        let a: Advertised = "PLAINTEXT://[::1]:19092".parse().unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("::1", 19092));
+        assert_eq!(a.to_string(), "[::1]:19092");
+        assert!("0.0.0.0:9092".parse::<Advertised>().is_err());
+        assert!("[::]:9092".parse::<Advertised>().is_err());
+        assert!("host".parse::<Advertised>().is_err());
+        assert!("host:0".parse::<Advertised>().is_err());
+        assert!(":9092".parse::<Advertised>().is_err());
+    }
+}
