@@ -1,7 +1,10 @@
 //! Fixed-width, memory-mapped index files: the sparse offset index (`.index`,
 //! 8-byte entries: relative offset u32 BE, file position u32 BE) and the time
 //! index (`.timeindex`, 12-byte entries: timestamp i64 BE, relative offset u32
-//! BE), as Kafka lays them out.
+//! BE), as Kafka lays them out. What an entry points at differs a little
+//! from Kafka's (a batch's first offset; the time index's timestamp is the
+//! largest before that batch), and so do pre-allocation and trimming:
+//! `docs/FORMAT.md` has the bytes and the differences.
 //!
 //! One appender pushes entries; any number of readers look them up without a
 //! lock: an entry is written to the mapping first and published by a release

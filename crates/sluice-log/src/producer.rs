@@ -176,7 +176,8 @@ impl ProducerTable {
     /// `.snapshot` files). Layout: `SLPS`, version u16, covers_end i64, count
     /// u32, per producer (id i64, epoch i16, n u8, n × (first_seq i32,
     /// last_seq i32, base_offset i64, last_offset i64)), then CRC-32C u32 of
-    /// everything before it; all big-endian.
+    /// everything before it; all big-endian (`docs/FORMAT.md`,
+    /// "producer.snapshot").
     pub fn encode_snapshot(&self, covers_end: i64) -> Vec<u8> {
         let mut out = Vec::with_capacity(18 + self.producers.len() * 64);
         out.extend_from_slice(SNAPSHOT_MAGIC);
