@@ -14,6 +14,10 @@
 //!   truncates at the first bad batch; a clean shutdown skips the scan.
 //!
 //! It knows the RecordBatch header but not the Kafka wire protocol.
+//!
+//! Every file this crate writes (segments, indexes, `recovery-point`,
+//! `producer.snapshot`, `.clean-shutdown`) is laid out byte by byte, with how
+//! recovery treats a torn or corrupt one, in `docs/FORMAT.md`.
 
 pub mod batch;
 mod config;
