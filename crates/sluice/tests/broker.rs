@@ -679,7 +679,11 @@ fn idempotent_produce_appends_a_retried_batch_once_even_across_a_restart() {
     r.transactional_id = Some(StrBytes::from_static_str("tx").into());
     r.producer_id = (-1).into();
     r.producer_epoch = -1;
-    assert_eq!(c.call(4, &r).error_code, 35);
+    assert_eq!(
+        c.call(4, &r).error_code,
+        53,
+        "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+    );
     drop(dir);
 }
 

@@ -332,7 +332,7 @@ fn a_static_member_restarting_keeps_its_assignment_without_a_rebalance() {
 }
 
 #[test]
-fn transaction_apis_answer_unsupported_instead_of_closing() {
+fn transaction_apis_answer_with_a_fatal_error_instead_of_closing() {
     use kafka_protocol::messages::{EndTxnRequest, TransactionalId};
     let server = Server::start(&[]);
     let mut c = Client::connect(server.addr);
@@ -341,7 +341,11 @@ fn transaction_apis_answer_unsupported_instead_of_closing() {
     r.producer_id = 5.into();
     r.producer_epoch = 0;
     r.committed = true;
-    assert_eq!(c.call(1, &r).error_code, 35, "UNSUPPORTED_VERSION");
+    assert_eq!(
+        c.call(1, &r).error_code,
+        53,
+        "TRANSACTIONAL_ID_AUTHORIZATION_FAILED: clients stop instead of retrying"
+    );
     // Not advertised: clients that check ApiVersions never send them.
     let versions = c.call(3, &kafka_protocol::messages::ApiVersionsRequest::default());
     assert!(
