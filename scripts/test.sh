@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the interop tests need (kcat from
-# Debian, the Python Kafka clients in a venv), then runs every test in the
-# workspace. `.ci/run` runs this.
+# Debian, the Python Kafka clients in a venv), checks formatting and lints,
+# then runs every test in the workspace. `.ci/run` runs this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +23,11 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import kafka, conflue
   "$VENV/bin/pip" install -q -r scripts/interop-requirements.txt
 fi
 export SLUICE_INTEROP_PYTHON="$PWD/$VENV/bin/python"
+
+# Formatting and lints first: they fail in seconds, the suite in minutes.
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 cargo test --workspace

@@ -236,7 +236,12 @@ impl Broker {
             )
         })
         .collect();
-        page.family("sluice_groups", "Consumer groups by state.", "gauge", &groups);
+        page.family(
+            "sluice_groups",
+            "Consumer groups by state.",
+            "gauge",
+            &groups,
+        );
         body
     }
 
@@ -254,7 +259,9 @@ async fn expire_offsets(state: &Arc<BrokerState>) {
     let active = state.groups.active();
     let offsets = state.offsets.clone();
     match tokio::task::spawn_blocking(move || offsets.expire(before, &active)).await {
-        Ok(Ok(n)) if n > 0 => tracing::info!(expired = n, "expired committed offsets of empty groups"),
+        Ok(Ok(n)) if n > 0 => {
+            tracing::info!(expired = n, "expired committed offsets of empty groups")
+        }
         Ok(Err(e)) => tracing::error!("expiring committed offsets: {e}"),
         _ => {}
     }

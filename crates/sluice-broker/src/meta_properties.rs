@@ -27,16 +27,26 @@ pub struct MetaProperties {
 }
 
 fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {why}", path.display()),
+    )
 }
 
 impl MetaProperties {
-    /// A fresh identity for a new data directory.
+    /// A fresh identity for a new data directory. Like Kafka's
+    /// `Uuid.randomUuid`, an id whose text starts with `-` is drawn again:
+    /// command-line tools would read it as an option.
     pub fn generate(node_id: i32) -> MetaProperties {
-        let id = uuid::Uuid::new_v4();
-        MetaProperties {
-            cluster_id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes()),
-            node_id,
+        loop {
+            let id = uuid::Uuid::new_v4();
+            let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes());
+            if !text.starts_with('-') {
+                return MetaProperties {
+                    cluster_id: text,
+                    node_id,
+                };
+            }
         }
     }
 
@@ -137,7 +147,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = MetaProperties::load_or_create(dir.path(), 0).unwrap();
         assert_eq!(first.cluster_id.len(), 22);
-        assert_eq!(MetaProperties::load_or_create(dir.path(), 0).unwrap(), first);
+        assert_eq!(
+            MetaProperties::load_or_create(dir.path(), 0).unwrap(),
+            first
+        );
         let other = tempfile::tempdir().unwrap();
         let second = MetaProperties::load_or_create(other.path(), 0).unwrap();
         assert_ne!(first.cluster_id, second.cluster_id);
@@ -155,8 +168,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE), "version=1\nnode.id=0\n").unwrap();
         assert!(MetaProperties::load_or_create(dir.path(), 0).is_err());
-        std::fs::write(dir.path().join(FILE), "version=1\ncluster.id=x\nnode.id=3\n").unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            "version=1\ncluster.id=x\nnode.id=3\n",
+        )
+        .unwrap();
         assert!(MetaProperties::load_or_create(dir.path(), 0).is_err());
+    }
+
+    #[test]
+    fn generated_ids_never_start_with_a_dash() {
+        // About 1 in 64 raw draws would.
+        for _ in 0..2000 {
+            assert!(!MetaProperties::generate(0).cluster_id.starts_with('-'));
+        }
     }
 
     #[test]

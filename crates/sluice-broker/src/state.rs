@@ -90,15 +90,16 @@ impl BrokerState {
     /// down cleanly), its identity and the coordinators' stores, and starts
     /// the log's upkeep.
     pub fn open(config: BrokerConfig, advertised: Advertised) -> io::Result<BrokerState> {
-        let log = Arc::new(Log::open(&config.data_dir, config.log.clone())?);
+        // The identity first: a directory refused for a damaged
+        // meta.properties is left as it was (opening the log would take its
+        // clean-shutdown marker and force a full recovery next time).
+        std::fs::create_dir_all(&config.data_dir)?;
         let meta = MetaProperties::load_or_create(&config.data_dir, config.node_id)?;
+        let log = Arc::new(Log::open(&config.data_dir, config.log.clone())?);
         let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         let offsets = Arc::new(OffsetStore::open(&config.data_dir)?);
-        let groups = Groups::new(
-            config.group_initial_rebalance_delay,
-            Arc::new(SystemClock),
-        );
+        let groups = Groups::new(config.group_initial_rebalance_delay, Arc::new(SystemClock));
         Ok(BrokerState {
             config,
             log,

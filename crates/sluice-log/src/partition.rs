@@ -282,6 +282,17 @@ impl Partition {
             }),
             offline: AtomicBool::new(false),
         };
+        // The new recovery point trusts every segment below the last one on
+        // the next open; those this open scanned (a crash left them
+        // unsynced) reach the disk first, or a power loss now would leave
+        // trusted segments that were never checked.
+        if let Some((_, sealed)) = partition.segments.load().split_last() {
+            for seg in sealed {
+                if !(clean || seg.base_offset() < recovery_point) {
+                    seg.sync()?;
+                }
+            }
+        }
         write_recovery_point(dir, last.base_offset())?;
         Ok(partition)
     }
@@ -671,9 +682,12 @@ impl Partition {
             partition: self.name.clone(),
             source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
         })?;
-        let (delta, found_ts) = batch::first_record_at_or_after(&bytes, timestamp)
-            .unwrap_or((0, h.base_timestamp));
-        Ok(Some(((h.base_offset + delta).max(self.log_start()), found_ts)))
+        let (delta, found_ts) =
+            batch::first_record_at_or_after(&bytes, timestamp).unwrap_or((0, h.base_timestamp));
+        Ok(Some((
+            (h.base_offset + delta).max(self.log_start()),
+            found_ts,
+        )))
     }
 
     /// The whole first batch holding a record with a timestamp ≥
@@ -702,7 +716,13 @@ impl Partition {
         let Some(seg) = segs
             .iter()
             .filter(|s| s.max_timestamp() >= 0 && s.size() > 0)
-            .reduce(|best, s| if s.max_timestamp() > best.max_timestamp() { s } else { best })
+            .reduce(|best, s| {
+                if s.max_timestamp() > best.max_timestamp() {
+                    s
+                } else {
+                    best
+                }
+            })
         else {
             return Ok(None);
         };

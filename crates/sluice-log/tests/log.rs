@@ -115,8 +115,12 @@ fn timestamps_find_the_first_batch_at_or_after_them() {
             let (_, last) = firsts[firsts.len() - 1];
             let slice = p.read(last, 1).expect("read").slice.expect("slice");
             let mut bytes = vec![0u8; slice.len as usize];
-            std::os::unix::fs::FileExt::read_exact_at(slice.segment.file(), &mut bytes, slice.position)
-                .expect("read batch");
+            std::os::unix::fs::FileExt::read_exact_at(
+                slice.segment.file(),
+                &mut bytes,
+                slice.position,
+            )
+            .expect("read batch");
             Some(bytes)
         });
         // Inside a batch, the record with the timestamp is found.

@@ -55,7 +55,10 @@ fn config_entries(state: &BrokerState, broker: bool) -> Vec<(&'static str, Strin
         entries.extend([
             ("broker.id", state.meta.node_id.to_string()),
             ("node.id", state.meta.node_id.to_string()),
-            ("advertised.listeners", format!("PLAINTEXT://{}", state.advertised)),
+            (
+                "advertised.listeners",
+                format!("PLAINTEXT://{}", state.advertised),
+            ),
             ("max.connections", state.config.max_connections.to_string()),
             (
                 "max.connections.per.ip",
@@ -99,7 +102,9 @@ pub fn describe_configs(state: &BrokerState, r: DescribeConfigsRequest) -> Descr
                 result.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
                 None
             }
-            BROKER if name.is_empty() || name == state.meta.node_id.to_string() => Some(config_entries(state, true)),
+            BROKER if name.is_empty() || name == state.meta.node_id.to_string() => {
+                Some(config_entries(state, true))
+            }
             _ => {
                 result.error_code = errors::INVALID_REQUEST;
                 result.error_message = Some(str_bytes("unknown resource"));
@@ -123,4 +128,3 @@ pub fn describe_configs(state: &BrokerState, r: DescribeConfigsRequest) -> Descr
     }
     out
 }
-

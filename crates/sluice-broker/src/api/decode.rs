@@ -10,7 +10,9 @@ use super::versions::supported;
 pub enum Decoded {
     Request(RequestHeader, Box<RequestKind>),
     /// ApiVersions at a version we do not speak: answered, not refused.
-    UnsupportedApiVersions { correlation_id: i32 },
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
 }
 
 /// Decodes one request frame (without its size prefix): the API key and

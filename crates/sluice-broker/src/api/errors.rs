@@ -22,8 +22,7 @@ pub const INVALID_REQUEST: i16 = E::InvalidRequest.code();
 pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = E::UnsupportedForMessageFormat.code();
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = E::OutOfOrderSequenceNumber.code();
 pub const INVALID_PRODUCER_EPOCH: i16 = E::InvalidProducerEpoch.code();
-pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =
-    E::TransactionalIdAuthorizationFailed.code();
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = E::TransactionalIdAuthorizationFailed.code();
 pub const KAFKA_STORAGE_ERROR: i16 = E::KafkaStorageError.code();
 pub const INVALID_RECORD: i16 = E::InvalidRecord.code();
 

@@ -14,7 +14,12 @@ use crate::state::BrokerState;
 
 /// Fetch: gathers a file region per partition; parks until `min_bytes` are
 /// there or `max_wait_ms` passes, woken by appends.
-pub async fn fetch(state: &Arc<BrokerState>, r: FetchRequest, version: i16, correlation: i32) -> Vec<Part> {
+pub async fn fetch(
+    state: &Arc<BrokerState>,
+    r: FetchRequest,
+    version: i16,
+    correlation: i32,
+) -> Vec<Part> {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0));
     let min_bytes = u64::try_from(r.min_bytes).unwrap_or(0);
@@ -206,8 +211,11 @@ fn collect_fetch(
         topics.push(TopicData { name, partitions });
     }
     if named > limit {
-        tracing::debug!(named, limit, "fetch names more partitions than --max-partitions-per-fetch");
+        tracing::debug!(
+            named,
+            limit,
+            "fetch names more partitions than --max-partitions-per-fetch"
+        );
     }
     Some((topics, total, any_error))
 }
-

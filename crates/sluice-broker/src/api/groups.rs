@@ -172,7 +172,11 @@ pub(crate) fn heartbeat(state: &BrokerState, r: HeartbeatRequest) -> HeartbeatRe
     out
 }
 
-pub(crate) fn leave_group(state: &BrokerState, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub(crate) fn leave_group(
+    state: &BrokerState,
+    r: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         r.members
             .iter()
@@ -427,7 +431,10 @@ pub(crate) fn list_groups(state: &BrokerState, r: ListGroupsRequest) -> ListGrou
     out
 }
 
-pub(crate) fn describe_groups(state: &BrokerState, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub(crate) fn describe_groups(
+    state: &BrokerState,
+    r: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let mut out = DescribeGroupsResponse::default();
     out.groups = r
         .groups

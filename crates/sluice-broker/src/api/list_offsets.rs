@@ -17,7 +17,11 @@ const EARLIEST: i64 = -2;
 /// KIP-734: the record with the largest timestamp.
 const MAX_TIMESTAMP: i64 = -3;
 
-pub fn list_offsets(state: &BrokerState, r: ListOffsetsRequest, _: &Blocking) -> ListOffsetsResponse {
+pub fn list_offsets(
+    state: &BrokerState,
+    r: ListOffsetsRequest,
+    _: &Blocking,
+) -> ListOffsetsResponse {
     let mut out = ListOffsetsResponse::default();
     for topic in r.topics {
         let name = topic.name.0.to_string();
@@ -56,12 +60,12 @@ pub fn list_offsets(state: &BrokerState, r: ListOffsetsRequest, _: &Blocking) ->
 fn lookup(part: &Partition, target: i64) -> Result<Option<(i64, i64)>, ReadError> {
     match target {
         EARLIEST => Ok(Some((part.log_start(), -1))),
-        MAX_TIMESTAMP => Ok(part
-            .batch_with_max_timestamp()?
-            .and_then(|batch| record_where(batch, |records| {
+        MAX_TIMESTAMP => Ok(part.batch_with_max_timestamp()?.and_then(|batch| {
+            record_where(batch, |records| {
                 let max = records.iter().map(|r| r.1).max()?;
                 records.iter().find(|r| r.1 == max).copied()
-            }))),
+            })
+        })),
         ts if ts >= 0 => Ok(part.batch_for_timestamp(ts)?.and_then(|batch| {
             record_where(batch, |records| records.iter().find(|r| r.1 >= ts).copied())
         })),

@@ -121,8 +121,10 @@ pub async fn dispatch(
             // once grew the pool by a thread each (docs/BENCHMARKS.md, soak).
             if metadata::creates_topics(state, &r, version) {
                 ResponseKind::Metadata(
-                    off_runtime(state, move |s, b| metadata::metadata(s, r, version, Some(b)))
-                        .await?,
+                    off_runtime(state, move |s, b| {
+                        metadata::metadata(s, r, version, Some(b))
+                    })
+                    .await?,
                 )
             } else {
                 ResponseKind::Metadata(metadata::metadata(state, r, version, None))

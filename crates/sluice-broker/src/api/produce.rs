@@ -27,9 +27,11 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
             None => {
                 let create = state.config.auto_create_topics;
                 let lookup = name.clone();
-                off_runtime(state, move |s, b| topics::ensure_topic(s, &lookup, create, b))
-                    .await
-                    .unwrap_or(Err(errors::KAFKA_STORAGE_ERROR))
+                off_runtime(state, move |s, b| {
+                    topics::ensure_topic(s, &lookup, create, b)
+                })
+                .await
+                .unwrap_or(Err(errors::KAFKA_STORAGE_ERROR))
             }
         };
         let mut t = TopicProduceResponse::default();

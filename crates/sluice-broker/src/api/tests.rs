@@ -96,7 +96,11 @@ async fn create(f: &Fixture, topic: &str, partitions: i32) {
     let mut req = CreateTopicsRequest::default();
     req.topics.push(t);
     let resp = call(f, 7, req).await;
-    assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0].error_message);
+    assert_eq!(
+        resp.topics[0].error_code, 0,
+        "{:?}",
+        resp.topics[0].error_message
+    );
 }
 
 async fn produce(f: &Fixture, topic: &str, partition: i32, records: Vec<u8>) -> (i16, i64) {
@@ -116,7 +120,10 @@ async fn produce(f: &Fixture, topic: &str, partition: i32, records: Vec<u8>) -> 
 }
 
 fn records(base_ts: i64, deltas_and_sizes: &[(i64, usize)]) -> Vec<u8> {
-    let values: Vec<Vec<u8>> = deltas_and_sizes.iter().map(|(_, n)| vec![b'v'; *n]).collect();
+    let values: Vec<Vec<u8>> = deltas_and_sizes
+        .iter()
+        .map(|(_, n)| vec![b'v'; *n])
+        .collect();
     let recs: Vec<(i64, &[u8])> = deltas_and_sizes
         .iter()
         .zip(&values)
@@ -205,7 +212,10 @@ async fn transactional_producers_are_refused_with_a_fatal_error() {
     req.producer_id = ProducerId(-1);
     req.producer_epoch = -1;
     let resp = call(&f, 4, req).await;
-    assert_eq!(resp.error_code, errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    assert_eq!(
+        resp.error_code,
+        errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
     // Idempotent producers still get ids.
     let mut req = InitProducerIdRequest::default();
     req.producer_id = ProducerId(-1);
@@ -233,13 +243,25 @@ async fn offset_commit_refuses_oversized_strings_instead_of_cutting_them() {
         req.topics.push(t);
         req
     };
-    let resp = call(&f, 8, commit("g".into(), vec!["ok".into(), "x".repeat(5000)])).await;
-    let codes: Vec<i16> = resp.topics[0].partitions.iter().map(|p| p.error_code).collect();
+    let resp = call(
+        &f,
+        8,
+        commit("g".into(), vec!["ok".into(), "x".repeat(5000)]),
+    )
+    .await;
+    let codes: Vec<i16> = resp.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
     assert_eq!(codes, vec![0, errors::OFFSET_METADATA_TOO_LARGE]);
     assert_eq!(f.state.offsets.get("g", "t", 0).map(|c| c.offset), Some(10));
     assert_eq!(f.state.offsets.get("g", "t", 1), None);
     let resp = call(&f, 8, commit("g".repeat(70_000), vec!["ok".into()])).await;
-    assert_eq!(resp.topics[0].partitions[0].error_code, errors::INVALID_GROUP_ID);
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code,
+        errors::INVALID_GROUP_ID
+    );
     assert!(!f.state.offsets.has_group(&"g".repeat(70_000)));
 }
 

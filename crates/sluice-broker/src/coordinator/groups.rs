@@ -9,8 +9,8 @@
 //! session expired.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -796,7 +796,10 @@ mod tests {
         assert_eq!(state(&groups), GroupState::Stable, "the heartbeat kept it");
         clock.advance(Duration::from_millis(10_001));
         groups.tick();
-        assert!(groups.describe("g").is_none(), "expired, and the empty group dropped");
+        assert!(
+            groups.describe("g").is_none(),
+            "expired, and the empty group dropped"
+        );
         assert_eq!(
             groups.heartbeat("g", joined.generation, &id),
             code::UNKNOWN_MEMBER_ID

@@ -405,7 +405,10 @@ mod tests {
         s.commit("g", vec![fits]).expect("fits");
         drop(s);
         let s = OffsetStore::open(dir.path()).expect("reopen");
-        assert_eq!(s.get("g", "t", 0).map(|c| c.metadata.len()), Some(MAX_STRING_BYTES));
+        assert_eq!(
+            s.get("g", "t", 0).map(|c| c.metadata.len()),
+            Some(MAX_STRING_BYTES)
+        );
     }
 
     #[test]

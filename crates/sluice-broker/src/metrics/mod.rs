@@ -152,7 +152,6 @@ pub struct ConnectionCounts {
     pub closed_slow: AtomicU64,
 }
 
-
 /// Writes metric families in Prometheus text format.
 pub struct Page<'a>(pub &'a mut String);
 

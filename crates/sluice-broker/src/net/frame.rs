@@ -98,4 +98,3 @@ pub(super) async fn read_frame<'a>(
         }
     }
 }
-
