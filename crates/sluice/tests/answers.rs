@@ -60,7 +60,10 @@ fn a_transactional_producer_fails_at_once_with_a_fatal_error() {
     let server = Server::start(&[]);
     let p = producer(
         server.addr,
-        &[("transactional.id", "txn-1"), ("transaction.timeout.ms", "60000")],
+        &[
+            ("transactional.id", "txn-1"),
+            ("transaction.timeout.ms", "60000"),
+        ],
     );
     let started = Instant::now();
     let err = p
@@ -75,7 +78,11 @@ fn a_transactional_producer_fails_at_once_with_a_fatal_error() {
     };
     assert_eq!(code, RDKafkaErrorCode::TransactionalIdAuthorizationFailed);
     // Fatal at the first answer, not a retry loop ending in a timeout.
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -90,7 +97,10 @@ fn each_data_directory_has_its_own_cluster_id_kept_across_restarts() {
     assert_ne!(id_a, id_b);
     let meta = std::fs::read_to_string(a.data_dir.join("meta.properties")).expect("meta");
     assert!(meta.contains(&format!("cluster.id={id_a}")), "{meta}");
-    assert!(meta.contains("node.id=0") && meta.contains("version=1"), "{meta}");
+    assert!(
+        meta.contains("node.id=0") && meta.contains("version=1"),
+        "{meta}"
+    );
     let dir = a.take_dir().expect("dir");
     a.stop();
     let again = Server::start_in(&dir.path().join("data"), &[]);
@@ -208,7 +218,10 @@ fn one_source_cannot_take_every_connection() {
     ]);
     let from = |ip: &str| connect_from(ip, server.addr);
     let mut held: Vec<TcpStream> = (0..3).map(|_| from("127.0.0.1")).collect();
-    assert!(held.iter_mut().all(answers), "three from one address are served");
+    assert!(
+        held.iter_mut().all(answers),
+        "three from one address are served"
+    );
     assert!(closed(&mut from("127.0.0.1")), "a fourth from one address");
     // Another source still gets in, and gets answers.
     assert!(answers(&mut from("127.0.0.2")));
@@ -251,7 +264,8 @@ fn answers(stream: &mut TcpStream) -> bool {
         && stream.read_exact(&mut head).is_ok()
         && i32::from_be_bytes([head[4], head[5], head[6], head[7]]) == 42
         && {
-            let mut rest = vec![0u8; i32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize - 4];
+            let mut rest =
+                vec![0u8; i32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize - 4];
             stream.read_exact(&mut rest).is_ok()
         }
 }
@@ -284,8 +298,16 @@ fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
     // SAFETY: `local` and `remote` are valid sockaddr_in values of `len`
     // bytes that outlive the calls.
     unsafe {
-        assert_eq!(libc::bind(fd, (&raw const local).cast(), len), 0, "bind {ip}");
-        assert_eq!(libc::connect(fd, (&raw const remote).cast(), len), 0, "connect");
+        assert_eq!(
+            libc::bind(fd, (&raw const local).cast(), len),
+            0,
+            "bind {ip}"
+        );
+        assert_eq!(
+            libc::connect(fd, (&raw const remote).cast(), len),
+            0,
+            "connect"
+        );
     }
     // SAFETY: `fd` is a connected socket nothing else owns.
     unsafe { TcpStream::from_raw_fd(fd) }
@@ -293,7 +315,12 @@ fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
 
 #[test]
 fn a_fetch_over_the_partition_limit_still_reaches_every_partition() {
-    let server = Server::start(&["--default-partitions", "6", "--max-partitions-per-fetch", "2"]);
+    let server = Server::start(&[
+        "--default-partitions",
+        "6",
+        "--max-partitions-per-fetch",
+        "2",
+    ]);
     let p = producer(server.addr, &[("linger.ms", "0")]);
     for i in 0..60 {
         p.send(
