@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sluice_broker::client::Client;
+use sluice_client::{Client, ClientError};
 use sluice_io::{DataPath, FileRegion, Sender};
 
 use crate::load::{self, ConsumeOptions, LoadReport, ProduceOptions};
@@ -167,7 +167,7 @@ impl Drop for BrokerProcess {
 /// Produces `bytes` of 100-byte records in 64 KiB batches, round-robin over
 /// the topic's partitions, pipelined.
 pub fn fill(addr: SocketAddr, topic: &str, bytes: u64) -> Result<u64, String> {
-    let err = |e: sluice_broker::client::ClientError| format!("filling {topic}: {e}");
+    let err = |e: ClientError| format!("filling {topic}: {e}");
     let mut client = Client::connect(addr).map_err(err)?;
     let partitions = client.partitions(topic).map_err(err)?.max(1);
     let (batch, _) = load::encoded_batch(100, 64 << 10, kafka_protocol::records::Compression::None);

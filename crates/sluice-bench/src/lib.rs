@@ -10,6 +10,7 @@ pub mod load;
 pub mod local;
 pub mod receiver;
 pub mod report;
+pub mod stats;
 pub mod transfer;
 mod usage;
 

@@ -1,5 +1,5 @@
 //! `sluice bench produce` and `sluice bench consume`: a Kafka load generator
-//! on the project's own client (`sluice_broker::client`), usable against any
+//! on the project's own client (`sluice_client`), usable against any
 //! Kafka-compatible broker. Produce sends pre-encoded RecordBatch v2 batches
 //! (built once, so the generator is not the bottleneck) and records each
 //! request's latency in an HDR histogram; consume reads partitions from the
@@ -9,13 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record};
 use serde::Serialize;
-use sluice_broker::client::{Client, ClientError};
+use sluice_client::{Client, ClientError, batches, encode_batch, plain_record, whole_len};
 
 /// What `sluice bench produce` runs.
 #[derive(Clone, Debug)]
@@ -162,7 +160,7 @@ pub fn encoded_batch(
     compression: Compression,
 ) -> (Bytes, u64) {
     let per_record = record_bytes + 10;
-    let n = (batch_bytes.saturating_sub(61) / per_record).max(1);
+    let n = (batch_bytes.saturating_sub(sluice_log::batch::HEADER_LEN) / per_record).max(1);
     let value = Bytes::from(
         (0..record_bytes)
             .map(|i| (i * 31 + 7) as u8)
@@ -178,37 +176,6 @@ pub fn encoded_batch(
         encode_batch(&records, compression).unwrap_or_default(),
         n as u64,
     )
-}
-
-/// A record as a plain (non-idempotent, non-transactional) producer writes it.
-pub fn plain_record(offset: i64, timestamp_ms: i64, key: Option<Bytes>, value: Bytes) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset,
-        sequence: -1,
-        timestamp: timestamp_ms,
-        key,
-        value: Some(value),
-        headers: Default::default(),
-    }
-}
-
-/// Encodes records as one RecordBatch v2 (offsets relative to the batch).
-pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes, String> {
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
-        .map_err(|e| format!("encoding a batch: {e}"))?;
-    Ok(buf.freeze())
 }
 
 /// Runs the produce load and returns its report.
@@ -365,22 +332,14 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
     Ok(report)
 }
 
-/// Counts records in whole batches of a fetch response's records.
+/// (bytes, records) of the whole batches of a fetch response's records.
 fn count_records(records: &[u8]) -> (u64, u64) {
-    let (mut pos, mut n) = (0usize, 0u64);
-    while pos + 61 <= records.len() {
-        let Ok(h) = sluice_log::batch::BatchHeader::parse(&records[pos..]) else {
-            break;
-        };
-        match h.total_len() {
-            Some(len) if pos + len <= records.len() => {
-                n += h.record_count.max(0) as u64;
-                pos += len;
-            }
-            _ => break,
-        }
-    }
-    (pos as u64, n)
+    batches(records).fold((0, 0), |(bytes, n), b| {
+        (
+            bytes + b.bytes.len() as u64,
+            n + b.header.record_count.max(0) as u64,
+        )
+    })
 }
 
 /// Runs the consume load: each connection reads its partitions from the start
@@ -424,15 +383,9 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
                         continue;
                     }
                     // Next offset: after the last whole batch.
-                    let mut pos = 0usize;
-                    let mut last = offset;
-                    while pos + 61 <= whole as usize {
-                        let Ok(h) = sluice_log::batch::BatchHeader::parse(&f.records[pos..]) else {
-                            break;
-                        };
-                        last = h.last_offset();
-                        pos += h.total_len().unwrap_or(whole as usize);
-                    }
+                    let last = batches(&f.records)
+                        .last()
+                        .map_or(offset, |b| b.header.last_offset());
                     offset = last + 1;
                 }
                 Ok((records, requests, bytes, hist))
@@ -606,8 +559,7 @@ pub fn end_to_end(opts: &EndToEndOptions) -> Result<LoadReport, ClientError> {
         let arrived = now_micros();
         requests += 1;
         let mut data = f.records;
-        let (whole, _) = count_records(&data);
-        data.truncate(whole as usize);
+        data.truncate(whole_len(&data));
         let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut data)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let measuring = Instant::now() >= measure_from;

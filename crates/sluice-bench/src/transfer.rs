@@ -21,6 +21,7 @@ use serde::Serialize;
 use sluice_io::{Chunk, Counters, DataPath, FileRegion, Message, Model, Sender, cache};
 
 use crate::receiver::{REPLY_LEN, Reply};
+use crate::stats::Stat;
 use crate::usage::{CoreTime, Usage};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -191,33 +192,6 @@ struct Run {
     resident: f64,
     /// The sender's pinned core, all of it (None when not pinned).
     core: Option<CoreTime>,
-}
-
-/// Median and range of one metric over the repeats.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Stat {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Stat {
-    pub fn of(mut values: Vec<f64>) -> Stat {
-        values.sort_by(f64::total_cmp);
-        let n = values.len();
-        let median = if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            values[n / 2]
-        } else {
-            (values[n / 2 - 1] + values[n / 2]) / 2.0
-        };
-        Stat {
-            median,
-            min: values.first().copied().unwrap_or(f64::NAN),
-            max: values.last().copied().unwrap_or(f64::NAN),
-        }
-    }
 }
 
 /// The article's model columns for a row.
@@ -847,42 +821,13 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Parses `4k`, `64KiB`, `1m`, `16MiB` or a plain byte count.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.trim_end_matches("ib").trim_end_matches('b');
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("not a size: {s:?}"))
-}
+/// Kept for callers that still import it from here (`sluice serve`); it
+/// lives in `sluice_client` now.
+pub use sluice_client::parse_size;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_in_the_usual_spellings() {
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert_eq!(parse_size("64KiB"), Ok(65536));
-        assert_eq!(parse_size("1m"), Ok(1 << 20));
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("lots").is_err());
-    }
-
-    #[test]
-    fn median_of_even_and_odd_counts() {
-        assert_eq!(Stat::of(vec![3.0, 1.0, 2.0]).median, 2.0);
-        let s = Stat::of(vec![4.0, 1.0, 2.0, 3.0]);
-        assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 4.0));
-    }
 
     #[test]
     fn every_bench_path_name_parses_back() {

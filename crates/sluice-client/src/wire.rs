@@ -15,7 +15,8 @@ use crate::ClientError;
 pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 fn api_key<R: Request>() -> Result<ApiKey, ClientError> {
-    ApiKey::try_from(R::KEY).map_err(|_| ClientError::Protocol(format!("unknown API key {}", R::KEY)))
+    ApiKey::try_from(R::KEY)
+        .map_err(|_| ClientError::Protocol(format!("unknown API key {}", R::KEY)))
 }
 
 /// One request as a whole frame: the size prefix, the header (version

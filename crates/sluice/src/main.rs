@@ -21,6 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use sluice_bench::append::{self, AppendOptions};
 use sluice_bench::report;
 use sluice_bench::transfer::{self, BenchPath, CacheState, SocketChoice, TransferOptions};
+use sluice_client::parse_size;
 use sluice_log::AppendPath;
 
 #[derive(Parser)]
@@ -91,7 +92,7 @@ struct BrokerConsumeArgs {
     #[arg(long, default_value = "sluice-bench-data")]
     dir: PathBuf,
     /// Bytes to produce before measuring.
-    #[arg(long, value_parser = transfer::parse_size, default_value = "1g")]
+    #[arg(long, value_parser = parse_size, default_value = "1g")]
     fill: u64,
     #[arg(long, default_value_t = 4)]
     partitions: u32,
@@ -107,7 +108,7 @@ struct BrokerConsumeArgs {
     #[arg(long, default_value_t = 3000)]
     run_ms: u64,
     /// Bytes per fetch (fetch.max.bytes and the partition maximum).
-    #[arg(long, value_parser = transfer::parse_size, default_value = "1m")]
+    #[arg(long, value_parser = parse_size, default_value = "1m")]
     fetch_size: u64,
     #[arg(long)]
     json: Option<PathBuf>,
@@ -123,7 +124,7 @@ struct BrokerIsolationArgs {
     #[arg(long, default_value = "sluice-bench-data")]
     dir: PathBuf,
     /// Backlog the consumer catches up on, evicted from the page cache first.
-    #[arg(long, value_parser = transfer::parse_size, default_value = "2g")]
+    #[arg(long, value_parser = parse_size, default_value = "2g")]
     backlog: u64,
     /// Producer records per second.
     #[arg(long, default_value_t = 200_000)]
@@ -169,7 +170,7 @@ struct TransferArgs {
     #[arg(long, value_delimiter = ',', value_parser = BenchPath::parse)]
     paths: Option<Vec<BenchPath>>,
     /// Region sizes (e.g. 4k,64k,1m,16m).
-    #[arg(long, value_delimiter = ',', value_parser = transfer::parse_size)]
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     sizes: Option<Vec<u64>>,
     /// Concurrent receivers per cell (e.g. 1,8).
     #[arg(long, value_delimiter = ',')]
@@ -191,7 +192,7 @@ struct TransferArgs {
     #[arg(long)]
     no_pin: bool,
     /// Size of the source file (e.g. 512m).
-    #[arg(long, value_parser = transfer::parse_size)]
+    #[arg(long, value_parser = parse_size)]
     file_size: Option<u64>,
 }
 
@@ -201,13 +202,13 @@ struct AppendArgs {
     #[arg(long, value_delimiter = ',', default_value = "mmap,pwrite")]
     paths: Vec<AppendPath>,
     /// Record value sizes (e.g. 100,1k).
-    #[arg(long, value_delimiter = ',', value_parser = transfer::parse_size, default_value = "100,1k")]
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "100,1k")]
     record_sizes: Vec<u64>,
     /// Target batch size.
-    #[arg(long, value_parser = transfer::parse_size, default_value = "16k")]
+    #[arg(long, value_parser = parse_size, default_value = "16k")]
     batch_bytes: u64,
     /// Segment size (segment.bytes).
-    #[arg(long, value_parser = transfer::parse_size, default_value = "1g")]
+    #[arg(long, value_parser = parse_size, default_value = "1g")]
     segment_bytes: u64,
     /// Milliseconds each run keeps appending.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
@@ -236,9 +237,9 @@ struct LoadProduceArgs {
     /// Connections, one thread each.
     #[arg(long, default_value_t = 4)]
     connections: u32,
-    #[arg(long, value_parser = transfer::parse_size, default_value = "100")]
+    #[arg(long, value_parser = parse_size, default_value = "100")]
     record_size: u64,
-    #[arg(long, value_parser = transfer::parse_size, default_value = "16k")]
+    #[arg(long, value_parser = parse_size, default_value = "16k")]
     batch_size: u64,
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     acks: i16,
@@ -272,7 +273,7 @@ struct LoadE2eArgs {
     /// Records per second.
     #[arg(long, default_value_t = 100_000)]
     rate: u64,
-    #[arg(long, value_parser = transfer::parse_size, default_value = "100")]
+    #[arg(long, value_parser = parse_size, default_value = "100")]
     record_size: u64,
     /// Milliseconds between batches (the producer's linger).
     #[arg(long, default_value_t = 1)]
@@ -303,7 +304,7 @@ struct LoadConsumeArgs {
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
     /// Bytes per partition per fetch.
-    #[arg(long, value_parser = transfer::parse_size, default_value = "1m")]
+    #[arg(long, value_parser = parse_size, default_value = "1m")]
     fetch_size: u64,
     #[arg(long)]
     json: Option<PathBuf>,

@@ -8,8 +8,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Args;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
-use sluice_bench::load::{encode_batch, plain_record};
-use sluice_broker::client::Client;
+use sluice_client::{Client, encode_batch, error_name, partition_for_key, plain_record, whole_len};
 
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
@@ -74,37 +73,6 @@ pub(crate) fn parse_compression(s: &str) -> Result<Compression, String> {
     })
 }
 
-/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), so keys
-/// land on the partitions the Java client would choose.
-pub fn murmur2(data: &[u8]) -> i32 {
-    const M: u32 = 0x5bd1_e995;
-    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> 24;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -132,7 +100,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
             .produce(
                 &args.topic,
                 partition,
-                encode_batch(records, args.compression).map_err(anyhow::Error::msg)?,
+                encode_batch(records, args.compression)?,
                 args.acks,
             )
             .with_context(|| format!("producing to {}/{partition}", args.topic))?;
@@ -151,7 +119,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         };
         let partition = match (args.partition, &key) {
             (Some(p), _) => p,
-            (None, Some(k)) => (murmur2(k) & 0x7fff_ffff) % partitions,
+            (None, Some(k)) => partition_for_key(k, partitions),
             (None, None) => round_robin,
         };
         let batch = pending.entry(partition).or_default();
@@ -166,22 +134,6 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     }
     eprintln!("produced {sent} messages to {}", args.topic);
     Ok(())
-}
-
-/// Drops a partial trailing batch (a fetch may end mid-batch).
-fn whole_batches(mut records: Bytes) -> Bytes {
-    let mut pos = 0;
-    while pos + sluice_log::batch::HEADER_LEN <= records.len() {
-        let Ok(h) = sluice_log::batch::BatchHeader::parse(&records[pos..]) else {
-            break;
-        };
-        match h.total_len() {
-            Some(len) if pos + len <= records.len() => pos += len,
-            _ => break,
-        }
-    }
-    records.truncate(pos);
-    records
 }
 
 fn render(format: &str, topic: &str, partition: i32, r: &Record) -> Vec<u8> {
@@ -268,12 +220,15 @@ pub fn consume(args: ConsumeArgs) -> Result<()> {
             let f = client.fetch(&args.topic, p, offset, wait, 1 << 20)?;
             if f.error_code != 0 {
                 bail!(
-                    "fetch {}/{p} at {offset}: Kafka error {}",
+                    "fetch {}/{p} at {offset}: Kafka error {} ({})",
                     args.topic,
-                    f.error_code
+                    f.error_code,
+                    error_name(f.error_code)
                 );
             }
-            let mut records = whole_batches(f.records);
+            // A fetch may end mid-batch: decode the whole batches only.
+            let mut records = f.records;
+            records.truncate(whole_len(&records));
             let sets = RecordBatchDecoder::decode_all(&mut records)
                 .map_err(|e| anyhow::anyhow!("decoding records of {}/{p}: {e}", args.topic))?;
             for set in sets {
@@ -296,24 +251,5 @@ pub fn consume(args: ConsumeArgs) -> Result<()> {
         if args.exit && partitions.iter().all(|p| at_end.get(p) == Some(&true)) {
             return Ok(());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::murmur2;
-
-    #[test]
-    fn murmur2_matches_kafkas_java_implementation() {
-        // Values from Kafka's UtilsTest.testMurmur2.
-        assert_eq!(murmur2(b"21"), -973932308);
-        assert_eq!(murmur2(b"foobar"), -790332482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
-            -58897971
-        );
-        assert_eq!(murmur2(b"abc"), 479470107);
     }
 }

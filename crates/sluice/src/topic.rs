@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use sluice_broker::client::Client;
+use sluice_client::Client;
 
 #[derive(Args, Debug)]
 pub struct TopicArgs {

@@ -153,7 +153,7 @@ fn topic_admin_creates_lists_describes_and_deletes_over_the_kafka_protocol() {
     );
     topic(&["create", "audit"]);
     let err = sluice_fails(&["topic", "-b", &b, "create", "orders"]);
-    assert!(err.contains("TopicAlreadyExists"), "{err}");
+    assert!(err.contains("TOPIC_ALREADY_EXISTS"), "{err}");
     assert_eq!(topic(&["list"]), "audit\norders\n");
 
     sluice(
@@ -169,10 +169,10 @@ fn topic_admin_creates_lists_describes_and_deletes_over_the_kafka_protocol() {
          \x20 partition 2  leader 0  earliest 0  latest 0  messages 0\n"
     );
     let err = sluice_fails(&["topic", "-b", &b, "describe", "missing"]);
-    assert!(err.contains("UnknownTopicOrPartition"), "{err}");
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
 
     assert_eq!(topic(&["delete", "orders"]), "deleted topic orders\n");
     assert_eq!(topic(&["list"]), "audit\n");
     let err = sluice_fails(&["topic", "-b", &b, "delete", "orders"]);
-    assert!(err.contains("UnknownTopicOrPartition"), "{err}");
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
 }

@@ -172,15 +172,7 @@ fn fetch_raw(c: &mut Client, offset: i64) -> Vec<(i64, String)> {
         .clone()
         .unwrap_or_default();
     // Cut a partial trailing batch.
-    let mut pos = 0;
-    while pos + sluice_log::batch::HEADER_LEN <= records.len() {
-        let h = sluice_log::batch::BatchHeader::parse(&records[pos..]).expect("header");
-        match h.total_len() {
-            Some(len) if pos + len <= records.len() => pos += len,
-            _ => break,
-        }
-    }
-    records.truncate(pos);
+    records.truncate(sluice_client::whole_len(&records));
     let sets =
         kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).expect("decode");
     sets.into_iter()

@@ -1,5 +1,5 @@
 //! A real `sluice serve` process for tests, and a minimal Kafka client over a
-//! raw socket built on the `kafka-protocol` crate.
+//! raw socket on `sluice_client`'s framing.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use bytes::Bytes;
+use kafka_protocol::protocol::{Request, StrBytes};
+use sluice_client::wire;
 
 /// A broker process on a free port, with its own data directory.
 pub struct Server {
@@ -164,7 +164,9 @@ impl Drop for Server {
     }
 }
 
-/// A blocking Kafka client for one connection.
+/// A blocking Kafka client for one connection that panics on what a test
+/// does not expect, and lets a test write raw frames. The framing is
+/// `sluice_client::wire`, the same the tools and the load generator use.
 pub struct Client {
     pub stream: TcpStream,
     correlation: i32,
@@ -186,56 +188,26 @@ impl Client {
     pub fn call<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
         let correlation = self.send(version, req);
         let frame = self.read_frame().expect("response frame");
-        let mut frame = Bytes::from(frame);
-        let key = ApiKey::try_from(R::KEY).expect("key");
-        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))
-            .expect("response header");
-        assert_eq!(
-            header.correlation_id, correlation,
-            "responses in request order"
-        );
-        R::Response::decode(&mut frame, version).expect("response body")
+        wire::decode_response::<R>(Bytes::from(frame), version, correlation)
+            .expect("a response to this request, in request order")
     }
 
     /// As `call`, but None if the broker went away (a killed broker).
     pub fn try_call<R: Request>(&mut self, version: i16, req: &R) -> Option<R::Response> {
         self.correlation += 1;
-        let correlation = self.correlation;
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = correlation;
-        let key = ApiKey::try_from(R::KEY).ok()?;
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .ok()?;
-        req.encode(&mut buf, version).ok()?;
-        let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-        out.extend_from_slice(&buf);
-        self.stream.write_all(&out).ok()?;
-        let mut frame = Bytes::from(self.read_frame()?);
-        let header =
-            ResponseHeader::decode(&mut frame, key.response_header_version(version)).ok()?;
-        assert_eq!(header.correlation_id, correlation);
-        R::Response::decode(&mut frame, version).ok()
+        let frame = wire::encode_request(req, version, self.correlation, None).ok()?;
+        self.stream.write_all(&frame).ok()?;
+        let frame = self.read_frame()?;
+        wire::decode_response::<R>(Bytes::from(frame), version, self.correlation).ok()
     }
 
     /// Sends a request without reading a response; returns its correlation id.
     pub fn send<R: Request>(&mut self, version: i16, req: &R) -> i32 {
         self.correlation += 1;
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation;
-        header.client_id = Some(StrBytes::from_static_str("sluice-test"));
-        let key = ApiKey::try_from(R::KEY).expect("key");
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .expect("encode header");
-        req.encode(&mut buf, version).expect("encode body");
-        self.send_raw_frame(&buf);
+        let client_id = Some(StrBytes::from_static_str("sluice-test"));
+        let frame =
+            wire::encode_request(req, version, self.correlation, client_id).expect("encode");
+        self.stream.write_all(&frame).expect("write frame");
         self.correlation
     }
 
@@ -248,13 +220,9 @@ impl Client {
     /// Reads one response frame (without its size), or None if the broker
     /// closed the connection.
     pub fn read_frame(&mut self) -> Option<Vec<u8>> {
-        let mut size = [0u8; 4];
-        if self.stream.read_exact(&mut size).is_err() {
-            return None;
-        }
-        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut frame).ok()?;
-        Some(frame)
+        wire::read_frame(&mut self.stream, i32::MAX as usize)
+            .ok()
+            .map(|frame| frame.to_vec())
     }
 
     /// True if the broker closed this connection.
@@ -268,27 +236,19 @@ impl Client {
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     CreateTopicsRequest, FetchRequest, FetchResponse, ProduceRequest, TopicName,
 };
 use sluice_log::batch;
 
 pub fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
+    sluice_client::topic_name(s)
 }
 
+/// A one-partition Produce with a 5 s timeout.
 pub fn produce_req(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
-    let mut pd = PartitionProduceData::default();
-    pd.index = partition;
-    pd.records = Some(records);
-    let mut td = TopicProduceData::default();
-    td.name = name(topic);
-    td.partition_data = vec![pd];
-    let mut r = ProduceRequest::default();
-    r.acks = acks;
+    let mut r = sluice_client::produce_request(topic, partition, records, acks);
     r.timeout_ms = 5000;
-    r.topic_data = vec![td];
     r
 }
 
