@@ -1,5 +1,5 @@
 //! Corruption and recovery: a flipped byte, a cut file, a zeroed index and
-//! a pre-allocated zero tail are each detected and handled as DESIGN.md §3
+//! a pre-allocated zero tail are each detected and handled as docs/FORMAT.md
 //! says, with a log message that says what happened.
 
 mod common;
