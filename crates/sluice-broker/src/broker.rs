@@ -10,7 +10,7 @@ use std::time::Duration;
 use sluice_log::Log;
 use tokio::net::TcpListener;
 
-use crate::BrokerConfig;
+use crate::config::BrokerConfig;
 use crate::metrics::{DataPathStats, Page};
 use crate::net::{self, Net};
 use crate::state::{Advertised, BrokerState};

@@ -21,101 +21,17 @@
 pub mod api;
 mod broker;
 pub mod client;
+mod config;
 pub mod coordinator;
 pub mod meta_properties;
 pub mod metrics;
 mod net;
 pub mod state;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-
 pub use api::{Decoded, decode_request};
 pub use broker::Broker;
+pub use config::BrokerConfig;
 pub use metrics::{DataPathStats, StatsSnapshot};
 pub use sluice_io::DataPath;
 pub use sluice_log::{AppendPath, FlushPolicy, LogConfig};
 pub use state::Advertised;
-
-/// Everything `sluice serve` can be told.
-#[derive(Debug, Clone)]
-pub struct BrokerConfig {
-    pub listen: SocketAddr,
-    /// This broker's id (`node.id`); kept in `meta.properties`.
-    pub node_id: i32,
-    pub data_dir: PathBuf,
-    /// Create a topic when a client first names it (Metadata or Produce).
-    pub auto_create_topics: bool,
-    pub default_partitions: u32,
-    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
-    pub max_frame_bytes: usize,
-    /// How Fetch responses' records reach the socket.
-    pub data_path: DataPath,
-    pub log: LogConfig,
-    /// How long a group that was empty waits for more members before its
-    /// first rebalance completes (group.initial.rebalance.delay.ms).
-    pub group_initial_rebalance_delay: std::time::Duration,
-    /// How long an empty group's committed offsets are kept
-    /// (offsets.retention.minutes).
-    pub offsets_retention: std::time::Duration,
-    /// Gather Fetch responses on the blocking pool and read regions that are
-    /// not in the page cache in before sending them, so a consumer reading
-    /// old data never stalls an async worker on the disk. Off: the zero-copy
-    /// send meets the disk on the worker, as Kafka's network threads do
-    /// (KAFKA-7504); kept switchable to measure what isolation saves.
-    pub fetch_isolation: bool,
-    /// Connections beyond this are accepted and closed at once, with a log
-    /// line (Kafka's `max.connections`).
-    pub max_connections: usize,
-    /// Connections one source address may hold (Kafka's
-    /// `max.connections.per.ip`): below `max_connections` by default, so one
-    /// source cannot lock every other client out.
-    pub max_connections_per_ip: usize,
-    /// Per-address exceptions (`max.connections.per.ip.overrides`).
-    pub max_connections_per_ip_overrides: HashMap<IpAddr, usize>,
-    /// Request bytes all connections together may hold between reading a
-    /// frame's size and answering it (Kafka's `queued.max.request.bytes`):
-    /// readers wait for room, so a flood of large frames cannot exhaust
-    /// memory. Each connection handles one request at a time, as Kafka's
-    /// do, so a connection holds at most one frame.
-    pub max_buffered_request_bytes: usize,
-    /// Partitions one Fetch is served for; the rest of a larger Fetch are
-    /// answered without records (as when its byte budget runs out).
-    pub max_partitions_per_fetch: usize,
-    /// A connection with no request for this long is closed
-    /// (`connections.max.idle.ms`).
-    pub idle_timeout: std::time::Duration,
-    /// A frame whose first byte has arrived must be complete within this, or
-    /// the connection is closed (a client trickling bytes holds nothing).
-    pub frame_read_timeout: std::time::Duration,
-    /// Longest metadata string an OffsetCommit may carry
-    /// (`offset.metadata.max.bytes`).
-    pub offset_metadata_max_bytes: usize,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        BrokerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
-            node_id: 0,
-            data_dir: PathBuf::from("sluice-data"),
-            auto_create_topics: true,
-            default_partitions: 1,
-            max_frame_bytes: 100 * 1024 * 1024,
-            data_path: DataPath::Sendfile,
-            log: LogConfig::default(),
-            group_initial_rebalance_delay: std::time::Duration::from_secs(3),
-            offsets_retention: std::time::Duration::from_secs(7 * 24 * 3600),
-            fetch_isolation: true,
-            max_connections: 1000,
-            max_connections_per_ip: 500,
-            max_connections_per_ip_overrides: HashMap::new(),
-            max_buffered_request_bytes: 512 * 1024 * 1024,
-            max_partitions_per_fetch: 10_000,
-            idle_timeout: std::time::Duration::from_secs(600),
-            frame_read_timeout: std::time::Duration::from_secs(30),
-            offset_metadata_max_bytes: 4096,
-        }
-    }
-}

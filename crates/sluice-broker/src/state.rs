@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sluice_log::{Log, Upkeep};
 use tokio::sync::Notify;
 
-use crate::BrokerConfig;
+use crate::config::BrokerConfig;
 use crate::coordinator::groups::{Groups, SystemClock};
 use crate::coordinator::offsets::OffsetStore;
 use crate::coordinator::producer_ids::ProducerIds;

@@ -20,7 +20,7 @@ use kafka_protocol::protocol::{Decodable, Request, StrBytes};
 use sluice_log::batch::build_batch_with_deltas;
 
 use super::{ClientAddr, Part, Reply, dispatch, errors};
-use crate::BrokerConfig;
+use crate::config::BrokerConfig;
 use crate::state::{Advertised, BrokerState};
 
 struct Fixture {

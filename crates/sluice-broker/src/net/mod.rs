@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::BrokerConfig;
+use crate::config::BrokerConfig;
 use crate::metrics::ConnectionCounts;
 use crate::state::BrokerState;
 use connection::Close;
