@@ -5,9 +5,11 @@
 //! receiver process, with the article's model printed beside what was counted.
 
 pub mod append;
+pub mod chart;
 pub mod harness;
 pub mod load;
 pub mod local;
+pub mod process;
 pub mod receiver;
 pub mod report;
 pub mod stats;

@@ -398,7 +398,7 @@ fn write_load_report(
         println!("json: {}", json.display());
     }
     if let Some(svg) = svg {
-        sluice_bench::harness::write_load_svg(report, &svg)
+        sluice_bench::chart::write_load_svg(report, &svg)
             .map_err(|e| anyhow::anyhow!("drawing {}: {e}", svg.display()))?;
         println!("svg: {}", svg.display());
     }

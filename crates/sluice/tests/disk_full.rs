@@ -131,7 +131,7 @@ fn fill_the_disk(append: &str) {
 
     // The broker is up; everything acknowledged reads back, in both topics;
     // the other topic is refused too (same disk) but still serves reads.
-    assert!(server.child.try_wait().expect("try_wait").is_none());
+    assert!(server.try_wait().expect("try_wait").is_none());
     assert_all_readable(&mut c, "fill", &acked);
     let mut other_acked = vec![(0, other)];
     assert_all_readable(&mut c, "other", &other_acked);

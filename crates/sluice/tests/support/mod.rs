@@ -2,22 +2,24 @@
 //! raw socket on `sluice_client`'s framing.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::protocol::{Request, StrBytes};
+use sluice_bench::process::{BrokerLaunch, BrokerProcess};
 use sluice_client::wire;
 
-/// A broker process on a free port, with its own data directory.
+/// A broker process on a free port, with its own data directory; started,
+/// stopped and killed by `sluice_bench::process`, as the benchmarks do.
 pub struct Server {
-    pub child: Child,
+    process: BrokerProcess,
     pub addr: SocketAddr,
     pub metrics: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    // Dropped after `process`: the broker is gone before its directory.
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -63,66 +65,40 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let sluice = env!("CARGO_BIN_EXE_sluice");
-        let mut command = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(sluice);
-                c
-            }
-            None => Command::new(sluice),
-        };
-        let mut child = command
-            .envs(env.iter().copied())
-            .args([
-                "serve",
-                "--listen",
-                listen,
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
+        let process = BrokerLaunch::new(env!("CARGO_BIN_EXE_sluice"), dir)
+            .wrapper(wrapper)
+            .listen(listen)
             .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
+            .envs(env.iter().copied())
+            .quiet()
+            .start()
             .expect("start sluice serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut addr = None;
-        let mut metrics = None;
-        while addr.is_none() || metrics.is_none() {
-            let line = lines
-                .next()
-                .expect("sluice serve exited before listening")
-                .expect("read stdout");
-            if let Some(a) = line.strip_prefix("sluice listening on ") {
-                addr = Some(a.parse().expect("address"));
-            } else if let Some(a) = line.strip_prefix("sluice metrics on ") {
-                metrics = Some(a.parse().expect("address"));
-            }
-        }
         Server {
-            child,
-            addr: addr.expect("listening"),
-            metrics,
+            addr: process.addr,
+            metrics: Some(process.metrics),
             data_dir: dir.to_path_buf(),
+            process,
             _temp: None,
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The broker's exit status if it has exited, without waiting.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.process.try_wait()
+    }
+
     /// SIGTERM and wait: a clean shutdown.
     pub fn stop(&mut self) {
-        // SAFETY: signalling our own child process by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        self.process.stop();
     }
 
     /// SIGKILL: a crash.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Takes the temp dir over so a restarted server can reuse it.
@@ -145,22 +121,10 @@ impl Server {
 
     /// One counter from the metrics page.
     pub fn metric(&self, name: &str) -> u64 {
-        let addr = self.metrics.expect("metrics enabled");
-        let mut s = TcpStream::connect(addr).expect("metrics connect");
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-            .expect("request");
-        let mut page = String::new();
-        s.read_to_string(&mut page).expect("read metrics");
+        let page = self.process.metrics_page().expect("read metrics");
         page.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("metric {name} missing in\n{page}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
