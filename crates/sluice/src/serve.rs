@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sluice_bench::transfer::parse_size;
 use sluice_broker::{
     Advertised, AppendPath, Broker, BrokerConfig, DataPath, FlushPolicy, LogConfig,
 };
+use sluice_client::parse_size;
 
 /// Every setting can come from a flag, from the environment variable named
 /// beside it, or from the TOML file given with `--config` (keys as the flag
