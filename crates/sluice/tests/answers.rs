@@ -397,3 +397,21 @@ fn a_commit_with_oversized_metadata_is_refused_not_cut() {
     assert_eq!(elem.offset(), Offset::Offset(5));
     assert_eq!(elem.metadata().len(), 4000);
 }
+
+#[test]
+fn create_partitions_from_a_real_admin_client() {
+    let server = Server::start(&[]);
+    let out = confluent(
+        server.addr,
+        "from confluent_kafka.admin import AdminClient, NewTopic, NewPartitions\n\
+         a = AdminClient({'bootstrap.servers': BROKER})\n\
+         a.create_topics([NewTopic('grow', 1, 1)])['grow'].result(10)\n\
+         a.create_partitions([NewPartitions('grow', 5)])['grow'].result(10)\n\
+         try:\n\
+         \x20   a.create_partitions([NewPartitions('grow', 3)])['grow'].result(10)\n\
+         except Exception as e:\n\
+         \x20   print(e.args[0].name())\n\
+         print(len(a.list_topics('grow', timeout=10).topics['grow'].partitions))",
+    );
+    assert_eq!(out, "INVALID_PARTITIONS\n5", "{out}");
+}
