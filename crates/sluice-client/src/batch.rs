@@ -10,7 +10,8 @@ use sluice_log::batch::{BatchHeader, HEADER_LEN};
 
 use crate::ClientError;
 
-/// A record as a plain (non-idempotent, non-transactional) producer writes it.
+/// A record as a plain (non-idempotent, non-transactional) producer writes
+/// it; `offset` is its place in the batch, from 0.
 pub fn plain_record(offset: i64, timestamp_ms: i64, key: Option<Bytes>, value: Bytes) -> Record {
     Record {
         transactional: false,
@@ -21,7 +22,12 @@ pub fn plain_record(offset: i64, timestamp_ms: i64, key: Option<Bytes>, value: B
         producer_epoch: -1,
         timestamp_type: TimestampType::Creation,
         offset,
-        sequence: -1,
+        // `kafka_protocol`'s encoder starts a new batch wherever
+        // offset − sequence changes, and derives the base sequence from the
+        // first record: offset − 1 keeps every record in one batch whose
+        // base sequence is −1 (none, as for any non-idempotent producer).
+        // A constant −1 made one batch per record.
+        sequence: (offset as i32).wrapping_sub(1),
         timestamp: timestamp_ms,
         key,
         value: Some(value),
@@ -29,7 +35,8 @@ pub fn plain_record(offset: i64, timestamp_ms: i64, key: Option<Bytes>, value: B
     }
 }
 
-/// Encodes records as one RecordBatch v2 (offsets relative to the batch).
+/// Encodes records as one RecordBatch v2 (offsets relative to the batch;
+/// records that differ in producer, epoch or flags would start another).
 pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes, ClientError> {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
@@ -121,6 +128,26 @@ mod tests {
         field.truncate(a.len() + HEADER_LEN - 1);
         assert_eq!(whole_len(&field), a.len());
         assert_eq!(whole_len(&[]), 0);
+    }
+
+    #[test]
+    fn plain_records_encode_as_one_batch_without_a_producer() {
+        let records: Vec<Record> = (0..5)
+            .map(|i| plain_record(i, 1_700_000_000_000 + i, None, Bytes::from(vec![1u8; 100])))
+            .collect();
+        for compression in [Compression::None, Compression::Lz4] {
+            let field = encode_batch(&records, compression).expect("encode");
+            let all: Vec<Batch> = batches(&field).collect();
+            assert_eq!(all.len(), 1, "{compression:?}: one batch");
+            let h = all[0].header;
+            assert_eq!(all[0].bytes.len(), field.len());
+            assert_eq!((h.base_offset, h.record_count, h.last_offset()), (0, 5, 4));
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (-1, -1, -1)
+            );
+            sluice_log::batch::validate(all[0].bytes).expect("a valid batch");
+        }
     }
 
     #[test]
