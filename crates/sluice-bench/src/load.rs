@@ -5,6 +5,7 @@
 //! request's latency in an HDR histogram; consume reads partitions from the
 //! start and counts bytes and records from batch headers, without decoding.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +14,9 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use kafka_protocol::records::{Compression, Record};
 use serde::Serialize;
-use sluice_client::{Client, ClientError, batches, encode_batch, plain_record, whole_len};
+use sluice_client::{
+    Client, ClientError, batches, encode_batch, error_name, plain_record, whole_len,
+};
 
 /// What `sluice bench produce` runs.
 #[derive(Clone, Debug)]
@@ -75,9 +78,14 @@ pub struct LoadReport {
     /// Produce: per-request latency; consume: per-fetch latency.
     pub latency: Latency,
     pub requests: u64,
+    /// Requests the broker refused in the measured window.
     pub errors: u64,
+    /// The same, by what the broker answered (Kafka's name for the error
+    /// code, `MESSAGE_TOO_LARGE`), so a run that wrote nothing says why.
+    pub errors_by_kind: BTreeMap<String, u64>,
     /// Broker CPU seconds (user + system) per GB of record bytes in the
-    /// measured window, when the broker runs on this machine.
+    /// measured window, when the broker runs on this machine and bytes were
+    /// written (per GB of nothing is no figure).
     pub broker_cpu_s_per_gb: Option<f64>,
     /// Paced produce runs: how late each request was fully written, after
     /// the time it was due — the load generator's own delay (a writer thread
@@ -115,14 +123,18 @@ impl LoadReport {
             latency: latency(hist),
             requests,
             errors,
+            errors_by_kind: BTreeMap::new(),
             broker_cpu_s_per_gb: None,
             send_delay: None,
         }
     }
 
-    /// Sets the broker CPU per GB from the seconds it used in the window.
+    /// Sets the broker CPU per GB from the seconds it used in the window;
+    /// none when no bytes were moved.
     fn with_broker_cpu(mut self, cpu_seconds: Option<f64>) -> LoadReport {
-        self.broker_cpu_s_per_gb = cpu_seconds.map(|c| c / (self.bytes as f64 / 1e9).max(1e-9));
+        self.broker_cpu_s_per_gb = cpu_seconds
+            .filter(|_| self.bytes > 0)
+            .map(|c| c / (self.bytes as f64 / 1e9));
         self
     }
 }
@@ -190,11 +202,12 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
         .target_rate
         .map(|r| r as f64 / f64::from(opts.connections.max(1)));
     let send_delays = Arc::new(std::sync::Mutex::new(histogram()));
+    let refused = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
     let mut handles = Vec::new();
     for conn in 0..opts.connections.max(1) {
         let (opts, batch, stop, measuring) =
             (opts.clone(), batch.clone(), stop.clone(), measuring.clone());
-        let send_delays = send_delays.clone();
+        let (send_delays, refused) = (send_delays.clone(), refused.clone());
         handles.push(std::thread::spawn(
             move || -> Result<ThreadCounts, ClientError> {
                 let mut client = Client::connect(opts.broker.as_str())?;
@@ -234,7 +247,12 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                                                     sent_at.elapsed().as_micros().max(1) as u64
                                                 );
                                         }
-                                        Err(_) => errors += 1,
+                                        Err(e) => {
+                                            errors += 1;
+                                            if let Ok(mut kinds) = refused.lock() {
+                                                *kinds.entry(error_kind(&e)).or_default() += 1;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -329,7 +347,17 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
     )
     .with_broker_cpu(cpu);
     report.send_delay = send_delay;
+    report.errors_by_kind = refused.lock().map(|m| m.clone()).unwrap_or_default();
     Ok(report)
+}
+
+/// What a refused produce is counted as: Kafka's name for the broker's
+/// error code, or the client's own description.
+fn error_kind(e: &ClientError) -> String {
+    match e {
+        ClientError::Kafka(code) => error_name(*code),
+        other => other.to_string(),
+    }
 }
 
 /// (bytes, records) of the whole batches of a fetch response's records.
@@ -450,9 +478,11 @@ pub fn summary(r: &LoadReport) -> String {
     let cpu = match (r.kind, r.broker_cpu_s_per_gb) {
         ("e2e", _) => "-".to_string(),
         (_, Some(c)) => format!("{c:.3}"),
+        // Nothing moved: there is no per-GB figure to give.
+        (_, None) if r.bytes == 0 => "-".to_string(),
         (_, None) => "(broker not local)".to_string(),
     };
-    format!(
+    let mut table = format!(
         "{:<8} {:>12} {:>9} {:>7} {:>9} {:>7}  {:>8} {:>8} {:>8} {:>8}  {:>14}\n\
          {:<8} {:>12.0} {:>9.1} {:>7.1} {:>9} {:>7}  {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>14}",
         "run",
@@ -477,7 +507,22 @@ pub fn summary(r: &LoadReport) -> String {
         r.latency.p999_ms,
         r.latency.max_ms,
         cpu
-    )
+    );
+    if !r.errors_by_kind.is_empty() {
+        let kinds: Vec<String> = r
+            .errors_by_kind
+            .iter()
+            .map(|(kind, n)| format!("{kind} × {n}"))
+            .collect();
+        table.push_str(&format!("\nerrors: {}", kinds.join(", ")));
+        if r.errors_by_kind.contains_key("MESSAGE_TOO_LARGE") {
+            table.push_str(
+                "\n  (MESSAGE_TOO_LARGE: a batch is larger than the broker's message.max.bytes, \
+                 1 MiB by default; use a smaller --batch-size)",
+            );
+        }
+    }
+    table
 }
 
 /// What `sluice bench e2e` runs.

@@ -9,6 +9,11 @@ use serde_json::Value;
 use support::{Client, Server};
 
 fn bench(args: &[&str], json: &std::path::Path) -> Value {
+    bench_with_output(args, json).0
+}
+
+/// The JSON report and what was printed.
+fn bench_with_output(args: &[&str], json: &std::path::Path) -> (Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("bench")
         .args(args)
@@ -21,7 +26,9 @@ fn bench(args: &[&str], json: &std::path::Path) -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(&std::fs::read_to_string(json).expect("json")).expect("valid json")
+    let report =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("json")).expect("valid json");
+    (report, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
@@ -106,6 +113,56 @@ fn the_load_generator_produces_and_consumes_what_it_reports() {
     );
     assert!(consumed["records"].as_u64().expect("records") >= held.min(1));
     assert!(consumed["mb_per_s"].as_f64().expect("mb/s") > 0.0);
+}
+
+/// Batches over the broker's message.max.bytes (1 MiB) are refused: the
+/// report names the refusal with its count, in the table and the JSON, and
+/// gives no broker CPU per GB for the nothing that was written.
+#[test]
+fn refused_batches_are_named_and_nothing_written_has_no_per_gb_figure() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().expect("dir");
+    let (report, table) = bench_with_output(
+        &[
+            "produce",
+            "-b",
+            &server.addr.to_string(),
+            "-t",
+            "big",
+            "--partitions",
+            "1",
+            "--connections",
+            "1",
+            "--record-size",
+            "1000",
+            "--batch-size",
+            "2m",
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0",
+        ],
+        &dir.path().join("p.json"),
+    );
+    assert_eq!(report["records"], 0, "{report}");
+    let refused = report["errors"].as_u64().expect("errors");
+    assert!(refused > 0, "{report}");
+    assert_eq!(
+        report["errors_by_kind"]["MESSAGE_TOO_LARGE"].as_u64(),
+        Some(refused),
+        "{report}"
+    );
+    assert!(report["broker_cpu_s_per_gb"].is_null(), "{report}");
+    assert!(
+        table.contains(&format!("errors: MESSAGE_TOO_LARGE × {refused}")),
+        "{table}"
+    );
+    // The CPU column of the row is a dash, not seconds per GB of nothing.
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("produce"))
+        .expect("a produce row");
+    assert!(row.trim_end().ends_with(" -"), "{row}");
 }
 
 #[test]
