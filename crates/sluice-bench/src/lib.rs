@@ -1,8 +1,22 @@
-//! # sluice-bench: measuring the data paths
+//! # sluice-bench: measuring the data paths, the log and the broker
 //!
-//! `transfer` reproduces the source article's table with measurements: every
-//! data path of `sluice-io`, over loopback TCP and Unix sockets, against a
-//! receiver process, with the article's model printed beside what was counted.
+//! What the `sluice bench …` commands run; the binary only parses arguments.
+//!
+//! - [`transfer`] (`bench transfer`): the source article's table, measured —
+//!   every data path of `sluice-io` over loopback TCP and Unix sockets to a
+//!   [`receiver`] process, the article's model printed beside what was
+//!   counted; [`report`] draws its table, chart and JSON.
+//! - [`append`] (`bench append`): the log's append paths (a mapped segment
+//!   against `pwrite`) side by side.
+//! - [`load`] (`bench produce | consume | e2e`): a Kafka load generator on
+//!   `sluice-client`, usable against any Kafka-compatible broker, with
+//!   latency histograms, refusals by Kafka error name, and the broker's CPU
+//!   per GB when it runs on this machine ([`local`] finds it).
+//! - [`harness`] (`bench broker consume | isolation`): scenarios on
+//!   `sluice serve` processes it starts itself through [`process`] — which
+//!   the binary's integration tests use to run their brokers too.
+//! - [`chart`] (shared SVG pieces), [`stats`] (the one median), and
+//!   `getrusage` snapshots and CPU pinning ([`Usage`], [`pin_to_cpu`]).
 
 pub mod append;
 pub mod chart;
