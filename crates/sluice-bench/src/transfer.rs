@@ -821,10 +821,6 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Kept for callers that still import it from here (`sluice serve`); it
-/// lives in `sluice_client` now.
-pub use sluice_client::parse_size;
-
 #[cfg(test)]
 mod tests {
     use super::*;
