@@ -84,6 +84,10 @@ pub struct BrokerConsumeArgs {
     /// Measure nothing: print and draw a report saved earlier with --json.
     #[arg(long, value_name = "JSON")]
     redraw: Option<PathBuf>,
+    /// Run the brokers from this `sluice` binary instead of this one (an
+    /// earlier build, for a before/after comparison with the same load).
+    #[arg(long, value_name = "PATH")]
+    broker_bin: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -486,7 +490,10 @@ fn bench_broker_consume(a: BrokerConsumeArgs) -> Result<()> {
         return write_json_and_svg(&report, text, None, &a.svg, harness::write_consume_svg);
     }
     let scenario = harness::ConsumeScenario {
-        exe: std::env::current_exe().context("locating the sluice binary")?,
+        exe: match a.broker_bin {
+            Some(bin) => bin,
+            None => std::env::current_exe().context("locating the sluice binary")?,
+        },
         dir: a.dir,
         fill_bytes: a.fill,
         partitions: a.partitions.max(1),
