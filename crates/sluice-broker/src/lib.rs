@@ -20,7 +20,6 @@
 
 pub mod api;
 mod broker;
-pub mod client;
 mod config;
 pub mod coordinator;
 pub mod meta_properties;

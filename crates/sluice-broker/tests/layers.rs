@@ -27,7 +27,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &[]),
     ("config", &[]),
     ("meta_properties", &[]),
-    ("client", &[]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
