@@ -73,13 +73,6 @@ pub(crate) fn parse_compression(s: &str) -> Result<Compression, String> {
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 pub fn produce(args: ProduceArgs) -> Result<()> {
     let mut client = Client::connect(args.broker.as_str())
         .with_context(|| format!("connecting to {}", args.broker))?;
@@ -123,7 +116,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
             (None, None) => round_robin,
         };
         let batch = pending.entry(partition).or_default();
-        batch.push(plain_record(batch.len() as i64, now_ms(), key, value));
+        batch.push(plain_record(batch.len() as i64, sluice_log::now_ms(), key, value));
         if batch.len() >= args.batch_records.max(1) {
             sent += flush(&mut client, partition, batch)?;
             round_robin = (round_robin + 1) % partitions;
