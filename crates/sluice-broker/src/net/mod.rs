@@ -107,14 +107,15 @@ impl Net {
         }
         let limit = self.limits.per_ip_limit(ip);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let from_ip = per_ip.entry(ip).or_insert(0);
-        if *from_ip >= limit {
+        let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip >= limit {
             self.counts.refused_per_ip.fetch_add(1, Ordering::Relaxed);
             return Err(format!(
                 "{from_ip} connections open from {ip}, at --max-connections-per-ip {limit}"
             ));
         }
-        *from_ip += 1;
+        // Entries exist only while an address has connections open.
+        *per_ip.entry(ip).or_insert(0) += 1;
         guard.ip = Some(ip);
         Ok(guard)
     }
