@@ -116,7 +116,12 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
             (None, None) => round_robin,
         };
         let batch = pending.entry(partition).or_default();
-        batch.push(plain_record(batch.len() as i64, sluice_log::now_ms(), key, value));
+        batch.push(plain_record(
+            batch.len() as i64,
+            sluice_log::now_ms(),
+            key,
+            value,
+        ));
         if batch.len() >= args.batch_records.max(1) {
             sent += flush(&mut client, partition, batch)?;
             round_robin = (round_robin + 1) % partitions;
