@@ -394,3 +394,40 @@ pub fn apply_config_file(args: &[std::ffi::OsString]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_takes_every_serve_flag() {
+        let keys = file_keys();
+        for once_refused in [
+            "max-connections",
+            "max-buffered-request-bytes",
+            "max-partitions-per-fetch",
+            "idle-timeout-ms",
+            "frame-read-timeout-ms",
+        ] {
+            assert!(keys.iter().any(|k| k == once_refused), "{once_refused}");
+        }
+        assert!(!keys.iter().any(|k| k == "config"));
+    }
+
+    #[test]
+    fn the_connection_limit_fits_the_file_limit() {
+        assert_eq!(default_max_connections(1_048_576), 1000);
+        assert_eq!(default_max_connections(1024), 768);
+        assert_eq!(default_max_connections(256), 192);
+        assert_eq!(default_max_connections(8), 16);
+    }
+
+    #[test]
+    fn per_address_overrides_parse_as_kafka_writes_them() {
+        let o = parse_ip_overrides("127.0.0.1:200, [::1]:5").expect("parse");
+        assert_eq!(o.0.get(&"127.0.0.1".parse().unwrap()), Some(&200));
+        assert_eq!(o.0.get(&"::1".parse().unwrap()), Some(&5));
+        assert!(parse_ip_overrides("host:5").is_err());
+        assert!(parse_ip_overrides("127.0.0.1").is_err());
+    }
+}
