@@ -6,6 +6,8 @@
 //! one at a time) validates, assigns offsets in place, writes, indexes, and
 //! then publishes the new end.
 
+mod log_start;
+
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -196,12 +198,14 @@ impl Partition {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // Temp files of recovery-point writes a crash interrupted.
+        // Temp files of recovery-point, snapshot and log-start writes a
+        // crash interrupted.
         for entry in std::fs::read_dir(dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if (name.starts_with(&format!("{RECOVERY_POINT}."))
+            if ((name.starts_with(&format!("{RECOVERY_POINT}."))
                 || name.starts_with(&format!("{PRODUCER_SNAPSHOT}.")))
-                && name.ends_with(".tmp")
+                && name.ends_with(".tmp"))
+                || log_start::is_temp_file(&name)
             {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -251,7 +255,8 @@ impl Partition {
             segments.push(Arc::new(Segment::create(dir, base, &config)?));
             sync_dir(dir)?;
         }
-        let log_start = segments[0].base_offset();
+        // The first segment's base, or where DeleteRecords moved the start.
+        let log_start = log_start::load(dir, &name, &mut segments, &config)?;
         let last = segments
             .last()
             .cloned()
@@ -690,22 +695,10 @@ impl Partition {
         )))
     }
 
-    /// The whole first batch holding a record with a timestamp ≥
-    /// `timestamp` (its maxTimestamp is ≥ it).
+    /// The whole first batch at or after the log start holding a record
+    /// with a timestamp ≥ `timestamp` (its maxTimestamp is ≥ it).
     pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<Vec<u8>>, ReadError> {
-        let segs = self.segments.load_full();
-        for seg in segs.iter() {
-            if seg.max_timestamp() < timestamp {
-                continue;
-            }
-            let found = seg
-                .find_timestamp(timestamp, seg.size())
-                .map_err(|source| self.read_error(source))?;
-            if let Some((pos, h)) = found {
-                return self.read_batch(seg, pos, &h).map(Some);
-            }
-        }
-        Ok(None)
+        self.batch_for_timestamp_from(timestamp, self.log_start())
     }
 
     /// The whole first batch holding the largest timestamp in the log
@@ -762,7 +755,11 @@ impl Partition {
         let now = now_ms();
         let mut total: u64 = segs.iter().map(|s| s.size()).sum();
         let mut drop_count = 0;
-        for seg in segs.iter().take(segs.len().saturating_sub(1)) {
+        // Segments wholly below the log start (DeleteRecords moved it past
+        // them) go too, as Kafka deletes them.
+        let log_start = self.log_start();
+        for (i, seg) in segs.iter().enumerate().take(segs.len().saturating_sub(1)) {
+            let below_start = segs[i + 1].base_offset() <= log_start;
             let over_size = self
                 .config
                 .retention_bytes
@@ -776,7 +773,7 @@ impl Partition {
                 .config
                 .retention_age
                 .is_some_and(|age| now - newest > age.as_millis() as i64);
-            if !(over_size || too_old) {
+            if !(below_start || over_size || too_old) {
                 break;
             }
             total -= seg.size();
@@ -788,7 +785,7 @@ impl Partition {
         let keep: Vec<Arc<Segment>> = segs[drop_count..].to_vec();
         let new_start = keep[0].base_offset();
         self.segments.store(Arc::new(keep));
-        self.log_start.store(new_start, Ordering::Release);
+        self.log_start.fetch_max(new_start, Ordering::AcqRel);
         for seg in &segs[..drop_count] {
             tracing::info!(
                 partition = %self.name,
