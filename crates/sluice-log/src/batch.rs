@@ -241,6 +241,24 @@ pub fn split_batches(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchErr
     Ok(out)
 }
 
+/// Attribute bit 3: the batch's timestamps are the broker's (LogAppendTime).
+pub const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
+
+/// Marks a whole, valid batch as LogAppendTime stamped at `now`, as Kafka
+/// does: the timestamp-type attribute set, maxTimestamp = `now` (readers give
+/// every record of such a batch that time), and the CRC — which covers both
+/// fields — computed again.
+pub fn stamp_log_append_time(batch: &mut [u8], now: i64) {
+    if batch.len() < HEADER_LEN {
+        return;
+    }
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | TIMESTAMP_TYPE_BIT;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[35..43].copy_from_slice(&now.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Overwrites baseOffset (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], offset: i64) {
     batch[0..8].copy_from_slice(&offset.to_be_bytes());

@@ -70,6 +70,82 @@ impl fmt::Display for AppendPath {
     }
 }
 
+/// `cleanup.policy`: what happens to old segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// `delete`: segments past `retention.ms` / `retention.bytes` go.
+    pub delete: bool,
+    /// `compact`: the log keeps at least the latest record of every key.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+}
+
+impl FromStr for CleanupPolicy {
+    type Err = String;
+    /// Kafka's list: `delete`, `compact`, `compact,delete` (any order); an
+    /// empty list is neither (Kafka 4.x: infinite retention, no cleaning).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut policy = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                other => return Err(format!("{other:?} is not delete or compact")),
+            }
+        }
+        Ok(policy)
+    }
+}
+
+impl fmt::Display for CleanupPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            (false, true) => "delete",
+            (false, false) => "",
+        })
+    }
+}
+
+/// `message.timestamp.type`: whose clock a batch's timestamps come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's timestamps, kept as sent (within the before/after bounds).
+    CreateTime,
+    /// The broker stamps each batch with its append time.
+    LogAppendTime,
+}
+
+impl FromStr for TimestampType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "CreateTime" => Ok(TimestampType::CreateTime),
+            "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+            _ => Err(format!("{s:?} is not CreateTime or LogAppendTime")),
+        }
+    }
+}
+
+impl fmt::Display for TimestampType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        })
+    }
+}
+
 /// Per-log settings.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -90,6 +166,25 @@ pub struct LogConfig {
     pub max_batch_bytes: u64,
     pub flush: FlushPolicy,
     pub append_path: AppendPath,
+    /// `cleanup.policy`. Without `delete`, retention never removes a segment.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long a compacted log keeps tombstones.
+    pub delete_retention: Duration,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag: Duration,
+    /// `max.compaction.lag.ms`: a record older than this is compacted even
+    /// below the dirty ratio (None: no limit).
+    pub max_compaction_lag: Option<Duration>,
+    /// `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: a CreateTime batch older than now
+    /// minus this is refused (None: no limit).
+    pub timestamp_before_max: Option<Duration>,
+    /// `message.timestamp.after.max.ms`: a CreateTime batch further than this
+    /// in the future is refused (None: no limit).
+    pub timestamp_after_max: Option<Duration>,
 }
 
 impl Default for LogConfig {
@@ -104,6 +199,15 @@ impl Default for LogConfig {
             max_batch_bytes: 1_048_588,
             flush: FlushPolicy::Os,
             append_path: AppendPath::Pwrite,
+            cleanup_policy: CleanupPolicy::DELETE,
+            delete_retention: Duration::from_secs(24 * 3600),
+            min_compaction_lag: Duration::ZERO,
+            max_compaction_lag: None,
+            min_cleanable_dirty_ratio: 0.5,
+            timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max: None,
+            // Kafka 4's default: an hour into the future at most.
+            timestamp_after_max: Some(Duration::from_secs(3600)),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod index;
 mod partition;
 pub mod producer;
 pub mod segment;
+pub mod topic_config;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -33,9 +34,10 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub use batch::BatchError;
-pub use config::{AppendPath, FlushPolicy, LogConfig};
+pub use config::{AppendPath, CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use partition::{AppendError, AppendInfo, FileSlice, Partition, ReadError, ReadResult};
 pub use segment::{Segment, now_ms};
+pub use topic_config::TopicOverrides;
 
 /// Marker file a clean shutdown leaves in the data directory.
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
@@ -53,6 +55,9 @@ pub enum TopicError {
     InvalidPartitions,
     #[error("I/O error on topic {topic:?}: {source}")]
     Io { topic: String, source: io::Error },
+    /// A config override Kafka does not define, or a value it refuses.
+    #[error(transparent)]
+    InvalidConfig(#[from] topic_config::ConfigError),
 }
 
 /// Kafka's topic name rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -82,6 +87,8 @@ pub struct Log {
     dir: PathBuf,
     config: LogConfig,
     topics: RwLock<BTreeMap<String, Vec<Arc<Partition>>>>,
+    /// Each topic's config overrides (topics without any are absent).
+    overrides: RwLock<BTreeMap<String, TopicOverrides>>,
     /// Held while topics are created or grown: their files are made on disk
     /// under it, and the topic map's lock is taken only to publish them, so
     /// lookups (every produce and fetch) never wait for a disk.
@@ -122,8 +129,28 @@ impl Log {
                 .or_default()
                 .insert(p, entry.path());
         }
+        // Overrides first: a partition opens with its topic's settings.
+        let mut overrides = topic_config::load_all(dir)?;
+        overrides.retain(|topic, _| {
+            let live = found.contains_key(topic);
+            if !live {
+                // A topic created or deleted across a crash: its overrides
+                // outlived (or preceded) its partitions.
+                let _ = topic_config::remove(dir, topic);
+            }
+            live
+        });
         let mut topics = BTreeMap::new();
         for (topic, parts) in found {
+            let topic_config = match overrides.get(&topic) {
+                Some(o) => topic_config::resolve(&config, o).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("topic {topic:?}: stored config refused: {e}"),
+                    )
+                })?,
+                None => config.clone(),
+            };
             // Partitions are numbered 0..n; a gap means a half-created topic.
             if parts.keys().copied().ne(0..parts.len() as u32) {
                 tracing::warn!(%topic, "partition directories are not 0..n; skipping topic");
@@ -131,7 +158,11 @@ impl Log {
             }
             let mut list = Vec::with_capacity(parts.len());
             for path in parts.values() {
-                list.push(Arc::new(Partition::open(path, config.clone(), clean)?));
+                list.push(Arc::new(Partition::open(
+                    path,
+                    topic_config.clone(),
+                    clean,
+                )?));
             }
             topics.insert(topic, list);
         }
@@ -139,6 +170,7 @@ impl Log {
             dir: dir.to_path_buf(),
             config,
             topics: RwLock::new(topics),
+            overrides: RwLock::new(overrides),
             changing: std::sync::Mutex::new(()),
             recovered_clean: clean,
         })
@@ -167,12 +199,25 @@ impl Log {
         self.topics.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Creates a topic with `partitions` partitions.
+    /// Creates a topic with `partitions` partitions and the broker's settings.
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<(), TopicError> {
+        self.create_topic_with(name, partitions, &TopicOverrides::new())
+    }
+
+    /// Creates a topic with `partitions` partitions and config `overrides`
+    /// (checked first: nothing is made if one is refused). The overrides are
+    /// on disk before any partition is.
+    pub fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        overrides: &TopicOverrides,
+    ) -> Result<(), TopicError> {
         validate_topic_name(name)?;
         if partitions == 0 {
             return Err(TopicError::InvalidPartitions);
         }
+        let config = topic_config::resolve(&self.config, overrides)?;
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         if self.read_topics().contains_key(name) {
             return Err(TopicError::Exists(name.to_string()));
@@ -181,16 +226,77 @@ impl Log {
             topic: name.to_string(),
             source,
         };
+        topic_config::store(&self.dir, name, overrides).map_err(io)?;
         let mut list = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let dir = self.dir.join(format!("{name}-{p}"));
             list.push(Arc::new(
-                Partition::open(&dir, self.config.clone(), false).map_err(io)?,
+                Partition::open(&dir, config.clone(), false).map_err(io)?,
             ));
         }
         partition::sync_dir(&self.dir).map_err(io)?;
+        if !overrides.is_empty() {
+            self.write_overrides()
+                .insert(name.to_string(), overrides.clone());
+        }
         self.write_topics().insert(name.to_string(), list);
         Ok(())
+    }
+
+    /// A topic's config overrides (empty: it runs with the broker's settings);
+    /// None if there is no such topic.
+    pub fn topic_overrides(&self, name: &str) -> Option<TopicOverrides> {
+        self.partition_count(name)?;
+        Some(self.read_overrides().get(name).cloned().unwrap_or_default())
+    }
+
+    /// Replaces a topic's overrides with `overrides`, checked first, stored
+    /// durably, then put in force on every partition at once (retention,
+    /// rolls, appends and flushes use them from their next run).
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        overrides: &TopicOverrides,
+    ) -> Result<(), TopicError> {
+        let config = topic_config::resolve(&self.config, overrides)?;
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let partitions = self
+            .read_topics()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TopicError::NotFound(name.to_string()))?;
+        topic_config::store(&self.dir, name, overrides).map_err(|source| TopicError::Io {
+            topic: name.to_string(),
+            source,
+        })?;
+        {
+            let mut all = self.write_overrides();
+            if overrides.is_empty() {
+                all.remove(name);
+            } else {
+                all.insert(name.to_string(), overrides.clone());
+            }
+        }
+        for p in partitions {
+            p.set_config(config.clone());
+        }
+        Ok(())
+    }
+
+    /// The settings a topic runs with (the broker's, with its overrides).
+    fn topic_log_config(&self, name: &str) -> Result<LogConfig, TopicError> {
+        match self.read_overrides().get(name) {
+            Some(o) => Ok(topic_config::resolve(&self.config, o)?),
+            None => Ok(self.config.clone()),
+        }
+    }
+
+    fn read_overrides(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, TopicOverrides>> {
+        self.overrides.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_overrides(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, TopicOverrides>> {
+        self.overrides.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Grows a topic to `count` partitions (Kafka never shrinks one).
@@ -206,11 +312,12 @@ impl Log {
             topic: name.to_string(),
             source,
         };
+        let config = self.topic_log_config(name)?;
         let mut added = Vec::with_capacity((count - have) as usize);
         for p in have..count {
             let dir = self.dir.join(format!("{name}-{p}"));
             added.push(Arc::new(
-                Partition::open(&dir, self.config.clone(), false).map_err(io)?,
+                Partition::open(&dir, config.clone(), false).map_err(io)?,
             ));
         }
         partition::sync_dir(&self.dir).map_err(io)?;
@@ -242,10 +349,15 @@ impl Log {
                 source,
             })?;
         }
-        partition::sync_dir(&self.dir).map_err(|source| TopicError::Io {
+        let io = |source| TopicError::Io {
             topic: name.to_string(),
             source,
-        })
+        };
+        partition::sync_dir(&self.dir).map_err(io)?;
+        // After the partitions: a crash between leaves overrides without a
+        // topic, which the next open removes.
+        self.write_overrides().remove(name);
+        topic_config::remove(&self.dir, name).map_err(io)
     }
 
     /// A partition, if the topic and partition exist.

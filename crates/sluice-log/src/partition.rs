@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use crate::batch::{self, BatchError, BatchHeader};
-use crate::config::{FlushPolicy, LogConfig};
+use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::producer::{ProducerTable, SeqCheck, SequenceError};
 use crate::segment::{Segment, SegmentWriter, now_ms};
 
@@ -40,6 +40,10 @@ pub enum AppendError {
     TooLarge { len: u64, segment_bytes: u64 },
     #[error("a {len}-byte batch exceeds max.message.bytes {max}")]
     BatchTooLarge { len: u64, max: u64 },
+    /// A CreateTime batch outside `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms` of the broker's clock.
+    #[error("timestamp {timestamp} is {why}")]
+    InvalidTimestamp { timestamp: i64, why: String },
     #[error("partition {0} is offline after an I/O error")]
     Offline(String),
     #[error("I/O error appending to {partition}: {source}")]
@@ -92,6 +96,8 @@ pub struct AppendInfo {
     /// True when the bytes were forced to disk before this returned
     /// (`FlushPolicy::Always`); otherwise see [`Partition::durable_end`].
     pub durable: bool,
+    /// The broker time stamped into the batches (`LogAppendTime` topics).
+    pub log_append_time: Option<i64>,
 }
 
 /// A run of whole batches in one segment, for the io layer to send.
@@ -132,7 +138,9 @@ struct Appender {
 pub struct Partition {
     name: String,
     dir: PathBuf,
-    config: LogConfig,
+    /// Swapped whole when the topic's configs change; each operation loads
+    /// it once, so it sees one consistent set.
+    config: ArcSwap<LogConfig>,
     segments: ArcSwap<Vec<Arc<Segment>>>,
     log_start: AtomicI64,
     log_end: AtomicI64,
@@ -267,7 +275,7 @@ impl Partition {
         let partition = Partition {
             name,
             dir: dir.to_path_buf(),
-            config,
+            config: ArcSwap::from_pointee(config),
             segments: ArcSwap::from_pointee(segments),
             log_start: AtomicI64::new(log_start),
             log_end: AtomicI64::new(log_end),
@@ -310,8 +318,16 @@ impl Partition {
         &self.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The settings in force now.
+    pub fn config(&self) -> Arc<LogConfig> {
+        self.config.load_full()
+    }
+
+    /// Puts new settings in force (a topic's configs changed): the next
+    /// append, roll, flush and retention pass use them; segments already
+    /// made keep their size.
+    pub fn set_config(&self, config: LogConfig) {
+        self.config.store(Arc::new(config));
     }
 
     /// The first offset still in the log.
@@ -385,26 +401,50 @@ impl Partition {
     /// and partitionLeaderEpoch (both outside the CRC; `records` itself is not
     /// modified), indexed, and published. On any error the log is unchanged.
     pub fn append(&self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
+        let config = self.config.load_full();
         let mut batches = batch::split_batches(records)?;
         if batches.is_empty() {
             return Err(AppendError::Empty);
         }
         for (_, h) in &batches {
             let len = h.total_len().unwrap_or(0) as u64;
-            if len > self.config.max_batch_bytes {
+            if len > config.max_batch_bytes {
                 return Err(AppendError::BatchTooLarge {
                     len,
-                    max: self.config.max_batch_bytes,
+                    max: config.max_batch_bytes,
                 });
             }
         }
         let len = records.len() as u64;
-        if len > self.config.segment_bytes {
+        if len > config.segment_bytes {
             return Err(AppendError::TooLarge {
                 len,
-                segment_bytes: self.config.segment_bytes,
+                segment_bytes: config.segment_bytes,
             });
         }
+        let now = now_ms();
+        // LogAppendTime: every batch carries the broker's clock (header
+        // fields inside the CRC, so the batches are rewritten into a copy);
+        // CreateTime: the producer's, within the configured bounds.
+        let stamped: Option<Vec<u8>> = match config.timestamp_type {
+            TimestampType::LogAppendTime => {
+                let mut copy = records.to_vec();
+                for (start, h) in batches.iter_mut() {
+                    let end = *start + h.total_len().unwrap_or(0);
+                    batch::stamp_log_append_time(&mut copy[*start..end], now);
+                    h.max_timestamp = now;
+                    h.attributes |= batch::TIMESTAMP_TYPE_BIT;
+                }
+                Some(copy)
+            }
+            TimestampType::CreateTime => {
+                for (_, h) in &batches {
+                    check_timestamps(h, now, &config)?;
+                }
+                None
+            }
+        };
+        let records = stamped.as_deref().unwrap_or(records);
         let mut app = self.lock();
         if app.failed {
             return Err(AppendError::Offline(self.name.clone()));
@@ -434,6 +474,7 @@ impl Partition {
                         batches: 1,
                         duplicate: true,
                         durable: self.durable_end() > last_offset,
+                        log_append_time: None,
                     });
                 }
                 SeqCheck::Duplicate { .. } => {
@@ -449,7 +490,7 @@ impl Partition {
                 t.record(h);
             }
         }
-        if let Err(e) = self.maybe_roll(&mut app, len) {
+        if let Err(e) = self.maybe_roll(&mut app, len, &config) {
             return Err(self.write_error(&mut app, e));
         }
         let segs = self.segments.load();
@@ -459,12 +500,12 @@ impl Partition {
         let Some(writer) = app.writer.as_mut() else {
             return Err(AppendError::Offline(self.name.clone()));
         };
-        let new_size = match writer.append(active, records, &batches, &self.config) {
+        let new_size = match writer.append(active, records, &batches, &config) {
             Ok(size) => size,
             // Nothing was published: the end still points before these bytes.
             Err(e) => return Err(self.write_error(&mut app, e)),
         };
-        let durable = match self.config.flush {
+        let durable = match config.flush {
             FlushPolicy::Always => {
                 if let Err(e) = writer.sync(active) {
                     return Err(self.io_error(&mut app, e));
@@ -494,12 +535,13 @@ impl Partition {
             batches: batches.len(),
             duplicate: false,
             durable,
+            log_append_time: stamped.is_some().then_some(now),
         })
     }
 
     /// Rolls to a new segment when `incoming` bytes do not fit the active one,
     /// when it is too old, or when its index is full.
-    fn maybe_roll(&self, app: &mut Appender, incoming: u64) -> io::Result<()> {
+    fn maybe_roll(&self, app: &mut Appender, incoming: u64, config: &LogConfig) -> io::Result<()> {
         let segs = self.segments.load_full();
         let Some(active) = segs.last() else {
             return Ok(());
@@ -507,12 +549,13 @@ impl Partition {
         if active.size() == 0 {
             return Ok(());
         }
+        // The segment's own room, or a segment.bytes lowered since it was made.
         let full = app
             .writer
             .as_ref()
-            .is_none_or(|w| w.room(active) < incoming);
-        let old = self
-            .config
+            .is_none_or(|w| w.room(active) < incoming)
+            || active.size() + incoming > config.segment_bytes;
+        let old = config
             .segment_age
             .is_some_and(|age| now_ms() - active.created_ms() >= age.as_millis() as i64);
         if !(full || old) {
@@ -523,16 +566,16 @@ impl Partition {
         if let Some(writer) = app.writer.take() {
             writer.seal(active)?;
         }
-        let seg = Arc::new(Segment::create(&self.dir, base, &self.config)?);
+        let seg = Arc::new(Segment::create(&self.dir, base, config)?);
         self.durability.rolls.fetch_add(1, Ordering::AcqRel);
-        if self.config.flush == FlushPolicy::Always {
+        if config.flush == FlushPolicy::Always {
             // Acknowledged appends into the new segment must survive a power
             // loss: its directory entry first.
             self.durability.sync_dir_if_needed()?;
         }
         // A restart after this replays producer state from here on only.
         let snapshot = app.producers.encode_snapshot(base);
-        app.writer = Some(SegmentWriter::new(&seg, &self.config)?);
+        app.writer = Some(SegmentWriter::new(&seg, config)?);
         let mut next: Vec<Arc<Segment>> = segs.as_ref().clone();
         next.push(seg);
         self.segments.store(Arc::new(next));
@@ -543,7 +586,7 @@ impl Partition {
         // directory entry durable and, outside `always` (which already synced
         // every append), syncs the sealed segment before the recovery point
         // moves past it. None of it holds up appends.
-        let always = self.config.flush == FlushPolicy::Always;
+        let always = config.flush == FlushPolicy::Always;
         if always {
             self.durability.advance(base)?;
         }
@@ -593,7 +636,7 @@ impl Partition {
 
     /// Flushes if the interval policy says one is due.
     pub fn flush_if_due(&self) -> io::Result<()> {
-        if let FlushPolicy::Interval(every) = self.config.flush {
+        if let FlushPolicy::Interval(every) = self.config.load().flush {
             let due = {
                 let app = self.lock();
                 now_ms() - app.last_flush_ms >= every.as_millis() as i64
@@ -750,6 +793,12 @@ impl Partition {
     /// Deletes the oldest whole segments beyond the retention limits (never
     /// the active one). Returns how many went.
     pub fn apply_retention(&self) -> io::Result<usize> {
+        let config = self.config.load_full();
+        // Only `delete` removes data: a compacted log keeps every key's
+        // latest record however old.
+        if !config.cleanup_policy.delete {
+            return Ok(0);
+        }
         let _app = self.lock();
         let segs = self.segments.load_full();
         let now = now_ms();
@@ -760,17 +809,13 @@ impl Partition {
         let log_start = self.log_start();
         for (i, seg) in segs.iter().enumerate().take(segs.len().saturating_sub(1)) {
             let below_start = segs[i + 1].base_offset() <= log_start;
-            let over_size = self
-                .config
-                .retention_bytes
-                .is_some_and(|limit| total > limit);
+            let over_size = config.retention_bytes.is_some_and(|limit| total > limit);
             let newest = if seg.max_timestamp() >= 0 {
                 seg.max_timestamp()
             } else {
                 seg.created_ms()
             };
-            let too_old = self
-                .config
+            let too_old = config
                 .retention_age
                 .is_some_and(|age| now - newest > age.as_millis() as i64);
             if !(below_start || over_size || too_old) {
@@ -894,6 +939,38 @@ fn write_snapshot_bytes(dir: &Path, bytes: &[u8]) -> io::Result<()> {
     ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, dir.join(PRODUCER_SNAPSHOT))
+}
+
+/// Refuses a CreateTime batch whose timestamps lie further from `now` than
+/// the topic allows. The batch's first and largest timestamps are checked
+/// (its records lie between them unless the producer sent them out of
+/// order).
+fn check_timestamps(h: &BatchHeader, now: i64, config: &LogConfig) -> Result<(), AppendError> {
+    if let Some(before) = config.timestamp_before_max {
+        let floor = now.saturating_sub(before.as_millis() as i64);
+        if h.base_timestamp < floor {
+            return Err(AppendError::InvalidTimestamp {
+                timestamp: h.base_timestamp,
+                why: format!(
+                    "more than message.timestamp.before.max.ms ({} ms) before the broker's clock",
+                    before.as_millis()
+                ),
+            });
+        }
+    }
+    if let Some(after) = config.timestamp_after_max {
+        let ceiling = now.saturating_add(after.as_millis() as i64);
+        if h.max_timestamp > ceiling {
+            return Err(AppendError::InvalidTimestamp {
+                timestamp: h.max_timestamp,
+                why: format!(
+                    "more than message.timestamp.after.max.ms ({} ms) after the broker's clock",
+                    after.as_millis()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn read_recovery_point(dir: &Path) -> Option<i64> {

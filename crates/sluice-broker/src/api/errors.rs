@@ -25,6 +25,8 @@ pub const INVALID_PRODUCER_EPOCH: i16 = E::InvalidProducerEpoch.code();
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = E::TransactionalIdAuthorizationFailed.code();
 pub const KAFKA_STORAGE_ERROR: i16 = E::KafkaStorageError.code();
 pub const INVALID_RECORD: i16 = E::InvalidRecord.code();
+pub const INVALID_CONFIG: i16 = E::InvalidConfig.code();
+pub const INVALID_TIMESTAMP: i16 = E::InvalidTimestamp.code();
 
 /// A topic operation's failure as a Kafka error code.
 pub fn topic_error_code(e: &TopicError) -> i16 {
@@ -34,6 +36,7 @@ pub fn topic_error_code(e: &TopicError) -> i16 {
         TopicError::NotFound(_) => UNKNOWN_TOPIC_OR_PARTITION,
         TopicError::InvalidPartitions => INVALID_PARTITIONS,
         TopicError::Io { .. } => KAFKA_STORAGE_ERROR,
+        TopicError::InvalidConfig(_) => INVALID_CONFIG,
     }
 }
 
@@ -48,6 +51,7 @@ pub fn append_error_code(e: &AppendError) -> i16 {
         AppendError::Sequence(SequenceError::OutOfOrder { .. }) => OUT_OF_ORDER_SEQUENCE_NUMBER,
         AppendError::Sequence(SequenceError::FencedEpoch { .. }) => INVALID_PRODUCER_EPOCH,
         AppendError::BatchTooLarge { .. } => MESSAGE_TOO_LARGE,
+        AppendError::InvalidTimestamp { .. } => INVALID_TIMESTAMP,
         AppendError::TooLarge { .. } => RECORD_LIST_TOO_LARGE,
         AppendError::Offline(_) | AppendError::Io { .. } | AppendError::NoSpace { .. } => {
             KAFKA_STORAGE_ERROR

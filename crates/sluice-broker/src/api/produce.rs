@@ -94,6 +94,8 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
                 Ok((info, log_start)) => {
                     p.base_offset = info.base_offset;
                     p.log_start_offset = log_start;
+                    // LogAppendTime topics: the time stamped into the batch.
+                    p.log_append_time_ms = info.log_append_time.unwrap_or(-1);
                 }
                 Err(code) => p.error_code = code,
             }

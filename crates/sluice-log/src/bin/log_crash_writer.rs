@@ -25,9 +25,9 @@ pub fn crash_config(append_path: sluice_log::AppendPath) -> LogConfig {
         retention_bytes: None,
         retention_age: None,
         index_interval_bytes: 4096,
-        max_batch_bytes: LogConfig::default().max_batch_bytes,
         flush: FlushPolicy::Always,
         append_path,
+        ..LogConfig::default()
     }
 }
 

@@ -30,9 +30,9 @@ pub fn small_config(path: AppendPath) -> LogConfig {
         retention_bytes: None,
         retention_age: None,
         index_interval_bytes: 512,
-        max_batch_bytes: LogConfig::default().max_batch_bytes,
         flush: FlushPolicy::Os,
         append_path: path,
+        ..LogConfig::default()
     }
 }
 
