@@ -794,30 +794,30 @@ impl Partition {
     /// the active one). Returns how many went.
     pub fn apply_retention(&self) -> io::Result<usize> {
         let config = self.config.load_full();
-        // Only `delete` removes data: a compacted log keeps every key's
-        // latest record however old.
-        if !config.cleanup_policy.delete {
-            return Ok(0);
-        }
+        // Only `delete` removes data by size or age: a compacted log keeps
+        // every key's latest record however old. Segments wholly below the
+        // log start go under any policy, as Kafka deletes them.
+        let by_retention = config.cleanup_policy.delete;
         let _app = self.lock();
         let segs = self.segments.load_full();
         let now = now_ms();
         let mut total: u64 = segs.iter().map(|s| s.size()).sum();
         let mut drop_count = 0;
-        // Segments wholly below the log start (DeleteRecords moved it past
-        // them) go too, as Kafka deletes them.
+        // DeleteRecords may have moved the log start past whole segments.
         let log_start = self.log_start();
         for (i, seg) in segs.iter().enumerate().take(segs.len().saturating_sub(1)) {
             let below_start = segs[i + 1].base_offset() <= log_start;
-            let over_size = config.retention_bytes.is_some_and(|limit| total > limit);
+            let over_size =
+                by_retention && config.retention_bytes.is_some_and(|limit| total > limit);
             let newest = if seg.max_timestamp() >= 0 {
                 seg.max_timestamp()
             } else {
                 seg.created_ms()
             };
-            let too_old = config
-                .retention_age
-                .is_some_and(|age| now - newest > age.as_millis() as i64);
+            let too_old = by_retention
+                && config
+                    .retention_age
+                    .is_some_and(|age| now - newest > age.as_millis() as i64);
             if !(below_start || over_size || too_old) {
                 break;
             }

@@ -179,3 +179,26 @@ fn a_damaged_start_file_refuses_the_open() {
     let err = Partition::open(&part_dir, small_config(PATHS[0]), false).expect_err("refused");
     assert!(err.to_string().contains("log-start-offset"), "{err}");
 }
+
+#[test]
+fn segments_below_the_start_go_even_once_the_topic_is_compacted() {
+    // Kafka deletes log-start-breached segments under any cleanup.policy;
+    // only retention by size and age is `delete`'s alone.
+    let dir = tempfile::tempdir().expect("dir");
+    let config = small_config(PATHS[1]);
+    let p = filled(&dir.path().join("t-0"), config.clone());
+    let second = p.segments()[1].base_offset();
+    p.delete_records_before(second).expect("delete");
+    p.set_config(LogConfig {
+        cleanup_policy: sluice_log::CleanupPolicy {
+            delete: false,
+            compact: true,
+        },
+        retention_age: Some(std::time::Duration::from_millis(1)),
+        ..config
+    });
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(p.apply_retention().expect("retention"), 1);
+    assert_eq!(p.segments()[0].base_offset(), second);
+    assert_eq!(p.log_start(), second);
+}
