@@ -157,8 +157,8 @@ fn closing_cases() -> Vec<(&'static str, Vec<u8>)> {
         ("unknown API key 999", framed(&header(999, 0))),
         ("negative API key", framed(&header(-3, 0))),
         (
-            "API key known to Kafka, not served (DeleteRecords)",
-            framed(&header(21, 0)),
+            "API key known to Kafka, not served (AlterReplicaLogDirs)",
+            framed(&header(34, 0)),
         ),
         ("Produce v99", framed(&header(PRODUCE, 99))),
         ("Fetch version -1", framed(&header(1, -1))),

@@ -56,7 +56,8 @@ pub fn list_offsets(
 
 /// (offset, timestamp) for one ListOffsets target. Latest and earliest
 /// carry timestamp −1, as in Kafka; an unknown negative target is treated
-/// as latest; a time no record reaches finds nothing (offset −1).
+/// as latest; a time no record at or after the log start reaches finds
+/// nothing (offset −1).
 fn lookup(part: &Partition, target: i64) -> Result<Option<(i64, i64)>, ReadError> {
     match target {
         EARLIEST => Ok(Some((part.log_start(), -1))),
@@ -66,12 +67,31 @@ fn lookup(part: &Partition, target: i64) -> Result<Option<(i64, i64)>, ReadError
                 records.iter().find(|r| r.1 == max).copied()
             })
         })),
-        ts if ts >= 0 => Ok(part.batch_for_timestamp(ts)?.and_then(|batch| {
-            record_where(batch, |records| records.iter().find(|r| r.1 >= ts).copied())
-        })),
+        ts if ts >= 0 => by_time(part, ts),
         // −1 (latest), and any other negative target.
         _ => Ok(Some((part.log_end(), -1))),
     }
+}
+
+/// The first record at or after the log start with a timestamp ≥ `ts`
+/// (Kafka's `findOffsetByTimestamp(ts, logStartOffset)`). A batch
+/// straddling the log start (DeleteRecords moved it inside the batch) may
+/// reach the time only below it: the search then goes on after that batch.
+fn by_time(part: &Partition, ts: i64) -> Result<Option<(i64, i64)>, ReadError> {
+    let mut from = part.log_start();
+    while let Some(batch) = part.batch_for_timestamp_from(ts, from)? {
+        let Ok(h) = sluice_log::batch::BatchHeader::parse(&batch) else {
+            return Ok(None);
+        };
+        let found = record_where(batch, |records| {
+            records.iter().find(|r| r.1 >= ts && r.0 >= from).copied()
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        from = h.last_offset() + 1;
+    }
+    Ok(None)
 }
 
 /// Decodes a stored batch (decompressing it if need be) into its records'

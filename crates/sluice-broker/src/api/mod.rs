@@ -10,6 +10,7 @@
 //! and header reads, fsyncs) take a [`Blocking`] token, which only
 //! [`off_runtime`] makes: they cannot be called on an async worker.
 
+mod admin;
 mod configs;
 mod decode;
 mod encode;
@@ -141,6 +142,18 @@ pub async fn dispatch(
         ),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
             off_runtime(state, move |s, b| topics::create_partitions(s, r, b)).await?,
+        ),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(admin::describe_cluster(state, r, version))
+        }
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(
+            off_runtime(state, move |s, b| admin::describe_log_dirs(s, r, b)).await?,
+        ),
+        RequestKind::DescribeTopicPartitions(r) => {
+            ResponseKind::DescribeTopicPartitions(admin::describe_topic_partitions(state, r))
+        }
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(
+            off_runtime(state, move |s, b| admin::delete_records(s, r, b)).await?,
         ),
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(state, r))

@@ -23,6 +23,8 @@ use super::{ClientAddr, Part, Reply, dispatch, errors};
 use crate::config::BrokerConfig;
 use crate::state::{Advertised, BrokerState};
 
+mod admin;
+
 struct Fixture {
     state: Arc<BrokerState>,
     _dir: tempfile::TempDir,
