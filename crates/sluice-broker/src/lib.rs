@@ -20,6 +20,7 @@
 
 pub mod api;
 mod broker;
+pub mod broker_configs;
 mod config;
 pub mod coordinator;
 pub mod meta_properties;

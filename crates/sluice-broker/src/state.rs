@@ -9,6 +9,7 @@ use std::sync::Arc;
 use sluice_log::{Log, Upkeep};
 use tokio::sync::Notify;
 
+use crate::broker_configs::DynamicConfigs;
 use crate::config::BrokerConfig;
 use crate::coordinator::groups::{Groups, SystemClock};
 use crate::coordinator::offsets::OffsetStore;
@@ -82,6 +83,8 @@ pub struct BrokerState {
     pub producer_ids: ProducerIds,
     pub groups: Groups,
     pub offsets: Arc<OffsetStore>,
+    /// Broker configs changed at run time (AlterConfigs on the broker).
+    pub dynamic: DynamicConfigs,
     _upkeep: Upkeep,
 }
 
@@ -95,7 +98,16 @@ impl BrokerState {
         // clean-shutdown marker and force a full recovery next time).
         std::fs::create_dir_all(&config.data_dir)?;
         let meta = MetaProperties::load_or_create(&config.data_dir, config.node_id)?;
-        let log = Arc::new(Log::open(&config.data_dir, config.log.clone())?);
+        // The log opens with the dynamic broker configs already over the
+        // static ones: no topic runs with a default it no longer has.
+        let dynamic = DynamicConfigs::load(&config.data_dir)?;
+        let defaults = dynamic.resolve(&config.log).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("stored dynamic broker config refused: {e}"),
+            )
+        })?;
+        let log = Arc::new(Log::open(&config.data_dir, defaults)?);
         let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         let offsets = Arc::new(OffsetStore::open(&config.data_dir)?);
@@ -111,6 +123,7 @@ impl BrokerState {
             producer_ids,
             groups,
             offsets,
+            dynamic,
             _upkeep: upkeep,
         })
     }

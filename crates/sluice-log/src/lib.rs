@@ -85,7 +85,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
-    config: LogConfig,
+    /// The settings topics inherit where they have no override (the
+    /// broker's; dynamic broker configs change them at run time).
+    defaults: RwLock<LogConfig>,
     topics: RwLock<BTreeMap<String, Vec<Arc<Partition>>>>,
     /// Each topic's config overrides (topics without any are absent).
     overrides: RwLock<BTreeMap<String, TopicOverrides>>,
@@ -168,7 +170,7 @@ impl Log {
         }
         Ok(Log {
             dir: dir.to_path_buf(),
-            config,
+            defaults: RwLock::new(config),
             topics: RwLock::new(topics),
             overrides: RwLock::new(overrides),
             changing: std::sync::Mutex::new(()),
@@ -180,8 +182,34 @@ impl Log {
         &self.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The settings topics inherit where they have no override.
+    pub fn config(&self) -> LogConfig {
+        self.defaults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the inherited settings (Kafka's dynamic broker configs): every
+    /// topic runs with `defaults` and its own overrides from its next append,
+    /// roll, flush and retention pass.
+    pub fn set_defaults(&self, defaults: LogConfig) -> Result<(), TopicError> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut resolved = Vec::new();
+        for (topic, partitions) in self.read_topics().iter() {
+            let config = match self.read_overrides().get(topic) {
+                Some(o) => topic_config::resolve(&defaults, o)?,
+                None => defaults.clone(),
+            };
+            resolved.push((partitions.clone(), config));
+        }
+        *self.defaults.write().unwrap_or_else(|e| e.into_inner()) = defaults;
+        for (partitions, config) in resolved {
+            for p in partitions {
+                p.set_config(config.clone());
+            }
+        }
+        Ok(())
     }
 
     /// True when the previous run left a clean-shutdown marker.
@@ -217,8 +245,8 @@ impl Log {
         if partitions == 0 {
             return Err(TopicError::InvalidPartitions);
         }
-        let config = topic_config::resolve(&self.config, overrides)?;
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let config = topic_config::resolve(&self.config(), overrides)?;
         if self.read_topics().contains_key(name) {
             return Err(TopicError::Exists(name.to_string()));
         }
@@ -258,8 +286,8 @@ impl Log {
         name: &str,
         overrides: &TopicOverrides,
     ) -> Result<(), TopicError> {
-        let config = topic_config::resolve(&self.config, overrides)?;
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let config = topic_config::resolve(&self.config(), overrides)?;
         let partitions = self
             .read_topics()
             .get(name)
@@ -286,8 +314,8 @@ impl Log {
     /// The settings a topic runs with (the broker's, with its overrides).
     fn topic_log_config(&self, name: &str) -> Result<LogConfig, TopicError> {
         match self.read_overrides().get(name) {
-            Some(o) => Ok(topic_config::resolve(&self.config, o)?),
-            None => Ok(self.config.clone()),
+            Some(o) => Ok(topic_config::resolve(&self.config(), o)?),
+            None => Ok(self.config()),
         }
     }
 
@@ -420,9 +448,11 @@ impl Log {
     /// Starts the upkeep thread: flushes due under `FlushPolicy::Interval`,
     /// retention every `retention_check`.
     pub fn start_upkeep(self: &Arc<Self>, retention_check: Duration) -> io::Result<Upkeep> {
-        let tick = match self.config.flush {
+        // At least once a second, so a topic's own flush.ms is kept to
+        // within a second whatever the broker's policy.
+        let tick = match self.config().flush {
             FlushPolicy::Interval(every) => every.min(retention_check),
-            _ => retention_check,
+            _ => retention_check.min(Duration::from_secs(1)),
         }
         .max(Duration::from_millis(1));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));

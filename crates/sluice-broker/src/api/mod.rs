@@ -135,7 +135,7 @@ pub async fn dispatch(
             off_runtime(state, move |s, b| list_offsets::list_offsets(s, r, b)).await?,
         ),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
-            off_runtime(state, move |s, b| topics::create_topics(s, r, b)).await?,
+            off_runtime(state, move |s, b| topics::create_topics(s, r, version, b)).await?,
         ),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(
             off_runtime(state, move |s, b| topics::delete_topics(s, r, b)).await?,
@@ -156,8 +156,17 @@ pub async fn dispatch(
             off_runtime(state, move |s, b| admin::delete_records(s, r, b)).await?,
         ),
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::describe_configs(state, r))
+            ResponseKind::DescribeConfigs(configs::describe_configs(state, r, version))
         }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(
+            off_runtime(state, move |s, b| configs::alter_configs(s, r, b)).await?,
+        ),
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            off_runtime(state, move |s, b| {
+                configs::incremental_alter_configs(s, r, b)
+            })
+            .await?,
+        ),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(
             off_runtime(state, move |s, b| producer_ids::init_producer_id(s, r, b)).await?,
         ),

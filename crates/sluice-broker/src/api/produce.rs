@@ -52,7 +52,7 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
                 Err(code) => Err(code),
                 Ok(part) => {
                     let durable_wait =
-                        acks == -1 && matches!(state.config.log.flush, FlushPolicy::Interval(_));
+                        acks == -1 && matches!(part.config().flush, FlushPolicy::Interval(_));
                     let log_part = part.clone();
                     let queued = std::time::Instant::now();
                     let appended = tokio::task::spawn_blocking(move || {

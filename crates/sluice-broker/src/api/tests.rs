@@ -318,3 +318,133 @@ async fn a_fetch_over_the_partition_limit_is_answered_for_every_partition() {
         .count();
     assert_eq!(with_records, 2, "the first two partitions are served");
 }
+
+fn topic_value(resp: &DescribeConfigsResponse, name: &str) -> Option<(String, i8)> {
+    resp.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == name)
+        .map(|c| {
+            (
+                c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                c.config_source,
+            )
+        })
+}
+
+fn describe_topic(topic: &str) -> DescribeConfigsRequest {
+    let mut res =
+        kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_string(topic.into());
+    let mut req = DescribeConfigsRequest::default();
+    req.resources.push(res);
+    req.include_synonyms = true;
+    req.include_documentation = true;
+    req
+}
+
+#[tokio::test]
+async fn alter_configs_replaces_and_incremental_alter_edits() {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::incremental_alter_configs_request as inc;
+    let f = fixture(BrokerConfig::default());
+    create(&f, "cfg", 1).await;
+    let set = |pairs: &[(&str, i8, &str)]| {
+        let mut res = inc::AlterConfigsResource::default();
+        res.resource_type = 2;
+        res.resource_name = StrBytes::from_static_str("cfg");
+        res.configs = pairs
+            .iter()
+            .map(|(k, op, v)| {
+                let mut c = inc::AlterableConfig::default();
+                c.name = StrBytes::from_string(k.to_string());
+                c.config_operation = *op;
+                c.value = Some(StrBytes::from_string(v.to_string()));
+                c
+            })
+            .collect();
+        let mut req = IncrementalAlterConfigsRequest::default();
+        req.resources.push(res);
+        req
+    };
+    // SET, then APPEND to a list, then SUBTRACT from it.
+    let resp = call(
+        &f,
+        1,
+        set(&[
+            ("retention.ms", 0, "5000"),
+            ("cleanup.policy", 2, "compact"),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        resp.responses[0].error_code, 0,
+        "{:?}",
+        resp.responses[0].error_message
+    );
+    let d = call(&f, 4, describe_topic("cfg")).await;
+    assert_eq!(topic_value(&d, "retention.ms"), Some(("5000".into(), 1)));
+    assert_eq!(
+        topic_value(&d, "cleanup.policy"),
+        Some(("compact,delete".into(), 1))
+    );
+    let retention = d.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .expect("entry");
+    assert_eq!(retention.config_type, 5, "LONG");
+    assert!(retention.documentation.is_some());
+    let synonyms: Vec<(String, i8)> = retention
+        .synonyms
+        .iter()
+        .map(|s| (s.name.to_string(), s.source))
+        .collect();
+    assert_eq!(
+        synonyms,
+        vec![("retention.ms".into(), 1), ("log.retention.ms".into(), 5)]
+    );
+    call(&f, 1, set(&[("cleanup.policy", 3, "delete")])).await;
+    let d = call(&f, 4, describe_topic("cfg")).await;
+    assert_eq!(
+        topic_value(&d, "cleanup.policy"),
+        Some(("compact".into(), 1))
+    );
+    // APPEND to a non-list and unknown names are refused by name.
+    let resp = call(&f, 1, set(&[("retention.ms", 2, "1")])).await;
+    assert_eq!(resp.responses[0].error_code, errors::INVALID_CONFIG);
+    let resp = call(&f, 1, set(&[("retention.mss", 0, "1")])).await;
+    assert_eq!(resp.responses[0].error_code, errors::INVALID_CONFIG);
+    assert!(
+        resp.responses[0]
+            .error_message
+            .as_ref()
+            .is_some_and(|m| m.contains("retention.mss"))
+    );
+    // AlterConfigs replaces the whole set.
+    let mut res = AlterConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_static_str("cfg");
+    let mut c = AlterableConfig::default();
+    c.name = StrBytes::from_static_str("segment.ms");
+    c.value = Some(StrBytes::from_static_str("60000"));
+    res.configs.push(c);
+    let mut req = AlterConfigsRequest::default();
+    req.resources.push(res);
+    let resp = call(&f, 2, req).await;
+    assert_eq!(resp.responses[0].error_code, 0);
+    let d = call(&f, 4, describe_topic("cfg")).await;
+    assert_eq!(topic_value(&d, "segment.ms"), Some(("60000".into(), 1)));
+    assert_eq!(
+        topic_value(&d, "retention.ms"),
+        Some(("604800000".into(), 5))
+    );
+    assert_eq!(
+        topic_value(&d, "cleanup.policy"),
+        Some(("delete".into(), 5))
+    );
+    // Unknown topics.
+    let d = call(&f, 4, describe_topic("nope")).await;
+    assert_eq!(d.results[0].error_code, errors::UNKNOWN_TOPIC_OR_PARTITION);
+}

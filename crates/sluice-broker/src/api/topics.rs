@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 use sluice_log::{Partition, TopicError};
 
 use super::errors::{self, topic_error_code};
-use super::{Blocking, str_bytes};
+use super::{Blocking, configs, str_bytes};
 use crate::state::BrokerState;
 
 /// A partition of a topic, if both exist.
@@ -55,9 +55,13 @@ pub fn ensure_topic(
     }
 }
 
+/// CreateTopics v2–7: partitions, replication factor 1 (one broker), and
+/// config overrides checked before anything is made (INVALID_CONFIG naming
+/// the config). v5+ answers with the configs the topic runs with.
 pub fn create_topics(
     state: &BrokerState,
     r: CreateTopicsRequest,
+    version: i16,
     _: &Blocking,
 ) -> CreateTopicsResponse {
     let mut out = CreateTopicsResponse::default();
@@ -84,24 +88,35 @@ pub fn create_topics(
             ))
         } else if let Err(e) = sluice_log::validate_topic_name(&name) {
             Err((topic_error_code(&e), e.to_string()))
-        } else if r.validate_only {
-            if state.log.partition_count(&name).is_some() {
-                Err((
-                    errors::TOPIC_ALREADY_EXISTS,
-                    format!("topic {name:?} already exists"),
-                ))
-            } else {
-                Ok(())
-            }
         } else {
-            state
-                .log
-                .create_topic(&name, partitions as u32)
-                .map_err(|e| (topic_error_code(&e), e.to_string()))
+            configs::create_topic_overrides(&topic.configs).and_then(|overrides| {
+                if r.validate_only {
+                    if state.log.partition_count(&name).is_some() {
+                        return Err((
+                            errors::TOPIC_ALREADY_EXISTS,
+                            format!("topic {name:?} already exists"),
+                        ));
+                    }
+                    sluice_log::topic_config::resolve(&state.log.config(), &overrides)
+                        .map(|_| ())
+                        .map_err(|e| (errors::INVALID_CONFIG, e.to_string()))
+                } else {
+                    state
+                        .log
+                        .create_topic_with(&name, partitions as u32, &overrides)
+                        .map_err(|e| (topic_error_code(&e), e.to_string()))
+                }
+            })
         };
-        if let Err((code, message)) = outcome {
-            res.error_code = code;
-            res.error_message = Some(str_bytes(&message));
+        match outcome {
+            Err((code, message)) => {
+                res.error_code = code;
+                res.error_message = Some(str_bytes(&message));
+            }
+            Ok(()) if version >= 5 && !r.validate_only => {
+                res.configs = Some(configs::created_topic_configs(state, &name));
+            }
+            Ok(()) => {}
         }
         out.topics.push(res);
     }
