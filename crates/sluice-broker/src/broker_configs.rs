@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+
 use std::sync::Mutex;
 
 use sluice_log::topic_config::{self, ConfigError, TOPIC_CONFIGS, TopicConfigDef};
@@ -53,26 +54,10 @@ impl DynamicConfigs {
     /// Reads both sets from `data_dir` (absent files are empty sets).
     pub fn load(data_dir: &Path) -> io::Result<DynamicConfigs> {
         let read = |scope: Scope| -> io::Result<BrokerOverrides> {
-            let path = data_dir.join(scope.file());
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-                Err(e) => return Err(e),
-            };
-            let mut set = BTreeMap::new();
-            for line in text.lines().map(str::trim) {
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let (k, v) = line.split_once('=').ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {line:?} is not key=value", path.display()),
-                    )
-                })?;
-                set.insert(k.to_string(), v.to_string());
+            match topic_config::read_properties(&data_dir.join(scope.file())) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+                read => read,
             }
-            Ok(set)
         };
         Ok(DynamicConfigs {
             dir: data_dir.to_path_buf(),
@@ -128,22 +113,11 @@ impl DynamicConfigs {
     /// Replaces `scope`'s set, durably (temporary file, fsync, rename).
     pub fn store(&self, scope: Scope, set: BrokerOverrides) -> io::Result<()> {
         let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-        let path = self.dir.join(scope.file());
-        let mut text = String::from("# Dynamic broker configs, written by sluice.\n");
-        for (k, v) in &set {
-            if k.contains(['=', '\n']) || v.contains('\n') {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("config {k:?} cannot be stored"),
-                ));
-            }
-            text.push_str(&format!("{k}={v}\n"));
-        }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        topic_config::write_properties(
+            &self.dir.join(scope.file()),
+            "Dynamic broker configs, written by sluice.",
+            &set,
+        )?;
         match scope {
             Scope::Broker => sets.0 = set,
             Scope::ClusterDefault => sets.1 = set,

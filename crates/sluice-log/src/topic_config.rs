@@ -567,55 +567,37 @@ fn file(data_dir: &Path, topic: &str) -> PathBuf {
     data_dir.join(DIR).join(format!("{topic}.properties"))
 }
 
-/// Reads every stored topic's overrides.
-pub fn load_all(data_dir: &Path) -> io::Result<BTreeMap<String, TopicOverrides>> {
-    let mut all = BTreeMap::new();
-    let dir = data_dir.join(DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(all),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let path = entry?.path();
-        let Some(topic) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".properties"))
-        else {
-            continue; // temporary files of an interrupted write
-        };
-        let text = std::fs::read_to_string(&path)?;
-        let mut overrides = TopicOverrides::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (k, v) = line.split_once('=').ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {line:?} is not key=value", path.display()),
-                )
-            })?;
-            overrides.insert(k.to_string(), v.to_string());
+/// Reads a properties file of `name=value` lines (`#` comments and blank
+/// lines skipped; no Java escapes: config values never need them).
+pub fn read_properties(path: &Path) -> io::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut map = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
         }
-        all.insert(topic.to_string(), overrides);
+        let (k, v) = line.split_once('=').ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {line:?} is not key=value", path.display()),
+            )
+        })?;
+        map.insert(k.to_string(), v.to_string());
     }
-    Ok(all)
+    Ok(map)
 }
 
-/// Writes a topic's overrides durably (temporary file, fsync, rename, fsync
-/// of the directory); none at all removes the file.
-pub fn store(data_dir: &Path, topic: &str, overrides: &TopicOverrides) -> io::Result<()> {
-    let dir = data_dir.join(DIR);
-    let path = file(data_dir, topic);
-    if overrides.is_empty() {
-        return remove(data_dir, topic);
-    }
-    std::fs::create_dir_all(&dir)?;
-    let mut text = String::from("# Topic config overrides, written by sluice.\n");
-    for (k, v) in overrides {
+/// Writes a properties file durably: `# header`, then one sorted
+/// `name=value` line each, through a temporary file (fsync, rename, fsync of
+/// the directory). A name holding `=` or a line break, or a value holding a
+/// line break, cannot be stored.
+pub fn write_properties(
+    path: &Path,
+    header: &str,
+    map: &BTreeMap<String, String>,
+) -> io::Result<()> {
+    let mut text = format!("# {header}\n");
+    for (k, v) in map {
         if k.contains(['=', '\n']) || v.contains('\n') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -624,11 +606,51 @@ pub fn store(data_dir: &Path, topic: &str, overrides: &TopicOverrides) -> io::Re
         }
         text.push_str(&format!("{k}={v}\n"));
     }
-    let tmp = dir.join(format!("{topic}.properties.tmp"));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, text)?;
     std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(&dir)?.sync_all()
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Reads every stored topic's overrides.
+pub fn load_all(data_dir: &Path) -> io::Result<BTreeMap<String, TopicOverrides>> {
+    let mut all = BTreeMap::new();
+    let entries = match std::fs::read_dir(data_dir.join(DIR)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(all),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        // Temporary files of an interrupted write end in `.tmp`.
+        if let Some(topic) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".properties"))
+        {
+            all.insert(topic.to_string(), read_properties(&path)?);
+        }
+    }
+    Ok(all)
+}
+
+/// Writes a topic's overrides durably; none at all removes the file.
+pub fn store(data_dir: &Path, topic: &str, overrides: &TopicOverrides) -> io::Result<()> {
+    if overrides.is_empty() {
+        return remove(data_dir, topic);
+    }
+    std::fs::create_dir_all(data_dir.join(DIR))?;
+    write_properties(
+        &file(data_dir, topic),
+        "Topic config overrides, written by sluice.",
+        overrides,
+    )
 }
 
 /// Forgets a topic's overrides (the topic was deleted).
