@@ -11,13 +11,16 @@ pub enum ClientError {
     Protocol(String),
     #[error("broker answered with Kafka error {0} ({name})", name = error_name(*.0))]
     Kafka(i16),
+    /// A Kafka error code with the broker's message (admin answers carry one).
+    #[error("broker answered with Kafka error {code} ({name}): {message}", name = error_name(*.code))]
+    Refused { code: i16, message: String },
 }
 
 impl ClientError {
     /// The Kafka error code, when the broker answered with one.
     pub fn kafka_code(&self) -> Option<i16> {
         match self {
-            ClientError::Kafka(code) => Some(*code),
+            ClientError::Kafka(code) | ClientError::Refused { code, .. } => Some(*code),
             _ => None,
         }
     }

@@ -4,8 +4,10 @@
 //! to talk to a Kafka-compatible broker, without depending on the broker:
 //!
 //! - [`Client`]: a small blocking client (Produce, pipelined or not; Fetch,
-//!   ListOffsets, Metadata, CreateTopics, DeleteTopics) and [`wire`], its
-//!   request framing, for callers that need raw frames.
+//!   ListOffsets, Metadata, CreateTopics, DeleteTopics; the admin calls
+//!   DescribeCluster, DescribeConfigs, IncrementalAlterConfigs and
+//!   DeleteRecords) and [`wire`], its request framing, for callers that need
+//!   raw frames.
 //! - [`ClientError`] and [`error_name`]: Kafka error codes by Kafka's names,
 //!   from `kafka_protocol`'s `ResponseError`.
 //! - [`encode_batch`] and [`plain_record`] build RecordBatch v2 batches;
@@ -14,6 +16,7 @@
 //! - [`murmur2`] and [`partition_for_key`]: Kafka's key partitioner.
 //! - [`parse_size`]: `64k`, `1MiB`, `1g`.
 
+mod admin;
 mod batch;
 mod client;
 mod error;
@@ -21,6 +24,10 @@ mod partition;
 mod size;
 pub mod wire;
 
+pub use admin::{
+    BrokerInfo, ClusterInfo, ConfigChange, ConfigEntry, ConfigOp, RESOURCE_BROKER, RESOURCE_TOPIC,
+    config_source,
+};
 pub use batch::{Batch, Batches, batches, encode_batch, plain_record, whole_len};
 pub use client::{Client, Fetched, TopicInfo, produce_request, topic_name};
 pub use error::{ClientError, error_name};

@@ -1,10 +1,11 @@
-//! `sluice topic create | list | describe | delete`: topic administration
-//! against a running broker (Sluice or any Kafka) over the Kafka protocol —
-//! CreateTopics, Metadata, ListOffsets, DeleteTopics.
+//! `sluice topic create | list | describe | alter | delete-records | delete`:
+//! topic administration against a running broker (Sluice or any Kafka) over
+//! the Kafka protocol — CreateTopics, Metadata, ListOffsets, DescribeConfigs,
+//! IncrementalAlterConfigs, DeleteRecords, DeleteTopics.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use sluice_client::Client;
+use sluice_client::{Client, ConfigChange, ConfigOp, RESOURCE_TOPIC};
 
 #[derive(Args, Debug)]
 pub struct TopicArgs {
@@ -34,8 +35,31 @@ pub enum TopicCommand {
     },
     /// List topic names, one per line.
     List,
-    /// Partitions, leaders and offsets of the named topics (all if none).
+    /// Partitions, leaders and offsets of the named topics (all if none),
+    /// and each topic's config overrides.
     Describe { names: Vec<String> },
+    /// Change a topic's configs (IncrementalAlterConfigs): set some, put
+    /// others back to the broker's value.
+    Alter {
+        name: String,
+        /// Set a config, `key=value` (e.g. retention.ms=3600000); repeatable.
+        #[arg(short, long = "config", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
+        /// Remove an override, so the broker's value applies; repeatable.
+        #[arg(short, long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
+    /// Delete a partition's records below an offset (DeleteRecords): its log
+    /// start offset moves there, and consumers start from it.
+    DeleteRecords {
+        name: String,
+        #[arg(short, long)]
+        partition: i32,
+        /// Records below this offset go; -1: every record (up to the high
+        /// watermark).
+        #[arg(short, long, allow_negative_numbers = true)]
+        offset: i64,
+    },
     /// Delete topics.
     Delete {
         #[arg(required = true)]
@@ -84,6 +108,20 @@ pub fn run(args: TopicArgs) -> Result<()> {
                     t.partitions.len(),
                     if t.internal { "  (internal)" } else { "" }
                 );
+                let overrides = client
+                    .topic_overrides(&t.name)
+                    .with_context(|| format!("describing the configs of topic {}", t.name))?;
+                if !overrides.is_empty() {
+                    let shown: Vec<String> = overrides
+                        .iter()
+                        .map(|c| match (&c.value, c.sensitive) {
+                            (_, true) => format!("{}=(sensitive)", c.name),
+                            (Some(v), false) => format!("{}={v}", c.name),
+                            (None, false) => format!("{}=(null)", c.name),
+                        })
+                        .collect();
+                    println!("  configs {}", shown.join(" "));
+                }
                 for (partition, leader) in t.partitions {
                     let earliest = client.list_offset(&t.name, partition, -2)?;
                     let latest = client.list_offset(&t.name, partition, -1)?;
@@ -93,6 +131,47 @@ pub fn run(args: TopicArgs) -> Result<()> {
                     );
                 }
             }
+        }
+        TopicCommand::Alter {
+            name,
+            configs,
+            delete_configs,
+        } => {
+            if configs.is_empty() && delete_configs.is_empty() {
+                bail!("nothing to change: give --config key=value or --delete-config key");
+            }
+            let mut changes: Vec<ConfigChange> = configs
+                .into_iter()
+                .map(|(k, v)| ConfigChange {
+                    name: k,
+                    op: ConfigOp::Set,
+                    value: Some(v),
+                })
+                .collect();
+            changes.extend(delete_configs.into_iter().map(|k| ConfigChange {
+                name: k,
+                op: ConfigOp::Delete,
+                value: None,
+            }));
+            client
+                .incremental_alter_configs(RESOURCE_TOPIC, &name, &changes, false)
+                .with_context(|| format!("altering the configs of topic {name}"))?;
+            for c in &changes {
+                match &c.value {
+                    Some(v) => println!("set {}={v} on topic {name}", c.name),
+                    None => println!("deleted {} from topic {name}", c.name),
+                }
+            }
+        }
+        TopicCommand::DeleteRecords {
+            name,
+            partition,
+            offset,
+        } => {
+            let low = client
+                .delete_records(&name, partition, offset)
+                .with_context(|| format!("deleting records of {name}-{partition}"))?;
+            println!("topic {name} partition {partition}: log start offset {low}");
         }
         TopicCommand::Delete { names } => {
             for name in names {
