@@ -5,8 +5,6 @@ mod support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -15,36 +13,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use support::{Client, Server};
-
-fn python() -> PathBuf {
-    std::env::var_os("SLUICE_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop-venv/bin/python")
-        })
-}
-
-/// Runs a Python snippet with confluent-kafka; `BROKER` is its bootstrap.
-fn confluent(broker: SocketAddr, code: &str) -> String {
-    let python = python();
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/test.sh, which creates the interop venv",
-        python.display()
-    );
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(format!("BROKER = '{broker}'\n{code}"))
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn producer(broker: SocketAddr, extra: &[(&str, &str)]) -> BaseProducer {
     let mut config = ClientConfig::new();
@@ -91,8 +59,8 @@ fn each_data_directory_has_its_own_cluster_id_kept_across_restarts() {
                 print(AdminClient({'bootstrap.servers': BROKER}).list_topics(timeout=10).cluster_id)";
     let mut a = Server::start(&[]);
     let b = Server::start(&[]);
-    let id_a = confluent(a.addr, code);
-    let id_b = confluent(b.addr, code);
+    let id_a = support::py(a.addr, code);
+    let id_b = support::py(b.addr, code);
     assert_eq!(id_a.len(), 22, "{id_a}");
     assert_ne!(id_a, id_b);
     let meta = std::fs::read_to_string(a.data_dir.join("meta.properties")).expect("meta");
@@ -104,7 +72,7 @@ fn each_data_directory_has_its_own_cluster_id_kept_across_restarts() {
     let dir = a.take_dir().expect("dir");
     a.stop();
     let again = Server::start_in(&dir.path().join("data"), &[]);
-    assert_eq!(confluent(again.addr, code), id_a);
+    assert_eq!(support::py(again.addr, code), id_a);
 }
 
 #[test]
@@ -121,7 +89,7 @@ fn a_host_name_can_be_advertised_and_a_wildcard_needs_one() {
         &["--advertised-listener", &format!("localhost:{port}")],
         &[],
     );
-    let out = confluent(
+    let out = support::py(
         server.addr,
         "from confluent_kafka import Producer, Consumer\n\
          from confluent_kafka.admin import AdminClient\n\
@@ -147,7 +115,7 @@ fn a_host_name_can_be_advertised_and_a_wildcard_needs_one() {
 
     // A wildcard listen address without an advertised name is refused
     // before anything is bound.
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path().join("wild"))
         .output()
@@ -163,7 +131,7 @@ fn list_offsets_answers_max_timestamp_and_the_found_records_timestamp() {
     // Timestamps 1000, 3000, 5000, 2000 at offsets 0..4: the largest is not
     // the last (confluent-kafka 2.16 asks ListOffsets v7 for the
     // max-timestamp spec, KIP-734).
-    let out = confluent(
+    let out = support::py(
         server.addr,
         "from confluent_kafka import Producer, TopicPartition\n\
          from confluent_kafka.admin import AdminClient, OffsetSpec\n\
@@ -401,7 +369,7 @@ fn a_commit_with_oversized_metadata_is_refused_not_cut() {
 #[test]
 fn create_partitions_from_a_real_admin_client() {
     let server = Server::start(&[]);
-    let out = confluent(
+    let out = support::py(
         server.addr,
         "from confluent_kafka.admin import AdminClient, NewTopic, NewPartitions\n\
          a = AdminClient({'bootstrap.servers': BROKER})\n\

@@ -11,14 +11,6 @@ use std::process::Command;
 
 use support::Server;
 
-fn python() -> PathBuf {
-    std::env::var_os("SLUICE_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop-venv/bin/python")
-        })
-}
-
 fn run_script(args: &[&str], expect: &str) {
     let server = Server::start(&[
         "--default-partitions",
@@ -27,7 +19,7 @@ fn run_script(args: &[&str], expect: &str) {
         "300",
     ]);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/interop_clients.py");
-    let python = python();
+    let python = support::python();
     assert!(
         python.exists(),
         "{} missing: run scripts/test.sh, which creates the interop venv",

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -14,37 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Timestamp;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use support::Server;
-
-fn python() -> PathBuf {
-    std::env::var_os("SLUICE_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop-venv/bin/python")
-        })
-}
-
-/// Runs a Python snippet; `BROKER` is the bootstrap address.
-fn py(broker: std::net::SocketAddr, code: &str) -> String {
-    let python = python();
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/test.sh, which creates the interop venv",
-        python.display()
-    );
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(format!("BROKER = '{broker}'\n{code}"))
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use support::{Server, py};
 
 const DESCRIBE: &str = "
 from confluent_kafka.admin import AdminClient, ConfigResource

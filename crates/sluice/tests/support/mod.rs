@@ -284,3 +284,37 @@ pub fn stored(b: &[u8], offset: i64) -> Vec<u8> {
     batch::set_leader_epoch(&mut v, 0);
     v
 }
+
+/// The interop venv's Python (kafka-python, confluent-kafka), which
+/// `scripts/test.sh` creates.
+pub fn python() -> PathBuf {
+    std::env::var_os("SLUICE_INTEROP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop-venv/bin/python")
+        })
+}
+
+/// Runs a Python snippet with the interop clients, `BROKER` set to the
+/// bootstrap address; panics with its output if it fails; returns its
+/// trimmed stdout.
+pub fn py(broker: SocketAddr, code: &str) -> String {
+    let python = python();
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/test.sh, which creates the interop venv",
+        python.display()
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(format!("BROKER = '{broker}'\n{code}"))
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
