@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use kafka_protocol::messages::DescribeLogDirsRequest;
@@ -14,36 +14,12 @@ use serde_json::Value;
 use sluice_client::Client;
 use support::Server;
 
-fn python() -> PathBuf {
-    std::env::var_os("SLUICE_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop-venv/bin/python")
-        })
-}
-
-/// Runs a Python snippet (confluent-kafka and kafka-python importable, the
-/// broker's address in `BROKER`) and parses the JSON its last line prints.
-fn py(broker: SocketAddr, code: &str) -> Value {
-    let python = python();
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/test.sh, which creates the interop venv",
-        python.display()
-    );
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(format!("import json\nBROKER = '{broker}'\n{code}"))
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+/// Runs a Python snippet through the interop venv (`support::py`) and
+/// parses the JSON its last line prints.
+fn py_json(broker: SocketAddr, code: &str) -> Value {
+    let out = support::py(broker, &format!("import json\n{code}"));
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 fn cluster_id(data_dir: &Path) -> String {
@@ -103,7 +79,7 @@ out['described'] = [len(f.result().partitions) for f in a.describe_topics(TopicC
 print(json.dumps(out))
 "#
     );
-    let out = py(server.addr, &code);
+    let out = py_json(server.addr, &code);
     let id = cluster_id(&server.data_dir);
     assert_eq!(
         out["cluster"],
@@ -156,7 +132,7 @@ out['partitions'] = k.describe_topic_partitions(['ui'])
 print(json.dumps(out, default=str))
 "#
     );
-    let out = py(server.addr, &code);
+    let out = py_json(server.addr, &code);
     let id = cluster_id(&server.data_dir);
     assert_eq!(out["cluster"]["cluster_id"], Value::from(id), "{out}");
     assert_eq!(out["cluster"]["controller_id"], Value::from(0));
@@ -213,7 +189,7 @@ print(json.dumps([got[0], len(got)]))
 "#;
 
 fn consume_from_start(broker: SocketAddr, topic: &str, want: usize) -> (i64, usize) {
-    let out = py(
+    let out = py_json(
         broker,
         &format!("TOPIC = '{topic}'\nWANT = {want}\n{CONSUME_FROM_START}"),
     );
@@ -226,7 +202,7 @@ fn consume_from_start(broker: SocketAddr, topic: &str, want: usize) -> (i64, usi
 #[test]
 fn delete_records_from_confluent_kafka_moves_where_consumers_start_and_survives_restarts() {
     let mut server = Server::start(&[]);
-    let out = py(
+    let out = py_json(
         server.addr,
         r#"
 from confluent_kafka import Producer, TopicPartition
