@@ -371,6 +371,10 @@ fn sluice_topic_delete_records_end_to_end() {
     assert!(ok, "{stderr}");
     assert_eq!(stdout.trim(), "topic cli partition 1: log start offset 4");
     assert_eq!(client.list_offset("cli", 1, -2).expect("earliest"), 4);
+    assert_eq!(
+        server.metric("sluice_partition_log_start_offset{topic=\"cli\",partition=\"1\"}"),
+        4
+    );
     let (ok, stdout, _) = sluice_topic(server.addr, &["describe", "cli"]);
     assert!(ok);
     assert!(
