@@ -38,6 +38,10 @@ pub enum BatchError {
         record_count: i32,
         why: &'static str,
     },
+    /// A record without a key in a batch for a compacted topic (Kafka's
+    /// "Compacted topic cannot accept message without key"; INVALID_RECORD).
+    #[error("record {index}: a compacted topic cannot accept a record without a key")]
+    MissingKey { index: i32 },
 }
 
 fn i16_at(b: &[u8], at: usize) -> i16 {
@@ -152,21 +156,70 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     // consumer can parse them. (Compressed batches would have to be
     // decompressed first; their header checks above still apply.)
     if h.compression() == 0 {
-        check_records(&bytes[HEADER_LEN..], h.record_count)?;
+        check_records(&bytes[HEADER_LEN..], h.record_count, None)?;
+    }
+    Ok(h)
+}
+
+/// Checks one complete batch as the log may hold it once compacted: as
+/// [`validate`], except that the cleaner leaves gaps — `recordCount` may be
+/// anything from 0 (a batch kept empty for its producer state or its last
+/// offset) to `lastOffsetDelta + 1`, and offset deltas need only increase
+/// within `0..=lastOffsetDelta`. Recovery scans segments with this; appends
+/// use the strict [`validate`].
+pub fn validate_stored(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let h = BatchHeader::parse(bytes)?;
+    if h.magic != 2 {
+        return Err(BatchError::UnsupportedMagic(h.magic));
+    }
+    if h.total_len() != Some(bytes.len()) {
+        return Err(BatchError::LengthMismatch {
+            declared: i64::from(h.batch_length),
+            actual: bytes.len() - LOG_OVERHEAD,
+        });
+    }
+    if h.record_count < 0 {
+        return Err(BatchError::BadRecordCount(h.record_count));
+    }
+    if h.last_offset_delta < 0 || h.last_offset_delta < h.record_count - 1 {
+        return Err(BatchError::BadOffsetDelta {
+            last_offset_delta: h.last_offset_delta,
+            record_count: h.record_count,
+        });
+    }
+    let computed = compute_crc(bytes);
+    if computed != h.crc {
+        return Err(BatchError::CrcMismatch {
+            stored: h.crc,
+            computed,
+        });
+    }
+    if h.compression() == 0 {
+        check_records(
+            &bytes[HEADER_LEN..],
+            h.record_count,
+            Some(h.last_offset_delta),
+        )?;
     }
     Ok(h)
 }
 
 /// Walks `record_count` records that must fill `records` exactly: each a
-/// length, attributes, timestampDelta, offsetDelta (0, 1, 2, ...), key,
-/// value and headers, with every length inside its record.
-fn check_records(records: &[u8], record_count: i32) -> Result<(), BatchError> {
+/// length, attributes, timestampDelta, offsetDelta (0, 1, 2, ...; or, with
+/// `stored_last_delta`, increasing up to it: a compacted batch), key, value
+/// and headers, with every length inside its record.
+fn check_records(
+    records: &[u8],
+    record_count: i32,
+    stored_last_delta: Option<i32>,
+) -> Result<(), BatchError> {
     let bad = |index: i32, why: &'static str| BatchError::BadRecord {
         index,
         record_count,
         why,
     };
     let mut pos = 0usize;
+    let mut prev_delta = -1i64;
     for index in 0..record_count {
         let len = read_varint(records, &mut pos).ok_or(bad(index, "truncated length"))?;
         let len = usize::try_from(len).map_err(|_| bad(index, "negative length"))?;
@@ -181,9 +234,14 @@ fn check_records(records: &[u8], record_count: i32) -> Result<(), BatchError> {
         }
         read_varint(record, &mut at).ok_or(bad(index, "bad timestampDelta"))?;
         let delta = read_varint(record, &mut at).ok_or(bad(index, "bad offsetDelta"))?;
-        if delta != i64::from(index) {
+        let in_order = match stored_last_delta {
+            None => delta == i64::from(index),
+            Some(last) => delta > prev_delta && delta <= i64::from(last),
+        };
+        if !in_order {
             return Err(bad(index, "offsetDelta out of sequence"));
         }
+        prev_delta = delta;
         // key and value: length -1 (null) or that many bytes
         for what in ["bad key", "bad value"] {
             skip_bytes(record, &mut at, true).ok_or(bad(index, what))?;
@@ -280,7 +338,7 @@ pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequenc
 }
 
 /// Reads a zigzag varint (Kafka's varint/varlong) at `*pos`.
-fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<i64> {
+pub(crate) fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*pos)?;

@@ -20,6 +20,7 @@
 //! recovery treats a torn or corrupt one, in `docs/FORMAT.md`.
 
 pub mod batch;
+pub mod cleaner;
 mod config;
 pub mod index;
 mod partition;
@@ -34,6 +35,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub use batch::BatchError;
+pub use cleaner::{CleanStats, Cleanable, Cleaner, CleanerConfig, CleanerStatus, CleanerTotals};
 pub use config::{AppendPath, CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use partition::{AppendError, AppendInfo, FileSlice, Partition, ReadError, ReadResult};
 pub use segment::{Segment, now_ms};
@@ -97,6 +99,8 @@ pub struct Log {
     changing: std::sync::Mutex<()>,
     /// Whether the previous run shut down cleanly.
     recovered_clean: bool,
+    /// The log cleaner's shared throttle and totals (`cleaner`).
+    cleaner: cleaner::LogCleaner,
 }
 
 impl Log {
@@ -175,6 +179,7 @@ impl Log {
             overrides: RwLock::new(overrides),
             changing: std::sync::Mutex::new(()),
             recovered_clean: clean,
+            cleaner: Default::default(),
         })
     }
 

@@ -6,6 +6,7 @@
 //! one at a time) validates, assigns offsets in place, writes, indexes, and
 //! then publishes the new end.
 
+mod compact;
 mod log_start;
 
 use std::io;
@@ -150,6 +151,8 @@ pub struct Partition {
     /// Mirrors `Appender::failed` for readers that must not wait for an
     /// append in progress (metrics).
     offline: AtomicBool,
+    /// The log cleaner's state (compacted topics; `partition/compact.rs`).
+    pub(crate) cleaner: crate::cleaner::PartitionCleaner,
 }
 
 /// What is known to be on disk, and the recovery point that follows from it.
@@ -218,6 +221,8 @@ impl Partition {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+        // A log cleaner pass a crash interrupted: completed or undone.
+        crate::cleaner::recover_dir(dir, &config)?;
         let mut bases: Vec<i64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -294,6 +299,7 @@ impl Partition {
                 producers,
             }),
             offline: AtomicBool::new(false),
+            cleaner: Default::default(),
         };
         // The new recovery point trusts every segment below the last one on
         // the next open; those this open scanned (a crash left them
@@ -406,13 +412,18 @@ impl Partition {
         if batches.is_empty() {
             return Err(AppendError::Empty);
         }
-        for (_, h) in &batches {
+        for (start, h) in &batches {
             let len = h.total_len().unwrap_or(0) as u64;
             if len > config.max_batch_bytes {
                 return Err(AppendError::BatchTooLarge {
                     len,
                     max: config.max_batch_bytes,
                 });
+            }
+            // Kafka's rule for compacted topics: every record has a key.
+            if config.cleanup_policy.compact {
+                let bytes = &records[*start..*start + len as usize];
+                crate::cleaner::require_keys(bytes, h)?;
             }
         }
         let len = records.len() as u64;
@@ -845,6 +856,8 @@ impl Partition {
     /// Clean shutdown: flush, seal the active segment (no zero tail), trim the
     /// indexes, and record that recovery can start at the active segment.
     pub fn close(&self) -> io::Result<()> {
+        // A cleaner pass stops (undoing its unfinished segment) first.
+        self.cleaner.abort_and_wait();
         let mut app = self.lock();
         for handle in app.syncing.drain(..) {
             let _ = handle.join();

@@ -233,6 +233,16 @@ impl ProducerTable {
         r.0.is_empty().then_some((covers_end, table))
     }
 
+    /// Each producer's last batch, by its last offset: the batch the log
+    /// cleaner keeps (emptied if need be) so the producer's sequence and
+    /// epoch survive compaction and a restart that replays the log.
+    pub fn last_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(id, e)| e.recent.back().map(|b| (*id, b.last_offset)))
+            .collect()
+    }
+
     /// Number of producers with state.
     pub fn len(&self) -> usize {
         self.producers.len()

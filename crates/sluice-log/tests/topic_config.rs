@@ -75,8 +75,16 @@ fn a_compacted_topic_is_never_deleted_by_time_and_a_live_change_applies() {
     let old = now() - 60_000;
     for topic in ["compacted", "plain"] {
         let p = log.partition(topic, 0).expect("p");
-        for i in 0..20 {
-            p.append(&batch(i, 4, 100, old), 0).expect("append");
+        for i in 0..20u64 {
+            // Keyed: a compacted topic refuses a record without a key.
+            let key = i.to_be_bytes();
+            let rec = sluice_log::cleaner::RecordSpec {
+                key: Some(&key),
+                value: Some(&[7u8; 100]),
+                timestamp_delta: 0,
+            };
+            let b = sluice_log::cleaner::build_batch(old, &[rec; 4], 0);
+            p.append(&b, 0).expect("append");
         }
     }
     std::thread::sleep(Duration::from_millis(5));

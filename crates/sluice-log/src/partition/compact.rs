@@ -1,0 +1,802 @@
+//! One cleaner pass over a partition (Kafka's `Cleaner.doClean`): the range,
+//! the offset map, the copy of each segment group into a `.cleaned`
+//! segment, and the swap under the appender lock. The design is in
+//! `crate::cleaner`'s documentation; the file states in docs/FORMAT.md.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{Appender, Partition};
+use crate::batch::{self, BatchHeader, HEADER_LEN, TIMESTAMP_TYPE_BIT};
+use crate::cleaner::{
+    CLEANED, CONTROL_BIT, Checkpoint, CleanStats, Cleanable, CleanerConfig, CleanerStatus,
+    DELETE_HORIZON_BIT, FileOp, OffsetMap, Throttle, discard_cleaned, parse_records, put_record,
+    records_section, removal_ops, segment_file, swap_ops, write_batch,
+};
+use crate::config::LogConfig;
+use crate::index::{offset_entry, time_entry};
+use crate::segment::Segment;
+
+/// Transactional attribute bit (kept as it is on an emptied batch).
+const TRANSACTIONAL_BIT: i16 = 1 << 4;
+
+/// Everything a pass needs while copying.
+struct Pass<'a> {
+    partition: &'a Partition,
+    cfg: &'a CleanerConfig,
+    config: &'a LogConfig,
+    now: i64,
+    map: OffsetMap,
+    /// Each idempotent producer's last batch (by its last offset).
+    producer_last: HashMap<i64, i64>,
+    throttle: &'a Throttle,
+    stop: &'a dyn Fn() -> bool,
+    stats: CleanStats,
+}
+
+impl Pass<'_> {
+    fn cancelled(&self) -> bool {
+        (self.stop)() || self.partition.cleaner.is_aborted()
+    }
+
+    fn check_cancelled(&self) -> io::Result<()> {
+        if self.cancelled() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "cleaning aborted: the partition is closing or the cleaner stopping",
+            ));
+        }
+        Ok(())
+    }
+
+    fn io(&mut self, read: u64, written: u64) {
+        self.stats.bytes_read += read;
+        self.stats.bytes_written += written;
+        let stop = self.stop;
+        let p = self.partition;
+        let cancelled = move || stop() || p.cleaner.is_aborted();
+        self.stats.throttled +=
+            self.throttle
+                .throttle(self.cfg.io_max_bytes_per_second, read + written, &cancelled);
+    }
+}
+
+/// Whole batches of one segment, read in chunks of the I/O buffer size.
+struct BatchReader<'s> {
+    seg: &'s Segment,
+    size: u64,
+    pos: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`, and how much of `buf` is valid.
+    buf_at: u64,
+    buf_len: usize,
+    chunk: usize,
+}
+
+impl<'s> BatchReader<'s> {
+    fn new(seg: &'s Segment, pos: u64, chunk: usize) -> Self {
+        BatchReader {
+            seg,
+            size: seg.size(),
+            pos,
+            buf: Vec::new(),
+            buf_at: 0,
+            buf_len: 0,
+            chunk: chunk.max(HEADER_LEN),
+        }
+    }
+
+    fn bad(&self, pos: u64, why: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} at byte {pos}: {why}; not cleaning a damaged segment",
+                self.seg.log_path().display()
+            ),
+        )
+    }
+
+    /// Makes `[pos, pos + len)` readable from `buf`; returns bytes read.
+    fn fill(&mut self, pos: u64, len: usize) -> io::Result<u64> {
+        if pos >= self.buf_at && pos + len as u64 <= self.buf_at + self.buf_len as u64 {
+            return Ok(0);
+        }
+        let want = (len.max(self.chunk) as u64).min(self.size - pos) as usize;
+        if want < len {
+            return Err(self.bad(pos, "a batch runs past the segment's end"));
+        }
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        self.seg.file().read_exact_at(&mut self.buf[..want], pos)?;
+        self.buf_at = pos;
+        self.buf_len = want;
+        Ok(want as u64)
+    }
+
+    /// The next batch: (position, header, its bytes' range in `buf`), and
+    /// the bytes read from the file to get it. Every batch is validated
+    /// (CRC included): the cleaner never launders a damaged batch into one
+    /// with a fresh CRC.
+    #[allow(clippy::type_complexity)]
+    fn next(&mut self) -> io::Result<(Option<(u64, BatchHeader, std::ops::Range<usize>)>, u64)> {
+        let pos = self.pos;
+        if pos >= self.size {
+            return Ok((None, 0));
+        }
+        if pos + HEADER_LEN as u64 > self.size {
+            return Err(self.bad(pos, "a partial batch header"));
+        }
+        let mut read = self.fill(pos, HEADER_LEN)?;
+        let at = (pos - self.buf_at) as usize;
+        let h = BatchHeader::parse(&self.buf[at..]).map_err(|e| self.bad(pos, &e.to_string()))?;
+        let len = h
+            .total_len()
+            .ok_or_else(|| self.bad(pos, "batchLength too small"))?;
+        read += self.fill(pos, len)?;
+        let at = (pos - self.buf_at) as usize;
+        let range = at..at + len;
+        batch::validate_stored(&self.buf[range.clone()])
+            .map_err(|e| self.bad(pos, &e.to_string()))?;
+        self.pos = pos + len as u64;
+        Ok((Some((pos, h, range)), read))
+    }
+}
+
+/// What became of one batch.
+enum BatchOut {
+    /// Copied as it was.
+    Same,
+    /// Rewritten (into the pass's output buffer).
+    Rewritten,
+    /// Nothing of it is kept.
+    Dropped,
+}
+
+/// The new segment of one group, in `.cleaned` files.
+struct CleanedGroup {
+    base: i64,
+}
+
+/// Writes the `.cleaned` files of a group's new segment.
+struct CleanedWriter {
+    base: i64,
+    file: std::fs::File,
+    out: Vec<u8>,
+    /// Bytes of the log written so far (flushed + in `out`).
+    pos: u64,
+    index: Vec<u8>,
+    time_index: Vec<u8>,
+    since_index: u64,
+    max_ts_before: i64,
+    interval: u64,
+}
+
+impl CleanedWriter {
+    fn create(dir: &Path, base: i64, config: &LogConfig) -> io::Result<CleanedWriter> {
+        discard_cleaned(dir, base);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(segment_file(dir, base, "log", CLEANED))?;
+        Ok(CleanedWriter {
+            base,
+            file,
+            out: Vec::new(),
+            pos: 0,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            since_index: 0,
+            max_ts_before: -1,
+            interval: config.index_interval_bytes,
+        })
+    }
+
+    /// Indexes a batch about to be appended at `self.pos` (the rules of
+    /// `Segment::rebuild_indexes`).
+    fn note_batch(&mut self, base_offset: i64, max_timestamp: i64, len: usize) {
+        if self.since_index >= self.interval && self.pos > 0 {
+            let rel = (base_offset - self.base) as u32;
+            self.index
+                .extend_from_slice(&offset_entry(rel, self.pos as u32));
+            self.time_index
+                .extend_from_slice(&time_entry(self.max_ts_before, rel));
+            self.since_index = 0;
+        }
+        self.since_index += len as u64;
+        self.max_ts_before = self.max_ts_before.max(max_timestamp);
+        self.pos += len as u64;
+    }
+
+    fn append(&mut self, bytes: &[u8], h: &BatchHeader) {
+        self.note_batch(h.base_offset, h.max_timestamp, bytes.len());
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Writes out what is buffered once it reaches `threshold`; returns the
+    /// bytes written.
+    fn drain(&mut self, threshold: usize) -> io::Result<u64> {
+        if self.out.is_empty() || self.out.len() < threshold {
+            return Ok(0);
+        }
+        self.file.write_all(&self.out)?;
+        let n = self.out.len() as u64;
+        self.out.clear();
+        Ok(n)
+    }
+
+    /// Flushes and fsyncs the log (its mtime set to `modified`) and writes
+    /// and fsyncs both indexes, trimmed to their entries.
+    fn finish(
+        mut self,
+        dir: &Path,
+        modified: Option<std::time::SystemTime>,
+    ) -> io::Result<(CleanedGroup, u64)> {
+        let mut written = self.drain(0)?;
+        if let Some(m) = modified {
+            let _ = self.file.set_modified(m);
+        }
+        self.file.sync_all()?;
+        for (ext, bytes) in [("index", &self.index), ("timeindex", &self.time_index)] {
+            let path = segment_file(dir, self.base, ext, CLEANED);
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            written += bytes.len() as u64;
+        }
+        crate::partition::sync_dir(dir)?;
+        Ok((CleanedGroup { base: self.base }, written))
+    }
+}
+
+impl Partition {
+    /// What the cleaner sees in this partition by the clock `now` (ms): the
+    /// dirty section, the dirty ratio, and whether the chooser would clean it.
+    pub fn cleanable(&self, now: i64) -> Cleanable {
+        let config = self.config.load_full();
+        let segs = self.segments.load_full();
+        self.cleanable_in(&segs, &config, now)
+    }
+
+    fn cleanable_in(&self, segs: &[Arc<Segment>], config: &LogConfig, now: i64) -> Cleanable {
+        let checkpoint = self.cleaner.checkpoint(&self.dir);
+        let (log_start, log_end) = (self.log_start(), self.log_end());
+        // A checkpoint outside the log (DeleteRecords or retention moved the
+        // start past it; a crash took back its end) restarts at the start.
+        let first_dirty = match checkpoint {
+            Some(c) if (log_start..=log_end).contains(&c.first_dirty) => c.first_dirty,
+            _ => log_start,
+        };
+        let sealed = &segs[..segs.len().saturating_sub(1)];
+        let active_base = segs.last().map_or(log_end, |s| s.base_offset());
+        let min_lag = config.min_compaction_lag.as_millis() as i64;
+        let young = sealed
+            .iter()
+            .filter(|s| s.next_offset() > first_dirty)
+            .find(|s| min_lag > 0 && s.max_timestamp() > now.saturating_sub(min_lag))
+            .map(|s| s.base_offset());
+        let first_uncleanable = young
+            .unwrap_or(active_base)
+            .min(active_base)
+            .max(first_dirty);
+        let mut clean_bytes = 0;
+        let mut dirty_bytes = 0;
+        for s in sealed {
+            if s.next_offset() <= first_dirty {
+                clean_bytes += s.size();
+            } else if s.base_offset() < first_uncleanable {
+                dirty_bytes += s.size();
+            }
+        }
+        let total = clean_bytes + dirty_bytes;
+        let dirty_ratio = if total == 0 {
+            0.0
+        } else {
+            dirty_bytes as f64 / total as f64
+        };
+        // max.compaction.lag.ms: the earliest first-batch timestamp of the
+        // dirty sealed segments (Kafka's rule, ignoring timestamps ≤ 0).
+        let past_max_lag = config.max_compaction_lag.is_some_and(|lag| {
+            let until = now.saturating_sub(lag.as_millis() as i64);
+            sealed
+                .iter()
+                .filter(|s| s.next_offset() > first_dirty)
+                .filter_map(|s| s.header_at(0, s.size()).ok().flatten())
+                .any(|h| h.base_timestamp > 0 && h.base_timestamp < until)
+        });
+        let tombstones_due =
+            checkpoint.is_some_and(|c| c.tombstone_horizon >= 0 && now >= c.tombstone_horizon);
+        let compact = config.cleanup_policy.compact;
+        let due = compact
+            && ((dirty_bytes > 0
+                && (dirty_ratio >= config.min_cleanable_dirty_ratio || past_max_lag))
+                || tombstones_due);
+        Cleanable {
+            compact,
+            first_dirty,
+            first_uncleanable,
+            clean_bytes,
+            dirty_bytes,
+            dirty_ratio,
+            past_max_lag,
+            tombstones_due,
+            due,
+        }
+    }
+
+    /// The cleaner's record of this partition: its checkpoint, last pass and
+    /// last failure.
+    pub fn cleaner_status(&self) -> CleanerStatus {
+        self.cleaner.public_status(&self.dir)
+    }
+
+    /// Cleans this partition now, by the clock `now` (ms), if it is compacted
+    /// and has anything to clean (the dirty ratio is the chooser's business,
+    /// not this call's). Ok(None): nothing to do, a pass already running, or
+    /// the partition closed. A pass interrupted by the partition's close is
+    /// an error of kind `Interrupted`; the log is whole either way.
+    pub fn clean(&self, cfg: &CleanerConfig, now: i64) -> io::Result<Option<CleanStats>> {
+        self.clean_with(cfg, now, &Throttle::default(), &|| false)
+    }
+
+    pub(crate) fn clean_with(
+        &self,
+        cfg: &CleanerConfig,
+        now: i64,
+        throttle: &Throttle,
+        stop: &dyn Fn() -> bool,
+    ) -> io::Result<Option<CleanStats>> {
+        let Some(_running) = self.cleaner.try_begin() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let config = self.config.load_full();
+        if !config.cleanup_policy.compact {
+            return Ok(None);
+        }
+        let segs = self.segments.load_full();
+        let range = self.cleanable_in(&segs, &config, now);
+        if range.first_dirty >= range.first_uncleanable && !range.tombstones_due {
+            return Ok(None);
+        }
+        let sealed: Vec<Arc<Segment>> = segs[..segs.len().saturating_sub(1)].to_vec();
+        let producer_last = self.lock().producers.last_offsets();
+        let mut pass = Pass {
+            partition: self,
+            cfg,
+            config: &config,
+            now,
+            map: OffsetMap::new(cfg.dedupe_buffer_bytes, cfg.dedupe_load_factor),
+            producer_last,
+            throttle,
+            stop,
+            stats: CleanStats {
+                partition: self.name.clone(),
+                now_ms: now,
+                dirty_ratio: range.dirty_ratio,
+                first_dirty: range.first_dirty,
+                first_uncleanable: range.first_uncleanable,
+                tombstone_horizon: -1,
+                ..CleanStats::default()
+            },
+        };
+        pass.map.set_latest(range.first_dirty - 1);
+        pass.build_map(&sealed, range.first_dirty, range.first_uncleanable)?;
+        let end = pass.map.latest() + 1;
+        pass.stats.map_duration = started.elapsed();
+        pass.stats.cleaned_to = end;
+        pass.stats.map_full = end < range.first_uncleanable;
+        pass.stats.map_entries = pass.map.entries() as u64;
+        pass.stats.map_slots = pass.map.slots() as u64;
+        pass.stats.map_fill = pass.map.entries() as f64 / pass.map.slots() as f64;
+        pass.stats.map_memory_bytes = pass.map.memory() as u64;
+        if pass.stats.map_full && end <= range.first_dirty {
+            return Err(io::Error::other(
+                "the cleaner's offset map holds no key: raise the dedupe buffer",
+            ));
+        }
+        // The groups: every sealed segment that starts below the end.
+        let in_range: Vec<Arc<Segment>> = sealed
+            .iter()
+            .filter(|s| s.base_offset() < end)
+            .cloned()
+            .collect();
+        for group in group_segments(&in_range, config.segment_bytes) {
+            pass.check_cancelled()?;
+            if group.iter().all(|s| s.size() == 0) {
+                continue;
+            }
+            let Some(cleaned) = pass.copy_group(&group)? else {
+                continue;
+            };
+            if self.swap_in(&group, cleaned, &config)? {
+                pass.stats.segments_replaced += group.len() as u64;
+                pass.stats.segments_written += 1;
+            } else {
+                pass.check_cancelled()?;
+            }
+        }
+        pass.check_cancelled()?;
+        self.cleaner.set_checkpoint(
+            &self.dir,
+            Checkpoint {
+                first_dirty: end,
+                tombstone_horizon: pass.stats.tombstone_horizon,
+            },
+        )?;
+        pass.stats.duration = started.elapsed();
+        tracing::info!(
+            partition = %self.name,
+            cleaned_to = end,
+            read = pass.stats.bytes_read,
+            written = pass.stats.bytes_written,
+            removed = pass.stats.records_removed,
+            ms = pass.stats.duration.as_millis() as u64,
+            "log cleaner pass done"
+        );
+        self.cleaner.record_pass(&pass.stats);
+        Ok(Some(pass.stats))
+    }
+
+    /// Publishes `cleaned` in place of `group`, under the appender lock: the
+    /// files are renamed Kafka's way (`files::swap_ops`), the new segment is
+    /// opened, and the segment list replaced at once. False (the cleaned
+    /// files removed) when the group is no longer in the log as it was —
+    /// retention took part of it — or the partition closed.
+    fn swap_in(
+        &self,
+        group: &[Arc<Segment>],
+        cleaned: CleanedGroup,
+        config: &LogConfig,
+    ) -> io::Result<bool> {
+        let base = cleaned.base;
+        let old_bases: Vec<i64> = group.iter().map(|s| s.base_offset()).collect();
+        #[cfg(test)]
+        if crate::cleaner::STOP_BEFORE_SWAP.with(|s| s.get()) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "test: stopped before the swap",
+            ));
+        }
+        let mut app = self.lock();
+        let segs = self.segments.load_full();
+        let at = segs.iter().position(|s| Arc::ptr_eq(s, &group[0]));
+        let intact = at.is_some_and(|i| {
+            i + group.len() < segs.len()
+                && group.iter().zip(&segs[i..]).all(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        let (Some(i), true, false, false) = (at, intact, app.failed, self.cleaner.is_aborted())
+        else {
+            drop(app);
+            discard_cleaned(&self.dir, base);
+            return Ok(false);
+        };
+        let ops = swap_ops(&self.dir, base, &old_bases);
+        for (done, op) in ops.iter().enumerate() {
+            if let Err(e) = op.run() {
+                return Err(self.undo_swap(&mut app, &ops[..done], base, e));
+            }
+        }
+        let seg = match Segment::open(&self.dir, base, config, true) {
+            Ok(seg) => Arc::new(seg),
+            Err(e) => return Err(self.undo_swap(&mut app, &ops, base, e)),
+        };
+        let mut next: Vec<Arc<Segment>> = Vec::with_capacity(segs.len() + 1 - group.len());
+        next.extend_from_slice(&segs[..i]);
+        next.push(seg);
+        next.extend_from_slice(&segs[i + group.len()..]);
+        self.segments.store(Arc::new(next));
+        for old in group {
+            old.mark_deleted();
+        }
+        drop(app);
+        crate::partition::sync_dir(&self.dir)?;
+        for op in removal_ops(&self.dir, &old_bases) {
+            op.run()?;
+        }
+        Ok(true)
+    }
+
+    /// A swap step failed: renames back what was renamed, in reverse, so the
+    /// files match the segment list still published; if even that fails the
+    /// partition goes offline (a restart completes or undoes the swap).
+    fn undo_swap(
+        &self,
+        app: &mut Appender,
+        done: &[FileOp],
+        base: i64,
+        cause: io::Error,
+    ) -> io::Error {
+        for op in done.iter().rev() {
+            if let FileOp::Rename(from, to) = op
+                && let Err(e) = std::fs::rename(to, from)
+            {
+                tracing::error!(
+                    partition = %self.name,
+                    "undoing a failed cleaner swap ({cause}) failed ({e}); partition offline until restart"
+                );
+                app.failed = true;
+                self.offline.store(true, Ordering::Relaxed);
+                return cause;
+            }
+        }
+        discard_cleaned(&self.dir, base);
+        cause
+    }
+}
+
+impl Pass<'_> {
+    /// Maps every keyed record of `[first_dirty, first_uncleanable)` to its
+    /// latest offset, stopping when the map is full (its `latest` then says
+    /// how far it got).
+    fn build_map(
+        &mut self,
+        sealed: &[Arc<Segment>],
+        first_dirty: i64,
+        first_uncleanable: i64,
+    ) -> io::Result<()> {
+        for (i, seg) in sealed.iter().enumerate() {
+            if seg.next_offset() <= first_dirty || seg.base_offset() >= first_uncleanable {
+                continue;
+            }
+            let next_start = sealed
+                .get(i + 1)
+                .map_or(first_uncleanable, |s| s.base_offset())
+                .min(first_uncleanable);
+            let start = if first_dirty > seg.base_offset() {
+                match seg.find_batch(first_dirty, seg.size())? {
+                    Some((pos, _)) => pos,
+                    None => seg.size(),
+                }
+            } else {
+                0
+            };
+            let mut reader = BatchReader::new(seg, start, self.cfg.io_buffer_bytes);
+            loop {
+                self.check_cancelled()?;
+                let (next, read) = reader.next()?;
+                self.io(read, 0);
+                let Some((_, h, range)) = next else { break };
+                if h.last_offset() < first_dirty {
+                    continue;
+                }
+                if h.attributes & CONTROL_BIT == 0 {
+                    let bytes = &reader.buf[range];
+                    let section = records_section(bytes, &h)?;
+                    let records = parse_records(&section, h.record_count)
+                        .map_err(|e| reader.bad(reader.pos, &e.to_string()))?;
+                    for r in &records {
+                        let offset = h.base_offset + r.offset_delta;
+                        if offset < first_dirty {
+                            continue;
+                        }
+                        if let Some(key) = r.key
+                            && !self.map.put(key, offset)
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+                self.map.cover_to(h.last_offset());
+            }
+            // Offsets between the last batch and the next segment (none,
+            // unless a cleaning left the segment ending early) are covered.
+            self.map.cover_to(next_start - 1);
+        }
+        Ok(())
+    }
+
+    /// Copies one group into a `.cleaned` segment. None when the group is a
+    /// single segment that would come out byte for byte the same (nothing
+    /// to swap).
+    fn copy_group(&mut self, group: &[Arc<Segment>]) -> io::Result<Option<CleanedGroup>> {
+        let dir = &self.partition.dir;
+        let base = group[0].base_offset();
+        let mut w = CleanedWriter::create(dir, base, self.config)?;
+        let result = self.copy_into(group, &mut w);
+        let changed = match result {
+            Ok(changed) => changed,
+            Err(e) => {
+                drop(w);
+                discard_cleaned(dir, base);
+                return Err(e);
+            }
+        };
+        if !changed {
+            drop(w);
+            discard_cleaned(dir, base);
+            return Ok(None);
+        }
+        let modified = group
+            .last()
+            .and_then(|s| std::fs::metadata(s.log_path()).ok())
+            .and_then(|m| m.modified().ok());
+        match w.finish(dir, modified) {
+            Ok((cleaned, written)) => {
+                self.io(0, written);
+                Ok(Some(cleaned))
+            }
+            Err(e) => {
+                discard_cleaned(dir, base);
+                Err(e)
+            }
+        }
+    }
+
+    /// The copy proper; true when the output differs from the group.
+    fn copy_into(&mut self, group: &[Arc<Segment>], w: &mut CleanedWriter) -> io::Result<bool> {
+        let mut changed = group.len() > 1;
+        let mut rewritten = Vec::new();
+        for (gi, seg) in group.iter().enumerate() {
+            let last_segment = gi + 1 == group.len();
+            let mut reader = BatchReader::new(seg, 0, self.cfg.io_buffer_bytes);
+            loop {
+                self.check_cancelled()?;
+                let (next, read) = reader.next()?;
+                self.io(read, 0);
+                let Some((pos, h, range)) = next else { break };
+                let last_of_group = last_segment && reader.pos >= reader.size;
+                let bytes = &reader.buf[range];
+                rewritten.clear();
+                let out = self
+                    .filter_batch(bytes, &h, last_of_group, &mut rewritten)
+                    .map_err(|e| reader.bad(pos, &e.to_string()))?;
+                self.stats.batches_read += 1;
+                match out {
+                    BatchOut::Same => {
+                        w.append(bytes, &h);
+                        self.stats.batches_written += 1;
+                    }
+                    BatchOut::Rewritten => {
+                        let nh = BatchHeader::parse(&rewritten).map_err(io::Error::other)?;
+                        w.append(&rewritten, &nh);
+                        self.stats.batches_written += 1;
+                        changed = true;
+                    }
+                    BatchOut::Dropped => changed = true,
+                }
+                let written = w.drain(self.cfg.io_buffer_bytes)?;
+                self.io(0, written);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Decides one batch: which records stay (Kafka's `shouldRetainRecord`),
+    /// and whether the batch is copied, rewritten into `out`, or dropped.
+    fn filter_batch(
+        &mut self,
+        bytes: &[u8],
+        h: &BatchHeader,
+        last_of_group: bool,
+        out: &mut Vec<u8>,
+    ) -> io::Result<BatchOut> {
+        if h.attributes & CONTROL_BIT != 0 {
+            // Transaction markers (Sluice refuses transactions; kept as is).
+            return Ok(BatchOut::Same);
+        }
+        let retain_empty = last_of_group
+            || (h.producer_id >= 0
+                && self.producer_last.get(&h.producer_id) == Some(&h.last_offset()));
+        let has_horizon = h.attributes & DELETE_HORIZON_BIT != 0;
+        let section = records_section(bytes, h)?;
+        let records = parse_records(&section, h.record_count)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let latest = self.map.latest();
+        let mut keep = Vec::with_capacity(records.len());
+        let mut kept_tombstone = false;
+        for r in &records {
+            let offset = h.base_offset + r.offset_delta;
+            let kept = if offset > latest {
+                true
+            } else {
+                match r.key {
+                    None => {
+                        self.stats.keyless_removed += 1;
+                        false
+                    }
+                    Some(key) => {
+                        let latest_for_key = offset >= self.map.get(key);
+                        let expired = r.null_value && has_horizon && self.now >= h.base_timestamp;
+                        if latest_for_key && expired {
+                            self.stats.tombstones_removed += 1;
+                        }
+                        latest_for_key && !expired
+                    }
+                }
+            };
+            kept_tombstone |= kept && r.null_value;
+            keep.push(kept);
+        }
+        let kept = keep.iter().filter(|k| **k).count();
+        self.stats.records_read += records.len() as u64;
+        self.stats.records_kept += kept as u64;
+        self.stats.records_removed += (records.len() - kept) as u64;
+        let set_horizon = kept_tombstone && !has_horizon;
+        let base_timestamp = if set_horizon {
+            self.now
+                .saturating_add(self.config.delete_retention.as_millis() as i64)
+        } else {
+            h.base_timestamp
+        };
+        if kept_tombstone {
+            let hz = &mut self.stats.tombstone_horizon;
+            if *hz < 0 || base_timestamp < *hz {
+                *hz = base_timestamp;
+            }
+        }
+        if kept == records.len() && !set_horizon {
+            return Ok(BatchOut::Same);
+        }
+        if kept == 0 {
+            if !retain_empty {
+                return Ok(BatchOut::Dropped);
+            }
+            // Kafka's empty header: no codec, no base timestamp, the old
+            // maxTimestamp, producer fields and offsets as they were.
+            let empty = BatchHeader {
+                attributes: h.attributes & (TIMESTAMP_TYPE_BIT | TRANSACTIONAL_BIT),
+                base_timestamp: -1,
+                record_count: 0,
+                ..*h
+            };
+            write_batch(out, &empty, &[])?;
+            self.stats.empty_batches += 1;
+            return Ok(BatchOut::Rewritten);
+        }
+        let rebase = base_timestamp - h.base_timestamp;
+        let mut body = Vec::with_capacity(section.len());
+        let mut max_ts = i64::MIN;
+        for (r, _) in records.iter().zip(&keep).filter(|(_, k)| **k) {
+            put_record(&mut body, r, rebase);
+            max_ts = max_ts.max(h.base_timestamp.saturating_add(r.timestamp_delta));
+        }
+        let log_append_time = h.attributes & TIMESTAMP_TYPE_BIT != 0;
+        let nh = BatchHeader {
+            attributes: if set_horizon {
+                h.attributes | DELETE_HORIZON_BIT
+            } else {
+                h.attributes
+            },
+            base_timestamp,
+            max_timestamp: if log_append_time {
+                h.max_timestamp
+            } else {
+                max_ts
+            },
+            record_count: kept as i32,
+            ..*h
+        };
+        write_batch(out, &nh, &body)?;
+        Ok(BatchOut::Rewritten)
+    }
+}
+
+/// Groups consecutive segments whose sizes add up to at most `max_bytes`
+/// (and whose offsets fit one segment's 32-bit relative offsets), each to be
+/// rewritten into one segment (Kafka's `groupSegmentsBySize`).
+fn group_segments(segs: &[Arc<Segment>], max_bytes: u64) -> Vec<Vec<Arc<Segment>>> {
+    let mut groups: Vec<Vec<Arc<Segment>>> = Vec::new();
+    let mut size = 0u64;
+    for s in segs {
+        let fits = groups.last().is_some_and(|g| {
+            size + s.size() <= max_bytes
+                && s.next_offset() - g[0].base_offset() <= i64::from(i32::MAX)
+        });
+        if fits {
+            size += s.size();
+            if let Some(g) = groups.last_mut() {
+                g.push(s.clone());
+            }
+        } else {
+            size = s.size();
+            groups.push(vec![s.clone()]);
+        }
+    }
+    groups
+}
