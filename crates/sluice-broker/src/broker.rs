@@ -178,7 +178,40 @@ impl Broker {
             "gauge",
             self.net.request_bytes_held() as u64,
         );
+        let totals = state.log.cleaner_totals();
+        for (name, help, value) in [
+            (
+                "sluice_log_cleaner_passes_total",
+                "Log cleaner passes completed.",
+                totals.passes,
+            ),
+            (
+                "sluice_log_cleaner_failures_total",
+                "Log cleaner passes that failed.",
+                totals.failures,
+            ),
+            (
+                "sluice_log_cleaner_bytes_read_total",
+                "Bytes the log cleaner read.",
+                totals.bytes_read,
+            ),
+            (
+                "sluice_log_cleaner_bytes_written_total",
+                "Bytes the log cleaner wrote.",
+                totals.bytes_written,
+            ),
+            (
+                "sluice_log_cleaner_records_removed_total",
+                "Records compaction removed.",
+                totals.records_removed,
+            ),
+        ] {
+            page.one(name, help, "counter", value);
+        }
         let mut offline = 0u64;
+        let mut dirty = Vec::new();
+        let mut last_run = Vec::new();
+        let mut last_duration = Vec::new();
         let mut starts = Vec::new();
         let mut ends = Vec::new();
         let mut sizes = Vec::new();
@@ -189,6 +222,15 @@ impl Broker {
                 };
                 offline += u64::from(part.is_offline());
                 let labels = format!("{{topic=\"{topic}\",partition=\"{p}\"}}");
+                if part.config().cleanup_policy.compact {
+                    // Per mille: the page's samples are integers.
+                    let c = part.cleanable(sluice_log::now_ms());
+                    dirty.push((labels.clone(), (c.dirty_ratio * 1000.0).round() as u64));
+                    if let Some(last) = part.cleaner_status().last {
+                        last_run.push((labels.clone(), (last.now_ms / 1000).max(0) as u64));
+                        last_duration.push((labels.clone(), last.duration.as_millis() as u64));
+                    }
+                }
                 starts.push((labels.clone(), part.log_start().max(0) as u64));
                 ends.push((labels.clone(), part.log_end().max(0) as u64));
                 sizes.push((labels, part.size_bytes()));
@@ -199,6 +241,24 @@ impl Broker {
             "Partitions taking no appends after a write failed (not for lack of space).",
             "gauge",
             offline,
+        );
+        page.family(
+            "sluice_log_cleaner_dirty_permille",
+            "Compacted partitions: dirty bytes per thousand of the cleanable log.",
+            "gauge",
+            &dirty,
+        );
+        page.family(
+            "sluice_log_cleaner_last_pass_seconds",
+            "Compacted partitions: when the last cleaner pass ran (Unix seconds).",
+            "gauge",
+            &last_run,
+        );
+        page.family(
+            "sluice_log_cleaner_last_pass_duration_ms",
+            "Compacted partitions: how long the last cleaner pass took.",
+            "gauge",
+            &last_duration,
         );
         page.family(
             "sluice_partition_log_start_offset",

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use sluice_io::DataPath;
-use sluice_log::LogConfig;
+use sluice_log::{CleanerConfig, LogConfig};
 
 /// Everything `sluice serve` can be told.
 #[derive(Debug, Clone)]
@@ -61,6 +61,9 @@ pub struct BrokerConfig {
     /// Longest metadata string an OffsetCommit may carry
     /// (`offset.metadata.max.bytes`).
     pub offset_metadata_max_bytes: usize,
+    /// The log cleaner of compacted topics (`log.cleaner.enable`); None runs
+    /// no cleaner (compacted topics then grow without bound).
+    pub cleaner: Option<CleanerConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -85,6 +88,7 @@ impl Default for BrokerConfig {
             idle_timeout: std::time::Duration::from_secs(600),
             frame_read_timeout: std::time::Duration::from_secs(30),
             offset_metadata_max_bytes: 4096,
+            cleaner: Some(CleanerConfig::default()),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::io;
 use std::sync::Arc;
 
-use sluice_log::{Log, Upkeep};
+use sluice_log::{Cleaner, Log, Upkeep};
 use tokio::sync::Notify;
 
 use crate::broker_configs::DynamicConfigs;
@@ -85,6 +85,9 @@ pub struct BrokerState {
     pub offsets: Arc<OffsetStore>,
     /// Broker configs changed at run time (AlterConfigs on the broker).
     pub dynamic: DynamicConfigs,
+    /// The log cleaner's threads (compacted topics), when enabled; dropped
+    /// before the log, they stop first.
+    _cleaner: Option<Cleaner>,
     _upkeep: Upkeep,
 }
 
@@ -109,6 +112,10 @@ impl BrokerState {
         })?;
         let log = Arc::new(Log::open(&config.data_dir, defaults)?);
         let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
+        let cleaner = match &config.cleaner {
+            Some(cleaner) => Some(log.start_cleaner(cleaner.clone())?),
+            None => None,
+        };
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         let offsets = Arc::new(OffsetStore::open(&config.data_dir)?);
         let groups = Groups::new(config.group_initial_rebalance_delay, Arc::new(SystemClock));
@@ -124,6 +131,7 @@ impl BrokerState {
             groups,
             offsets,
             dynamic,
+            _cleaner: cleaner,
             _upkeep: upkeep,
         })
     }

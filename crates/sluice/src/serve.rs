@@ -11,6 +11,7 @@ use sluice_broker::{
     Advertised, AppendPath, Broker, BrokerConfig, DataPath, FlushPolicy, LogConfig,
 };
 use sluice_client::parse_size;
+use sluice_log::CleanerConfig;
 
 /// Every setting can come from a flag, from the environment variable named
 /// beside it, or from the TOML file given with `--config` (keys as the flag
@@ -109,6 +110,25 @@ pub struct ServeArgs {
     /// Close a connection whose started frame is not complete within this.
     #[arg(long, env = "SLUICE_FRAME_READ_TIMEOUT_MS", default_value_t = 30_000)]
     pub frame_read_timeout_ms: u64,
+    /// Run the log cleaner that compacts topics with cleanup.policy=compact
+    /// (log.cleaner.enable).
+    #[arg(long, env = "SLUICE_LOG_CLEANER_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_cleaner_enable: bool,
+    /// Cleaner threads (log.cleaner.threads).
+    #[arg(long, env = "SLUICE_LOG_CLEANER_THREADS", default_value_t = 1)]
+    pub log_cleaner_threads: usize,
+    /// Memory for the cleaner's key → offset map, shared by its threads
+    /// (log.cleaner.dedupe.buffer.size).
+    #[arg(long, env = "SLUICE_LOG_CLEANER_DEDUPE_BUFFER_SIZE", default_value = "128m", value_parser = parse_size)]
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// Bytes per second the cleaner may read and write, all threads
+    /// together (log.cleaner.io.max.bytes.per.second); unlimited if unset.
+    #[arg(long, env = "SLUICE_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND", value_parser = parse_size)]
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// How long a cleaner thread sleeps when no partition is due
+    /// (log.cleaner.backoff.ms).
+    #[arg(long, env = "SLUICE_LOG_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
+    pub log_cleaner_backoff_ms: u64,
     /// Longest metadata string an OffsetCommit may store (offset.metadata.max.bytes).
     #[arg(long, env = "SLUICE_OFFSET_METADATA_MAX_BYTES", default_value_t = 4096)]
     pub offset_metadata_max_bytes: usize,
@@ -241,6 +261,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .unwrap_or_default()
             .0,
         offset_metadata_max_bytes: args.offset_metadata_max_bytes,
+        cleaner: args.log_cleaner_enable.then(|| CleanerConfig {
+            threads: args.log_cleaner_threads.max(1),
+            dedupe_buffer_bytes: args.log_cleaner_dedupe_buffer_size as usize,
+            io_max_bytes_per_second: args.log_cleaner_io_max_bytes_per_second,
+            backoff: Duration::from_millis(args.log_cleaner_backoff_ms.max(1)),
+            ..CleanerConfig::default()
+        }),
         max_buffered_request_bytes: (args.max_buffered_request_bytes as usize)
             .max(args.max_frame_bytes as usize),
         max_partitions_per_fetch: args.max_partitions_per_fetch.max(1),

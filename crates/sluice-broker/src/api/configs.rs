@@ -231,15 +231,62 @@ fn broker_entries(state: &BrokerState) -> Vec<Entry> {
             "How long an empty group's committed offsets are kept.",
         ),
     ];
-    out.extend(fixed.into_iter().map(|(name, value, kind, doc)| Entry {
-        name: name.to_string(),
-        value: Some(value.clone()),
-        source: STATIC_BROKER_CONFIG,
-        read_only: true,
-        kind,
-        doc,
-        synonyms: vec![(name.to_string(), value, STATIC_BROKER_CONFIG)],
-    }));
+    let cleaner = c.cleaner.clone();
+    let cleaner_entries = [
+        (
+            "log.cleaner.enable",
+            cleaner.is_some().to_string(),
+            ConfigType::Boolean,
+            "Whether the log cleaner compacts topics with cleanup.policy=compact.",
+        ),
+        (
+            "log.cleaner.threads",
+            cleaner.as_ref().map_or(0, |c| c.threads).to_string(),
+            ConfigType::Int,
+            "Cleaner threads.",
+        ),
+        (
+            "log.cleaner.dedupe.buffer.size",
+            cleaner
+                .as_ref()
+                .map_or(0, |c| c.dedupe_buffer_bytes)
+                .to_string(),
+            ConfigType::Long,
+            "Memory for the cleaner's key → offset map, all threads together.",
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            cleaner
+                .as_ref()
+                .and_then(|c| c.io_max_bytes_per_second)
+                .map_or("1.7976931348623157E308".into(), |b| b.to_string()),
+            ConfigType::Double,
+            "Bytes per second the cleaner may read and write.",
+        ),
+        (
+            "log.cleaner.backoff.ms",
+            cleaner
+                .as_ref()
+                .map_or(0, |c| c.backoff.as_millis() as u64)
+                .to_string(),
+            ConfigType::Long,
+            "How long a cleaner thread sleeps when no log is due.",
+        ),
+    ];
+    out.extend(
+        fixed
+            .into_iter()
+            .chain(cleaner_entries)
+            .map(|(name, value, kind, doc)| Entry {
+                name: name.to_string(),
+                value: Some(value.clone()),
+                source: STATIC_BROKER_CONFIG,
+                read_only: true,
+                kind,
+                doc,
+                synonyms: vec![(name.to_string(), value, STATIC_BROKER_CONFIG)],
+            }),
+    );
     out
 }
 
