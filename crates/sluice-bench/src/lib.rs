@@ -15,11 +15,14 @@
 //! - [`harness`] (`bench broker consume | isolation`): scenarios on
 //!   `sluice serve` processes it starts itself through [`process`] — which
 //!   the binary's integration tests use to run their brokers too.
+//! - [`compaction`] (`bench compaction`): the log cleaner's throughput and
+//!   memory, and what it costs a live producer's p99.
 //! - [`chart`] (shared SVG pieces), [`stats`] (the one median), and
 //!   `getrusage` snapshots and CPU pinning ([`Usage`], [`pin_to_cpu`]).
 
 pub mod append;
 pub mod chart;
+pub mod compaction;
 pub mod harness;
 pub mod load;
 pub mod local;

@@ -30,6 +30,9 @@ pub enum BenchCommand {
     /// Scenarios on a `sluice serve` process this command starts itself.
     #[command(subcommand)]
     Broker(BrokerBench),
+    /// The log cleaner: MB/s of dirty log and its memory, and a live
+    /// producer's p99 while it compacts, against a broker without it.
+    Compaction(CompactionArgs),
     /// The receiver process the transfer benchmark starts (reads and discards).
     #[command(hide = true)]
     TransferReceiver {
@@ -39,6 +42,34 @@ pub enum BenchCommand {
         #[arg(long)]
         cpu: Option<usize>,
     },
+}
+
+#[derive(Args)]
+pub struct CompactionArgs {
+    /// Directory for the logs (on a disk).
+    #[arg(long, default_value = "sluice-bench-data")]
+    dir: PathBuf,
+    /// Keyed updates written before cleaning.
+    #[arg(long, value_parser = parse_size, default_value = "1g")]
+    dirty: u64,
+    /// Distinct keys the updates cycle through.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// The cleaner's offset map memory (log.cleaner.dedupe.buffer.size).
+    #[arg(long, value_parser = parse_size, default_value = "128m")]
+    dedupe_buffer: u64,
+    /// The live producer's records per second.
+    #[arg(long, default_value_t = 100_000)]
+    rate: u64,
+    /// Seconds each live-producer window lasts.
+    #[arg(long, default_value_t = 10)]
+    run_s: u64,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -308,6 +339,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Produce(args) => bench_produce(args),
         BenchCommand::Consume(args) => bench_consume(args),
         BenchCommand::E2e(args) => bench_e2e(args),
+        BenchCommand::Compaction(args) => bench_compaction(args),
         BenchCommand::Broker(BrokerBench::Consume(args)) => bench_broker_consume(args),
         BenchCommand::Broker(BrokerBench::Isolation(args)) => bench_broker_isolation(args),
         BenchCommand::TransferReceiver { unix_path, cpu } => {
@@ -531,4 +563,27 @@ fn bench_broker_isolation(a: BrokerIsolationArgs) -> Result<()> {
     print!("{}", harness::isolation_table(&report));
     let text = serde_json::to_string_pretty(&report)?;
     write_json_and_svg(&report, text, a.json, &a.svg, harness::write_isolation_svg)
+}
+
+fn bench_compaction(a: CompactionArgs) -> Result<()> {
+    use sluice_bench::compaction;
+    let scenario = compaction::CompactionScenario {
+        exe: std::env::current_exe().context("locating the sluice binary")?,
+        dir: a.dir,
+        dirty_bytes: a.dirty,
+        keys: a.keys.max(1),
+        value_bytes: a.value_bytes,
+        dedupe_buffer_bytes: a.dedupe_buffer as usize,
+        rate: a.rate.max(1),
+        run: Duration::from_secs(a.run_s.max(1)),
+        repeats: a.repeats.max(1),
+    };
+    let report = compaction::compaction(&scenario).map_err(|e| anyhow::anyhow!(e))?;
+    print!("{}", compaction::table(&report));
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("json: {}", path.display());
+    }
+    Ok(())
 }
