@@ -218,6 +218,29 @@ impl CleanedWriter {
         self.out.extend_from_slice(bytes);
     }
 
+    /// Copies the first `len` bytes of `seg` — the batches `batches` (base
+    /// offset, max timestamp, length), kept unchanged — into the new
+    /// segment, which must still be empty. Returns the bytes copied.
+    fn copy_prefix(
+        &mut self,
+        seg: &Segment,
+        len: u64,
+        batches: &[(i64, i64, usize)],
+    ) -> io::Result<u64> {
+        for &(base_offset, max_timestamp, n) in batches {
+            self.note_batch(base_offset, max_timestamp, n);
+        }
+        let mut buf = vec![0u8; len.min(1 << 20) as usize];
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(buf.len() as u64) as usize;
+            seg.file().read_exact_at(&mut buf[..n], at)?;
+            self.file.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(len)
+    }
+
     /// Writes out what is buffered once it reaches `threshold`; returns the
     /// bytes written.
     fn drain(&mut self, threshold: usize) -> io::Result<u64> {
@@ -628,9 +651,14 @@ impl Pass<'_> {
         }
     }
 
-    /// The copy proper; true when the output differs from the group.
+    /// The copy proper; true when the output differs from the group. A
+    /// single segment is written out only from its first change on (what
+    /// precedes it is then copied over whole): a segment nothing changes in
+    /// costs a read, not a write.
     fn copy_into(&mut self, group: &[Arc<Segment>], w: &mut CleanedWriter) -> io::Result<bool> {
         let mut changed = group.len() > 1;
+        // While nothing changed: the batches seen, to index once copied.
+        let mut unchanged: Vec<(i64, i64, usize)> = Vec::new();
         let mut rewritten = Vec::new();
         for (gi, seg) in group.iter().enumerate() {
             let last_segment = gi + 1 == group.len();
@@ -647,7 +675,16 @@ impl Pass<'_> {
                     .filter_batch(bytes, &h, last_of_group, &mut rewritten)
                     .map_err(|e| reader.bad(pos, &e.to_string()))?;
                 self.stats.batches_read += 1;
+                if !changed && !matches!(out, BatchOut::Same) {
+                    changed = true;
+                    let copied = w.copy_prefix(seg, pos, &unchanged)?;
+                    self.io(copied, copied);
+                    self.stats.batches_written += unchanged.len() as u64;
+                }
                 match out {
+                    BatchOut::Same if !changed => {
+                        unchanged.push((h.base_offset, h.max_timestamp, bytes.len()));
+                    }
                     BatchOut::Same => {
                         w.append(bytes, &h);
                         self.stats.batches_written += 1;
