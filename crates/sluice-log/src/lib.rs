@@ -16,8 +16,10 @@
 //! It knows the RecordBatch header but not the Kafka wire protocol.
 //!
 //! Every file this crate writes (segments, indexes, `recovery-point`,
-//! `producer.snapshot`, `.clean-shutdown`) is laid out byte by byte, with how
-//! recovery treats a torn or corrupt one, in `docs/FORMAT.md`.
+//! `producer.snapshot`, `.clean-shutdown`, the log cleaner's checkpoint and
+//! `.cleaned`/`.swap`/`.deleted` segments) is laid out byte by byte, with how
+//! recovery treats a torn or corrupt one, in `docs/FORMAT.md`. Compacted
+//! topics are cleaned by [`cleaner`].
 
 pub mod batch;
 pub mod cleaner;

@@ -407,17 +407,21 @@ impl Log {
             dedupe_buffer_bytes: cfg.dedupe_buffer_bytes / threads,
             ..cfg
         };
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stopping = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::with_capacity(threads);
+        // Built first, so that a failed spawn stops the threads already
+        // started (the handle's drop).
+        let mut cleaner = Cleaner {
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            stopping: Arc::new(AtomicBool::new(false)),
+            threads: Vec::with_capacity(threads),
+        };
         for i in 0..threads {
             let (log, stop, stopping, cfg) = (
                 self.clone(),
-                stop.clone(),
-                stopping.clone(),
+                cleaner.stop.clone(),
+                cleaner.stopping.clone(),
                 per_thread.clone(),
             );
-            handles.push(
+            cleaner.threads.push(
                 std::thread::Builder::new()
                     .name(format!("sluice-cleaner-{i}"))
                     .spawn(move || {
@@ -438,11 +442,7 @@ impl Log {
                     })?,
             );
         }
-        Ok(Cleaner {
-            stop,
-            stopping,
-            threads: handles,
-        })
+        Ok(cleaner)
     }
 }
 

@@ -839,3 +839,33 @@ fn log_append_time_batches_keep_their_max_timestamp() {
         (0, 1, stamped)
     );
 }
+
+#[test]
+fn background_threads_clean_due_partitions_and_stop_when_dropped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Arc::new(crate::Log::open(dir.path(), config()).expect("open"));
+    log.create_topic("a", 1).expect("a");
+    let a = log.partition("a", 0).expect("a");
+    let before = fill(&a, 2, 40, records::LZ4);
+    let cleaner = log
+        .start_cleaner(CleanerConfig {
+            threads: 2,
+            backoff: Duration::from_millis(20),
+            ..big_map()
+        })
+        .expect("start");
+    let start = std::time::Instant::now();
+    while a.cleaner_status().passes == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no pass ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stopping = std::time::Instant::now();
+    drop(cleaner);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "threads stop promptly"
+    );
+    assert!(log.cleaner_totals().passes >= 1);
+    assert!(!a.cleanable(crate::now_ms()).due);
+    assert_eq!(latest(&scan(&a).1), latest(&before));
+}

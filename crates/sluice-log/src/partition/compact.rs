@@ -379,7 +379,7 @@ impl Partition {
         };
         let started = Instant::now();
         let config = self.config.load_full();
-        if !config.cleanup_policy.compact {
+        if !config.cleanup_policy.compact || self.is_offline() {
             return Ok(None);
         }
         let segs = self.segments.load_full();
