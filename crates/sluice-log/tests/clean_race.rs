@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,6 +85,9 @@ fn race(path: AppendPath) {
         Arc::new(Partition::open(&dir.path().join("race-0"), config(path), false).expect("open"));
     let acked: Arc<Vec<AtomicI64>> = Arc::new((0..KEYS).map(|_| AtomicI64::new(-1)).collect());
     let done = Arc::new(AtomicBool::new(false));
+    // Progress so far: cleaner passes, reader scans.
+    let passes = Arc::new(AtomicUsize::new(0));
+    let scans = Arc::new(AtomicUsize::new(0));
     let writer = {
         let (p, acked, done) = (p.clone(), acked.clone(), done.clone());
         std::thread::spawn(move || {
@@ -113,30 +116,27 @@ fn race(path: AppendPath) {
         })
     };
     let cleaner = {
-        let (p, done) = (p.clone(), done.clone());
+        let (p, done, passes) = (p.clone(), done.clone(), passes.clone());
         std::thread::spawn(move || {
             let cfg = CleanerConfig {
                 dedupe_buffer_bytes: 1 << 16,
                 io_buffer_bytes: 4096,
                 ..CleanerConfig::default()
             };
-            let mut passes = 0;
             while !done.load(Ordering::Relaxed) {
                 if p.clean(&cfg, sluice_log::now_ms())
                     .expect("clean")
                     .is_some()
                 {
-                    passes += 1;
+                    passes.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            passes
         })
     };
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (p, acked, done) = (p.clone(), acked.clone(), done.clone());
+            let (p, acked, done, scans) = (p.clone(), acked.clone(), done.clone(), scans.clone());
             std::thread::spawn(move || {
-                let mut scans = 0;
                 while !done.load(Ordering::Relaxed) {
                     let floor: Vec<i64> = acked.iter().map(|a| a.load(Ordering::Acquire)).collect();
                     let seen = scan(&p);
@@ -150,22 +150,35 @@ fn race(path: AppendPath) {
                             "key{k:02}: acknowledged at {f} before the scan, the scan saw {got:?}"
                         );
                     }
-                    scans += 1;
+                    scans.fetch_add(1, Ordering::Relaxed);
                 }
-                scans
             })
         })
         .collect();
+    // At least 1.5 s, and until the cleaner has swapped under the readers
+    // a few times (on two busy cores that can take longer).
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(1500) {
+    while start.elapsed() < Duration::from_millis(1500)
+        || (passes.load(Ordering::Relaxed) < 10 || scans.load(Ordering::Relaxed) < 10)
+            && start.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     done.store(true, Ordering::Relaxed);
     let appended = writer.join().expect("writer");
-    let passes = cleaner.join().expect("cleaner");
-    let scans: usize = readers.into_iter().map(|r| r.join().expect("reader")).sum();
+    cleaner.join().expect("cleaner");
+    for r in readers {
+        r.join().expect("reader");
+    }
+    let (passes, scans) = (
+        passes.load(Ordering::Relaxed),
+        scans.load(Ordering::Relaxed),
+    );
     eprintln!("{path}: {appended} appends, {passes} cleaner passes, {scans} full scans");
-    assert!(passes >= 5 && scans >= 5, "{passes} passes, {scans} scans");
+    assert!(
+        passes >= 10 && scans >= 10,
+        "{passes} passes, {scans} scans"
+    );
 }
 
 #[test]
