@@ -212,6 +212,8 @@ impl Broker {
         let mut dirty = Vec::new();
         let mut last_run = Vec::new();
         let mut last_duration = Vec::new();
+        let mut last_read = Vec::new();
+        let mut last_written = Vec::new();
         let mut starts = Vec::new();
         let mut ends = Vec::new();
         let mut sizes = Vec::new();
@@ -229,6 +231,8 @@ impl Broker {
                     if let Some(last) = part.cleaner_status().last {
                         last_run.push((labels.clone(), (last.now_ms / 1000).max(0) as u64));
                         last_duration.push((labels.clone(), last.duration.as_millis() as u64));
+                        last_read.push((labels.clone(), last.bytes_read));
+                        last_written.push((labels.clone(), last.bytes_written));
                     }
                 }
                 starts.push((labels.clone(), part.log_start().max(0) as u64));
@@ -259,6 +263,18 @@ impl Broker {
             "Compacted partitions: how long the last cleaner pass took.",
             "gauge",
             &last_duration,
+        );
+        page.family(
+            "sluice_log_cleaner_last_pass_bytes_read",
+            "Compacted partitions: bytes the last cleaner pass read.",
+            "gauge",
+            &last_read,
+        );
+        page.family(
+            "sluice_log_cleaner_last_pass_bytes_written",
+            "Compacted partitions: bytes the last cleaner pass wrote (over bytes read: its ratio).",
+            "gauge",
+            &last_written,
         );
         page.family(
             "sluice_partition_log_start_offset",

@@ -144,6 +144,15 @@ a.create_topics([NewTopic('compacted', 1, 1, config={
         differences(&seen, &want)
     );
     assert!(server.metric("sluice_log_cleaner_passes_total") >= 1);
+    let labels = "{topic=\"compacted\",partition=\"0\"}";
+    let read = server.metric(&format!("sluice_log_cleaner_last_pass_bytes_read{labels}"));
+    let written = server.metric(&format!(
+        "sluice_log_cleaner_last_pass_bytes_written{labels}"
+    ));
+    assert!(
+        read > written,
+        "a pass that removed records wrote less than it read"
+    );
     assert!(
         server.metric("sluice_log_cleaner_records_removed_total") >= (KEYS * (ROUNDS - 1)) as u64
     );
