@@ -323,6 +323,8 @@ impl Broker {
 
     /// Clean shutdown of the log: flush, seal, marker.
     pub fn close(&self) -> io::Result<()> {
+        // The cleaner first: no pass then races the partitions' close.
+        self.state.stop_cleaner();
         self.state.log.close()
     }
 }

@@ -85,9 +85,9 @@ pub struct BrokerState {
     pub offsets: Arc<OffsetStore>,
     /// Broker configs changed at run time (AlterConfigs on the broker).
     pub dynamic: DynamicConfigs,
-    /// The log cleaner's threads (compacted topics), when enabled; dropped
-    /// before the log, they stop first.
-    _cleaner: Option<Cleaner>,
+    /// The log cleaner's threads (compacted topics), when enabled; taken
+    /// and dropped (stopped) before the log closes.
+    cleaner: std::sync::Mutex<Option<Cleaner>>,
     _upkeep: Upkeep,
 }
 
@@ -131,9 +131,20 @@ impl BrokerState {
             groups,
             offsets,
             dynamic,
-            _cleaner: cleaner,
+            cleaner: std::sync::Mutex::new(cleaner),
             _upkeep: upkeep,
         })
+    }
+
+    /// Stops the cleaner's threads (a pass in progress gives up at its next
+    /// batch) and waits for them.
+    pub fn stop_cleaner(&self) {
+        let cleaner = self
+            .cleaner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(cleaner);
     }
 }
 

@@ -92,7 +92,7 @@ impl OffsetMap {
             }
             if e[0] == lo && e[1] == hi {
                 self.slots[slot][2] = offset as u64 + 1;
-                self.latest = offset;
+                self.latest = self.latest.max(offset);
                 return true;
             }
         }
@@ -102,7 +102,7 @@ impl OffsetMap {
         }
         self.slots[slot] = [lo, hi, offset as u64 + 1];
         self.entries += 1;
-        self.latest = offset;
+        self.latest = self.latest.max(offset);
         true
     }
 

@@ -427,8 +427,21 @@ impl Log {
                     .spawn(move || {
                         let stopped = || stopping.load(Ordering::Acquire);
                         while !stopped() {
-                            if log.clean_once_with(&cfg, now_ms(), &stopped).is_some() {
-                                continue;
+                            // A pass that panics (a bug, never input: stored
+                            // bytes are checked) is logged and the thread
+                            // goes on, rather than compaction stopping
+                            // silently for every topic.
+                            let pass =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    log.clean_once_with(&cfg, now_ms(), &stopped)
+                                }));
+                            match pass {
+                                Ok(Some(_)) => continue,
+                                Ok(None) => {}
+                                Err(_) => {
+                                    tracing::error!("a log cleaner pass panicked; backing off");
+                                    log.cleaner.failures.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                             let (lock, cvar) = &*stop;
                             let guard = lock.lock().unwrap_or_else(|e| e.into_inner());

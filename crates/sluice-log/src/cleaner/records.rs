@@ -194,6 +194,16 @@ pub(crate) fn require_keys(batch_bytes: &[u8], h: &BatchHeader) -> Result<(), Ba
                 index: index as i32,
             });
         }
+        // Offsets inside the batch are 0, 1, 2, … (Kafka's validator asks
+        // the same): a record claiming an offset past its batch would shadow
+        // later writes of its key in the cleaner's map.
+        if r.offset_delta != index as i64 {
+            return Err(bad(
+                index as i32,
+                h.record_count,
+                "record offset deltas must run 0, 1, 2, … within a batch",
+            ));
+        }
     }
     Ok(())
 }
@@ -229,7 +239,7 @@ pub(crate) fn put_record(out: &mut Vec<u8>, r: &RawRecord<'_>, rebase: i64) {
         out.extend_from_slice(r.whole);
         return;
     }
-    let ts = r.timestamp_delta - rebase;
+    let ts = r.timestamp_delta.wrapping_sub(rebase);
     let len = 1 + varint_len(ts) + varint_len(r.offset_delta) + r.tail.len();
     put_varint(out, len as i64);
     out.push(r.attributes);

@@ -869,3 +869,109 @@ fn background_threads_clean_due_partitions_and_stop_when_dropped() {
     assert!(!a.cleanable(crate::now_ms()).due);
     assert_eq!(latest(&scan(&a).1), latest(&before));
 }
+
+/// Retention (here a DeleteRecords it carries out) taking the oldest
+/// segments while a pass runs must not let a later group's tombstone start
+/// its horizon: the pass stops, and a deleted key never comes back.
+#[test]
+fn retention_under_a_pass_stops_it_and_a_deleted_key_stays_deleted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = LogConfig {
+        segment_age: Some(Duration::from_millis(1)),
+        ..config()
+    };
+    let p = open(dir.path(), cfg);
+    let mut n = 0;
+    let mut put = |k: &str, v: Option<&str>| {
+        // One batch per segment: each append rolls.
+        std::thread::sleep(Duration::from_millis(3));
+        p.append(&keyed(k, v, T0 + n, 0), 0).expect("append");
+        n += 1;
+    };
+    put("f0", Some("x"));
+    put("k", Some("v"));
+    for i in 2..20 {
+        put(&format!("f{i}"), Some("x"));
+    }
+    put("k", None);
+    for i in 21..26 {
+        put(&format!("f{i}"), Some("x"));
+    }
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let retention_mid_pass = || {
+        if !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            p.delete_records_before(1).expect("delete records");
+            p.apply_retention().expect("retention");
+        }
+        false
+    };
+    let checkpoint_before = p.cleaner_status().checkpoint;
+    match p.clean_with(
+        &big_map(),
+        T0 + 100,
+        &Throttle::default(),
+        &retention_mid_pass,
+    ) {
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::Interrupted, "{e}"),
+        Ok(stats) => panic!("the pass went on after the log changed under it: {stats:?}"),
+    }
+    assert_eq!(
+        p.cleaner_status().checkpoint,
+        checkpoint_before,
+        "not moved"
+    );
+    // Later passes, the last one long past every delete horizon.
+    for now in [T0 + 5_000, T0 + 10 * 86_400_000, T0 + 20 * 86_400_000] {
+        p.clean_with(&big_map(), now, &Throttle::default(), &|| false)
+            .expect("pass");
+    }
+    let (_, records) = scan(&p);
+    let k: Vec<_> = records
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(b"k".as_slice()))
+        .collect();
+    assert!(
+        k.last().is_none_or(|r| r.value.is_none()),
+        "deleted key came back: {k:?}"
+    );
+}
+
+/// A compressed batch whose record claims an offset past its batch is
+/// refused on a compacted topic (it would shadow later writes of its key).
+#[test]
+fn a_record_offset_past_its_batch_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = open(dir.path(), config());
+    let mut record = vec![0u8]; // attributes
+    records::put_varint(&mut record, 0); // timestamp delta
+    records::put_varint(&mut record, 1_000_000); // offset delta: a lie
+    records::put_varint(&mut record, 1);
+    record.extend_from_slice(b"k");
+    records::put_varint(&mut record, 4);
+    record.extend_from_slice(b"evil");
+    records::put_varint(&mut record, 0); // no headers
+    let mut body = Vec::new();
+    records::put_varint(&mut body, record.len() as i64);
+    body.extend_from_slice(&record);
+    let h = BatchHeader {
+        base_offset: 0,
+        batch_length: 0,
+        partition_leader_epoch: -1,
+        magic: 2,
+        crc: 0,
+        attributes: 4, // zstd
+        last_offset_delta: 0,
+        base_timestamp: T0,
+        max_timestamp: T0,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        record_count: 1,
+    };
+    let mut bogus = Vec::new();
+    records::write_batch(&mut bogus, &h, &body).expect("batch");
+    assert!(p.append(&bogus, 0).is_err(), "refused");
+    assert_eq!(p.log_end(), 0);
+    p.append(&keyed("k", Some("good"), T0, 4), 0)
+        .expect("an honest zstd batch");
+}

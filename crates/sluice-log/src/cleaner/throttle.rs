@@ -49,21 +49,25 @@ impl Throttle {
         let Some(rate) = rate.filter(|&r| r > 0) else {
             return Duration::ZERO;
         };
-        // The lock is held through the sleep: every thread sharing the
-        // throttle waits its turn, as Kafka's throttler makes them.
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if now.duration_since(w.start) > WINDOW {
-            w.start = now;
-            w.bytes = 0;
-        }
-        w.bytes += bytes;
-        let due = Duration::from_secs_f64(w.bytes as f64 / rate as f64);
-        let elapsed = now.duration_since(w.start);
-        if due <= elapsed {
-            return Duration::ZERO;
-        }
-        let until = w.start + due;
+        // The bytes are counted and the wake-up time worked out under the
+        // lock; the sleep is not, so a thread sleeping for one partition never
+        // holds up another's cancellation (a topic being deleted, a
+        // shutdown). Threads after it count on top of its bytes, so the rate
+        // still bounds them together.
+        let until = {
+            let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if now.duration_since(w.start) > WINDOW {
+                w.start = now;
+                w.bytes = 0;
+            }
+            w.bytes += bytes;
+            let due = Duration::from_secs_f64(w.bytes as f64 / rate as f64);
+            if due <= now.duration_since(w.start) {
+                return Duration::ZERO;
+            }
+            w.start + due
+        };
         let began = Instant::now();
         loop {
             let now = Instant::now();

@@ -442,6 +442,18 @@ impl Partition {
                 pass.stats.segments_written += 1;
             } else {
                 pass.check_cancelled()?;
+                // The log changed under the pass: retention (or a
+                // DeleteRecords it carried out) took this group's oldest
+                // segments. The groups after it were planned on the map of a
+                // log that still held them; swapping one now could start a
+                // tombstone's delete horizon while an older value of its key
+                // survives here, and the key would come back once the
+                // tombstone goes. Stop; the checkpoint has not moved, so the
+                // next pass starts again from the log as it now is.
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the log changed under the cleaner pass; it will be redone",
+                ));
             }
         }
         pass.check_cancelled()?;
@@ -594,7 +606,7 @@ impl Pass<'_> {
                     let records = parse_records(&section, h.record_count)
                         .map_err(|e| reader.bad(reader.pos, &e.to_string()))?;
                     for r in &records {
-                        let offset = h.base_offset + r.offset_delta;
+                        let offset = h.base_offset.wrapping_add(r.offset_delta);
                         if offset < first_dirty {
                             continue;
                         }
@@ -728,7 +740,7 @@ impl Pass<'_> {
         let mut keep = Vec::with_capacity(records.len());
         let mut kept_tombstone = false;
         for r in &records {
-            let offset = h.base_offset + r.offset_delta;
+            let offset = h.base_offset.wrapping_add(r.offset_delta);
             let kept = if offset > latest {
                 true
             } else {
@@ -786,7 +798,7 @@ impl Pass<'_> {
             self.stats.empty_batches += 1;
             return Ok(BatchOut::Rewritten);
         }
-        let rebase = base_timestamp - h.base_timestamp;
+        let rebase = base_timestamp.wrapping_sub(h.base_timestamp);
         let mut body = Vec::with_capacity(section.len());
         let mut max_ts = i64::MIN;
         for (r, _) in records.iter().zip(&keep).filter(|(_, k)| **k) {
