@@ -15,6 +15,8 @@
 //!   advertised address) and the group coordinator, committed-offset store
 //!   and producer ids.
 //! - [`metrics`]: counters, histograms and the Prometheus page.
+//! - [`broker_configs`]: the dynamic broker configs (log defaults changed at
+//!   run time), stored in the data directory.
 //!
 //! [`Broker`] puts them together.
 

@@ -12,6 +12,11 @@
 //!   layer to send with `sendfile`.
 //! - Recovery after a crash scans from the recovery point with CRC checks and
 //!   truncates at the first bad batch; a clean shutdown skips the scan.
+//! - Topic configs ([`topic_config`]): Kafka's topic settings, checked,
+//!   stored with the topic and put in force live.
+//! - Retention by age and size, DeleteRecords' log start offset, and log
+//!   compaction ([`Log::start_cleaner`], after Kafka's LogCleaner) for topics
+//!   whose `cleanup.policy` includes `compact`.
 //!
 //! It knows the RecordBatch header but not the Kafka wire protocol.
 //!
