@@ -3,7 +3,7 @@
 //! One broker (node 0) leads every partition. The layers, each importing
 //! only those below it:
 //!
-//! - [`net`]: the listener, connections, framing and per-connection limits —
+//! - `net`: the listener, connections, framing and per-connection limits —
 //!   the only code that sees a socket. A connection's responses all leave
 //!   through one `sluice_io::Sender`, so a Fetch response's records go from
 //!   the segment file to the socket by the configured data path (`sendfile`

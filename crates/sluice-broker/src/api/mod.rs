@@ -8,7 +8,7 @@
 //!
 //! Handlers that may touch the disk (creating topics and partitions, index
 //! and header reads, fsyncs) take a [`Blocking`] token, which only
-//! [`off_runtime`] makes: they cannot be called on an async worker.
+//! `off_runtime` makes: they cannot be called on an async worker.
 
 mod admin;
 mod configs;
@@ -66,7 +66,7 @@ pub enum ApiError {
 pub struct ClientAddr(pub SocketAddr);
 
 /// Proof that the code holding it runs on the blocking pool, where waiting
-/// for the disk stalls no other connection. Made only by [`off_runtime`].
+/// for the disk stalls no other connection. Made only by `off_runtime`.
 pub struct Blocking(());
 
 /// Decodes and answers one request frame (without its size prefix).
