@@ -513,6 +513,21 @@ fn broker_scope(state: &BrokerState, name: &str) -> Result<Scope, Refusal> {
     }
 }
 
+/// A resource's answer: no error, or its code and message.
+fn error_fields(outcome: Result<(), Refusal>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (errors::NONE, None),
+        Err((code, message)) => (code, Some(str_bytes(&message))),
+    }
+}
+
+fn not_alterable(resource_type: i8) -> Refusal {
+    (
+        errors::INVALID_REQUEST,
+        format!("resource type {resource_type} cannot be altered here"),
+    )
+}
+
 /// Duplicate names in one resource are refused, as Kafka refuses them.
 fn no_duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Refusal> {
     let mut seen = std::collections::HashSet::new();
@@ -582,19 +597,13 @@ pub fn incremental_alter_configs(
                     }
                     alter_broker(state, scope, next, r.validate_only)
                 }
-                other => Err((
-                    errors::INVALID_REQUEST,
-                    format!("resource type {other} cannot be altered here"),
-                )),
+                other => Err(not_alterable(other)),
             }
         });
         let mut rr = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         rr.resource_type = res.resource_type;
         rr.resource_name = res.resource_name;
-        if let Err((code, message)) = outcome {
-            rr.error_code = code;
-            rr.error_message = Some(str_bytes(&message));
-        }
+        (rr.error_code, rr.error_message) = error_fields(outcome);
         out.responses.push(rr);
     }
     out
@@ -635,10 +644,7 @@ pub fn alter_configs(
                     let scope = broker_scope(state, &name)?;
                     alter_broker(state, scope, set, r.validate_only)
                 }
-                other => Err((
-                    errors::INVALID_REQUEST,
-                    format!("resource type {other} cannot be altered here"),
-                )),
+                other => Err(not_alterable(other)),
             }
         });
         let mut rr =
@@ -646,10 +652,7 @@ pub fn alter_configs(
             );
         rr.resource_type = res.resource_type;
         rr.resource_name = res.resource_name;
-        if let Err((code, message)) = outcome {
-            rr.error_code = code;
-            rr.error_message = Some(str_bytes(&message));
-        }
+        (rr.error_code, rr.error_message) = error_fields(outcome);
         out.responses.push(rr);
     }
     out
