@@ -19,6 +19,10 @@ use sluice_log::cleaner::{RecordSpec, build_batch};
 use sluice_log::{AppendPath, CleanerConfig, CleanupPolicy, FlushPolicy, LogConfig, Partition};
 
 const KEYS: usize = 12;
+/// How many appends the writer may run ahead of the cleaner's last pass.
+const MAX_AHEAD: usize = 3000;
+/// The two races share two cores with everything else; one at a time.
+static ONE_RACE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn config(path: AppendPath) -> LogConfig {
     LogConfig {
@@ -80,6 +84,7 @@ fn scan(p: &Partition) -> HashMap<Vec<u8>, i64> {
 }
 
 fn race(path: AppendPath) {
+    let _one = ONE_RACE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("dir");
     let p =
         Arc::new(Partition::open(&dir.path().join("race-0"), config(path), false).expect("open"));
@@ -88,11 +93,22 @@ fn race(path: AppendPath) {
     // Progress so far: cleaner passes, reader scans.
     let passes = Arc::new(AtomicUsize::new(0));
     let scans = Arc::new(AtomicUsize::new(0));
+    // Appends so far, and how many there were when the last pass began:
+    // the writer waits while it is too far ahead of the cleaner, so a slow,
+    // shared machine gets the same race in more time rather than a log that
+    // grows faster than it is cleaned.
+    let appended = Arc::new(AtomicUsize::new(0));
+    let appended_at_pass = Arc::new(AtomicUsize::new(0));
     let writer = {
         let (p, acked, done) = (p.clone(), acked.clone(), done.clone());
+        let (appended, appended_at_pass) = (appended.clone(), appended_at_pass.clone());
         std::thread::spawn(move || {
             let mut n = 0usize;
             while !done.load(Ordering::Relaxed) {
+                if n - appended_at_pass.load(Ordering::Relaxed) > MAX_AHEAD {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
                 let k = n % KEYS;
                 let key = format!("key{k:02}");
                 let value = format!("{key} version {n} {}", "v".repeat(n % 200));
@@ -108,6 +124,7 @@ fn race(path: AppendPath) {
                 let info = p.append(&b, 0).expect("append");
                 acked[k].store(info.base_offset, Ordering::Release);
                 n += 1;
+                appended.store(n, Ordering::Relaxed);
                 if n.is_multiple_of(64) {
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -117,6 +134,7 @@ fn race(path: AppendPath) {
     };
     let cleaner = {
         let (p, done, passes) = (p.clone(), done.clone(), passes.clone());
+        let (appended, appended_at_pass) = (appended.clone(), appended_at_pass.clone());
         std::thread::spawn(move || {
             let cfg = CleanerConfig {
                 dedupe_buffer_bytes: 1 << 16,
@@ -124,6 +142,7 @@ fn race(path: AppendPath) {
                 ..CleanerConfig::default()
             };
             while !done.load(Ordering::Relaxed) {
+                appended_at_pass.store(appended.load(Ordering::Relaxed), Ordering::Relaxed);
                 if p.clean(&cfg, sluice_log::now_ms())
                     .expect("clean")
                     .is_some()
