@@ -64,6 +64,66 @@ pub struct BrokerConfig {
     /// The log cleaner of compacted topics (`log.cleaner.enable`); None runs
     /// no cleaner (compacted topics then grow without bound).
     pub cleaner: Option<CleanerConfig>,
+    /// Cluster mode (`--cluster etcd://…`); None is the single-node broker,
+    /// which leads every partition and needs no etcd.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a broker joins a cluster coordinated by etcd.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// etcd client endpoints, `http://host:port` each.
+    pub endpoints: Vec<String>,
+    /// The key prefix every cluster key lives under (`/sluice`): several
+    /// clusters can share one etcd.
+    pub prefix: String,
+    /// The rack this broker is in (`broker.rack`), for replica placement.
+    pub rack: Option<String>,
+    /// The TTL of the lease this broker's registration is held under: a
+    /// broker silent this long is dead to the controller.
+    pub lease_ttl: std::time::Duration,
+    /// Replicas of a topic created without a replication factor
+    /// (`default.replication.factor`).
+    pub default_replication_factor: i16,
+    /// A follower that has not caught up for this long leaves the ISR
+    /// (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max: std::time::Duration,
+    /// How long a follower's fetch waits at the leader for new records
+    /// (`replica.fetch.wait.max.ms`).
+    pub replica_fetch_wait_max: std::time::Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/sluice".into(),
+            rack: None,
+            lease_ttl: std::time::Duration::from_secs(6),
+            default_replication_factor: 1,
+            replica_lag_time_max: std::time::Duration::from_secs(30),
+            replica_fetch_wait_max: std::time::Duration::from_millis(500),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Parses `etcd://host:port[,host:port…]` into endpoints.
+    pub fn parse_endpoints(url: &str) -> Result<Vec<String>, String> {
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| format!("{url:?}: a cluster is named etcd://HOST:PORT[,HOST:PORT…]"))?;
+        let endpoints: Vec<String> = rest
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| format!("http://{e}"))
+            .collect();
+        if endpoints.is_empty() {
+            return Err(format!("{url:?} names no etcd endpoint"));
+        }
+        Ok(endpoints)
+    }
 }
 
 impl Default for BrokerConfig {
@@ -89,6 +149,7 @@ impl Default for BrokerConfig {
             frame_read_timeout: std::time::Duration::from_secs(30),
             offset_metadata_max_bytes: 4096,
             cleaner: Some(CleanerConfig::default()),
+            cluster: None,
         }
     }
 }

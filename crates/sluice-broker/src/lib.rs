@@ -32,7 +32,7 @@ pub mod state;
 
 pub use api::{Decoded, decode_request};
 pub use broker::Broker;
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, ClusterConfig};
 pub use metrics::{DataPathStats, StatsSnapshot};
 pub use sluice_io::DataPath;
 pub use sluice_log::{AppendPath, FlushPolicy, LogConfig};

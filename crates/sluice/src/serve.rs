@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use sluice_broker::{
-    Advertised, AppendPath, Broker, BrokerConfig, DataPath, FlushPolicy, LogConfig,
+    Advertised, AppendPath, Broker, BrokerConfig, ClusterConfig, DataPath, FlushPolicy, LogConfig,
 };
 use sluice_client::parse_size;
 use sluice_log::CleanerConfig;
@@ -138,6 +138,31 @@ pub struct ServeArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
     pub log_level: tracing::Level,
+    /// This broker's id (node.id); unique in a cluster.
+    #[arg(long, env = "SLUICE_NODE_ID", default_value_t = 0)]
+    pub node_id: i32,
+    /// Join a cluster coordinated by etcd: etcd://HOST:PORT[,HOST:PORT…].
+    /// Without it the broker runs alone and leads every partition.
+    #[arg(long, env = "SLUICE_CLUSTER")]
+    pub cluster: Option<String>,
+    /// The etcd key prefix the cluster lives under (several clusters can share one etcd).
+    #[arg(long, env = "SLUICE_CLUSTER_PREFIX", default_value = "/sluice")]
+    pub cluster_prefix: String,
+    /// This broker's rack (broker.rack), for spreading replicas.
+    #[arg(long, env = "SLUICE_RACK")]
+    pub rack: Option<String>,
+    /// TTL of the etcd lease a broker's registration is held under: a broker silent this long is dead.
+    #[arg(long, env = "SLUICE_CLUSTER_LEASE_MS", default_value_t = 6000)]
+    pub cluster_lease_ms: u64,
+    /// Replicas of a topic created without a replication factor (default.replication.factor).
+    #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    pub default_replication_factor: i16,
+    /// A follower not caught up for this long leaves the ISR (replica.lag.time.max.ms).
+    #[arg(long, env = "SLUICE_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30_000)]
+    pub replica_lag_time_max_ms: u64,
+    /// How long a follower's fetch waits at the leader for records (replica.fetch.wait.max.ms).
+    #[arg(long, env = "SLUICE_REPLICA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
+    pub replica_fetch_wait_max_ms: u64,
 }
 
 /// `max.connections.per.ip.overrides`: address → limit.
@@ -227,6 +252,22 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
+    let cluster = match &args.cluster {
+        None => None,
+        Some(url) => Some(ClusterConfig {
+            endpoints: ClusterConfig::parse_endpoints(url).map_err(anyhow::Error::msg)?,
+            prefix: args.cluster_prefix.trim_end_matches('/').to_string(),
+            rack: args.rack.clone(),
+            lease_ttl: Duration::from_millis(args.cluster_lease_ms.max(1000)),
+            default_replication_factor: args.default_replication_factor.max(1),
+            replica_lag_time_max: Duration::from_millis(args.replica_lag_time_max_ms.max(100)),
+            replica_fetch_wait_max: Duration::from_millis(args.replica_fetch_wait_max_ms),
+        }),
+    };
+    if cluster.is_some() {
+        // Replaced as the cluster layer lands (issue 14).
+        anyhow::bail!("cluster mode is not built yet");
+    }
     let file_limit = raise_file_limit();
     let max_connections = args
         .max_connections
@@ -250,7 +291,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
         offsets_retention: Duration::from_secs(args.offsets_retention_minutes * 60),
         fetch_isolation: args.fetch_isolation,
-        node_id: 0,
+        node_id: args.node_id,
+        cluster,
         max_connections,
         max_connections_per_ip: args
             .max_connections_per_ip
