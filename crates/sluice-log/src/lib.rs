@@ -29,6 +29,8 @@
 pub mod batch;
 pub mod cleaner;
 mod config;
+pub mod epoch;
+pub mod hw_checkpoint;
 pub mod index;
 mod partition;
 pub mod producer;
@@ -44,6 +46,7 @@ use std::time::{Duration, Instant};
 pub use batch::BatchError;
 pub use cleaner::{CleanStats, Cleanable, Cleaner, CleanerConfig, CleanerStatus, CleanerTotals};
 pub use config::{AppendPath, CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+pub use epoch::LeaderEpochCache;
 pub use partition::{AppendError, AppendInfo, FileSlice, Partition, ReadError, ReadResult};
 pub use segment::{Segment, now_ms};
 pub use topic_config::TopicOverrides;
@@ -108,6 +111,9 @@ pub struct Log {
     recovered_clean: bool,
     /// The log cleaner's shared throttle and totals (`cleaner`).
     cleaner: cleaner::LogCleaner,
+    /// One `replication-offset-checkpoint` write at a time, so the last
+    /// one started is the one left.
+    hw_checkpoint: Mutex<()>,
 }
 
 impl Log {
@@ -127,6 +133,9 @@ impl Log {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             if !entry.file_type()?.is_dir() {
+                if hw_checkpoint::is_temp_file(&entry.file_name().to_string_lossy()) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -179,6 +188,16 @@ impl Log {
             }
             topics.insert(topic, list);
         }
+        // Replicated partitions' high watermarks, at most their log ends
+        // (a crash may have taken back what they covered).
+        for e in hw_checkpoint::read(dir)?.unwrap_or_default() {
+            if let Some(p) = topics
+                .get(&e.topic)
+                .and_then(|ps| ps.get(e.partition as usize))
+            {
+                p.set_high_watermark(e.high_watermark.min(p.log_end()));
+            }
+        }
         Ok(Log {
             dir: dir.to_path_buf(),
             defaults: RwLock::new(config),
@@ -187,7 +206,32 @@ impl Log {
             changing: std::sync::Mutex::new(()),
             recovered_clean: clean,
             cleaner: Default::default(),
+            hw_checkpoint: Mutex::new(()),
         })
+    }
+
+    /// Writes `replication-offset-checkpoint` (Kafka's high watermark
+    /// checkpoint, `hw_checkpoint`): the high watermark of every partition
+    /// whose high watermark is managed
+    /// ([`Partition::is_high_watermark_managed`]), atomically and durably.
+    /// The next [`Log::open`] gives each of them back its high watermark
+    /// (at most its log end). Kafka writes it every
+    /// `replica.high.watermark.checkpoint.interval.ms` (5 s) and at shutdown.
+    pub fn write_hw_checkpoint(&self) -> io::Result<()> {
+        let _one = self.hw_checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = Vec::new();
+        for (topic, parts) in self.read_topics().iter() {
+            for (i, p) in parts.iter().enumerate() {
+                if p.is_high_watermark_managed() {
+                    entries.push(hw_checkpoint::HwEntry {
+                        topic: topic.clone(),
+                        partition: i as u32,
+                        high_watermark: p.high_watermark(),
+                    });
+                }
+            }
+        }
+        hw_checkpoint::write(&self.dir, &entries)
     }
 
     pub fn dir(&self) -> &Path {

@@ -8,17 +8,19 @@
 
 mod compact;
 mod log_start;
+mod replica;
 
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
 use crate::batch::{self, BatchError, BatchHeader};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::epoch::LeaderEpochCache;
 use crate::producer::{ProducerTable, SeqCheck, SequenceError};
 use crate::segment::{Segment, SegmentWriter, now_ms};
 
@@ -47,6 +49,11 @@ pub enum AppendError {
     InvalidTimestamp { timestamp: i64, why: String },
     #[error("partition {0} is offline after an I/O error")]
     Offline(String),
+    /// [`Partition::append_replicated`]: a batch does not start after the
+    /// log's end (the first one) or after the batch before it. Nothing was
+    /// appended.
+    #[error("replicated batch at offset {got}, expected one at or after {expected}")]
+    OffsetMismatch { expected: i64, got: i64 },
     #[error("I/O error appending to {partition}: {source}")]
     Io {
         partition: String,
@@ -120,6 +127,10 @@ pub struct ReadResult {
     pub log_start: i64,
     /// One past the last committed offset (Kafka's high watermark on one node).
     pub log_end: i64,
+    /// The bound the read applied: `upto` (at most the log end) for
+    /// [`Partition::read_upto`]; [`Partition::high_watermark`] for the other
+    /// reads, which do not bound by it.
+    pub high_watermark: i64,
 }
 
 #[derive(Debug)]
@@ -153,6 +164,17 @@ pub struct Partition {
     offline: AtomicBool,
     /// The log cleaner's state (compacted topics; `partition/compact.rs`).
     pub(crate) cleaner: crate::cleaner::PartitionCleaner,
+    /// The leader epoch history (`leader-epoch-checkpoint`). Changed only
+    /// under the appender lock (taken first when both are held); readers
+    /// take only this one.
+    epochs: Mutex<LeaderEpochCache>,
+    /// The latest epoch in `epochs` (−1: none), so the append path sees
+    /// without a lock that it adds no entry.
+    latest_epoch: AtomicI32,
+    /// The high watermark last set (`partition/replica.rs`); meaningful once
+    /// `hw_managed` is set, until then the high watermark is the log end.
+    high_watermark: AtomicI64,
+    hw_managed: AtomicBool,
 }
 
 /// What is known to be on disk, and the recovery point that follows from it.
@@ -196,6 +218,32 @@ impl Durability {
         }
         Ok(())
     }
+
+    /// Moves the recovery point back to `base` if it is past it (a
+    /// truncation is about to rewrite the segment there), durably.
+    fn retreat(&self, base: i64) -> io::Result<()> {
+        let mut current = self
+            .recovery_point
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if base < *current {
+            write_recovery_point(&self.dir, base)?;
+            *current = base;
+        }
+        Ok(())
+    }
+
+    /// Sets the recovery point to `base` whichever way it moves (the log was
+    /// emptied and starts again at `base`), durably.
+    fn reset(&self, base: i64) -> io::Result<()> {
+        let mut current = self
+            .recovery_point
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        write_recovery_point(&self.dir, base)?;
+        *current = base;
+        Ok(())
+    }
 }
 
 impl Partition {
@@ -217,6 +265,7 @@ impl Partition {
                 || name.starts_with(&format!("{PRODUCER_SNAPSHOT}.")))
                 && name.ends_with(".tmp"))
                 || log_start::is_temp_file(&name)
+                || crate::epoch::is_temp_file(&name)
             {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -277,6 +326,7 @@ impl Partition {
         let log_end = last.next_offset();
         let writer = SegmentWriter::new(&last, &config)?;
         let producers = load_producer_state(dir, &name, &segments)?;
+        let epochs = replica::load_epochs(dir, &name, &segments, log_start, log_end)?;
         let partition = Partition {
             name,
             dir: dir.to_path_buf(),
@@ -300,6 +350,10 @@ impl Partition {
             }),
             offline: AtomicBool::new(false),
             cleaner: Default::default(),
+            latest_epoch: AtomicI32::new(epochs.latest_epoch().unwrap_or(-1)),
+            epochs: Mutex::new(epochs),
+            high_watermark: AtomicI64::new(log_end),
+            hw_managed: AtomicBool::new(false),
         };
         // The new recovery point trusts every segment below the last one on
         // the next open; those this open scanned (a crash left them
@@ -501,8 +555,53 @@ impl Partition {
                 t.record(h);
             }
         }
-        if let Err(e) = self.maybe_roll(&mut app, len, &config) {
-            return Err(self.write_error(&mut app, e));
+        // A new leader epoch's first batch: its entry is on disk before the
+        // batch is (once per leader change, not per append).
+        let added_epoch = self.assign_epochs(&mut app, [(leader_epoch, base_offset)])?;
+        let durable = match self.write_batches(&mut app, records, &batches, &config) {
+            Ok(durable) => durable,
+            Err(e) => {
+                if added_epoch {
+                    self.unassign_epochs_past_end();
+                }
+                return Err(e);
+            }
+        };
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            batches: batches.len(),
+            duplicate: false,
+            durable,
+            log_append_time: stamped.is_some().then_some(now),
+        })
+    }
+
+    /// Writes whole, validated batches (`batches`: start in `records` and the
+    /// header to store, offsets assigned) at the log's end — rolling first
+    /// if they do not fit the active segment — indexes them, records them in
+    /// the producer state, and publishes them. `records` must fit one
+    /// segment. Returns whether they were forced to disk
+    /// (`FlushPolicy::Always`). On an error nothing was published.
+    fn write_batches(
+        &self,
+        app: &mut Appender,
+        records: &[u8],
+        batches: &[(usize, BatchHeader)],
+        config: &LogConfig,
+    ) -> Result<bool, AppendError> {
+        let Some(next) = batches.last().map(|(_, h)| h.last_offset() + 1) else {
+            return Ok(false);
+        };
+        // Offsets relative to the segment base must fit the indexes (only a
+        // replica's batches, with gaps a compacted leader left, come near).
+        let span_too_wide = self
+            .segments
+            .load()
+            .last()
+            .is_some_and(|active| next - 1 - active.base_offset() > i64::from(i32::MAX));
+        if let Err(e) = self.maybe_roll(app, records.len() as u64, span_too_wide, config) {
+            return Err(self.write_error(app, e));
         }
         let segs = self.segments.load();
         let Some(active) = segs.last() else {
@@ -511,21 +610,21 @@ impl Partition {
         let Some(writer) = app.writer.as_mut() else {
             return Err(AppendError::Offline(self.name.clone()));
         };
-        let new_size = match writer.append(active, records, &batches, &config) {
+        let new_size = match writer.append(active, records, batches, config) {
             Ok(size) => size,
             // Nothing was published: the end still points before these bytes.
-            Err(e) => return Err(self.write_error(&mut app, e)),
+            Err(e) => return Err(self.write_error(app, e)),
         };
         let durable = match config.flush {
             FlushPolicy::Always => {
                 if let Err(e) = writer.sync(active) {
-                    return Err(self.io_error(&mut app, e));
+                    return Err(self.io_error(app, e));
                 }
                 true
             }
             _ => false,
         };
-        for (_, h) in &batches {
+        for (_, h) in batches {
             app.producers.record(h);
         }
         // The end offset first, then the segment size readers bound regions
@@ -540,19 +639,19 @@ impl Partition {
             self.durability.durable_end.store(next, Ordering::Release);
             app.last_flush_ms = now_ms();
         }
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: next - 1,
-            batches: batches.len(),
-            duplicate: false,
-            durable,
-            log_append_time: stamped.is_some().then_some(now),
-        })
+        Ok(durable)
     }
 
     /// Rolls to a new segment when `incoming` bytes do not fit the active one,
-    /// when it is too old, or when its index is full.
-    fn maybe_roll(&self, app: &mut Appender, incoming: u64, config: &LogConfig) -> io::Result<()> {
+    /// when it is too old, when its index is full, or when `force` says so
+    /// (a non-empty active segment only).
+    fn maybe_roll(
+        &self,
+        app: &mut Appender,
+        incoming: u64,
+        force: bool,
+        config: &LogConfig,
+    ) -> io::Result<()> {
         let segs = self.segments.load_full();
         let Some(active) = segs.last() else {
             return Ok(());
@@ -569,7 +668,7 @@ impl Partition {
         let old = config
             .segment_age
             .is_some_and(|age| now_ms() - active.created_ms() >= age.as_millis() as i64);
-        if !(full || old) {
+        if !(full || old || force) {
             return Ok(());
         }
         let base = self.log_end();
@@ -664,7 +763,7 @@ impl Partition {
     /// a trailing batch may be cut, which consumers ignore), never past the
     /// committed end, within one segment.
     pub fn read(&self, offset: i64, max_bytes: u64) -> Result<ReadResult, ReadError> {
-        self.read_with(offset, max_bytes, false)
+        self.read_with(offset, max_bytes, false, None)
     }
 
     /// As [`read`](Self::read), touching only pages already in the page cache:
@@ -672,7 +771,25 @@ impl Partition {
     /// `WouldBlock` instead of a wait for the disk (the caller then reads on a
     /// thread that may block). Index pages are memory-mapped and assumed hot.
     pub fn read_cached(&self, offset: i64, max_bytes: u64) -> Result<ReadResult, ReadError> {
-        self.read_with(offset, max_bytes, true)
+        self.read_with(offset, max_bytes, true, None)
+    }
+
+    /// As [`read`](Self::read) (or, with `cached_only`,
+    /// [`read_cached`](Self::read_cached)), but never returning any part of
+    /// a batch holding an offset at or past `upto` (the high watermark, for
+    /// consumers): the region ends before the first such batch, and is
+    /// empty when the batch holding `offset` is one. An `offset` in
+    /// `[upto, log_end]` is valid and reads nothing; past the log end it is
+    /// `OffsetOutOfRange` as for `read`. The result's `high_watermark` is
+    /// `upto` (at most the log end).
+    pub fn read_upto(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        upto: i64,
+        cached_only: bool,
+    ) -> Result<ReadResult, ReadError> {
+        self.read_with(offset, max_bytes, cached_only, Some(upto))
     }
 
     fn read_with(
@@ -680,16 +797,21 @@ impl Partition {
         offset: i64,
         max_bytes: u64,
         nowait: bool,
+        upto: Option<i64>,
     ) -> Result<ReadResult, ReadError> {
         let log_end = self.log_end();
         let log_start = self.log_start();
         // The end reported is loaded again after the segment size that bounds
         // the region: the appender publishes the end before the size, so every
         // byte under a size already seen belongs to offsets below this end.
-        let result = |slice| ReadResult {
-            slice,
-            log_start,
-            log_end: self.log_end(),
+        let result = |slice| {
+            let log_end = self.log_end();
+            ReadResult {
+                slice,
+                log_start,
+                log_end,
+                high_watermark: upto.map_or_else(|| self.high_watermark(), |u| u.min(log_end)),
+            }
         };
         if offset < log_start || offset > log_end {
             return Err(ReadError::OffsetOutOfRange {
@@ -698,7 +820,7 @@ impl Partition {
                 log_end,
             });
         }
-        if offset == log_end {
+        if offset == log_end || upto.is_some_and(|u| offset >= u) {
             return Ok(result(None));
         }
         let segs = self.segments.load_full();
@@ -717,7 +839,24 @@ impl Partition {
                 continue;
             };
             let first_len = header.total_len().unwrap_or(0) as u64;
-            let len = (size - position).min(max_bytes.max(first_len));
+            let mut len = (size - position).min(max_bytes.max(first_len));
+            if let Some(upto) = upto {
+                if header.last_offset() >= upto {
+                    return Ok(result(None));
+                }
+                // The region stops before the first batch reaching `upto`.
+                if seg.next_offset() > upto {
+                    let bound = seg.find_batch_with(upto, size, nowait).map_err(|source| {
+                        ReadError::Io {
+                            partition: self.name.clone(),
+                            source,
+                        }
+                    })?;
+                    if let Some((bound, _)) = bound {
+                        len = len.min(bound.saturating_sub(position));
+                    }
+                }
+            }
             return Ok(result(Some(FileSlice {
                 segment: seg.clone(),
                 position,
