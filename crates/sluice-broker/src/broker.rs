@@ -55,9 +55,10 @@ impl Broker {
         &self.state.stats
     }
 
-    /// This data directory's cluster id (`meta.properties`).
-    pub fn cluster_id(&self) -> &str {
-        &self.state.meta.cluster_id
+    /// The cluster id clients are told: etcd's in a cluster, this data
+    /// directory's (`meta.properties`) otherwise.
+    pub fn cluster_id(&self) -> String {
+        self.state.cluster_id()
     }
 
     /// Accepts connections until `shutdown` resolves.
@@ -318,15 +319,152 @@ impl Broker {
             "gauge",
             &groups,
         );
+        if let Some(c) = state.cluster() {
+            cluster_metrics(c, &mut page);
+        }
         body
+    }
+
+    /// Joins the cluster named in the config (nothing for a single-node
+    /// broker): registers in etcd, takes up partition roles, and keeps the
+    /// high watermarks checkpointed (`replication-offset-checkpoint`).
+    pub async fn join_cluster(&self) -> io::Result<()> {
+        self.state.join_cluster().await?;
+        if self.state.cluster().is_some() {
+            let log = self.state.log.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let log = log.clone();
+                    match tokio::task::spawn_blocking(move || log.write_hw_checkpoint()).await {
+                        Ok(Err(e)) => tracing::warn!("writing the high-watermark checkpoint: {e}"),
+                        Err(_) => return,
+                        Ok(Ok(())) => {}
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Leaves the cluster: fetchers stop, the registration's lease is
+    /// revoked (the controller moves leadership at once instead of after
+    /// the lease runs out).
+    pub async fn leave_cluster(&self) {
+        if let Some(c) = self.state.cluster() {
+            c.replicas.stop();
+            c.cluster.shutdown().await;
+        }
     }
 
     /// Clean shutdown of the log: flush, seal, marker.
     pub fn close(&self) -> io::Result<()> {
         // The cleaner first: no pass then races the partitions' close.
         self.state.stop_cleaner();
+        if self.state.cluster().is_some() {
+            self.state.log.write_hw_checkpoint()?;
+        }
         self.state.log.close()
     }
+}
+
+/// The replication and etcd figures of a cluster broker.
+fn cluster_metrics(c: &crate::state::InCluster, page: &mut Page<'_>) {
+    let r = &c.replicas;
+    page.one(
+        "sluice_cluster_etcd_connected",
+        "1 while etcd answers this broker; 0 while it does not (leaders keep serving).",
+        "gauge",
+        u64::from(c.cluster.etcd_connected()),
+    );
+    page.one(
+        "sluice_cluster_under_replicated_partitions",
+        "Partitions this broker leads whose ISR is smaller than their replica set.",
+        "gauge",
+        r.under_replicated() as u64,
+    );
+    for (name, help, v) in [
+        (
+            "sluice_cluster_isr_shrinks_total",
+            "ISR shrinks this broker (as leader) had written.",
+            &r.stats.isr_shrinks,
+        ),
+        (
+            "sluice_cluster_isr_expands_total",
+            "ISR expansions this broker (as leader) had written.",
+            &r.stats.isr_expands,
+        ),
+        (
+            "sluice_cluster_follower_fetch_bytes_total",
+            "Record bytes followers fetched from this leader (sent by the Fetch data path, zero-copy).",
+            &r.stats.follower_fetch_bytes,
+        ),
+        (
+            "sluice_cluster_replica_fetched_bytes_total",
+            "Record bytes this broker fetched as a follower.",
+            &r.stats.replica_fetched_bytes,
+        ),
+        (
+            "sluice_cluster_truncations_total",
+            "Times a replica here cut a diverged or out-of-range tail.",
+            &r.stats.truncations,
+        ),
+        (
+            "sluice_cluster_leader_elections_total",
+            "Partitions this broker took the leadership of.",
+            &r.stats.leader_elections_seen,
+        ),
+    ] {
+        page.one(name, help, "counter", v.load(Ordering::Relaxed));
+    }
+    let lag = r.follower_lag();
+    let messages: Vec<(String, u64)> = lag
+        .iter()
+        .map(|(t, p, f, m, _)| {
+            (
+                format!("{{topic=\"{t}\",partition=\"{p}\",follower=\"{f}\"}}"),
+                *m as u64,
+            )
+        })
+        .collect();
+    let millis: Vec<(String, u64)> = lag
+        .iter()
+        .map(|(t, p, f, _, ms)| {
+            (
+                format!("{{topic=\"{t}\",partition=\"{p}\",follower=\"{f}\"}}"),
+                *ms,
+            )
+        })
+        .collect();
+    page.family(
+        "sluice_cluster_replica_lag_messages",
+        "Records a follower is behind this leader's log end.",
+        "gauge",
+        &messages,
+    );
+    page.family(
+        "sluice_cluster_replica_lag_ms",
+        "Milliseconds since a follower last had everything this leader had.",
+        "gauge",
+        &millis,
+    );
+    let hws: Vec<(String, u64)> = r
+        .all()
+        .iter()
+        .map(|rep| {
+            (
+                format!("{{topic=\"{}\",partition=\"{}\"}}", rep.topic, rep.index),
+                rep.log.high_watermark().max(0) as u64,
+            )
+        })
+        .collect();
+    page.family(
+        "sluice_partition_high_watermark",
+        "Offset below which records are replicated to the whole ISR (what consumers see).",
+        "gauge",
+        &hws,
+    );
 }
 
 /// Forgets the committed offsets of groups empty for longer than

@@ -23,11 +23,13 @@
 pub mod api;
 mod broker;
 pub mod broker_configs;
+pub mod cluster;
 mod config;
 pub mod coordinator;
 pub mod meta_properties;
 pub mod metrics;
 mod net;
+pub mod replication;
 pub mod state;
 
 pub use api::{Decoded, decode_request};

@@ -10,12 +10,14 @@ use sluice_log::{Cleaner, Log, Upkeep};
 use tokio::sync::Notify;
 
 use crate::broker_configs::DynamicConfigs;
+use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::coordinator::groups::{Groups, SystemClock};
 use crate::coordinator::offsets::OffsetStore;
 use crate::coordinator::producer_ids::ProducerIds;
 use crate::meta_properties::MetaProperties;
 use crate::metrics::{DataPathStats, Latencies};
+use crate::replication::Replicas;
 
 /// The host and port clients are told to connect to (Kafka's
 /// `advertised.listeners`): a host name or an IP, never a wildcard.
@@ -76,8 +78,9 @@ pub struct BrokerState {
     /// This data directory's identity (`meta.properties`).
     pub meta: MetaProperties,
     pub advertised: Advertised,
-    /// Woken after every append, so parked fetches re-check their partitions.
-    pub appended: Notify,
+    /// Woken after every append (and, in a cluster, whenever a high
+    /// watermark moves), so parked fetches re-check their partitions.
+    pub appended: Arc<Notify>,
     pub stats: DataPathStats,
     pub latencies: Latencies,
     pub producer_ids: ProducerIds,
@@ -88,7 +91,16 @@ pub struct BrokerState {
     /// The log cleaner's threads (compacted topics), when enabled; taken
     /// and dropped (stopped) before the log closes.
     cleaner: std::sync::Mutex<Option<Cleaner>>,
+    /// Set once, before serving, when the broker runs in a cluster.
+    cluster: std::sync::OnceLock<InCluster>,
     _upkeep: Upkeep,
+}
+
+/// A cluster broker's two planes: the etcd-backed metadata and the
+/// replicas acting on it.
+pub struct InCluster {
+    pub cluster: Arc<Cluster>,
+    pub replicas: Arc<Replicas>,
 }
 
 impl BrokerState {
@@ -124,7 +136,7 @@ impl BrokerState {
             log,
             meta,
             advertised,
-            appended: Notify::new(),
+            appended: Arc::new(Notify::new()),
             stats: DataPathStats::default(),
             latencies: Latencies::default(),
             producer_ids,
@@ -132,8 +144,54 @@ impl BrokerState {
             offsets,
             dynamic,
             cleaner: std::sync::Mutex::new(cleaner),
+            cluster: std::sync::OnceLock::new(),
             _upkeep: upkeep,
         })
+    }
+
+    /// Joins the cluster named in the config (a no-op for a single-node
+    /// broker): registers in etcd and starts acting on the cluster state.
+    pub async fn join_cluster(&self) -> io::Result<()> {
+        let Some(cfg) = &self.config.cluster else {
+            return Ok(());
+        };
+        let cluster = Cluster::start(
+            self.config.node_id,
+            self.advertised.host.clone(),
+            self.advertised.port,
+            cfg,
+        )
+        .await
+        .map_err(|e| io::Error::other(format!("joining the cluster: {e}")))?;
+        if cluster.cluster_id() != self.meta.cluster_id {
+            tracing::info!(
+                etcd = %cluster.cluster_id(),
+                data_dir = %self.meta.cluster_id,
+                "the cluster's id (from etcd) is the one clients are told"
+            );
+        }
+        let replicas = Replicas::start(
+            self.log.clone(),
+            cluster.clone(),
+            cfg.clone(),
+            self.appended.clone(),
+        );
+        let _ = self.cluster.set(InCluster { cluster, replicas });
+        Ok(())
+    }
+
+    /// The cluster this broker is in; None for a single-node broker.
+    pub fn cluster(&self) -> Option<&InCluster> {
+        self.cluster.get()
+    }
+
+    /// The id clients are told: etcd's in a cluster, `meta.properties`'
+    /// otherwise.
+    pub fn cluster_id(&self) -> String {
+        match self.cluster() {
+            Some(c) => c.cluster.cluster_id(),
+            None => self.meta.cluster_id.clone(),
+        }
     }
 
     /// Stops the cleaner's threads (a pass in progress gives up at its next

@@ -7,7 +7,18 @@ use std::path::{Path, PathBuf};
 
 /// Which top-level modules each module may name as `crate::<module>`.
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("broker", &["net", "api", "state", "metrics", "config"]),
+    (
+        "broker",
+        &[
+            "net",
+            "api",
+            "state",
+            "metrics",
+            "config",
+            "replication",
+            "cluster",
+        ],
+    ),
     ("net", &["api", "state", "metrics", "config"]),
     (
         "api",
@@ -18,11 +29,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "meta_properties",
             "broker_configs",
+            "replication",
+            "cluster",
         ],
     ),
     (
         "state",
         &[
+            "replication",
+            "cluster",
             "coordinator",
             "metrics",
             "config",
@@ -30,6 +45,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "broker_configs",
         ],
     ),
+    ("replication", &["cluster", "config", "metrics"]),
+    ("cluster", &["config", "metrics"]),
     ("broker_configs", &[]),
     ("coordinator", &[]),
     ("metrics", &[]),

@@ -79,6 +79,12 @@ impl Client {
         })
     }
 
+    /// How long a read may wait for the broker (60 s from `connect`).
+    pub fn set_read_timeout(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        Ok(())
+    }
+
     /// A second handle on the same connection, so one thread can write
     /// requests while another reads their responses (in order). The clone
     /// starts from the same correlation id as this handle.

@@ -264,10 +264,6 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             replica_fetch_wait_max: Duration::from_millis(args.replica_fetch_wait_max_ms),
         }),
     };
-    if cluster.is_some() {
-        // Replaced as the cluster layer lands (issue 14).
-        anyhow::bail!("cluster mode is not built yet");
-    }
     let file_limit = raise_file_limit();
     let max_connections = args
         .max_connections
@@ -339,6 +335,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         });
         let broker = Broker::open(config.clone(), advertised.clone())
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
+        broker.join_cluster().await.context("joining the cluster")?;
         tracing::info!(
             listen = %bound,
             %advertised,
@@ -372,6 +369,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let _ = std::io::stdout().flush();
         broker.serve(listener, shutdown_signal()).await;
         let _ = stop_tx.send(true);
+        broker.leave_cluster().await;
         tracing::info!("shutting down: flushing and marking a clean shutdown");
         broker.close().context("closing the log")?;
         Ok(())

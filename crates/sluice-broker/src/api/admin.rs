@@ -85,14 +85,32 @@ pub fn describe_cluster(
         out.error_message = Some(str_bytes(&message));
         return out;
     }
-    let node = BrokerId(state.meta.node_id);
-    let mut broker = DescribeClusterBroker::default();
-    broker.broker_id = node;
-    broker.host = str_bytes(&state.advertised.host);
-    broker.port = i32::from(state.advertised.port);
-    out.brokers = vec![broker];
-    out.cluster_id = str_bytes(&state.meta.cluster_id);
-    out.controller_id = node;
+    if let Some(c) = state.cluster() {
+        let snapshot = c.cluster.snapshot();
+        out.brokers = snapshot
+            .brokers
+            .values()
+            .map(|b| {
+                let mut broker = DescribeClusterBroker::default();
+                broker.broker_id = BrokerId(b.id);
+                broker.host = str_bytes(&b.host);
+                broker.port = i32::from(b.port);
+                broker.rack = b.rack.as_deref().map(str_bytes);
+                broker
+            })
+            .collect();
+        out.cluster_id = str_bytes(&snapshot.cluster_id);
+        out.controller_id = BrokerId(snapshot.controller.unwrap_or(-1));
+    } else {
+        let node = BrokerId(state.meta.node_id);
+        let mut broker = DescribeClusterBroker::default();
+        broker.broker_id = node;
+        broker.host = str_bytes(&state.advertised.host);
+        broker.port = i32::from(state.advertised.port);
+        out.brokers = vec![broker];
+        out.cluster_id = str_bytes(&state.meta.cluster_id);
+        out.controller_id = node;
+    }
     if r.include_cluster_authorized_operations {
         out.cluster_authorized_operations = CLUSTER_OPERATIONS;
     }

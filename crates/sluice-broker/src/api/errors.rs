@@ -56,5 +56,7 @@ pub fn append_error_code(e: &AppendError) -> i16 {
         AppendError::Offline(_) | AppendError::Io { .. } | AppendError::NoSpace { .. } => {
             KAFKA_STORAGE_ERROR
         }
+        // Only a follower's append of fetched batches meets it.
+        AppendError::OffsetMismatch { .. } => E::UnknownServerError.code(),
     }
 }

@@ -118,6 +118,10 @@ fn collect_cached_fetch(
     all_ready.then_some(gathered)
 }
 
+/// Marks a follower fetch whose last fetched epoch diverged from the
+/// leader's log (not a Kafka code: answered with DivergingEpoch).
+const DIVERGED: i16 = i16::MIN;
+
 /// Gathers a file region per requested partition. With `cached_only`, reads
 /// only from the page cache and returns None as soon as a read would wait.
 fn collect_fetch(
@@ -133,6 +137,8 @@ fn collect_fetch(
     // for (KIP-74): no error, their offsets, and the client asks again
     // (librdkafka and the Java client rotate the partitions they name).
     let limit = state.config.max_partitions_per_fetch;
+    // A follower's fetch names its broker id (Kafka's replica id).
+    let follower = r.replica_id.0;
     let mut named = 0usize;
     let mut topics = Vec::with_capacity(r.topics.len());
     for ft in &r.topics {
@@ -146,41 +152,93 @@ fn collect_fetch(
                 last_stable_offset: -1,
                 log_start_offset: -1,
                 records: None,
+                diverging_epoch: None,
             };
             named += 1;
             if named > limit {
                 if let Some(part) = partition(state, &name, fp.partition) {
-                    pd.high_watermark = part.log_end();
+                    pd.high_watermark = part.high_watermark();
                     pd.last_stable_offset = pd.high_watermark;
                     pd.log_start_offset = part.log_start();
                 }
                 partitions.push(pd);
                 continue;
             }
-            match partition(state, &name, fp.partition) {
-                None => {
-                    pd.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+            // In a cluster only the leader serves a partition; a follower
+            // reads up to the log end, a consumer up to the high watermark.
+            let target = match state.cluster() {
+                None => partition(state, &name, fp.partition)
+                    .map(|p| (p, None))
+                    .ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(c) => c
+                    .replicas
+                    .leader_replica(&name, fp.partition, fp.current_leader_epoch)
+                    .and_then(|(replica, _)| {
+                        let hw = if follower >= 0 {
+                            if fp.last_fetched_epoch >= 0 {
+                                let (epoch, end) =
+                                    replica.log.end_offset_for_epoch(fp.last_fetched_epoch);
+                                if epoch < fp.last_fetched_epoch || end < fp.fetch_offset {
+                                    return Err(DIVERGED);
+                                }
+                            }
+                            c.replicas
+                                .follower_fetched(&replica, follower, fp.fetch_offset)
+                        } else {
+                            replica.log.high_watermark()
+                        };
+                        Ok((replica.log.clone(), Some(hw)))
+                    }),
+            };
+            match target {
+                Err(DIVERGED) => {
+                    // The follower's last epoch ends earlier here (or is
+                    // unknown): tell it where, with no records.
+                    if let Some((replica, _)) = state
+                        .cluster()
+                        .and_then(|c| c.replicas.leader_replica(&name, fp.partition, -1).ok())
+                    {
+                        let (epoch, end) = replica.log.end_offset_for_epoch(fp.last_fetched_epoch);
+                        pd.diverging_epoch = Some((epoch, end));
+                        pd.high_watermark = replica.log.high_watermark();
+                        pd.last_stable_offset = pd.high_watermark;
+                        pd.log_start_offset = replica.log.log_start();
+                    }
                     any_error = true;
                 }
-                Some(part) => {
+                Err(code) => {
+                    pd.error_code = code;
+                    any_error = true;
+                }
+                Ok((part, hw)) => {
                     // The first batch is sent whole even past the budget.
                     let budget = u64::try_from(fp.partition_max_bytes)
                         .unwrap_or(0)
                         .min(max_bytes.saturating_sub(total));
-                    let read = if cached_only {
-                        part.read_cached(fp.fetch_offset, budget)
-                    } else {
-                        part.read(fp.fetch_offset, budget)
+                    let read = match hw {
+                        Some(hw) if follower < 0 => {
+                            part.read_upto(fp.fetch_offset, budget, hw, cached_only)
+                        }
+                        _ if cached_only => part.read_cached(fp.fetch_offset, budget),
+                        _ => part.read(fp.fetch_offset, budget),
                     };
                     match read {
                         Ok(res) => {
-                            pd.high_watermark = res.log_end;
-                            pd.last_stable_offset = res.log_end;
+                            pd.high_watermark = hw.unwrap_or(res.log_end);
+                            pd.last_stable_offset = pd.high_watermark;
                             pd.log_start_offset = res.log_start;
                             if let Some(slice) = res.slice
                                 && (budget > 0 || total == 0)
                             {
                                 total += slice.len;
+                                if follower >= 0
+                                    && let Some(c) = state.cluster()
+                                {
+                                    c.replicas
+                                        .stats
+                                        .follower_fetch_bytes
+                                        .fetch_add(slice.len, std::sync::atomic::Ordering::Relaxed);
+                                }
                                 pd.records = Some(RecordsRegion {
                                     segment: slice.segment,
                                     position: slice.position,
@@ -192,8 +250,8 @@ fn collect_fetch(
                             log_start, log_end, ..
                         }) => {
                             pd.error_code = errors::OFFSET_OUT_OF_RANGE;
-                            pd.high_watermark = log_end;
-                            pd.last_stable_offset = log_end;
+                            pd.high_watermark = hw.unwrap_or(log_end);
+                            pd.last_stable_offset = pd.high_watermark;
                             pd.log_start_offset = log_start;
                             any_error = true;
                         }

@@ -31,6 +31,9 @@ pub struct PartitionData {
     pub log_start_offset: i64,
     /// None: an empty record set (a null records field for errors).
     pub records: Option<RecordsRegion>,
+    /// (epoch, end offset) when a follower's log diverged from the leader's
+    /// (v12+, KIP-595): it truncates there before fetching again.
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// One topic of a Fetch response.
@@ -108,7 +111,18 @@ pub fn encode_fetch_response(
                 }
             }
             if flexible {
-                w.u8(0); // partition tagged fields
+                // Partition tagged fields: DivergingEpoch is tag 0.
+                match p.diverging_epoch {
+                    Some((epoch, end_offset)) => {
+                        w.uvarint(1); // one tagged field
+                        w.uvarint(0); // tag
+                        w.uvarint(13); // its size: i32 + i64 + no tags
+                        w.i32(epoch);
+                        w.i64(end_offset);
+                        w.u8(0);
+                    }
+                    None => w.u8(0),
+                }
             }
         }
         if flexible {

@@ -39,30 +39,49 @@ use super::{Blocking, off_runtime, str_bytes as s};
 use crate::coordinator::groups::{JoinRequest, JoinResult, Reply, SyncResult, code};
 use crate::coordinator::offsets::{CommitEntry, Committed, MAX_STRING_BYTES};
 use crate::state::BrokerState;
+use kafka_protocol::protocol::StrBytes;
+
+/// The broker coordinating a group: this one on a single node; in a
+/// cluster, one chosen by a hash of the key over the registered brokers,
+/// so every member finds the same one from whichever broker it asks.
+fn coordinator_for(state: &BrokerState, key: &str) -> (BrokerId, StrBytes, i32) {
+    if let Some(c) = state.cluster() {
+        let snapshot = c.cluster.snapshot();
+        let brokers: Vec<_> = snapshot.brokers.values().collect();
+        if !brokers.is_empty() {
+            let b = brokers[crc32c::crc32c(key.as_bytes()) as usize % brokers.len()];
+            return (BrokerId(b.id), s(&b.host), i32::from(b.port));
+        }
+    }
+    (
+        BrokerId(state.meta.node_id),
+        s(&state.advertised.host),
+        i32::from(state.advertised.port),
+    )
+}
 
 pub(crate) fn find_coordinator(
     state: &BrokerState,
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let host = s(&state.advertised.host);
-    let port = i32::from(state.advertised.port);
-    let node = BrokerId(state.meta.node_id);
     let mut out = FindCoordinatorResponse::default();
     if version >= 4 {
         out.coordinators = r
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let (node, host, port) = coordinator_for(state, &key);
                 let mut c = Coordinator::default();
                 c.key = key;
                 c.node_id = node;
-                c.host = host.clone();
+                c.host = host;
                 c.port = port;
                 c
             })
             .collect();
     } else {
+        let (node, host, port) = coordinator_for(state, &r.key);
         out.node_id = node;
         out.host = host;
         out.port = port;

@@ -20,6 +20,7 @@ const MAX_TIMESTAMP: i64 = -3;
 pub fn list_offsets(
     state: &BrokerState,
     r: ListOffsetsRequest,
+    version: i16,
     _: &Blocking,
 ) -> ListOffsetsResponse {
     let mut out = ListOffsetsResponse::default();
@@ -33,9 +34,25 @@ pub fn list_offsets(
             p.timestamp = -1;
             p.offset = -1;
             p.leader_epoch = -1;
-            match partition(state, &name, lp.partition_index) {
-                None => p.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(part) => match lookup(&part, lp.timestamp) {
+            // In a cluster only the leader answers (clients send
+            // ListOffsets to it, with its epoch from v4 on).
+            let target = match state.cluster() {
+                None => partition(state, &name, lp.partition_index)
+                    .ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(c) => c
+                    .replicas
+                    .leader_replica(&name, lp.partition_index, lp.current_leader_epoch)
+                    .map(|(replica, epoch)| {
+                        // The field exists from v4.
+                        if version >= 4 {
+                            p.leader_epoch = epoch;
+                        }
+                        replica.log.clone()
+                    }),
+            };
+            match target {
+                Err(code) => p.error_code = code,
+                Ok(part) => match lookup(&part, lp.timestamp) {
                     Ok(Some((offset, timestamp))) => {
                         p.offset = offset;
                         p.timestamp = timestamp;
@@ -68,8 +85,9 @@ fn lookup(part: &Partition, target: i64) -> Result<Option<(i64, i64)>, ReadError
             })
         })),
         ts if ts >= 0 => by_time(part, ts),
-        // −1 (latest), and any other negative target.
-        _ => Ok(Some((part.log_end(), -1))),
+        // −1 (latest), and any other negative target: the high watermark
+        // (the log end on a single broker), what consumers can read to.
+        _ => Ok(Some((part.high_watermark(), -1))),
     }
 }
 

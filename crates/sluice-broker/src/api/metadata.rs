@@ -1,5 +1,5 @@
-//! Metadata: this broker, its cluster id, and every topic asked for (one
-//! broker leads every partition).
+//! Metadata: the brokers, the cluster id, and every topic asked for — one
+//! broker leading every partition, or, in a cluster, what etcd holds.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -8,7 +8,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::topics::ensure_topic;
 use super::{Blocking, errors, str_bytes};
-use crate::state::BrokerState;
+use crate::state::{BrokerState, InCluster};
+use kafka_protocol::ResponseError;
 
 fn may_create(state: &BrokerState, r: &MetadataRequest, version: i16) -> bool {
     state.config.auto_create_topics && (version < 4 || r.allow_auto_topic_creation)
@@ -95,6 +96,151 @@ pub fn metadata(
                         .collect();
                 }
                 Err(code) => t.error_code = code,
+            }
+            t
+        })
+        .collect();
+    out
+}
+
+/// Metadata in a cluster: the live brokers, the controller, and each
+/// topic's partitions with leader, leader epoch, replicas and ISR as etcd
+/// holds them. A topic auto-created here is answered LEADER_NOT_AVAILABLE
+/// until its partitions have leaders, as Kafka answers; clients retry.
+pub async fn cluster_metadata(
+    state: &BrokerState,
+    c: &InCluster,
+    r: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let create = may_create(state, &r, version);
+    let every =
+        r.topics.is_none() || (version == 0 && r.topics.as_ref().is_some_and(|t| t.is_empty()));
+    let mut snapshot = c.cluster.snapshot();
+    let mut names: Vec<String> = match &r.topics {
+        _ if every => snapshot.topics.keys().cloned().collect(),
+        None => Vec::new(),
+        Some(list) => list
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .collect(),
+    };
+    names.sort();
+    names.dedup();
+    let mut created = std::collections::HashSet::new();
+    if create {
+        for name in &names {
+            if snapshot.topics.contains_key(name) || sluice_log::validate_topic_name(name).is_err()
+            {
+                continue;
+            }
+            match c
+                .cluster
+                .create_topic(
+                    name,
+                    state.config.default_partitions.max(1) as i32,
+                    -1,
+                    None,
+                    Default::default(),
+                    false,
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(topic = %name, "auto-created topic");
+                    created.insert(name.clone());
+                }
+                Err(crate::cluster::ClusterError::TopicExists) => {}
+                Err(e) => tracing::warn!(topic = %name, "auto-creating: {e}"),
+            }
+        }
+        if !created.is_empty() {
+            // Give the controller a moment to elect leaders, so most
+            // clients get a usable answer the first time.
+            let mut rx = c.cluster.subscribe();
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+                loop {
+                    let s = rx.borrow_and_update().clone();
+                    let ready = created.iter().all(|t| {
+                        s.topics.get(t).is_some_and(|info| {
+                            (0..info.replicas.len() as i32).all(|p| {
+                                s.partitions
+                                    .get(&(t.clone(), p))
+                                    .is_some_and(|st| st.leader >= 0)
+                            })
+                        })
+                    });
+                    if ready || rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
+            snapshot = c.cluster.snapshot();
+        }
+    }
+    let mut out = MetadataResponse::default();
+    out.brokers = snapshot
+        .brokers
+        .values()
+        .map(|b| {
+            let mut m = MetadataResponseBroker::default();
+            m.node_id = BrokerId(b.id);
+            m.host = str_bytes(&b.host);
+            m.port = i32::from(b.port);
+            m.rack = b.rack.as_deref().map(str_bytes);
+            m
+        })
+        .collect();
+    out.cluster_id = Some(str_bytes(&snapshot.cluster_id));
+    out.controller_id = BrokerId(snapshot.controller.unwrap_or(-1));
+    out.topics = names
+        .into_iter()
+        .map(|name| {
+            let mut t = MetadataResponseTopic::default();
+            t.name = Some(TopicName(str_bytes(&name)));
+            let Some(info) = snapshot.topics.get(&name) else {
+                t.error_code = match sluice_log::validate_topic_name(&name) {
+                    Err(e) => errors::topic_error_code(&e),
+                    Ok(()) => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                };
+                return t;
+            };
+            t.topic_id = info.id;
+            t.partitions = info
+                .replicas
+                .iter()
+                .enumerate()
+                .map(|(i, replicas)| {
+                    let mut p = MetadataResponsePartition::default();
+                    p.partition_index = i as i32;
+                    p.replica_nodes = replicas.iter().map(|&b| BrokerId(b)).collect();
+                    match snapshot.partitions.get(&(name.clone(), i as i32)) {
+                        Some(st) => {
+                            p.leader_id = BrokerId(st.leader);
+                            p.leader_epoch = st.leader_epoch;
+                            p.isr_nodes = st.isr.iter().map(|&b| BrokerId(b)).collect();
+                            // Replicas whose broker is not registered.
+                            p.offline_replicas = replicas
+                                .iter()
+                                .filter(|b| !snapshot.brokers.contains_key(b))
+                                .map(|&b| BrokerId(b))
+                                .collect();
+                            if st.leader < 0 {
+                                p.error_code = ResponseError::LeaderNotAvailable.code();
+                            }
+                        }
+                        None => {
+                            p.leader_id = BrokerId(-1);
+                            p.leader_epoch = -1;
+                            p.error_code = ResponseError::LeaderNotAvailable.code();
+                        }
+                    }
+                    p
+                })
+                .collect();
+            if created.contains(&name) && t.partitions.iter().any(|p| p.error_code != 0) {
+                t.error_code = ResponseError::LeaderNotAvailable.code();
             }
             t
         })

@@ -14,6 +14,7 @@ mod admin;
 mod configs;
 mod decode;
 mod encode;
+mod epochs;
 pub mod errors;
 mod fetch;
 pub mod fetch_writer;
@@ -115,6 +116,12 @@ pub async fn dispatch(
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(Reply::NoResponse),
         },
+        RequestKind::Metadata(r) if state.cluster().is_some() => {
+            let c = state
+                .cluster()
+                .ok_or_else(|| ApiError::Internal("no cluster".into()))?;
+            ResponseKind::Metadata(metadata::cluster_metadata(state, c, r, version).await)
+        }
         RequestKind::Metadata(r) => {
             // Only creating a topic touches the disk; naming topics that
             // exist (every client's periodic refresh) is answered here,
@@ -132,8 +139,32 @@ pub async fn dispatch(
             }
         }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(
-            off_runtime(state, move |s, b| list_offsets::list_offsets(s, r, b)).await?,
+            off_runtime(state, move |s, b| {
+                list_offsets::list_offsets(s, r, version, b)
+            })
+            .await?,
         ),
+        RequestKind::CreateTopics(r) if state.cluster().is_some() => {
+            let c = state
+                .cluster()
+                .ok_or_else(|| ApiError::Internal("no cluster".into()))?;
+            ResponseKind::CreateTopics(topics::cluster_create_topics(state, c, r, version).await)
+        }
+        RequestKind::DeleteTopics(r) if state.cluster().is_some() => {
+            let c = state
+                .cluster()
+                .ok_or_else(|| ApiError::Internal("no cluster".into()))?;
+            ResponseKind::DeleteTopics(topics::cluster_delete_topics(c, r).await)
+        }
+        RequestKind::CreatePartitions(r) if state.cluster().is_some() => {
+            let c = state
+                .cluster()
+                .ok_or_else(|| ApiError::Internal("no cluster".into()))?;
+            ResponseKind::CreatePartitions(topics::cluster_create_partitions(c, r).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(epochs::offset_for_leader_epoch(state, r))
+        }
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
             off_runtime(state, move |s, b| topics::create_topics(s, r, version, b)).await?,
         ),

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use sluice_log::{AppendError, FlushPolicy};
+use sluice_log::{AppendError, AppendInfo, FlushPolicy, Partition};
 
 use super::errors::{self, append_error_code};
 use super::{off_runtime, topics};
-use crate::state::BrokerState;
+use crate::state::{BrokerState, InCluster};
 
 /// Validates and appends each partition's batches, on the blocking pool;
 /// acks=-1 returns once they are durable under the flush policy
@@ -16,6 +16,9 @@ use crate::state::BrokerState;
 /// the OS). acks=0 gets no response at all. `max.message.bytes` is checked
 /// per batch by the log, as Kafka checks it.
 pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<ProduceResponse> {
+    if let Some(c) = state.cluster() {
+        return cluster_produce(state, c, r).await;
+    }
     let acks = r.acks;
     let mut out = ProduceResponse::default();
     let mut appended_any = false;
@@ -51,43 +54,12 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
             let result = match part {
                 Err(code) => Err(code),
                 Ok(part) => {
-                    let durable_wait =
-                        acks == -1 && matches!(part.config().flush, FlushPolicy::Interval(_));
-                    let log_part = part.clone();
-                    let queued = std::time::Instant::now();
-                    let appended = tokio::task::spawn_blocking(move || {
-                        let started = std::time::Instant::now();
-                        let result = log_part.append(&records, 0).and_then(|info| {
-                            if durable_wait {
-                                log_part.flush().map_err(|source| AppendError::Io {
-                                    partition: log_part.name().to_string(),
-                                    source,
-                                })?;
-                            }
-                            Ok(info)
-                        });
-                        (result, started - queued, started.elapsed())
-                    })
-                    .await
-                    .map(|(result, queue, took)| {
-                        state.latencies.append_queue.observe(queue);
-                        state.latencies.append.observe(took);
-                        result
-                    });
-                    match appended {
-                        Ok(Ok(info)) => {
-                            appended_any = true;
-                            Ok((info, part.log_start()))
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(topic = %name, partition = pd.index, "produce refused: {e}");
-                            Err(append_error_code(&e))
-                        }
-                        Err(e) => {
-                            tracing::error!("append task failed: {e}");
-                            Err(errors::KAFKA_STORAGE_ERROR)
-                        }
+                    let appended =
+                        append_partition(state, &part, records, acks, 0, &name, pd.index).await;
+                    if appended.is_ok() {
+                        appended_any = true;
                     }
+                    appended.map(|info| (info, part.log_start()))
                 }
             };
             match result {
@@ -105,6 +77,113 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
     }
     if appended_any {
         state.appended.notify_waiters();
+    }
+    (acks != 0).then_some(out)
+}
+
+/// Appends one partition's batches on the blocking pool (acks=-1 under an
+/// interval flush policy also flushes), timing the queue and the append.
+async fn append_partition(
+    state: &Arc<BrokerState>,
+    part: &Arc<Partition>,
+    records: bytes::Bytes,
+    acks: i16,
+    leader_epoch: i32,
+    topic: &str,
+    index: i32,
+) -> Result<AppendInfo, i16> {
+    let durable_wait = acks == -1 && matches!(part.config().flush, FlushPolicy::Interval(_));
+    let log_part = part.clone();
+    let queued = std::time::Instant::now();
+    let appended = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let result = log_part.append(&records, leader_epoch).and_then(|info| {
+            if durable_wait {
+                log_part.flush().map_err(|source| AppendError::Io {
+                    partition: log_part.name().to_string(),
+                    source,
+                })?;
+            }
+            Ok(info)
+        });
+        (result, started - queued, started.elapsed())
+    })
+    .await
+    .map(|(result, queue, took)| {
+        state.latencies.append_queue.observe(queue);
+        state.latencies.append.observe(took);
+        result
+    });
+    match appended {
+        Ok(Ok(info)) => Ok(info),
+        Ok(Err(e)) => {
+            tracing::debug!(topic, partition = index, "produce refused: {e}");
+            Err(append_error_code(&e))
+        }
+        Err(e) => {
+            tracing::error!("append task failed: {e}");
+            Err(errors::KAFKA_STORAGE_ERROR)
+        }
+    }
+}
+
+/// Produce in a cluster: only the partition's leader appends, stamping its
+/// leader epoch into the batches. `acks=all` is refused before the append
+/// when the ISR is smaller than `min.insync.replicas`, and answered once
+/// the high watermark passes the batches (every ISR member has them).
+async fn cluster_produce(
+    state: &Arc<BrokerState>,
+    c: &InCluster,
+    r: ProduceRequest,
+) -> Option<ProduceResponse> {
+    let acks = r.acks;
+    let timeout = std::time::Duration::from_millis(u64::try_from(r.timeout_ms).unwrap_or(0).max(1));
+    let mut out = ProduceResponse::default();
+    for topic in r.topic_data {
+        let name = topic.name.0.to_string();
+        let mut t = TopicProduceResponse::default();
+        t.name = topic.name.clone();
+        for pd in topic.partition_data {
+            let mut p = PartitionProduceResponse::default();
+            p.index = pd.index;
+            p.base_offset = -1;
+            p.log_append_time_ms = -1;
+            p.log_start_offset = -1;
+            let records = pd.records.unwrap_or_default();
+            let result = async {
+                let (replica, epoch) = c.replicas.leader_replica(&name, pd.index, -1)?;
+                if acks == -1 {
+                    c.replicas.check_enough_replicas(&replica)?;
+                }
+                let info =
+                    append_partition(state, &replica.log, records, acks, epoch, &name, pd.index)
+                        .await?;
+                c.replicas.leader_appended(&replica);
+                // Followers parked in a Fetch here fetch it now.
+                state.appended.notify_waiters();
+                if acks == -1 {
+                    let code = c
+                        .replicas
+                        .wait_replicated(&replica, epoch, info.last_offset + 1, timeout)
+                        .await;
+                    if code != errors::NONE {
+                        return Err(code);
+                    }
+                }
+                Ok((info, replica.log.log_start()))
+            }
+            .await;
+            match result {
+                Ok((info, log_start)) => {
+                    p.base_offset = info.base_offset;
+                    p.log_start_offset = log_start;
+                    p.log_append_time_ms = info.log_append_time.unwrap_or(-1);
+                }
+                Err(code) => p.error_code = code,
+            }
+            t.partition_responses.push(p);
+        }
+        out.responses.push(t);
     }
     (acks != 0).then_some(out)
 }

@@ -14,7 +14,9 @@ use sluice_log::{Partition, TopicError};
 
 use super::errors::{self, topic_error_code};
 use super::{Blocking, configs, str_bytes};
-use crate::state::BrokerState;
+use crate::cluster::ClusterError;
+use crate::state::{BrokerState, InCluster};
+use kafka_protocol::ResponseError;
 
 /// A partition of a topic, if both exist.
 pub fn partition(state: &BrokerState, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -169,6 +171,188 @@ pub fn create_partitions(
                 .map_err(|e| (topic_error_code(&e), e.to_string())),
         };
         if let Err((code, message)) = outcome {
+            res.error_code = code;
+            res.error_message = Some(str_bytes(&message));
+        }
+        out.results.push(res);
+    }
+    out
+}
+
+/// A cluster refusal as the (code, message) admin responses carry.
+fn cluster_refusal(e: ClusterError) -> (i16, String) {
+    let code = match &e {
+        ClusterError::TopicExists => errors::TOPIC_ALREADY_EXISTS,
+        ClusterError::UnknownTopic => errors::UNKNOWN_TOPIC_OR_PARTITION,
+        ClusterError::InvalidReplicationFactor(_) => errors::INVALID_REPLICATION_FACTOR,
+        ClusterError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment.code(),
+        ClusterError::InvalidPartitions(_) => errors::INVALID_PARTITIONS,
+        _ => ResponseError::RequestTimedOut.code(),
+    };
+    (code, e.to_string())
+}
+
+/// Waits (up to `timeout`) until this broker's view of the cluster
+/// satisfies `ready`, so a Metadata right after an admin call sees it.
+async fn await_view(
+    c: &InCluster,
+    timeout: std::time::Duration,
+    ready: impl Fn(&crate::cluster::ClusterSnapshot) -> bool,
+) {
+    let mut rx = c.cluster.subscribe();
+    let _ = tokio::time::timeout(timeout, async {
+        loop {
+            if ready(&rx.borrow_and_update()) || rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+/// CreateTopics in a cluster: the topic (replica assignment and configs)
+/// is written to etcd, where the controller gives its partitions leaders
+/// and the replicas' brokers create them. Replication factor −1 takes
+/// `--default-replication-factor`; a manual assignment is honoured.
+pub async fn cluster_create_topics(
+    state: &BrokerState,
+    c: &InCluster,
+    r: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut out = CreateTopicsResponse::default();
+    let timeout = std::time::Duration::from_millis(u64::try_from(r.timeout_ms).unwrap_or(0));
+    for topic in r.topics {
+        let name = topic.name.0.to_string();
+        let mut res = CreatableTopicResult::default();
+        res.name = topic.name.clone();
+        let assignment: Option<Vec<Vec<i32>>> = (!topic.assignments.is_empty()).then(|| {
+            let mut a: Vec<_> = topic
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect();
+            a.sort_by_key(|(i, _)| *i);
+            a.into_iter().map(|(_, b)| b).collect()
+        });
+        let partitions = if topic.num_partitions == -1 {
+            assignment
+                .as_ref()
+                .map_or(state.config.default_partitions as i32, |a| a.len() as i32)
+        } else {
+            topic.num_partitions
+        };
+        let outcome = async {
+            if assignment.is_some()
+                && (topic.num_partitions != -1 || topic.replication_factor != -1)
+            {
+                return Err((
+                    ResponseError::InvalidRequest.code(),
+                    "both a replica assignment and a partition count or replication factor"
+                        .to_string(),
+                ));
+            }
+            if partitions <= 0 {
+                return Err((
+                    errors::INVALID_PARTITIONS,
+                    "partition count must be positive".to_string(),
+                ));
+            }
+            sluice_log::validate_topic_name(&name)
+                .map_err(|e| (topic_error_code(&e), e.to_string()))?;
+            let overrides = configs::create_topic_overrides(&topic.configs)?;
+            sluice_log::topic_config::resolve(&state.log.config(), &overrides)
+                .map_err(|e| (errors::INVALID_CONFIG, e.to_string()))?;
+            c.cluster
+                .create_topic(
+                    &name,
+                    partitions,
+                    topic.replication_factor,
+                    assignment.clone(),
+                    overrides,
+                    r.validate_only,
+                )
+                .await
+                .map_err(cluster_refusal)
+        }
+        .await;
+        match outcome {
+            Err((code, message)) => {
+                res.error_code = code;
+                res.error_message = Some(str_bytes(&message));
+            }
+            Ok(info) => {
+                res.num_partitions = info.replicas.len() as i32;
+                res.replication_factor = info.replicas.first().map_or(0, |r| r.len() as i16);
+                res.topic_id = info.id;
+                if !r.validate_only {
+                    await_view(c, timeout, |s| {
+                        (0..info.replicas.len() as i32)
+                            .all(|p| s.partitions.contains_key(&(name.clone(), p)))
+                    })
+                    .await;
+                    if version >= 5 {
+                        res.configs = Some(configs::created_topic_configs(state, &name));
+                    }
+                }
+            }
+        }
+        out.topics.push(res);
+    }
+    out
+}
+
+/// DeleteTopics in a cluster: removed from etcd; every broker deletes its
+/// replicas when it sees it gone.
+pub async fn cluster_delete_topics(c: &InCluster, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let mut names: Vec<TopicName> = r.topic_names;
+    names.extend(r.topics.into_iter().filter_map(|t| t.name));
+    let timeout = std::time::Duration::from_millis(u64::try_from(r.timeout_ms).unwrap_or(0));
+    let mut out = DeleteTopicsResponse::default();
+    for name in names {
+        let mut res = DeletableTopicResult::default();
+        let topic = name.0.to_string();
+        match c.cluster.delete_topic(&topic).await {
+            Ok(()) => await_view(c, timeout, |s| !s.topics.contains_key(&topic)).await,
+            Err(e) => {
+                let (code, message) = cluster_refusal(e);
+                res.error_code = code;
+                res.error_message = Some(str_bytes(&message));
+            }
+        }
+        res.name = Some(name);
+        out.responses.push(res);
+    }
+    out
+}
+
+/// CreatePartitions in a cluster: the new partitions' assignment goes to
+/// etcd; the controller gives them leaders.
+pub async fn cluster_create_partitions(
+    c: &InCluster,
+    r: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut out = CreatePartitionsResponse::default();
+    for t in r.topics {
+        let mut res = CreatePartitionsTopicResult::default();
+        let name = t.name.0.to_string();
+        res.name = t.name;
+        let assignment = t.assignments.map(|a| {
+            a.into_iter()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
+        });
+        if let Err(e) = c
+            .cluster
+            .create_partitions(&name, t.count, assignment, r.validate_only)
+            .await
+        {
+            let (code, message) = cluster_refusal(e);
             res.error_code = code;
             res.error_message = Some(str_bytes(&message));
         }

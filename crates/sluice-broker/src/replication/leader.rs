@@ -1,0 +1,179 @@
+//! A leader's view of its followers: their log ends, when each was last
+//! caught up, the ISR and the high watermark that follows from them
+//! (Kafka's `Partition` leader-side state).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sluice_log::Partition;
+
+use crate::cluster::PartitionState;
+
+/// One follower as the leader sees it.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Its log end offset (the offset of its last fetch); -1 until it
+    /// fetches from this leader.
+    pub leo: i64,
+    /// When it last had everything the leader had (Kafka's
+    /// `lastCaughtUpTimeMs`).
+    pub last_caught_up: Instant,
+    /// The time of its previous fetch and the leader's log end then.
+    last_fetch: Option<(Instant, i64)>,
+}
+
+/// A change of ISR to ask the controller for.
+#[derive(Debug, Clone)]
+pub struct IsrProposal {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// What a leader keeps for one partition.
+#[derive(Debug)]
+pub struct LeaderState {
+    pub leader: i32,
+    pub epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub followers: HashMap<i32, Progress>,
+    /// An ISR change is with the controller: no second one until it answers.
+    pub isr_change_pending: bool,
+    /// The log end when this broker became leader: a follower joins the ISR
+    /// only once it has at least this (it then holds every record of the
+    /// previous epochs the leader holds).
+    epoch_start_offset: i64,
+}
+
+impl LeaderState {
+    pub fn new(state: &PartitionState, replicas: &[i32], log: &Partition) -> LeaderState {
+        let now = Instant::now();
+        let followers = replicas
+            .iter()
+            .filter(|&&r| r != state.leader)
+            .map(|&r| {
+                (
+                    r,
+                    Progress {
+                        leo: -1,
+                        // As Kafka: an ISR member gets the full lag time to
+                        // show up at its new leader.
+                        last_caught_up: now,
+                        last_fetch: None,
+                    },
+                )
+            })
+            .collect();
+        LeaderState {
+            leader: state.leader,
+            epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            replicas: replicas.to_vec(),
+            isr: state.isr.clone(),
+            followers,
+            isr_change_pending: false,
+            epoch_start_offset: log.log_end(),
+        }
+    }
+
+    /// A newer state of the same leader epoch (the ISR changed).
+    pub fn update(&mut self, state: &PartitionState) {
+        if state.partition_epoch >= self.partition_epoch {
+            self.isr = state.isr.clone();
+            self.partition_epoch = state.partition_epoch;
+        }
+    }
+
+    /// Records a follower's fetch at `fetch_offset`. Returns an ISR
+    /// expansion to ask for when an out-of-sync follower has caught up to
+    /// the high watermark.
+    pub fn record_fetch(
+        &mut self,
+        log: &Partition,
+        follower: i32,
+        fetch_offset: i64,
+    ) -> Option<IsrProposal> {
+        let now = Instant::now();
+        let leader_end = log.log_end();
+        let p = self.followers.get_mut(&follower)?;
+        p.leo = fetch_offset;
+        // Kafka's rule: caught up now if it asked for our end; caught up at
+        // its previous fetch if it now has what we had then.
+        if fetch_offset >= leader_end {
+            p.last_caught_up = now;
+        } else if let Some((at, end_then)) = p.last_fetch
+            && fetch_offset >= end_then
+        {
+            p.last_caught_up = p.last_caught_up.max(at);
+        }
+        p.last_fetch = Some((now, leader_end));
+        let caught_up =
+            fetch_offset >= log.high_watermark() && fetch_offset >= self.epoch_start_offset;
+        if !self.isr.contains(&follower) && caught_up && !self.isr_change_pending {
+            self.isr_change_pending = true;
+            let mut isr = self.isr.clone();
+            isr.push(follower);
+            isr.sort_unstable();
+            return Some(IsrProposal {
+                leader_epoch: self.epoch,
+                partition_epoch: self.partition_epoch,
+                isr,
+            });
+        }
+        None
+    }
+
+    /// Moves the high watermark to the smallest log end in the ISR, if that
+    /// is past it. A member that has not fetched yet holds it where it is.
+    pub fn advance_hw(&self, log: &Partition) -> bool {
+        let mut hw = log.log_end();
+        for id in &self.isr {
+            if *id == self.leader {
+                continue;
+            }
+            match self.followers.get(id) {
+                Some(p) if p.leo >= 0 => hw = hw.min(p.leo),
+                _ => return false,
+            }
+        }
+        if hw > log.high_watermark() {
+            log.set_high_watermark(hw);
+            return true;
+        }
+        false
+    }
+
+    /// The ISR without the followers not caught up within `lag`, if any.
+    pub fn shrink_proposal(&mut self, now: Instant, lag: Duration) -> Option<IsrProposal> {
+        if self.isr_change_pending {
+            return None;
+        }
+        let out: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|id| *id != self.leader)
+            .filter(|id| {
+                self.followers
+                    .get(id)
+                    .is_some_and(|p| now.saturating_duration_since(p.last_caught_up) > lag)
+            })
+            .collect();
+        if out.is_empty() {
+            return None;
+        }
+        self.isr_change_pending = true;
+        Some(IsrProposal {
+            leader_epoch: self.epoch,
+            partition_epoch: self.partition_epoch,
+            isr: self
+                .isr
+                .iter()
+                .copied()
+                .filter(|id| !out.contains(id))
+                .collect(),
+        })
+    }
+}
