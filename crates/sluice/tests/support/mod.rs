@@ -2,6 +2,8 @@
 //! raw socket on `sluice_client`'s framing.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
