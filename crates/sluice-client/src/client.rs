@@ -28,6 +28,20 @@ pub struct TopicInfo {
     pub internal: bool,
     /// (partition, leader broker id), by partition.
     pub partitions: Vec<(i32, i32)>,
+    /// Each partition's leader epoch, replicas and ISR, by partition.
+    pub replicas: Vec<PartitionReplicas>,
+}
+
+/// Where a partition's replicas are, as Metadata describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReplicas {
+    pub partition: i32,
+    /// −1 while the partition has no leader.
+    pub leader: i32,
+    /// −1 from a broker that does not report epochs.
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
 }
 
 /// One connection to a broker.
@@ -253,17 +267,30 @@ impl Client {
     }
 
     /// Creates a topic (CreateTopics v5) with `partitions` partitions and
-    /// topic configs (`retention.ms=…`); replication factor 1.
+    /// topic configs (`retention.ms=…`), replicated as the broker's
+    /// `default.replication.factor` says.
     pub fn create_topic(
         &mut self,
         topic: &str,
         partitions: i32,
         configs: &[(String, String)],
     ) -> Result<(), ClientError> {
+        self.create_topic_replicated(topic, partitions, -1, configs)
+    }
+
+    /// As [`create_topic`](Self::create_topic), with `replication_factor`
+    /// replicas of each partition (−1: the broker's default).
+    pub fn create_topic_replicated(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(String, String)],
+    ) -> Result<(), ClientError> {
         let mut t = CreatableTopic::default();
         t.name = topic_name(topic);
         t.num_partitions = partitions;
-        t.replication_factor = 1;
+        t.replication_factor = replication_factor;
         t.configs = configs
             .iter()
             .map(|(k, v)| {
@@ -327,10 +354,23 @@ impl Client {
                 .map(|p| (p.partition_index, p.leader_id.0))
                 .collect();
             partitions.sort_unstable();
+            let mut replicas: Vec<PartitionReplicas> = t
+                .partitions
+                .iter()
+                .map(|p| PartitionReplicas {
+                    partition: p.partition_index,
+                    leader: p.leader_id.0,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                    isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                })
+                .collect();
+            replicas.sort_by_key(|p| p.partition);
             out.push(TopicInfo {
                 name: t.name.map(|n| n.0.to_string()).unwrap_or_default(),
                 internal: t.is_internal,
                 partitions,
+                replicas,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -29,7 +29,7 @@ pub use admin::{
     config_source,
 };
 pub use batch::{Batch, Batches, batches, encode_batch, plain_record, whole_len};
-pub use client::{Client, Fetched, TopicInfo, produce_request, topic_name};
+pub use client::{Client, Fetched, PartitionReplicas, TopicInfo, produce_request, topic_name};
 pub use error::{ClientError, error_name};
 pub use partition::{murmur2, partition_for_key};
 pub use size::parse_size;

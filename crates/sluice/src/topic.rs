@@ -29,6 +29,9 @@ pub enum TopicCommand {
         name: String,
         #[arg(short, long, default_value_t = 1)]
         partitions: i32,
+        /// Replicas of each partition (-1: the cluster's default.replication.factor).
+        #[arg(short, long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
         /// A topic config, `key=value` (e.g. retention.ms=3600000); repeatable.
         #[arg(short, long = "config", value_parser = parse_config)]
         configs: Vec<(String, String)>,
@@ -81,13 +84,14 @@ pub fn run(args: TopicArgs) -> Result<()> {
         TopicCommand::Create {
             name,
             partitions,
+            replication_factor,
             configs,
         } => {
             if partitions < 1 {
                 bail!("--partitions must be at least 1");
             }
             client
-                .create_topic(&name, partitions, &configs)
+                .create_topic_replicated(&name, partitions, replication_factor, &configs)
                 .with_context(|| format!("creating topic {name}"))?;
             println!("created topic {name} with {partitions} partition(s)");
         }
@@ -101,6 +105,7 @@ pub fn run(args: TopicArgs) -> Result<()> {
             let topics = client
                 .describe_topics(names.as_deref())
                 .context("describing topics")?;
+            let mut leaders = Leaders::new(&mut client)?;
             for t in topics {
                 println!(
                     "topic {}  partitions {}{}",
@@ -122,12 +127,25 @@ pub fn run(args: TopicArgs) -> Result<()> {
                         .collect();
                     println!("  configs {}", shown.join(" "));
                 }
-                for (partition, leader) in t.partitions {
-                    let earliest = client.list_offset(&t.name, partition, -2)?;
-                    let latest = client.list_offset(&t.name, partition, -1)?;
+                for p in &t.replicas {
+                    // Offsets come from the partition's leader (in a
+                    // cluster, another broker may lead it).
+                    let offsets = leaders.client(&mut client, p.leader).and_then(|c| {
+                        Ok((
+                            c.list_offset(&t.name, p.partition, -2)?,
+                            c.list_offset(&t.name, p.partition, -1)?,
+                        ))
+                    });
+                    let offsets = match offsets {
+                        Ok((earliest, latest)) => format!(
+                            "earliest {earliest}  latest {latest}  messages {}",
+                            latest - earliest
+                        ),
+                        Err(e) => format!("offsets unavailable: {e}"),
+                    };
                     println!(
-                        "  partition {partition}  leader {leader}  earliest {earliest}  latest {latest}  messages {}",
-                        latest - earliest
+                        "  partition {}  leader {}  epoch {}  replicas {:?}  isr {:?}  {offsets}",
+                        p.partition, p.leader, p.leader_epoch, p.replicas, p.isr
                     );
                 }
             }
@@ -183,4 +201,50 @@ pub fn run(args: TopicArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Connections to the brokers leading partitions, opened as needed.
+struct Leaders {
+    addresses: std::collections::HashMap<i32, String>,
+    open: std::collections::HashMap<i32, Client>,
+}
+
+impl Leaders {
+    fn new(client: &mut Client) -> Result<Leaders> {
+        let cluster = client
+            .describe_cluster()
+            .context("describing the cluster")?;
+        Ok(Leaders {
+            addresses: cluster
+                .brokers
+                .into_iter()
+                .map(|b| (b.id, format!("{}:{}", b.host, b.port)))
+                .collect(),
+            open: std::collections::HashMap::new(),
+        })
+    }
+
+    /// A client on `leader`: the bootstrap connection when it is the only
+    /// broker, else a connection to the leader's address.
+    fn client<'a>(
+        &'a mut self,
+        bootstrap: &'a mut Client,
+        leader: i32,
+    ) -> Result<&'a mut Client, sluice_client::ClientError> {
+        if self.addresses.len() <= 1 {
+            return Ok(bootstrap);
+        }
+        let Some(addr) = self.addresses.get(&leader) else {
+            return Err(sluice_client::ClientError::Protocol(format!(
+                "no address for broker {leader}"
+            )));
+        };
+        if !self.open.contains_key(&leader) {
+            let c = Client::connect(addr.as_str())?;
+            self.open.insert(leader, c);
+        }
+        self.open
+            .get_mut(&leader)
+            .ok_or_else(|| sluice_client::ClientError::Protocol("connection lost".into()))
+    }
 }

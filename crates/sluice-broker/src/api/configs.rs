@@ -86,9 +86,26 @@ fn inherited(state: &BrokerState, def: &TopicConfigDef) -> (String, i8, Vec<(Str
     (effective, source, synonyms)
 }
 
+/// A topic's overrides: in a cluster from etcd (a broker need not hold a
+/// replica of every topic), else from the data directory. None: no topic.
+fn topic_overrides(state: &BrokerState, topic: &str) -> Option<TopicOverrides> {
+    match state.cluster() {
+        Some(c) => c
+            .cluster
+            .snapshot()
+            .topics
+            .get(topic)
+            .map(|t| t.configs.clone()),
+        None => state.log.topic_overrides(topic),
+    }
+}
+
 fn topic_entries(state: &BrokerState, topic: &str) -> Option<Vec<Entry>> {
-    let overrides = state.log.topic_overrides(topic)?;
-    let config = state.log.partition(topic, 0)?.config();
+    let overrides = topic_overrides(state, topic)?;
+    let config = match state.cluster() {
+        Some(_) => topic_config::resolve(&state.log.config(), &overrides).ok()?,
+        None => state.log.partition(topic, 0)?.config().as_ref().clone(),
+    };
     Some(
         TOPIC_CONFIGS
             .iter()
@@ -459,10 +476,19 @@ fn alter_topic(
     next: &TopicOverrides,
     validate_only: bool,
 ) -> Result<(), Refusal> {
+    if validate_only || state.cluster().is_some() {
+        topic_config::resolve(&state.log.config(), next)
+            .map_err(|e| (errors::INVALID_CONFIG, e.to_string()))?;
+    }
     if validate_only {
-        return topic_config::resolve(&state.log.config(), next)
-            .map(|_| ())
-            .map_err(|e| (errors::INVALID_CONFIG, e.to_string()));
+        return Ok(());
+    }
+    if let Some(c) = state.cluster() {
+        // In a cluster the configs live in etcd; every broker holding a
+        // replica puts them in force when it sees them change.
+        return tokio::runtime::Handle::current()
+            .block_on(c.cluster.alter_topic_configs(topic, next.clone()))
+            .map_err(super::topics::cluster_refusal);
     }
     state
         .log
@@ -565,7 +591,7 @@ pub fn incremental_alter_configs(
         let outcome = no_duplicates(ops.iter().map(|o| o.0.as_str())).and_then(|()| {
             match res.resource_type {
                 TOPIC => {
-                    let current = state.log.topic_overrides(&name).ok_or_else(|| {
+                    let current = topic_overrides(state, &name).ok_or_else(|| {
                         (
                             errors::UNKNOWN_TOPIC_OR_PARTITION,
                             format!("no topic {name:?}"),
@@ -632,7 +658,7 @@ pub fn alter_configs(
                 .collect();
             match res.resource_type {
                 TOPIC => {
-                    if state.log.partition_count(&name).is_none() {
+                    if topic_overrides(state, &name).is_none() {
                         return Err((
                             errors::UNKNOWN_TOPIC_OR_PARTITION,
                             format!("no topic {name:?}"),

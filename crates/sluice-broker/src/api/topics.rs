@@ -180,7 +180,7 @@ pub fn create_partitions(
 }
 
 /// A cluster refusal as the (code, message) admin responses carry.
-fn cluster_refusal(e: ClusterError) -> (i16, String) {
+pub(super) fn cluster_refusal(e: ClusterError) -> (i16, String) {
     let code = match &e {
         ClusterError::TopicExists => errors::TOPIC_ALREADY_EXISTS,
         ClusterError::UnknownTopic => errors::UNKNOWN_TOPIC_OR_PARTITION,

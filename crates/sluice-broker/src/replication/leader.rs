@@ -41,6 +41,10 @@ pub struct LeaderState {
     pub followers: HashMap<i32, Progress>,
     /// An ISR change is with the controller: no second one until it answers.
     pub isr_change_pending: bool,
+    /// This broker's etcd registration when it took the leadership: after
+    /// a lost lease and a new registration it must not acknowledge as this
+    /// leader any more.
+    pub incarnation: i64,
     /// The log end when this broker became leader: a follower joins the ISR
     /// only once it has at least this (it then holds every record of the
     /// previous epochs the leader holds).
@@ -48,7 +52,12 @@ pub struct LeaderState {
 }
 
 impl LeaderState {
-    pub fn new(state: &PartitionState, replicas: &[i32], log: &Partition) -> LeaderState {
+    pub fn new(
+        state: &PartitionState,
+        replicas: &[i32],
+        log: &Partition,
+        incarnation: i64,
+    ) -> LeaderState {
         let now = Instant::now();
         let followers = replicas
             .iter()
@@ -74,6 +83,7 @@ impl LeaderState {
             isr: state.isr.clone(),
             followers,
             isr_change_pending: false,
+            incarnation,
             epoch_start_offset: log.log_end(),
         }
     }

@@ -345,15 +345,15 @@ impl Replicas {
         let mut rx = replica.hw.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let isr = match &*replica.role() {
-                Role::Leader(l) if l.epoch == epoch => l.isr.len(),
+            let (isr, incarnation) = match &*replica.role() {
+                Role::Leader(l) if l.epoch == epoch => (l.isr.len(), l.incarnation),
                 _ => return code(ResponseError::NotLeaderOrFollower),
             };
             if replica.log.high_watermark() >= required_end {
                 if isr < self.min_insync(&replica.topic) {
                     return code(ResponseError::NotEnoughReplicasAfterAppend);
                 }
-                return match self.cluster.confirm_lease().await {
+                return match self.cluster.confirm_incarnation(incarnation).await {
                     Ok(()) if replica.leader_epoch() == Some(epoch) => NONE,
                     Ok(()) => code(ResponseError::NotLeaderOrFollower),
                     Err(e) => {
@@ -518,6 +518,13 @@ impl Replicas {
             return Some(r);
         }
         let log = self.log.partition(topic, u32::try_from(index).ok()?)?;
+        // A replica with no checkpointed high watermark (new, or the
+        // checkpoint was lost in a crash) starts it at its log start: what
+        // it holds is not known to be replicated, and the leader's fetches
+        // or its followers' bring it forward.
+        if !log.is_high_watermark_managed() {
+            log.set_high_watermark(0);
+        }
         let mut parts = self.parts.write().unwrap_or_else(|e| e.into_inner());
         Some(
             parts
@@ -594,7 +601,12 @@ impl Replicas {
                     }
                     Role::Leader(l) if l.epoch > state.leader_epoch => false,
                     _ => {
-                        *role = Role::Leader(LeaderState::new(state, replicas, &replica.log));
+                        *role = Role::Leader(LeaderState::new(
+                            state,
+                            replicas,
+                            &replica.log,
+                            self.cluster.incarnation(),
+                        ));
                         true
                     }
                 }
