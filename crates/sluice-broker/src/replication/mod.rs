@@ -151,6 +151,10 @@ pub struct Replicas {
     /// moved): parked Fetches re-check. Shared with the broker state.
     visible: Arc<Notify>,
     pub stats: ReplicationStats,
+    /// Local topics seen in the cluster's state (deleted here when they
+    /// leave it), and strays already warned about.
+    seen_topics: Mutex<HashSet<String>>,
+    stray_warned: Mutex<HashSet<String>>,
 }
 
 /// Why a request cannot be served here, as a Kafka error code.
@@ -175,6 +179,8 @@ impl Replicas {
             parts: RwLock::new(HashMap::new()),
             visible,
             stats: ReplicationStats::default(),
+            seen_topics: Mutex::new(HashSet::new()),
+            stray_warned: Mutex::new(HashSet::new()),
         });
         // Roles follow the watched state.
         let mut rx = cluster.subscribe();
@@ -478,13 +484,25 @@ impl Replicas {
 
     /// Brings local replicas and roles in line with the cluster state.
     fn apply_snapshot(self: &Arc<Self>, snapshot: &ClusterSnapshot) {
-        // Topics gone from the cluster go from here too, once etcd has been
-        // read (an empty first snapshot deletes nothing).
+        // A topic deleted from the cluster while this broker watched goes
+        // from here too. One it never saw in the cluster (a data directory
+        // from a single-node broker, or a topic deleted while this broker
+        // was down) is left on disk with a warning, as Kafka leaves stray
+        // logs: deleting data on a guess is not ours to do.
         if snapshot.revision > 0 {
-            let local: Vec<String> = self.log.topics().into_iter().map(|(t, _)| t).collect();
-            for topic in local {
-                if !snapshot.topics.contains_key(&topic) {
+            let mut seen = self.seen_topics.lock().unwrap_or_else(|e| e.into_inner());
+            for (topic, _) in self.log.topics() {
+                if snapshot.topics.contains_key(&topic) {
+                    seen.insert(topic);
+                } else if seen.remove(&topic) {
                     self.drop_topic(&topic);
+                } else if self
+                    .stray_warned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(topic.clone())
+                {
+                    tracing::warn!(topic = %topic, "a local topic the cluster does not have; left on disk, not served");
                 }
             }
         }
@@ -496,6 +514,10 @@ impl Replicas {
                 tracing::error!(topic = %name, "creating the local replicas: {e}");
                 continue;
             }
+            self.seen_topics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone());
             for (index, replicas) in topic.replicas.iter().enumerate() {
                 let index = index as i32;
                 if !replicas.contains(&self.node_id) {
