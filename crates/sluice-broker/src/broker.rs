@@ -372,12 +372,8 @@ impl Broker {
 /// The replication and etcd figures of a cluster broker.
 fn cluster_metrics(c: &crate::state::InCluster, page: &mut Page<'_>) {
     let r = &c.replicas;
-    page.one(
-        "sluice_cluster_etcd_connected",
-        "1 while etcd answers this broker; 0 while it does not (leaders keep serving).",
-        "gauge",
-        u64::from(c.cluster.etcd_connected()),
-    );
+    // etcd, the controller and the registration (cluster/stats.rs).
+    c.cluster.metrics().prometheus(page);
     page.one(
         "sluice_cluster_under_replicated_partitions",
         "Partitions this broker leads whose ISR is smaller than their replica set.",
