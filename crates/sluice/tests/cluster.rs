@@ -803,7 +803,14 @@ fn lagging_followers_leave_the_isr_and_below_min_isr_nothing_is_acknowledged() {
         .collect();
     followers.sort_by_key(|&n| Some(n) == controller);
     let (f1, f2) = (followers[0], followers[1]);
+    // The first writes retry: Metadata may name the leader a moment before
+    // that broker acts as one (clients retry NOT_LEADER_OR_FOLLOWER).
     let mut acked: Vec<(i64, String)> = Vec::new();
+    for i in 0..5 {
+        let v = format!("f-first-{i}");
+        let o = cluster.produce_acked(TOPIC, 0, &v, &v, Duration::from_secs(20));
+        acked.push((o, v));
+    }
     let mut seq = 0u32;
     let mut produce = |cluster: &Cluster, acks: i16, timeout_ms: i32| {
         seq += 1;
@@ -817,7 +824,10 @@ fn lagging_followers_leave_the_isr_and_below_min_isr_nothing_is_acknowledged() {
         let (v, r) = produce(&cluster, -1, 5000);
         match r {
             Ok((0, o)) => acked.push((o, v)),
-            other => panic!("acks=all with a full ISR: {other:?}"),
+            other => panic!(
+                "acks=all to the leader {leader} with a full ISR: {other:?}\n{}",
+                cluster.describe(TOPIC, 0)
+            ),
         }
     }
 
