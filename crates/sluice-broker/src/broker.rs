@@ -320,7 +320,7 @@ impl Broker {
             &groups,
         );
         if let Some(c) = state.cluster() {
-            cluster_metrics(c, &mut page);
+            cluster_metrics(c, state.config.data_path, &mut page);
         }
         body
     }
@@ -370,8 +370,20 @@ impl Broker {
 }
 
 /// The replication and etcd figures of a cluster broker.
-fn cluster_metrics(c: &crate::state::InCluster, page: &mut Page<'_>) {
+fn cluster_metrics(c: &crate::state::InCluster, path: sluice_io::DataPath, page: &mut Page<'_>) {
     let r = &c.replicas;
+    // Followers are served by the consumers' Fetch path: the configured
+    // data path (its bytes through user space are in the data-path
+    // counters above).
+    page.family(
+        "sluice_cluster_follower_fetch_bytes_total",
+        "Record bytes followers fetched from this leader, by the data path that sent them.",
+        "counter",
+        &[(
+            format!("{{path=\"{path}\"}}"),
+            r.stats.follower_fetch_bytes.load(Ordering::Relaxed),
+        )],
+    );
     // etcd, the controller and the registration (cluster/stats.rs).
     c.cluster.metrics().prometheus(page);
     page.one(
@@ -390,11 +402,6 @@ fn cluster_metrics(c: &crate::state::InCluster, page: &mut Page<'_>) {
             "sluice_cluster_isr_expands_total",
             "ISR expansions this broker (as leader) had written.",
             &r.stats.isr_expands,
-        ),
-        (
-            "sluice_cluster_follower_fetch_bytes_total",
-            "Record bytes followers fetched from this leader (sent by the Fetch data path, zero-copy).",
-            &r.stats.follower_fetch_bytes,
         ),
         (
             "sluice_cluster_replica_fetched_bytes_total",
