@@ -239,12 +239,11 @@ impl Leaders {
                 "no address for broker {leader}"
             )));
         };
-        if !self.open.contains_key(&leader) {
-            let c = Client::connect(addr.as_str())?;
-            self.open.insert(leader, c);
+        match self.open.entry(leader) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                Ok(e.insert(Client::connect(addr.as_str())?))
+            }
         }
-        self.open
-            .get_mut(&leader)
-            .ok_or_else(|| sluice_client::ClientError::Protocol("connection lost".into()))
     }
 }
