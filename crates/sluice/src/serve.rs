@@ -254,6 +254,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     };
     let cluster = match &args.cluster {
         None => None,
+        Some(_) if !(0..65536).contains(&args.node_id) => {
+            anyhow::bail!(
+                "--node-id {} is out of range: cluster brokers take ids 0 to 65535",
+                args.node_id
+            )
+        }
         Some(url) => Some(ClusterConfig {
             endpoints: ClusterConfig::parse_endpoints(url).map_err(anyhow::Error::msg)?,
             prefix: args.cluster_prefix.trim_end_matches('/').to_string(),

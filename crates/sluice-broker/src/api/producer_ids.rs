@@ -29,6 +29,10 @@ pub const TRANSACTIONS_REFUSED: i16 = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAI
 pub const TRANSACTIONS_REFUSED_WHY: &str =
     "transactions are not supported by this broker yet (idempotent producers are)";
 
+/// Producer ids in a cluster: a broker's own counter times this, plus its
+/// node id.
+pub const CLUSTER_ID_STRIDE: i64 = 1 << 16;
+
 /// A fresh id at epoch 0, or, for a producer that names its id and epoch
 /// (KIP-360), the same id one epoch on.
 pub fn init_producer_id(
@@ -50,6 +54,14 @@ pub fn init_producer_id(
     }
     match state.producer_ids.next() {
         Ok(id) => {
+            // In a cluster every broker hands out ids: each takes the ids
+            // congruent to its node id modulo 2^16, so no two brokers ever
+            // give the same one (serve refuses node ids outside 0..65536
+            // in cluster mode).
+            let id = match state.cluster() {
+                Some(_) => id * CLUSTER_ID_STRIDE + i64::from(state.config.node_id),
+                None => id,
+            };
             out.producer_id = ProducerId(id);
             out.producer_epoch = 0;
         }
