@@ -378,7 +378,7 @@ fn sluice_topic_delete_records_end_to_end() {
     let (ok, stdout, _) = sluice_topic(server.addr, &["describe", "cli"]);
     assert!(ok);
     assert!(
-        stdout.contains("partition 1  leader 0  earliest 4  latest 10  messages 6"),
+        stdout.contains("partition 1  leader 0  epoch -1  replicas [0]  isr [0]  earliest 4  latest 10  messages 6"),
         "{stdout}"
     );
     // −1: everything, up to the high watermark.

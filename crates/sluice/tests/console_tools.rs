@@ -165,9 +165,9 @@ fn topic_admin_creates_lists_describes_and_deletes_over_the_kafka_protocol() {
         described,
         "topic orders  partitions 3\n\
          \x20 configs retention.ms=60000\n\
-         \x20 partition 0  leader 0  earliest 0  latest 0  messages 0\n\
-         \x20 partition 1  leader 0  earliest 0  latest 2  messages 2\n\
-         \x20 partition 2  leader 0  earliest 0  latest 0  messages 0\n"
+         \x20 partition 0  leader 0  epoch -1  replicas [0]  isr [0]  earliest 0  latest 0  messages 0\n\
+         \x20 partition 1  leader 0  epoch -1  replicas [0]  isr [0]  earliest 0  latest 2  messages 2\n\
+         \x20 partition 2  leader 0  epoch -1  replicas [0]  isr [0]  earliest 0  latest 0  messages 0\n"
     );
     let err = sluice_fails(&["topic", "-b", &b, "describe", "missing"]);
     assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
