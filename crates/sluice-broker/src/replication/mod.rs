@@ -617,7 +617,15 @@ impl Replicas {
                 match &mut *role {
                     Role::Leader(l) if l.epoch == state.leader_epoch => {
                         if state.partition_epoch > l.partition_epoch {
+                            // The ISR changed (a follower's broker died, or
+                            // a change this leader asked for): the high
+                            // watermark may move now that a member is gone.
                             l.update(state);
+                            if l.advance_hw(&replica.log) {
+                                drop(role);
+                                replica.publish_hw();
+                                self.visible.notify_waiters();
+                            }
                         }
                         false
                     }
