@@ -913,3 +913,31 @@ fn readers_are_not_disturbed_by_truncations_under_them() {
         assert_eq!(headers(&p), want);
     }
 }
+
+/// A replica that became leader (its new epoch starts at its log end) and
+/// lost the leadership before appending anything: following the next leader,
+/// whose history has no such epoch, the empty epoch goes even though no
+/// record does — else its fetches would name an epoch the leader never had,
+/// be told they diverged, and truncate nothing, forever.
+#[test]
+fn an_epoch_led_without_appends_goes_when_the_replica_follows_again() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = leader_with_epochs(&dir.path().join("t-0"), path);
+        let end = p.log_end();
+        let before = p.epoch_entries();
+        assert_eq!(p.latest_epoch(), Some(3), "{path}");
+        assert!(p.assign_leader_epoch(5).expect("assign"), "{path}");
+        assert_eq!(p.latest_epoch(), Some(5), "{path}");
+        assert_eq!(p.end_offset_for_epoch(3), (3, end), "{path}");
+        // The new leader's answer: epoch 3 ends at our log end.
+        assert_eq!(p.truncate_to(end).expect("truncate"), end, "{path}");
+        assert_eq!(p.latest_epoch(), Some(3), "{path}: the empty epoch 5 stays");
+        assert_eq!(p.epoch_entries(), before, "{path}");
+        assert_eq!(p.log_end(), end, "{path}: no record goes");
+        // And it stays gone across a restart.
+        drop(p);
+        let p = open(&dir.path().join("t-0"), path);
+        assert_eq!(p.epoch_entries(), before, "{path}: after reopening");
+    }
+}

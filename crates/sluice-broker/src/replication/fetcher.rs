@@ -286,7 +286,18 @@ impl FetcherThread {
         if diverging {
             let target =
                 truncation_offset(log, p.diverging_epoch.epoch, p.diverging_epoch.end_offset);
+            let before = (log.log_end(), log.latest_epoch());
             match log.truncate_to(target) {
+                Ok(end) if (end, log.latest_epoch()) == before => {
+                    // Nothing moved: fetching again at once would get the
+                    // same answer. Wait, and say so.
+                    tracing::warn!(topic = %replica.topic, partition = replica.index,
+                        diverging_epoch = p.diverging_epoch.epoch,
+                        leader_end = p.diverging_epoch.end_offset, end,
+                        latest_epoch = ?before.1,
+                        "the leader reports a diverged log, but truncating changes nothing");
+                    return Some(Duration::from_secs(1));
+                }
                 Ok(end) => {
                     replicas.stats.truncations.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(topic = %replica.topic, partition = replica.index,

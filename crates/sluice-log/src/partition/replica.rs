@@ -319,6 +319,12 @@ impl Partition {
         }
         let log_end = self.log_end();
         if offset >= log_end {
+            // No record goes, but an epoch this replica started as leader
+            // and never appended in (its entry starts at the log end) does:
+            // the new leader's history has no such epoch, and a follower
+            // that kept it would keep asking about it (Kafka's truncateTo
+            // does the same).
+            self.truncate_epochs(log_end)?;
             return Ok(log_end);
         }
         if offset < self.log_start() {
