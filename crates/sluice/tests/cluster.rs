@@ -564,6 +564,28 @@ fn kill_loop(brokers: usize, kills: u64) {
         .collect();
     assert_eq!(consumed.len() as i64, count);
 
+    // Idle, followers long-poll their leaders (replica.fetch.wait.max.ms,
+    // 500 ms): a handful of Fetches a second per broker, never a tight loop
+    // (a follower that kept an epoch its leader never had once asked
+    // thousands of times a second).
+    let fetches = |n: i32| {
+        cluster
+            .metric(n, "sluice_request_duration_seconds_count{api=\"Fetch\"}")
+            .ok()
+            .flatten()
+            .unwrap_or(0.0)
+    };
+    let before: Vec<f64> = all.iter().map(|&n| fetches(n)).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    for (i, &n) in all.iter().enumerate() {
+        let served = fetches(n) - before[i];
+        assert!(
+            served < 100.0,
+            "broker {n} served {served} Fetches in 2 s of an idle cluster: a follower is not \
+             long-polling"
+        );
+    }
+
     // No gaps (nothing is compacted, no transactions), no duplicates.
     for (i, r) in consumed.iter().enumerate() {
         assert_eq!(
