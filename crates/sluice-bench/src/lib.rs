@@ -22,6 +22,7 @@
 
 pub mod append;
 pub mod chart;
+pub mod cluster;
 pub mod compaction;
 pub mod harness;
 pub mod load;

@@ -33,6 +33,10 @@ pub enum BenchCommand {
     /// The log cleaner: MB/s of dirty log and its memory, and a live
     /// producer's p99 while it compacts, against a broker without it.
     Compaction(CompactionArgs),
+    /// Cluster mode on an etcd and three brokers this command starts:
+    /// replicated produce (RF 3 acks=all beside RF 1), failover time after
+    /// SIGKILLing a leader, and etcd's traffic idle and under load.
+    Cluster(ClusterArgs),
     /// The receiver process the transfer benchmark starts (reads and discards).
     #[command(hide = true)]
     TransferReceiver {
@@ -68,6 +72,62 @@ pub struct CompactionArgs {
     run_s: u64,
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// A fresh directory for etcd's and the brokers' data and logs is made
+    /// under this one (deleted at the end; --keep keeps the logs).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    dir: PathBuf,
+    /// Keep the brokers' and etcd's logs afterwards (also kept on failure).
+    #[arg(long)]
+    keep: bool,
+    /// The etcd binary (3.4 or later).
+    #[arg(long, env = "SLUICE_ETCD", default_value = "/usr/bin/etcd")]
+    etcd: PathBuf,
+    /// --cluster-lease-ms of every broker.
+    #[arg(long, default_value_t = 2000)]
+    lease_ms: u64,
+    /// --replica-lag-time-max-ms of every broker.
+    #[arg(long, default_value_t = 3000)]
+    replica_lag_ms: u64,
+    #[arg(long, value_parser = parse_size, default_value = "100")]
+    record_size: u64,
+    #[arg(long, value_parser = parse_size, default_value = "16k")]
+    batch_size: u64,
+    /// Producer connections, one thread each.
+    #[arg(long, default_value_t = 4)]
+    connections: u32,
+    /// Produce requests in flight per connection.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// Seconds of each produce window (unpaced windows write up to ~300 MB/s
+    /// to the disk; each window's topic is deleted after it).
+    #[arg(long, default_value_t = 3)]
+    run_s: u64,
+    #[arg(long, default_value_t = 1)]
+    warmup_s: u64,
+    /// Rounds of the three produce configurations (interleaved).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Each round also paces every configuration at this many records/s
+    /// (latency below saturation); 0: unpaced windows only.
+    #[arg(long, default_value_t = 100_000)]
+    rate: u64,
+    /// Failover rounds (SIGKILL the leader, time the first acks=all
+    /// acknowledgement, restart it, wait for it back in the ISR).
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Seconds of each etcd traffic window (idle, then under load).
+    #[arg(long, default_value_t = 10)]
+    etcd_window_s: u64,
+    /// The producer's records/s in the loaded etcd window (RF 3, acks=all);
+    /// 0: as fast as it goes.
+    #[arg(long, default_value_t = 200_000)]
+    etcd_rate: u64,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -340,6 +400,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Consume(args) => bench_consume(args),
         BenchCommand::E2e(args) => bench_e2e(args),
         BenchCommand::Compaction(args) => bench_compaction(args),
+        BenchCommand::Cluster(args) => bench_cluster(args),
         BenchCommand::Broker(BrokerBench::Consume(args)) => bench_broker_consume(args),
         BenchCommand::Broker(BrokerBench::Isolation(args)) => bench_broker_isolation(args),
         BenchCommand::TransferReceiver { unix_path, cpu } => {
@@ -581,6 +642,46 @@ fn bench_compaction(a: CompactionArgs) -> Result<()> {
     let report = compaction::compaction(&scenario).map_err(|e| anyhow::anyhow!(e))?;
     print!("{}", compaction::table(&report));
     if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("json: {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench_cluster(a: ClusterArgs) -> Result<()> {
+    use sluice_bench::cluster;
+    if !a.etcd.exists() {
+        bail!(
+            "{} is missing: install etcd 3.4+ (Debian's etcd-server) or pass --etcd",
+            a.etcd.display()
+        );
+    }
+    let scenario = cluster::ClusterScenario {
+        exe: std::env::current_exe().context("locating the sluice binary")?,
+        etcd: a.etcd,
+        dir: a.dir,
+        lease_ms: a.lease_ms.max(1000),
+        lag_ms: a.replica_lag_ms.max(100),
+        record_bytes: a.record_size.max(1) as usize,
+        batch_bytes: a.batch_size.max(1) as usize,
+        connections: a.connections.max(1),
+        in_flight: a.in_flight.max(1),
+        run: Duration::from_secs(a.run_s.max(1)),
+        warmup: Duration::from_secs(a.warmup_s),
+        repeats: a.repeats.max(1),
+        paced_rate: (a.rate > 0).then_some(a.rate),
+        kills: a.kills,
+        etcd_window: Duration::from_secs(a.etcd_window_s.max(1)),
+        etcd_rate: (a.etcd_rate > 0).then_some(a.etcd_rate),
+        keep: a.keep,
+    };
+    let report = cluster::cluster(&scenario).map_err(|e| anyhow::anyhow!(e))?;
+    print!("{}", cluster::table(&report));
+    if let Some(path) = a.json {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).ok();
+        }
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("json: {}", path.display());
