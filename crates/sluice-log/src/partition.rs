@@ -54,6 +54,11 @@ pub enum AppendError {
     /// appended.
     #[error("replicated batch at offset {got}, expected one at or after {expected}")]
     OffsetMismatch { expected: i64, got: i64 },
+    /// A leader's append stamped with an epoch older than the newest this
+    /// log holds: the broker lost the leadership (its log already has a
+    /// later leader's batches) between checking its role and appending.
+    #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
+    StaleLeaderEpoch { epoch: i32, latest: i32 },
     #[error("I/O error appending to {partition}: {source}")]
     Io {
         partition: String,
@@ -513,6 +518,16 @@ impl Partition {
         let mut app = self.lock();
         if app.failed {
             return Err(AppendError::Offline(self.name.clone()));
+        }
+        // Checked under the appender lock, which a follower's append of a
+        // newer leader's batches also holds: a stale leader's append can
+        // never land after them.
+        let latest = self.latest_epoch.load(Ordering::Acquire);
+        if leader_epoch < latest {
+            return Err(AppendError::StaleLeaderEpoch {
+                epoch: leader_epoch,
+                latest,
+            });
         }
         let base_offset = self.log_end();
         let mut next = base_offset;

@@ -941,3 +941,34 @@ fn an_epoch_led_without_appends_goes_when_the_replica_follows_again() {
         assert_eq!(p.epoch_entries(), before, "{path}: after reopening");
     }
 }
+
+/// A leader's append stamped with an epoch older than the newest the log
+/// holds (a later leader's batches arrived by replication after this broker
+/// checked its role) is refused, and the log is unchanged.
+#[test]
+fn a_stale_leaders_append_is_refused_after_a_newer_epoch_arrived() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let leader = leader_with_epochs(&dir.path().join("l-0"), path);
+        let follower = open(&dir.path().join("f-0"), path);
+        replicate(&leader, &follower, 1 << 20);
+        assert_eq!(follower.latest_epoch(), Some(3), "{path}");
+        let end = follower.log_end();
+        match follower.append(&batch(999, 1, 100, 0), 1) {
+            Err(AppendError::StaleLeaderEpoch {
+                epoch: 1,
+                latest: 3,
+            }) => {}
+            other => panic!("{path}: a stale leader's append gave {other:?}"),
+        }
+        assert_eq!(follower.log_end(), end, "{path}: nothing appended");
+        // The current epoch (and a newer one) still append.
+        follower
+            .append(&batch(1000, 1, 100, 0), 3)
+            .expect("epoch 3");
+        follower
+            .append(&batch(1001, 1, 100, 0), 4)
+            .expect("epoch 4");
+        assert_eq!(follower.latest_epoch(), Some(4), "{path}");
+    }
+}

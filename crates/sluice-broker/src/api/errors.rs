@@ -58,5 +58,7 @@ pub fn append_error_code(e: &AppendError) -> i16 {
         }
         // Only a follower's append of fetched batches meets it.
         AppendError::OffsetMismatch { .. } => E::UnknownServerError.code(),
+        // The leadership moved between the role check and the append.
+        AppendError::StaleLeaderEpoch { .. } => E::NotLeaderOrFollower.code(),
     }
 }

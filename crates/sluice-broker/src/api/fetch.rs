@@ -199,7 +199,14 @@ fn collect_fetch(
                         .and_then(|c| c.replicas.leader_replica(&name, fp.partition, -1).ok())
                     {
                         let (epoch, end) = replica.log.end_offset_for_epoch(fp.last_fetched_epoch);
-                        pd.diverging_epoch = Some((epoch, end));
+                        if epoch < 0 || end < 0 {
+                            // An epoch past every one this log knows: no
+                            // boundary to give. As Kafka, out of range; the
+                            // follower falls back to the high watermark.
+                            pd.error_code = errors::OFFSET_OUT_OF_RANGE;
+                        } else {
+                            pd.diverging_epoch = Some((epoch, end));
+                        }
                         pd.high_watermark = replica.log.high_watermark();
                         pd.last_stable_offset = pd.high_watermark;
                         pd.log_start_offset = replica.log.log_start();

@@ -76,15 +76,20 @@ pub fn list_offsets(
 /// as latest; a time no record at or after the log start reaches finds
 /// nothing (offset −1).
 fn lookup(part: &Partition, target: i64) -> Result<Option<(i64, i64)>, ReadError> {
+    // A record found by time is one consumers can read: below the high
+    // watermark (the log end on a single broker), as Kafka answers.
+    let visible = |found: Option<(i64, i64)>| found.filter(|(o, _)| *o < part.high_watermark());
     match target {
         EARLIEST => Ok(Some((part.log_start(), -1))),
-        MAX_TIMESTAMP => Ok(part.batch_with_max_timestamp()?.and_then(|batch| {
-            record_where(batch, |records| {
-                let max = records.iter().map(|r| r.1).max()?;
-                records.iter().find(|r| r.1 == max).copied()
-            })
-        })),
-        ts if ts >= 0 => by_time(part, ts),
+        MAX_TIMESTAMP => Ok(visible(part.batch_with_max_timestamp()?.and_then(
+            |batch| {
+                record_where(batch, |records| {
+                    let max = records.iter().map(|r| r.1).max()?;
+                    records.iter().find(|r| r.1 == max).copied()
+                })
+            },
+        ))),
+        ts if ts >= 0 => by_time(part, ts).map(visible),
         // −1 (latest), and any other negative target: the high watermark
         // (the log end on a single broker), what consumers can read to.
         _ => Ok(Some((part.high_watermark(), -1))),

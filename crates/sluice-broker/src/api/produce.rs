@@ -54,8 +54,11 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
             let result = match part {
                 Err(code) => Err(code),
                 Ok(part) => {
+                    // One broker: the log's own latest epoch (0 unless the
+                    // directory once belonged to a cluster).
+                    let epoch = part.latest_epoch().unwrap_or(0).max(0);
                     let appended =
-                        append_partition(state, &part, records, acks, 0, &name, pd.index).await;
+                        append_partition(state, &part, records, acks, epoch, &name, pd.index).await;
                     if appended.is_ok() {
                         appended_any = true;
                     }

@@ -32,6 +32,9 @@ pub(crate) struct LeaseState {
     /// The latest attempt to reach etcd failed to connect, at this time
     /// (cleared by any answer).
     pub(crate) unreachable: Option<Instant>,
+    /// The first failed attempt since etcd last answered: when etcd became
+    /// unreachable (cleared by any answer).
+    pub(crate) unreachable_since: Option<Instant>,
 }
 
 /// The TTL in whole seconds (etcd's unit), at least 1.
@@ -87,6 +90,7 @@ pub(crate) async fn register(shared: &Shared, generation: u64) -> Result<LeaseSt
         confirmed: Some(sent),
         lost: false,
         unreachable: None,
+        unreachable_since: None,
     })
 }
 
@@ -119,6 +123,7 @@ pub(crate) async fn keepalive_loop(shared: Arc<Shared>) {
                     shared.lease.send_modify(|s| {
                         s.confirmed = Some(s.confirmed.map_or(sent, |c| c.max(sent)));
                         s.unreachable = None;
+                        s.unreachable_since = None;
                     });
                     let ended = run_stream(&shared, &state, keeper, stream).await;
                     if sent.elapsed() > Duration::from_secs(1) {
@@ -134,9 +139,11 @@ pub(crate) async fn keepalive_loop(shared: Arc<Shared>) {
                 Err(e) => {
                     tracing::debug!("lease keepalive could not start: {e}");
                     if matches!(e, EtcdError::Unreachable(_)) {
-                        shared
-                            .lease
-                            .send_modify(|s| s.unreachable = Some(Instant::now()));
+                        shared.lease.send_modify(|s| {
+                            let now = Instant::now();
+                            s.unreachable = Some(now);
+                            s.unreachable_since.get_or_insert(now);
+                        });
                     }
                     // Wait, unless a lease confirmation asks for a try now.
                     tokio::select! {
@@ -177,9 +184,11 @@ pub(crate) async fn keepalive_loop(shared: Arc<Shared>) {
                     Err(e) => {
                         tracing::debug!("registering again failed: {e}");
                         if matches!(e, EtcdError::Unreachable(_)) {
-                            shared
-                                .lease
-                                .send_modify(|s| s.unreachable = Some(Instant::now()));
+                            shared.lease.send_modify(|s| {
+                                let now = Instant::now();
+                                s.unreachable = Some(now);
+                                s.unreachable_since.get_or_insert(now);
+                            });
                         }
                         if !shared.sleep(backoff.next()).await {
                             return;
@@ -230,6 +239,7 @@ async fn run_stream(
                                 s.confirmed = Some(s.confirmed.map_or(sent, |c| c.max(sent)));
                             }
                             s.unreachable = None;
+                        s.unreachable_since = None;
                         });
                         false
                     }

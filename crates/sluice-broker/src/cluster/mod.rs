@@ -273,6 +273,7 @@ impl Cluster {
             confirmed: None,
             lost: false,
             unreachable: None,
+            unreachable_since: None,
         };
         let shared = Arc::new(Shared {
             node_id,
@@ -410,7 +411,15 @@ impl Cluster {
             {
                 return Ok(());
             }
-            if state.unreachable.is_some_and(|at| at >= started) {
+            // etcd unreachable: acknowledge only if the lease was confirmed
+            // alive up to when etcd went away (then no leadership can have
+            // changed since). A leader that was paused past its lease and
+            // wakes into an etcd hiccup has no such confirmation.
+            let alive_when_lost = |s: &lease::LeaseState| {
+                matches!((s.confirmed, s.unreachable_since),
+                    (Some(sent), Some(since)) if sent + s.ttl > since)
+            };
+            if state.unreachable.is_some_and(|at| at >= started) && alive_when_lost(&state) {
                 self.warn_unreachable();
                 return Ok(());
             }
@@ -421,7 +430,10 @@ impl Cluster {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(ClusterError::LeaseLost),
-                Err(_) if state.unreachable.is_some() || !self.etcd_connected() => {
+                Err(_)
+                    if (state.unreachable.is_some() || !self.etcd_connected())
+                        && alive_when_lost(&rx.borrow()) =>
+                {
                     self.warn_unreachable();
                     return Ok(());
                 }

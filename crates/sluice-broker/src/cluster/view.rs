@@ -32,6 +32,11 @@ pub struct ClusterSnapshot {
     pub topics: BTreeMap<String, TopicInfo>,
     /// Leader and ISR of each partition, by (topic, partition).
     pub partitions: BTreeMap<(String, i32), PartitionState>,
+    /// The etcd revision that wrote each partition's state (its key's
+    /// `mod_revision`): a broker registered after it must not act on a
+    /// leadership that state gives it (the controller has not yet seen the
+    /// restart).
+    pub partition_revisions: BTreeMap<(String, i32), i64>,
     /// The etcd revision this snapshot reflects.
     pub revision: i64,
 }
@@ -132,9 +137,9 @@ impl View {
             Key::Partition(topic, p) => match decode::<PartitionState>(kv) {
                 Some(state) => {
                     self.partition_revs.insert((topic.clone(), p), rev);
-                    Arc::make_mut(&mut self.snap)
-                        .partitions
-                        .insert((topic, p), state);
+                    let snap = Arc::make_mut(&mut self.snap);
+                    snap.partition_revisions.insert((topic.clone(), p), rev);
+                    snap.partitions.insert((topic, p), state);
                 }
                 None => self.remove(keys, kv.key()),
             },
@@ -171,7 +176,9 @@ impl View {
             Key::Partition(topic, p) => {
                 let at = (topic, p);
                 if self.partition_revs.remove(&at).is_some() {
-                    Arc::make_mut(&mut self.snap).partitions.remove(&at);
+                    let snap = Arc::make_mut(&mut self.snap);
+                    snap.partitions.remove(&at);
+                    snap.partition_revisions.remove(&at);
                 }
             }
             Key::IsrRequest(topic, p) => {

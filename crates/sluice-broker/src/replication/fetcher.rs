@@ -138,12 +138,13 @@ impl FetcherThread {
     fn run(self: Arc<Self>, replicas: Weak<Replicas>, node_id: i32, wait: Duration) {
         let mut client: Option<(String, Client)> = None;
         let mut last_error_log: Option<Instant> = None;
+        let mut rotation = 0usize;
         while !self.stop.load(Ordering::Relaxed) {
             let Some(replicas) = replicas.upgrade() else {
                 return;
             };
             let now = Instant::now();
-            let ready: Vec<(TopicPartition, Arc<Replica>, i32)> = {
+            let mut ready: Vec<(TopicPartition, Arc<Replica>, i32)> = {
                 let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
                 parts
                     .iter()
@@ -151,6 +152,15 @@ impl FetcherThread {
                     .map(|(tp, f)| (tp.clone(), f.replica.clone(), f.epoch))
                     .collect()
             };
+            // Each request starts at the next partition, so under a full
+            // byte budget none is left at the end of every answer (Kafka
+            // moves fetched partitions to the back).
+            ready.sort_by(|a, b| a.0.cmp(&b.0));
+            if !ready.is_empty() {
+                let by = rotation % ready.len();
+                ready.rotate_left(by);
+                rotation = rotation.wrapping_add(1);
+            }
             if ready.is_empty() {
                 drop(replicas);
                 std::thread::sleep(Duration::from_millis(20));
@@ -242,10 +252,10 @@ impl FetcherThread {
         p: kafka_protocol::messages::fetch_response::PartitionData,
     ) -> Option<Duration> {
         // The log changes only while this broker still follows this leader
-        // at this epoch: the role lock is held across the change, so the
-        // replica cannot become a leader (and take appends) half-way.
-        let role = replica.role();
-        match &*role {
+        // at this epoch: the transition lock is held across the change, so
+        // the replica cannot become a leader (and take appends) half-way.
+        let transition = replica.transition();
+        match &*replica.role() {
             Role::Follower { leader, epoch: e } if *leader == self.leader && *e == epoch => {}
             _ => return None,
         }
@@ -266,8 +276,11 @@ impl FetcherThread {
                     tracing::warn!(topic = %replica.topic, partition = replica.index, end,
                         "out of range at the leader; log reset");
                 }
-                Err(e) => tracing::error!(topic = %replica.topic, partition = replica.index,
-                    "resetting the log: {e}"),
+                Err(e) => {
+                    tracing::error!(topic = %replica.topic, partition = replica.index,
+                        "resetting the log: {e}");
+                    return Some(Duration::from_secs(1));
+                }
             }
             return None;
         }
@@ -333,7 +346,7 @@ impl FetcherThread {
         let hw = p.high_watermark.min(log.log_end());
         if hw > log.high_watermark() || hw < log.high_watermark() && hw >= 0 {
             log.set_high_watermark(hw);
-            drop(role);
+            drop(transition);
             replica.publish_hw();
         }
         None

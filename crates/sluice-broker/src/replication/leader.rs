@@ -41,6 +41,12 @@ pub struct LeaderState {
     pub followers: HashMap<i32, Progress>,
     /// An ISR change is with the controller: no second one until it answers.
     pub isr_change_pending: bool,
+    /// The ISR an expansion asked for, until the controller answers: the
+    /// high watermark counts the joining follower already (Kafka's
+    /// `maximalIsr`), since the controller may have written the larger ISR
+    /// — and a later leader may be elected from it — before this leader
+    /// hears back.
+    pub pending_isr: Option<Vec<i32>>,
     /// This broker's etcd registration when it took the leadership: after
     /// a lost lease and a new registration it must not acknowledge as this
     /// leader any more.
@@ -83,6 +89,7 @@ impl LeaderState {
             isr: state.isr.clone(),
             followers,
             isr_change_pending: false,
+            pending_isr: None,
             incarnation,
             epoch_start_offset: log.log_end(),
         }
@@ -126,6 +133,7 @@ impl LeaderState {
             let mut isr = self.isr.clone();
             isr.push(follower);
             isr.sort_unstable();
+            self.pending_isr = Some(isr.clone());
             return Some(IsrProposal {
                 leader_epoch: self.epoch,
                 partition_epoch: self.partition_epoch,
@@ -135,11 +143,13 @@ impl LeaderState {
         None
     }
 
-    /// Moves the high watermark to the smallest log end in the ISR, if that
-    /// is past it. A member that has not fetched yet holds it where it is.
+    /// Moves the high watermark to the smallest log end in the ISR (and in
+    /// an expansion awaiting the controller), if that is past it. A member
+    /// that has not fetched yet holds it where it is.
     pub fn advance_hw(&self, log: &Partition) -> bool {
         let mut hw = log.log_end();
-        for id in &self.isr {
+        let pending = self.pending_isr.iter().flatten();
+        for id in self.isr.iter().chain(pending) {
             if *id == self.leader {
                 continue;
             }
@@ -185,5 +195,99 @@ impl LeaderState {
                 .filter(|id| !out.contains(id))
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(leader: i32, isr: &[i32]) -> PartitionState {
+        PartitionState {
+            leader,
+            leader_epoch: 1,
+            isr: isr.to_vec(),
+            partition_epoch: 1,
+            controller_epoch: 1,
+        }
+    }
+
+    fn log_with(dir: &std::path::Path, records: usize) -> Partition {
+        let p = Partition::open(&dir.join("t-0"), sluice_log::LogConfig::default(), false)
+            .expect("open");
+        for i in 0..records {
+            let b = sluice_log::batch::build_batch(1, &[format!("r{i}").as_bytes()]);
+            p.append(&b, 1).expect("append");
+        }
+        p.set_high_watermark(0);
+        p
+    }
+
+    /// The high watermark is the smallest log end in the ISR; a member
+    /// that has not fetched holds it.
+    #[test]
+    fn the_high_watermark_follows_the_slowest_isr_member() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = log_with(dir.path(), 10);
+        let mut l = LeaderState::new(&state(1, &[1, 2, 3]), &[1, 2, 3], &log, 1);
+        assert!(l.record_fetch(&log, 2, 10).is_none());
+        assert!(!l.advance_hw(&log), "broker 3 has not fetched");
+        assert_eq!(log.high_watermark(), 0);
+        l.record_fetch(&log, 3, 4);
+        assert!(l.advance_hw(&log));
+        assert_eq!(log.high_watermark(), 4);
+        l.record_fetch(&log, 3, 10);
+        assert!(l.advance_hw(&log));
+        assert_eq!(log.high_watermark(), 10);
+    }
+
+    /// A follower joining the ISR counts for the high watermark from the
+    /// moment its expansion is asked for (Kafka's maximalIsr): the
+    /// controller may write the larger ISR, and elect from it, before this
+    /// leader hears back.
+    #[test]
+    fn a_joining_follower_holds_the_high_watermark_while_its_expansion_is_pending() {
+        let dir = tempfile::tempdir().expect("dir");
+        // Four records from earlier epochs, six in this leader's.
+        let log = log_with(dir.path(), 4);
+        let mut l = LeaderState::new(&state(1, &[1, 2]), &[1, 2, 3], &log, 1);
+        for i in 0..6 {
+            let b = sluice_log::batch::build_batch(1, &[format!("n{i}").as_bytes()]);
+            log.append(&b, 1).expect("append");
+        }
+        l.record_fetch(&log, 2, 6);
+        assert!(l.advance_hw(&log));
+        assert_eq!(log.high_watermark(), 6);
+        // Broker 3 reaches the high watermark: an expansion is proposed.
+        let proposal = l.record_fetch(&log, 3, 6).expect("an expansion");
+        assert_eq!(proposal.isr, vec![1, 2, 3]);
+        // Broker 2 catches up fully; broker 3 is still at 6: the high
+        // watermark must not pass 6 while 3's membership is pending.
+        l.record_fetch(&log, 2, 10);
+        assert!(!l.advance_hw(&log));
+        assert_eq!(log.high_watermark(), 6);
+        l.record_fetch(&log, 3, 10);
+        assert!(l.advance_hw(&log));
+        assert_eq!(log.high_watermark(), 10);
+    }
+
+    /// A follower not caught up for longer than the lag time is proposed
+    /// out; the leader never is.
+    #[test]
+    fn a_lagging_follower_is_proposed_out_of_the_isr() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = log_with(dir.path(), 10);
+        let mut l = LeaderState::new(&state(1, &[1, 2, 3]), &[1, 2, 3], &log, 1);
+        let lag = Duration::from_millis(100);
+        l.record_fetch(&log, 2, 10);
+        assert!(l.shrink_proposal(Instant::now(), lag).is_none());
+        let later = Instant::now() + Duration::from_millis(150);
+        // 2 was caught up 150 ms before `later`; 3 never fetched.
+        let p = l.shrink_proposal(later, lag).expect("a shrink");
+        assert_eq!(p.isr, vec![1]);
+        assert!(
+            l.shrink_proposal(later, lag).is_none(),
+            "one change at a time"
+        );
     }
 }

@@ -61,6 +61,11 @@ pub struct Replica {
     pub index: i32,
     pub log: Arc<Partition>,
     role: Mutex<Role>,
+    /// Held across a change of role and across a follower's append or
+    /// truncation, so the log never changes under a role that no longer
+    /// allows it; the role mutex itself is only ever held briefly (async
+    /// workers take it).
+    transition: Mutex<()>,
     /// The high watermark as last published; `acks=all` producers wait on
     /// it. Also sent (with the same value) when the role changes, so a
     /// waiter re-checks its leadership.
@@ -75,12 +80,17 @@ impl Replica {
             index,
             log,
             role: Mutex::new(Role::Offline { epoch: -1 }),
+            transition: Mutex::new(()),
             hw,
         }
     }
 
     fn role(&self) -> std::sync::MutexGuard<'_, Role> {
         self.role.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn transition(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.transition.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The leader epoch this broker leads at, if it leads.
@@ -446,6 +456,7 @@ impl Replicas {
             }
             if let Role::Leader(l) = &mut *replica.role() {
                 l.isr_change_pending = false;
+                l.pending_isr = None;
             }
         });
     }
@@ -593,6 +604,7 @@ impl Replicas {
         };
         for r in &gone {
             self.fetchers.remove(&(r.topic.clone(), r.index));
+            let _transition = r.transition();
             *r.role() = Role::Offline { epoch: -1 };
             r.wake();
         }
@@ -611,6 +623,29 @@ impl Replicas {
         state: &PartitionState,
     ) {
         let tp = (replica.topic.clone(), replica.index);
+        let _transition = replica.transition();
+        // A leadership written before this broker's current registration
+        // was given to an earlier run of it (the controller has not seen
+        // the restart yet, and will move it): leading from it would serve
+        // whatever log survived here, and followers would cut their logs to
+        // match. Wait for the controller's next word.
+        let written = snapshot
+            .partition_revisions
+            .get(&tp)
+            .copied()
+            .unwrap_or(i64::MAX);
+        if state.leader == self.node_id && written < self.cluster.incarnation() {
+            let mut role = replica.role();
+            if !matches!(&*role, Role::Offline { .. }) {
+                *role = Role::Offline {
+                    epoch: state.leader_epoch,
+                };
+                drop(role);
+                self.fetchers.remove(&tp);
+                replica.wake();
+            }
+            return;
+        }
         if state.leader == self.node_id {
             let became = {
                 let mut role = replica.role();
@@ -630,25 +665,26 @@ impl Replicas {
                         false
                     }
                     Role::Leader(l) if l.epoch > state.leader_epoch => false,
-                    _ => {
-                        *role = Role::Leader(LeaderState::new(
-                            state,
-                            replicas,
-                            &replica.log,
-                            self.cluster.incarnation(),
-                        ));
-                        true
-                    }
+                    _ => true,
                 }
             };
             if became {
-                self.fetchers.remove(&tp);
                 // Kafka's makeLeader: the new epoch starts at our log end,
-                // so a follower asking where its older epoch ends gets the
-                // right boundary even before we append in this one.
+                // recorded before anyone can see us lead (the transition
+                // lock keeps the role as it is meanwhile), so a follower
+                // asking where its older epoch ends gets the right boundary
+                // even before we append.
                 if let Err(e) = replica.log.assign_leader_epoch(state.leader_epoch) {
-                    tracing::error!(topic = %tp.0, partition = tp.1, "recording the new leader epoch: {e}");
+                    tracing::error!(topic = %tp.0, partition = tp.1,
+                        "recording the new leader epoch: {e}");
                 }
+                *replica.role() = Role::Leader(LeaderState::new(
+                    state,
+                    replicas,
+                    &replica.log,
+                    self.cluster.incarnation(),
+                ));
+                self.fetchers.remove(&tp);
                 self.stats
                     .leader_elections_seen
                     .fetch_add(1, Ordering::Relaxed);
