@@ -779,3 +779,43 @@ async fn prefixes_are_separate_clusters() {
         c.shutdown().await;
     }
 }
+
+/// Producer ids come in blocks reserved through etcd: brokers allocating at
+/// once never hand out the same id, and a restarted broker (a new
+/// `Cluster`) starts past every block handed out before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_ids_are_unique_across_brokers() {
+    let etcd = Etcd::start().await;
+    let a = start(&etcd, "/pids", 1).await;
+    let b = start(&etcd, "/pids", 2).await;
+    let mut tasks = Vec::new();
+    for c in [a.clone(), b.clone(), a.clone(), b.clone()] {
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..1500 {
+                ids.push(c.next_producer_id().await.expect("producer id"));
+            }
+            ids
+        }));
+    }
+    let mut all = std::collections::BTreeSet::new();
+    let mut count = 0;
+    for t in tasks {
+        for id in t.await.expect("task") {
+            count += 1;
+            assert!(all.insert(id), "producer id {id} handed out twice");
+        }
+    }
+    assert_eq!(count, 6000);
+    let highest = *all.last().expect("ids");
+    a.shutdown().await;
+    let a2 = start(&etcd, "/pids", 1).await;
+    let next = a2.next_producer_id().await.expect("after a restart");
+    assert!(
+        next > highest,
+        "a restarted broker reused id {next} (highest so far {highest})"
+    );
+    // Another prefix is another cluster, with its own ids.
+    let other = start(&etcd, "/pids-other", 1).await;
+    assert_eq!(other.next_producer_id().await.expect("id"), 0);
+}

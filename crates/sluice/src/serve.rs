@@ -254,9 +254,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     };
     let cluster = match &args.cluster {
         None => None,
-        Some(_) if !(0..65536).contains(&args.node_id) => {
+        Some(_) if args.node_id < 0 => {
             anyhow::bail!(
-                "--node-id {} is out of range: cluster brokers take ids 0 to 65535",
+                "--node-id {}: a cluster broker's id is 0 or more",
                 args.node_id
             )
         }

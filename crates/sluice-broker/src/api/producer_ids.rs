@@ -29,10 +29,6 @@ pub const TRANSACTIONS_REFUSED: i16 = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAI
 pub const TRANSACTIONS_REFUSED_WHY: &str =
     "transactions are not supported by this broker yet (idempotent producers are)";
 
-/// Producer ids in a cluster: a broker's own counter times this, plus its
-/// node id.
-pub const CLUSTER_ID_STRIDE: i64 = 1 << 16;
-
 /// A fresh id at epoch 0, or, for a producer that names its id and epoch
 /// (KIP-360), the same id one epoch on.
 pub fn init_producer_id(
@@ -52,22 +48,27 @@ pub fn init_producer_id(
         out.producer_epoch = r.producer_epoch + 1;
         return out;
     }
-    match state.producer_ids.next() {
+    // In a cluster ids come in blocks reserved through etcd, unique across
+    // brokers; alone, from the data directory's own counter.
+    let next = match state.cluster() {
+        Some(c) => tokio::runtime::Handle::current()
+            .block_on(c.cluster.next_producer_id())
+            .map_err(|e| e.to_string()),
+        None => state.producer_ids.next().map_err(|e| e.to_string()),
+    };
+    match next {
         Ok(id) => {
-            // In a cluster every broker hands out ids: each takes the ids
-            // congruent to its node id modulo 2^16, so no two brokers ever
-            // give the same one (serve refuses node ids outside 0..65536
-            // in cluster mode).
-            let id = match state.cluster() {
-                Some(_) => id * CLUSTER_ID_STRIDE + i64::from(state.config.node_id),
-                None => id,
-            };
             out.producer_id = ProducerId(id);
             out.producer_epoch = 0;
         }
         Err(e) => {
             tracing::error!("allocating a producer id: {e}");
-            out.error_code = errors::KAFKA_STORAGE_ERROR;
+            out.error_code = if state.cluster().is_some() {
+                // etcd unreachable or contended: the client retries.
+                kafka_protocol::ResponseError::CoordinatorNotAvailable.code()
+            } else {
+                errors::KAFKA_STORAGE_ERROR
+            };
         }
     }
     out

@@ -61,6 +61,11 @@ impl Keys {
         format!("{}topics/{topic}", self.root)
     }
 
+    /// The first producer id no broker has reserved yet.
+    pub(crate) fn producer_id_block(&self) -> String {
+        format!("{}producer-id-block", self.root)
+    }
+
     pub(crate) fn partition(&self, topic: &str, partition: i32) -> String {
         format!("{}partitions/{topic}/{partition}", self.root)
     }

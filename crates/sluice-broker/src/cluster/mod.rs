@@ -164,7 +164,14 @@ pub struct Cluster {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// When `confirm_lease` last warned that etcd is unreachable.
     warned: Mutex<Option<Instant>>,
+    /// The producer ids this broker reserved and has not handed out yet:
+    /// [next, end).
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
+
+/// Producer ids a broker reserves at a time (Kafka's
+/// `AllocateProducerIds` hands out blocks of 1000).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Retries while etcd is unreachable or slow, until `deadline`.
 async fn retry<T, F, Fut>(deadline: Instant, mut attempt: F) -> Result<T, EtcdError>
@@ -310,6 +317,7 @@ impl Cluster {
             shared,
             tasks: Mutex::new(tasks),
             warned: Mutex::new(None),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
         }))
     }
 
@@ -694,6 +702,60 @@ impl Cluster {
             }
         }
         Err(ClusterError::Timeout)
+    }
+
+    /// Reserves `count` producer ids for this broker, unique in the cluster
+    /// (Kafka's AllocateProducerIds, KIP-730): a compare-and-swap moving
+    /// `producer-id-block` past them. Returns the first.
+    pub async fn allocate_producer_ids(&self, count: i64) -> Result<i64, ClusterError> {
+        let key = self.shared.etcd.keys.producer_id_block();
+        for _ in 0..TOPIC_UPDATE_ATTEMPTS {
+            let (kv, _) = self.shared.etcd.get(&key).await?;
+            let (start, unchanged) = match &kv {
+                None => (
+                    0,
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                ),
+                Some(kv) => {
+                    let start = std::str::from_utf8(kv.value())
+                        .ok()
+                        .and_then(|v| v.trim().parse::<i64>().ok())
+                        .ok_or_else(|| ClusterError::Etcd(format!("{key}: not a producer id")))?;
+                    (
+                        start,
+                        Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+                    )
+                }
+            };
+            let end = start
+                .checked_add(count)
+                .ok_or_else(|| ClusterError::Etcd("producer ids exhausted".into()))?;
+            let value = end.to_string();
+            let bytes = key.len() + value.len();
+            let txn = Txn::new().when(vec![unchanged]).and_then(vec![TxnOp::put(
+                key.clone(),
+                value,
+                None,
+            )]);
+            if self.shared.etcd.txn(txn, bytes).await?.succeeded() {
+                return Ok(start);
+            }
+        }
+        Err(ClusterError::Timeout)
+    }
+
+    /// The next producer id for InitProducerId, from this broker's block
+    /// (a new block from etcd when it runs out; a restart abandons the rest
+    /// of one, as Kafka's brokers do).
+    pub async fn next_producer_id(&self) -> Result<i64, ClusterError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            let start = self.allocate_producer_ids(PRODUCER_ID_BLOCK).await?;
+            *ids = (start, start + PRODUCER_ID_BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
     }
 
     /// Replaces the topic's configs with `configs` (the whole set, as
