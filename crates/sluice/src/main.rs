@@ -11,6 +11,7 @@ mod serve;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod cluster_status;
 mod tools;
 mod topic;
 
@@ -34,6 +35,8 @@ enum Command {
     Consume(tools::ConsumeArgs),
     /// Create, list, describe and delete topics on a running broker.
     Topic(topic::TopicArgs),
+    /// A cluster's brokers, controller and unhealthy partitions.
+    Cluster(cluster_status::ClusterArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -47,6 +50,7 @@ fn main() -> Result<()> {
         Command::Produce(args) => tools::produce(args),
         Command::Consume(args) => tools::consume(args),
         Command::Topic(args) => topic::run(args),
+        Command::Cluster(args) => cluster_status::run(args),
         Command::Bench(command) => bench::run(command),
     }
 }

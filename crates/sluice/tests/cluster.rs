@@ -878,6 +878,28 @@ fn lagging_followers_leave_the_isr_and_below_min_isr_nothing_is_acknowledged() {
     let shrunk_after = paused_at.elapsed();
     let s = cluster.wait_agreed(TOPIC, 0, Duration::from_secs(10));
     assert_eq!(s.leader, leader, "the leader stayed: {s}");
+    // The operator's view: `sluice cluster status` from the leader names
+    // every broker (the stopped one's lease has not run out) and the
+    // partition as under-replicated.
+    let status = std::process::Command::new(support::cluster::broker_binary())
+        .args(["cluster", "status", "-b", &cluster.addr(leader).to_string()])
+        .output()
+        .expect("sluice cluster status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(text.contains("brokers 3"), "{text}");
+    assert!(
+        text.contains("partitions 1  under-replicated 1  offline 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("under-replicated {TOPIC}-0  leader {leader}")),
+        "{text}"
+    );
     // Two in the ISR ≥ min.insync.replicas: acks=all works, promptly.
     for _ in 0..10 {
         let t = Instant::now();
