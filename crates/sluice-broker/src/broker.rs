@@ -348,6 +348,29 @@ impl Broker {
         Ok(())
     }
 
+    /// Kafka's controlled shutdown, before the listener closes: the
+    /// controller moves this broker's leaderships and ISR places to other
+    /// in-sync replicas while it still answers (clients get
+    /// NOT_LEADER_OR_FOLLOWER and refresh metadata). Waits up to 30 s; a
+    /// partition with no other in-sync replica keeps its leader.
+    pub async fn controlled_shutdown(&self) {
+        let Some(c) = self.state.cluster() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        match c.cluster.controlled_shutdown(Duration::from_secs(30)).await {
+            Ok(0) => tracing::info!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "controlled shutdown: leaderships moved"
+            ),
+            Ok(left) => tracing::warn!(
+                left,
+                "controlled shutdown: partitions still led or needed here after 30 s"
+            ),
+            Err(e) => tracing::warn!("controlled shutdown: {e}; leaving without it"),
+        }
+    }
+
     /// Leaves the cluster: fetchers stop, the registration's lease is
     /// revoked (the controller moves leadership at once instead of after
     /// the lease runs out).

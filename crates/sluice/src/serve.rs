@@ -373,7 +373,15 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        broker.serve(listener, shutdown_signal()).await;
+        // On SIGINT/SIGTERM a cluster broker first hands its leaderships
+        // over (still serving), then stops.
+        let handing_over = broker.clone();
+        broker
+            .serve(listener, async move {
+                shutdown_signal().await;
+                handing_over.controlled_shutdown().await;
+            })
+            .await;
         let _ = stop_tx.send(true);
         broker.leave_cluster().await;
         tracing::info!("shutting down: flushing and marking a clean shutdown");

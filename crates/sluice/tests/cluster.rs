@@ -340,6 +340,148 @@ c.close()
 print(low, high, n)
 "#;
 
+/// An idempotent librdkafka producer with acks=all that retries for as long
+/// as a test runs: nothing it is given may fail.
+fn idempotent_producer(cluster: &Cluster, reports: &Reports) -> Arc<BaseProducer<Reports>> {
+    Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap())
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("batch.size", "65536")
+            .set("message.timeout.ms", "600000")
+            .set("request.timeout.ms", "10000")
+            .set("reconnect.backoff.ms", "10")
+            .set("reconnect.backoff.max.ms", "200")
+            .set("retry.backoff.ms", "50")
+            .set("topic.metadata.refresh.interval.ms", "2000")
+            .create_with_context(reports.clone())
+            .expect("producer"),
+    )
+}
+
+/// Sends numbered messages to partition 0 of `topic` (about 2,000 a
+/// second) until `stop`; returns how many it sent.
+fn spawn_writer(
+    topic: &'static str,
+    producer: Arc<BaseProducer<Reports>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut id = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let value = message_value(id);
+            let record = BaseRecord::with_opaque_to(topic, Box::new(id))
+                .partition(0)
+                .key(&value)
+                .payload(&value);
+            match producer.send(record) {
+                Ok(()) => id += 1,
+                // Queue full while there is no leader: wait.
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+            producer.poll(Duration::ZERO);
+            // Enough to cross segment rolls, little enough for a 2-core
+            // machine running 3 brokers.
+            if id.is_multiple_of(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        id
+    })
+}
+
+/// Every broker in turn stopped with SIGTERM (a controlled shutdown: its
+/// leaderships move first) and started again, under an idempotent
+/// acks=all producer: no delivery fails, and every acknowledged record is
+/// in the partition exactly once, at its offset.
+#[test]
+fn a_rolling_restart_with_sigterm_fails_no_delivery_and_loses_nothing() {
+    let _serial = serial();
+    const TOPIC: &str = "roll";
+    let mut cluster = Cluster::new(3, &[]);
+    let all = cluster.nodes();
+    cluster.create_topic(TOPIC, 1, 3, &[("min.insync.replicas", "2")]);
+    cluster.wait_agreed(TOPIC, 0, Duration::from_secs(10));
+    let reports = Reports::default();
+    let producer = idempotent_producer(&cluster, &reports);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(TOPIC, producer.clone(), stop.clone());
+    for round in 0..2 {
+        for &node in &all {
+            let before = reports.acked_len();
+            assert!(
+                wait_for(Duration::from_secs(30), || reports.acked_len()
+                    >= before + 20),
+                "round {round}, before stopping broker {node}: no progress\n{}",
+                cluster.describe(TOPIC, 0)
+            );
+            let led = cluster.metadata_leader(TOPIC, 0) == Some(node);
+            let handovers = |cluster: &Cluster| {
+                std::fs::read_to_string(cluster.log_path(node))
+                    .unwrap_or_default()
+                    .matches("controlled shutdown: leaderships moved")
+                    .count()
+            };
+            let handed_over = handovers(&cluster);
+            assert!(
+                cluster.stop(node),
+                "broker {node} (leader: {led}) did not exit within 30 s of SIGTERM"
+            );
+            // It handed its leadership (and ISR place) over before exiting.
+            assert_eq!(
+                handovers(&cluster),
+                handed_over + 1,
+                "broker {node} (leader: {led}) stopped without a controlled shutdown:\n{}",
+                cluster.describe(TOPIC, 0)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            cluster.start(node);
+            assert!(
+                wait_for(Duration::from_secs(45), || cluster
+                    .isr_everywhere(TOPIC, 0, &all)),
+                "round {round}: broker {node} restarted but not back in the ISR\n{}",
+                cluster.describe(TOPIC, 0)
+            );
+            if let Some((code, why)) = producer.client().fatal_error() {
+                panic!("after restarting broker {node}: fatal producer error {code:?}: {why}");
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = writer.join().expect("writer");
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("every message delivered");
+    let failed = reports.failed.lock().expect("failed").clone();
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} deliveries failed across a rolling restart; first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let acked: Vec<(i64, String)> = reports
+        .acked
+        .lock()
+        .expect("acked")
+        .iter()
+        .map(|&(id, offset)| (offset, message_value(id)))
+        .collect();
+    assert_eq!(
+        acked.len() as u64,
+        sent,
+        "every message sent was acknowledged"
+    );
+    let (hw, records) = cluster.fetch_all(TOPIC, 0, Duration::from_secs(30));
+    assert_eq!(hw, sent as i64, "one record per message, no duplicates");
+    if let Err(e) = check_acked(&records, &acked, "the partition after a rolling restart") {
+        panic!("{e}");
+    }
+}
+
 #[test]
 fn kill_loop_loses_and_duplicates_no_acknowledged_record() {
     let _serial = serial();
@@ -362,51 +504,9 @@ fn kill_loop(brokers: usize, kills: u64) {
     );
 
     let reports = Reports::default();
-    let producer: Arc<BaseProducer<Reports>> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap())
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("batch.size", "65536")
-            // Retry for as long as the test runs: nothing may fail.
-            .set("message.timeout.ms", "600000")
-            .set("request.timeout.ms", "10000")
-            .set("reconnect.backoff.ms", "10")
-            .set("reconnect.backoff.max.ms", "200")
-            .set("retry.backoff.ms", "50")
-            .set("topic.metadata.refresh.interval.ms", "2000")
-            .create_with_context(reports.clone())
-            .expect("producer"),
-    );
+    let producer = idempotent_producer(&cluster, &reports);
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (producer, stop) = (producer.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut id = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let value = message_value(id);
-                let record = BaseRecord::with_opaque_to(TOPIC, Box::new(id))
-                    .partition(0)
-                    .key(&value)
-                    .payload(&value);
-                match producer.send(record) {
-                    Ok(()) => id += 1,
-                    // Queue full while there is no leader: wait.
-                    Err(_) => {
-                        producer.poll(Duration::from_millis(10));
-                    }
-                }
-                producer.poll(Duration::ZERO);
-                // About 2,000 messages a second: enough to cross segment
-                // rolls, little enough for a 2-core machine running 3 brokers.
-                if id.is_multiple_of(10) {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-            id
-        })
-    };
+    let writer = spawn_writer(TOPIC, producer.clone(), stop.clone());
     let fatal = |when: &str| {
         if let Some((code, why)) = producer.client().fatal_error() {
             panic!("{when}: the idempotent producer hit a fatal error: {code:?}: {why}");

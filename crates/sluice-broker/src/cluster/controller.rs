@@ -265,6 +265,9 @@ pub(crate) struct Decision {
 pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
     let snap = &view.snap;
     let live = |b: i32| snap.brokers.contains_key(&b);
+    // Brokers in controlled shutdown give up leaderships and ISR places.
+    let leaving = |b: i32| snap.shutting_down.contains(&b);
+    let staying = |b: i32| live(b) && !leaving(b);
     let mut out = Vec::new();
     for (name, topic) in &snap.topics {
         let unclean = topic.unclean_leader_election();
@@ -276,7 +279,7 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
             // Registered again since this state was written: it died and
             // came back, so it may have lost what it had not flushed.
             let bounced = |b: i32| view.broker_revs.get(&b).is_some_and(|r| *r > written_at);
-            let reconciled = reconcile(replicas, current, &live, &bounced, unclean);
+            let reconciled = reconcile(replicas, current, &live, &bounced, &leaving, unclean);
             let request = view.isr_requests.get(&at).map(|(r, _)| r);
             let decision = match (reconciled, request, current) {
                 (Some((mut state, why)), request, _) => {
@@ -295,7 +298,7 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                     }
                 }
                 (None, Some(request), Some(current)) => {
-                    match check_isr_request(request, current, replicas, &live) {
+                    match check_isr_request(request, current, replicas, &staying) {
                         Ok(()) if request.isr == current.isr => Decision {
                             topic: name.clone(),
                             partition: p,
@@ -366,6 +369,7 @@ fn reconcile(
     current: Option<&PartitionState>,
     live: &dyn Fn(i32) -> bool,
     bounced: &dyn Fn(i32) -> bool,
+    leaving: &dyn Fn(i32) -> bool,
     unclean: bool,
 ) -> Option<(PartitionState, String)> {
     let live_replicas: Vec<i32> = replicas.iter().copied().filter(|b| live(*b)).collect();
@@ -406,7 +410,17 @@ fn reconcile(
     }
     let gone = |b: i32| !live(b) || bounced(b);
     let remaining: Vec<i32> = current.isr.iter().copied().filter(|b| !gone(*b)).collect();
-    let leader_stays = current.leader >= 0 && !gone(current.leader);
+    // Kafka's controlled shutdown: a broker about to stop leaves the ISR
+    // and its leaderships go to the other members, when there are any (a
+    // last member keeps both).
+    let staying: Vec<i32> = remaining.iter().copied().filter(|b| !leaving(*b)).collect();
+    let remaining = if staying.is_empty() {
+        remaining
+    } else {
+        staying
+    };
+    let leader_stays =
+        current.leader >= 0 && !gone(current.leader) && remaining.contains(&current.leader);
     let (leader, isr, why) = if leader_stays {
         let isr = if remaining.is_empty() {
             current.isr.clone()
@@ -1156,6 +1170,43 @@ mod tests {
             .state("t", 0, 1, 4, &[1, 2, 3], 7);
         let d = only(&b.decide()).clone();
         assert_eq!(d.state, Some(state(3, 5, &[2, 3], 8)));
+    }
+
+    #[test]
+    fn a_leader_in_controlled_shutdown_hands_over_to_the_isr() {
+        let mut b = Build::new()
+            .broker(1)
+            .broker(2)
+            .broker(3)
+            .topic("t", vec![vec![1, 2, 3]], false)
+            .state("t", 0, 1, 4, &[1, 2, 3], 7);
+        Arc::make_mut(&mut b.view.snap).shutting_down.insert(1);
+        // Leadership to the next ISR member in assignment order, a new
+        // epoch, and broker 1 out of the ISR.
+        assert_eq!(only(&b.decide()).state, Some(state(2, 5, &[2, 3], 8)));
+    }
+
+    #[test]
+    fn a_last_isr_member_in_controlled_shutdown_keeps_the_partition() {
+        let mut b = Build::new()
+            .broker(1)
+            .broker(2)
+            .topic("t", vec![vec![1, 2]], false)
+            .state("t", 0, 1, 4, &[1], 7);
+        Arc::make_mut(&mut b.view.snap).shutting_down.insert(1);
+        assert!(b.decide().is_empty(), "no other in-sync replica to take it");
+    }
+
+    #[test]
+    fn a_follower_in_controlled_shutdown_leaves_the_isr() {
+        let mut b = Build::new()
+            .broker(1)
+            .broker(2)
+            .broker(3)
+            .topic("t", vec![vec![1, 2, 3]], false)
+            .state("t", 0, 1, 4, &[1, 2, 3], 7);
+        Arc::make_mut(&mut b.view.snap).shutting_down.insert(3);
+        assert_eq!(only(&b.decide()).state, Some(state(1, 4, &[1, 2], 8)));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(crate) enum Key {
     Topic(String),
     Partition(String, i32),
     IsrRequest(String, i32),
+    /// A broker in controlled shutdown (`shutdown/<id>`, under its lease).
+    Shutdown(i32),
     /// A controller candidate's election key (`controller/<lease>`).
     Candidate,
     Unknown,
@@ -59,6 +61,11 @@ impl Keys {
 
     pub(crate) fn topic(&self, topic: &str) -> String {
         format!("{}topics/{topic}", self.root)
+    }
+
+    /// A broker asking to have its leaderships moved before it stops.
+    pub(crate) fn shutdown(&self, id: i32) -> String {
+        format!("{}shutdown/{id}", self.root)
     }
 
     /// The first producer id no broker has reserved yet.
@@ -100,6 +107,7 @@ impl Keys {
         match parts.as_slice() {
             ["cluster_id"] => Key::ClusterId,
             ["brokers", id] => id.parse().map_or(Key::Unknown, Key::Broker),
+            ["shutdown", id] => id.parse().map_or(Key::Unknown, Key::Shutdown),
             ["topics", topic] if !topic.is_empty() => Key::Topic((*topic).to_string()),
             ["partitions", topic, p] if !topic.is_empty() => p
                 .parse()

@@ -704,6 +704,45 @@ impl Cluster {
         Err(ClusterError::Timeout)
     }
 
+    /// Kafka's controlled shutdown: asks the controller (through
+    /// `shutdown/<id>`, under this broker's lease) to move this broker's
+    /// leaderships and ISR places to the other in-sync replicas, and waits
+    /// until no partition still needs it — it leads none and is in no ISR
+    /// with another member — or `timeout` passes. The broker keeps serving
+    /// meanwhile, so clients see NOT_LEADER_OR_FOLLOWER and a metadata
+    /// refresh, not a dead connection. Returns the partitions it still
+    /// holds (those with no other in-sync replica).
+    pub async fn controlled_shutdown(&self, timeout: Duration) -> Result<usize, ClusterError> {
+        let me = self.shared.node_id;
+        let key = self.shared.etcd.keys.shutdown(me);
+        let lease = self.lease_id();
+        let bytes = key.len();
+        let txn = Txn::new().and_then(vec![TxnOp::put(
+            key,
+            Vec::new(),
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )]);
+        self.shared.etcd.txn(txn, bytes).await?;
+        let held = |s: &ClusterSnapshot| {
+            s.partitions
+                .values()
+                .filter(|p| (p.leader == me || p.isr.contains(&me)) && p.isr.len() > 1)
+                .count()
+        };
+        let mut rx = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = held(&rx.borrow_and_update());
+            if left == 0 {
+                return Ok(0);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Ok(held(&self.snapshot())),
+            }
+        }
+    }
+
     /// Reserves `count` producer ids for this broker, unique in the cluster
     /// (Kafka's AllocateProducerIds, KIP-730): a compare-and-swap moving
     /// `producer-id-block` past them. Returns the first.

@@ -37,6 +37,9 @@ pub struct ClusterSnapshot {
     /// leadership that state gives it (the controller has not yet seen the
     /// restart).
     pub partition_revisions: BTreeMap<(String, i32), i64>,
+    /// Brokers in controlled shutdown: still registered, no longer to lead
+    /// or be in an ISR.
+    pub shutting_down: std::collections::BTreeSet<i32>,
     /// The etcd revision this snapshot reflects.
     pub revision: i64,
 }
@@ -143,6 +146,9 @@ impl View {
                 }
                 None => self.remove(keys, kv.key()),
             },
+            Key::Shutdown(id) => {
+                Arc::make_mut(&mut self.snap).shutting_down.insert(id);
+            }
             Key::IsrRequest(topic, p) => match decode::<IsrRequest>(kv) {
                 Some(request) => {
                     self.isr_requests.insert((topic, p), (request, rev));
@@ -183,6 +189,9 @@ impl View {
             }
             Key::IsrRequest(topic, p) => {
                 self.isr_requests.remove(&(topic, p));
+            }
+            Key::Shutdown(id) => {
+                Arc::make_mut(&mut self.snap).shutting_down.remove(&id);
             }
             Key::Candidate => {
                 self.candidates.remove(key);
