@@ -1492,3 +1492,72 @@ fn kcat_kafka_python_and_confluent_kafka_each_bootstrap_from_one_broker() {
         }
     }
 }
+
+/// ElectLeaders through confluent-kafka's AdminClient: after its preferred
+/// replica stopped (SIGTERM) and came back, a partition is led by another
+/// broker; a preferred election gives it back, and a second one is not
+/// needed.
+#[test]
+fn a_preferred_leader_election_gives_the_leadership_back() {
+    let _serial = serial();
+    const TOPIC: &str = "pref";
+    let mut cluster = Cluster::new(3, &[]);
+    let all = cluster.nodes();
+    cluster.create_topic(TOPIC, 1, 3, &[]);
+    let first = cluster.wait_agreed(TOPIC, 0, Duration::from_secs(10));
+    let preferred = first.replicas[0];
+    assert_eq!(
+        first.leader, preferred,
+        "a new partition is led by its first replica"
+    );
+    assert!(
+        cluster.stop(preferred),
+        "broker {preferred} stops on SIGTERM"
+    );
+    cluster.start(preferred);
+    assert!(
+        wait_for(Duration::from_secs(45), || cluster
+            .isr_everywhere(TOPIC, 0, &all)),
+        "broker {preferred} back in the ISR\n{}",
+        cluster.describe(TOPIC, 0)
+    );
+    let moved = cluster.wait_agreed(TOPIC, 0, Duration::from_secs(10));
+    assert_ne!(
+        moved.leader, preferred,
+        "the leadership moved away: {moved}"
+    );
+    let elect = format!(
+        r#"
+from confluent_kafka import TopicPartition, ElectionType
+from confluent_kafka.admin import AdminClient
+a = AdminClient({{'bootstrap.servers': BROKER}})
+def elect():
+    f = a.elect_leaders(ElectionType.PREFERRED, [TopicPartition('{TOPIC}', 0)])
+    try:
+        r = f.result(timeout=30)
+        e = r[TopicPartition('{TOPIC}', 0)]
+        return 'ok' if e is None else e.name()
+    except Exception as e:
+        return 'failed: %r' % (e,)
+print(elect(), elect())
+"#
+    );
+    let answers = cluster.py(&cluster.bootstrap(), &elect);
+    assert!(
+        answers.starts_with("ok ") && answers.contains("ELECTION_NOT_NEEDED"),
+        "first a new leader, then not needed: {answers}\n{}",
+        cluster.describe(TOPIC, 0)
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || cluster
+            .agreed(TOPIC, 0)
+            .is_some_and(
+                |s| s.leader == preferred && s.leader_epoch > moved.leader_epoch
+            )),
+        "broker {preferred} leads again, at a new epoch\n{}",
+        cluster.describe(TOPIC, 0)
+    );
+    // It takes writes as the leader.
+    let v = "after-election";
+    cluster.produce_acked(TOPIC, 0, v, v, Duration::from_secs(20));
+}

@@ -18,10 +18,12 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{
     BrokerId, DeleteRecordsRequest, DeleteRecordsResponse, DescribeClusterRequest,
     DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
-    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, ElectLeadersRequest,
+    ElectLeadersResponse, TopicName,
 };
 use sluice_log::ReadError;
 
@@ -356,6 +358,81 @@ pub fn delete_records(
                 Err(code) => p.error_code = code,
             }
             out.topics[slot].partitions.push(p);
+        }
+    }
+    out
+}
+
+/// ElectLeaders v0–v2 (KIP-183, KIP-460): the preferred replica (0) or,
+/// with no live in-sync leader, any live replica (1, unclean) takes the
+/// leadership, decided by the controller. Null partitions ask for every
+/// partition; the answer then names only those an election was tried for.
+/// A single broker leads everything already: ELECTION_NOT_NEEDED.
+pub async fn elect_leaders(
+    state: &BrokerState,
+    r: ElectLeadersRequest,
+    version: i16,
+) -> ElectLeadersResponse {
+    let election_type = if version >= 1 { r.election_type } else { 0 };
+    let every = r.topic_partitions.is_none();
+    let asked: Vec<(String, Vec<i32>)> = match r.topic_partitions {
+        Some(list) => list
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect(),
+        None => match state.cluster() {
+            Some(c) => c
+                .cluster
+                .snapshot()
+                .topics
+                .iter()
+                .map(|(name, t)| (name.clone(), (0..t.replicas.len() as i32).collect()))
+                .collect(),
+            None => state
+                .log
+                .topics()
+                .into_iter()
+                .map(|(name, n)| (name, (0..n as i32).collect()))
+                .collect(),
+        },
+    };
+    let timeout = std::time::Duration::from_millis(u64::try_from(r.timeout_ms).unwrap_or(0).max(1));
+    let mut out = ElectLeadersResponse::default();
+    for (topic, partitions) in asked {
+        let mut result = ReplicaElectionResult::default();
+        result.topic = TopicName(str_bytes(&topic));
+        for p in partitions {
+            let code = match state.cluster() {
+                Some(c) => c
+                    .cluster
+                    .elect_leader(&topic, p, election_type, timeout)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(topic = %topic, partition = p, "ElectLeaders: {e}");
+                        E::RequestTimedOut.code()
+                    }),
+                None if u32::try_from(p)
+                    .ok()
+                    .and_then(|i| state.log.partition(&topic, i))
+                    .is_some() =>
+                {
+                    E::ElectionNotNeeded.code()
+                }
+                None => errors::UNKNOWN_TOPIC_OR_PARTITION,
+            };
+            if every && code == E::ElectionNotNeeded.code() {
+                continue;
+            }
+            let mut pr = PartitionResult::default();
+            pr.partition_id = p;
+            pr.error_code = code;
+            if code != errors::NONE {
+                pr.error_message = E::try_from_code(code).map(|e| str_bytes(&e.to_string()));
+            }
+            result.partition_result.push(pr);
+        }
+        if !(every && result.partition_result.is_empty()) {
+            out.replica_election_results.push(result);
         }
     }
     out

@@ -162,6 +162,9 @@ pub async fn dispatch(
                 .ok_or_else(|| ApiError::Internal("no cluster".into()))?;
             ResponseKind::CreatePartitions(topics::cluster_create_partitions(c, r).await)
         }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(admin::elect_leaders(state, r, version).await)
+        }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(epochs::offset_for_leader_epoch(state, r))
         }

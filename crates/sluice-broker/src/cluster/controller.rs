@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use super::etcd::EtcdError;
 use super::lease::LeaseState;
-use super::model::{IsrRequest, PartitionState};
+use super::model::{ElectRequest, IsrRequest, PartitionState};
 use super::view::View;
 use super::{Backoff, ClusterError, Shared};
 
@@ -254,6 +254,8 @@ pub(crate) struct Decision {
     pub(crate) state: Option<PartitionState>,
     /// Delete the pending ISR request (handled, accepted or not).
     pub(crate) delete_request: bool,
+    /// Delete the pending ElectLeaders request (handled).
+    pub(crate) delete_elect: bool,
     /// The ISR request was accepted (its ISR is in `state`, or it changed
     /// nothing).
     pub(crate) accepted: bool,
@@ -289,6 +291,7 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                         partition: p,
                         state: Some(state),
                         delete_request: request.is_some(),
+                        delete_elect: false,
                         accepted: false,
                         why: if request.is_some() {
                             format!("{why}; the pending ISR request is stale")
@@ -304,6 +307,7 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                             partition: p,
                             state: None,
                             delete_request: true,
+                            delete_elect: false,
                             accepted: true,
                             why: "the requested ISR is the current one".into(),
                         },
@@ -317,6 +321,7 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                                 ..current.clone()
                             }),
                             delete_request: true,
+                            delete_elect: false,
                             accepted: true,
                             why: format!("ISR change requested by leader {}", request.broker),
                         },
@@ -325,6 +330,7 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                             partition: p,
                             state: None,
                             delete_request: true,
+                            delete_elect: false,
                             accepted: false,
                             why: format!(
                                 "ISR request from broker {} refused: {why}",
@@ -333,6 +339,28 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                         },
                     }
                 }
+                (None, None, Some(current)) => match view.elect_requests.get(&at) {
+                    Some((request, _)) => {
+                        let (state, why) = elect(
+                            request,
+                            replicas,
+                            current,
+                            &live,
+                            &staying,
+                            controller_epoch,
+                        );
+                        Decision {
+                            topic: name.clone(),
+                            partition: p,
+                            accepted: state.is_some(),
+                            state,
+                            delete_request: false,
+                            delete_elect: true,
+                            why,
+                        }
+                    }
+                    None => continue,
+                },
                 _ => continue,
             };
             out.push(decision);
@@ -350,6 +378,7 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                 partition: *p,
                 state: None,
                 delete_request: true,
+                delete_elect: false,
                 accepted: false,
                 why: format!(
                     "ISR request from broker {} refused: unknown partition",
@@ -469,6 +498,49 @@ fn reconcile(
         },
         why,
     ))
+}
+
+/// An ElectLeaders request (Kafka's ElectLeaders v1+): the preferred
+/// replica (first in the assignment) takes the leadership when it is live,
+/// in the ISR and not shutting down; an unclean election gives a partition
+/// with no live leader to the first live replica, alone in the ISR.
+fn elect(
+    request: &ElectRequest,
+    replicas: &[i32],
+    current: &PartitionState,
+    live: &dyn Fn(i32) -> bool,
+    staying: &dyn Fn(i32) -> bool,
+    controller_epoch: i64,
+) -> (Option<PartitionState>, String) {
+    let next = |leader: i32, isr: Vec<i32>| PartitionState {
+        leader,
+        leader_epoch: current.leader_epoch + 1,
+        isr,
+        partition_epoch: current.partition_epoch + 1,
+        controller_epoch,
+    };
+    match request.election_type {
+        0 => match replicas.first().copied() {
+            Some(preferred) if preferred == current.leader => {
+                (None, "preferred replica already leads".into())
+            }
+            Some(preferred) if staying(preferred) && current.isr.contains(&preferred) => (
+                Some(next(preferred, current.isr.clone())),
+                "preferred leader election".into(),
+            ),
+            _ => (None, "preferred replica not available".into()),
+        },
+        _ if current.leader >= 0 && live(current.leader) => {
+            (None, "unclean election not needed: it has a leader".into())
+        }
+        _ => match replicas.iter().copied().find(|&r| staying(r)) {
+            Some(r) => (
+                Some(next(r, vec![r])),
+                "unclean leader election requested".into(),
+            ),
+            None => (None, "no live replica to elect".into()),
+        },
+    }
 }
 
 /// Kafka's AlterPartition checks: the request is from the current leader,
@@ -801,6 +873,15 @@ pub(crate) async fn apply(
         };
         bytes += value.len();
         ops.push(TxnOp::put(keys.partition(topic, p), value, None));
+    }
+    if decision.delete_elect {
+        let request_key = keys.elect_request(topic, p);
+        compares.push(Compare::mod_revision(
+            request_key.clone(),
+            CompareOp::Equal,
+            rev(view.elect_requests.get(&at).map(|(_, r)| r)),
+        ));
+        ops.push(TxnOp::delete(request_key, None));
     }
     if decision.delete_request {
         let request_key = keys.isr_request(topic, p);
@@ -1170,6 +1251,49 @@ mod tests {
             .state("t", 0, 1, 4, &[1, 2, 3], 7);
         let d = only(&b.decide()).clone();
         assert_eq!(d.state, Some(state(3, 5, &[2, 3], 8)));
+    }
+
+    fn elect_request(mut b: Build, topic: &str, p: i32, election_type: i8) -> Build {
+        let rev = b.next();
+        b.view
+            .elect_requests
+            .insert((topic.into(), p), (ElectRequest { election_type }, rev));
+        b
+    }
+
+    #[test]
+    fn a_preferred_election_moves_the_leadership_to_the_first_replica() {
+        let b = Build::new()
+            .broker(1)
+            .broker(2)
+            .broker(3)
+            .topic("t", vec![vec![1, 2, 3]], false)
+            .state("t", 0, 2, 4, &[1, 2, 3], 7);
+        let d = only(&elect_request(b, "t", 0, 0).decide()).clone();
+        assert!(d.delete_elect && d.accepted);
+        assert_eq!(d.state, Some(state(1, 5, &[1, 2, 3], 8)));
+    }
+
+    #[test]
+    fn a_preferred_replica_out_of_the_isr_is_not_elected() {
+        let b = Build::new()
+            .broker(1)
+            .broker(2)
+            .topic("t", vec![vec![1, 2]], false)
+            .state("t", 0, 2, 4, &[2], 7);
+        let d = only(&elect_request(b, "t", 0, 0).decide()).clone();
+        assert!(d.delete_elect && !d.accepted && d.state.is_none());
+    }
+
+    #[test]
+    fn an_unclean_election_gives_a_leaderless_partition_to_a_live_replica() {
+        let b = Build::new()
+            .broker(3)
+            .topic("t", vec![vec![1, 2, 3]], false)
+            .state("t", 0, -1, 4, &[1], 7);
+        let d = only(&elect_request(b, "t", 0, 1).decide()).clone();
+        assert!(d.delete_elect && d.accepted);
+        assert_eq!(d.state, Some(state(3, 5, &[3], 8)));
     }
 
     #[test]

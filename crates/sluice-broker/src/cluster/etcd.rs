@@ -32,6 +32,8 @@ pub(crate) enum Key {
     Topic(String),
     Partition(String, i32),
     IsrRequest(String, i32),
+    /// An ElectLeaders request (`elect-requests/<t>/<p>`).
+    ElectRequest(String, i32),
     /// A broker in controlled shutdown (`shutdown/<id>`, under its lease).
     Shutdown(i32),
     /// A controller candidate's election key (`controller/<lease>`).
@@ -61,6 +63,10 @@ impl Keys {
 
     pub(crate) fn topic(&self, topic: &str) -> String {
         format!("{}topics/{topic}", self.root)
+    }
+
+    pub(crate) fn elect_request(&self, topic: &str, partition: i32) -> String {
+        format!("{}elect-requests/{topic}/{partition}", self.root)
     }
 
     /// A broker asking to have its leaderships moved before it stops.
@@ -108,6 +114,9 @@ impl Keys {
             ["cluster_id"] => Key::ClusterId,
             ["brokers", id] => id.parse().map_or(Key::Unknown, Key::Broker),
             ["shutdown", id] => id.parse().map_or(Key::Unknown, Key::Shutdown),
+            ["elect-requests", topic, p] if !topic.is_empty() => p
+                .parse()
+                .map_or(Key::Unknown, |p| Key::ElectRequest((*topic).to_string(), p)),
             ["topics", topic] if !topic.is_empty() => Key::Topic((*topic).to_string()),
             ["partitions", topic, p] if !topic.is_empty() => p
                 .parse()

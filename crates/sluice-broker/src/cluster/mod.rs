@@ -704,6 +704,72 @@ impl Cluster {
         Err(ClusterError::Timeout)
     }
 
+    /// ElectLeaders for one partition (0: preferred, 1: unclean): asks the
+    /// controller through `elect-requests/<t>/<p>` and waits (up to
+    /// `timeout`) until it has handled the request. Returns the Kafka error
+    /// code ElectLeaders answers with: NONE (a new leader), ELECTION_NOT_NEEDED,
+    /// PREFERRED_LEADER_NOT_AVAILABLE, ELIGIBLE_LEADERS_NOT_AVAILABLE,
+    /// UNKNOWN_TOPIC_OR_PARTITION, or REQUEST_TIMED_OUT.
+    pub async fn elect_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        election_type: i8,
+        timeout: Duration,
+    ) -> Result<i16, ClusterError> {
+        use kafka_protocol::ResponseError as E;
+        let at = (topic.to_string(), partition);
+        let snapshot = self.snapshot();
+        let (Some(replicas), Some(before)) = (
+            snapshot.replicas(topic, partition),
+            snapshot.partitions.get(&at).cloned(),
+        ) else {
+            return Ok(E::UnknownTopicOrPartition.code());
+        };
+        let preferred = replicas.first().copied().unwrap_or(-1);
+        let needed = match election_type {
+            0 => before.leader != preferred,
+            _ => before.leader < 0 || !snapshot.is_alive(before.leader),
+        };
+        if !needed {
+            return Ok(E::ElectionNotNeeded.code());
+        }
+        let key = self.shared.etcd.keys.elect_request(topic, partition);
+        let value = serde_json::to_vec(&model::ElectRequest { election_type })
+            .map_err(|e| ClusterError::Etcd(e.to_string()))?;
+        let bytes = key.len() + value.len();
+        let txn = Txn::new().and_then(vec![TxnOp::put(key, value, None)]);
+        let written = self.shared.etcd.txn(txn, bytes).await?;
+        let revision = written.header().map_or(0, |h| h.revision());
+        let mut rx = self.subscribe();
+        let handled = tokio::time::timeout(timeout, async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if s.revision >= revision && !s.elect_pending.contains(&at) {
+                        return s.partitions.get(&at).cloned();
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        let after = match handled {
+            Ok(Some(state)) => state,
+            Ok(None) => return Ok(E::UnknownTopicOrPartition.code()),
+            Err(_) => return Ok(E::RequestTimedOut.code()),
+        };
+        let elected = after.leader_epoch > before.leader_epoch && after.leader >= 0;
+        Ok(match election_type {
+            0 if after.leader == preferred => 0,
+            0 => E::PreferredLeaderNotAvailable.code(),
+            _ if elected => 0,
+            _ => E::EligibleLeadersNotAvailable.code(),
+        })
+    }
+
     /// Kafka's controlled shutdown: asks the controller (through
     /// `shutdown/<id>`, under this broker's lease) to move this broker's
     /// leaderships and ISR places to the other in-sync replicas, and waits
@@ -928,6 +994,7 @@ impl Cluster {
             partition,
             state: Some(state),
             delete_request: false,
+            delete_elect: false,
             accepted: false,
             why: "test write".into(),
         };

@@ -75,6 +75,15 @@ pub struct IsrRequest {
     pub isr: Vec<i32>,
 }
 
+/// `elect-requests/<topic>/<partition>`: an operator's ElectLeaders
+/// request, deleted by the controller once handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectRequest {
+    /// 0: the preferred replica (the first in the assignment); 1: unclean
+    /// (any live replica, when no in-sync one is).
+    pub election_type: i8,
+}
+
 /// The topic id as its hyphenated text (no dependence on uuid's serde
 /// feature).
 mod uuid_text {

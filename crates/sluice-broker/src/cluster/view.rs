@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::etcd::{Key, Keys};
-use super::model::{BrokerInfo, IsrRequest, PartitionState, TopicInfo};
+use super::model::{BrokerInfo, ElectRequest, IsrRequest, PartitionState, TopicInfo};
 use super::stats::ClusterMetrics;
 
 /// The cluster as this broker last saw it in etcd.
@@ -40,6 +40,9 @@ pub struct ClusterSnapshot {
     /// Brokers in controlled shutdown: still registered, no longer to lead
     /// or be in an ISR.
     pub shutting_down: std::collections::BTreeSet<i32>,
+    /// Partitions with an ElectLeaders request the controller has not
+    /// handled yet.
+    pub elect_pending: std::collections::BTreeSet<(String, i32)>,
     /// The etcd revision this snapshot reflects.
     pub revision: i64,
 }
@@ -78,6 +81,8 @@ pub(crate) struct View {
     pub(crate) partition_revs: BTreeMap<(String, i32), i64>,
     /// Pending ISR requests and their `mod_revision`.
     pub(crate) isr_requests: BTreeMap<(String, i32), (IsrRequest, i64)>,
+    /// Pending ElectLeaders requests and their `mod_revision`.
+    pub(crate) elect_requests: BTreeMap<(String, i32), (ElectRequest, i64)>,
     /// Controller candidates: election key → (create revision, broker id).
     pub(crate) candidates: BTreeMap<Vec<u8>, (i64, Option<i32>)>,
     /// The election key of the elected controller.
@@ -146,6 +151,15 @@ impl View {
                 }
                 None => self.remove(keys, kv.key()),
             },
+            Key::ElectRequest(topic, p) => match decode::<ElectRequest>(kv) {
+                Some(request) => {
+                    Arc::make_mut(&mut self.snap)
+                        .elect_pending
+                        .insert((topic.clone(), p));
+                    self.elect_requests.insert((topic, p), (request, rev));
+                }
+                None => self.remove(keys, kv.key()),
+            },
             Key::Shutdown(id) => {
                 Arc::make_mut(&mut self.snap).shutting_down.insert(id);
             }
@@ -192,6 +206,11 @@ impl View {
             }
             Key::Shutdown(id) => {
                 Arc::make_mut(&mut self.snap).shutting_down.remove(&id);
+            }
+            Key::ElectRequest(topic, p) => {
+                let at = (topic, p);
+                self.elect_requests.remove(&at);
+                Arc::make_mut(&mut self.snap).elect_pending.remove(&at);
             }
             Key::Candidate => {
                 self.candidates.remove(key);
