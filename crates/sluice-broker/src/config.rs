@@ -91,6 +91,10 @@ pub struct ClusterConfig {
     /// How long a follower's fetch waits at the leader for new records
     /// (`replica.fetch.wait.max.ms`).
     pub replica_fetch_wait_max: std::time::Duration,
+    /// Move leaderships back to preferred replicas when a broker's share
+    /// is off (`auto.leader.rebalance.enable`), checked this often
+    /// (`leader.imbalance.check.interval.seconds`); None: never.
+    pub leader_rebalance_interval: Option<std::time::Duration>,
 }
 
 impl Default for ClusterConfig {
@@ -103,6 +107,7 @@ impl Default for ClusterConfig {
             default_replication_factor: 1,
             replica_lag_time_max: std::time::Duration::from_secs(30),
             replica_fetch_wait_max: std::time::Duration::from_millis(500),
+            leader_rebalance_interval: Some(std::time::Duration::from_secs(300)),
         }
     }
 }

@@ -163,6 +163,16 @@ pub struct ServeArgs {
     /// How long a follower's fetch waits at the leader for records (replica.fetch.wait.max.ms).
     #[arg(long, env = "SLUICE_REPLICA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
     pub replica_fetch_wait_max_ms: u64,
+    /// Move leaderships back to preferred replicas when a broker leads too few of its own (auto.leader.rebalance.enable).
+    #[arg(long, env = "SLUICE_AUTO_LEADER_REBALANCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_leader_rebalance: bool,
+    /// How often the controller checks leader imbalance (leader.imbalance.check.interval.seconds, in ms).
+    #[arg(
+        long,
+        env = "SLUICE_LEADER_IMBALANCE_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 /// `max.connections.per.ip.overrides`: address → limit.
@@ -268,6 +278,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             default_replication_factor: args.default_replication_factor.max(1),
             replica_lag_time_max: Duration::from_millis(args.replica_lag_time_max_ms.max(100)),
             replica_fetch_wait_max: Duration::from_millis(args.replica_fetch_wait_max_ms),
+            leader_rebalance_interval: args
+                .auto_leader_rebalance
+                .then(|| Duration::from_millis(args.leader_imbalance_check_interval_ms.max(100))),
         }),
     };
     let file_limit = raise_file_limit();

@@ -1561,3 +1561,42 @@ print(elect(), elect())
     let v = "after-election";
     cluster.produce_acked(TOPIC, 0, v, v, Duration::from_secs(20));
 }
+
+/// Kafka's automatic leader rebalance: with the imbalance checked every
+/// second, a preferred replica that stopped (SIGTERM) and came back leads
+/// its partition again without anyone asking.
+#[test]
+fn leaderships_return_to_preferred_replicas_on_their_own() {
+    let _serial = serial();
+    const TOPIC: &str = "auto";
+    let mut cluster = Cluster::new(3, &["--leader-imbalance-check-interval-ms", "1000"]);
+    let all = cluster.nodes();
+    cluster.create_topic(TOPIC, 1, 3, &[]);
+    let first = cluster.wait_agreed(TOPIC, 0, Duration::from_secs(10));
+    let preferred = first.replicas[0];
+    assert!(
+        cluster.stop(preferred),
+        "broker {preferred} stops on SIGTERM"
+    );
+    let moved = cluster.wait_agreed(TOPIC, 0, Duration::from_secs(10));
+    assert_ne!(
+        moved.leader, preferred,
+        "the leadership moved away: {moved}"
+    );
+    cluster.start(preferred);
+    assert!(
+        wait_for(Duration::from_secs(45), || cluster
+            .isr_everywhere(TOPIC, 0, &all)),
+        "broker {preferred} back in the ISR\n{}",
+        cluster.describe(TOPIC, 0)
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || cluster
+            .agreed(TOPIC, 0)
+            .is_some_and(|s| s.leader == preferred)),
+        "broker {preferred} does not lead its partition again\n{}",
+        cluster.describe(TOPIC, 0)
+    );
+    let v = "after-rebalance";
+    cluster.produce_acked(TOPIC, 0, v, v, Duration::from_secs(20));
+}

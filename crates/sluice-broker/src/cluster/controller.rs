@@ -500,6 +500,69 @@ fn reconcile(
     ))
 }
 
+/// Kafka's automatic leader rebalance: for each broker whose share of
+/// the partitions it is the preferred replica of (first in the assignment)
+/// but does not lead is above 10 % (`leader.imbalance.per.broker.percentage`),
+/// a preferred election for each of them whose preferred replica is live,
+/// in the ISR and not shutting down.
+pub(crate) fn rebalance(view: &View, controller_epoch: i64) -> Vec<Decision> {
+    let snap = &view.snap;
+    let staying = |b: i32| snap.brokers.contains_key(&b) && !snap.shutting_down.contains(&b);
+    let live = |b: i32| snap.brokers.contains_key(&b);
+    // preferred broker -> (partitions, those it does not lead)
+    let mut share: BTreeMap<i32, (usize, Vec<(String, i32)>)> = BTreeMap::new();
+    for (name, topic) in &snap.topics {
+        for (index, replicas) in topic.replicas.iter().enumerate() {
+            let (Some(&preferred), Ok(p)) = (replicas.first(), i32::try_from(index)) else {
+                continue;
+            };
+            let entry = share.entry(preferred).or_default();
+            entry.0 += 1;
+            if snap
+                .partitions
+                .get(&(name.clone(), p))
+                .is_some_and(|s| s.leader != preferred)
+            {
+                entry.1.push((name.clone(), p));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (preferred, (total, off)) in share {
+        if off.is_empty() || off.len() * 10 <= total {
+            continue;
+        }
+        for (topic, p) in off {
+            let (Some(replicas), Some(current)) = (
+                snap.replicas(&topic, p),
+                snap.partitions.get(&(topic.clone(), p)),
+            ) else {
+                continue;
+            };
+            let request = ElectRequest { election_type: 0 };
+            if let (Some(state), why) = elect(
+                &request,
+                replicas,
+                current,
+                &live,
+                &staying,
+                controller_epoch,
+            ) {
+                out.push(Decision {
+                    topic,
+                    partition: p,
+                    state: Some(state),
+                    delete_request: false,
+                    delete_elect: false,
+                    accepted: true,
+                    why: format!("{why} (broker {preferred} leads too few of its partitions)"),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// An ElectLeaders request (Kafka's ElectLeaders v1+): the preferred
 /// replica (first in the assignment) takes the leadership when it is live,
 /// in the ISR and not shutting down; an unclean election gives a partition
@@ -705,6 +768,11 @@ async fn lead(shared: &Shared, leader: &LeaderKey) -> Term {
     let mut wait_until = 0;
     let mut backoff = Backoff::new();
     let mut conflicts = 0u32;
+    // The first imbalance check a whole interval into the term.
+    let mut rebalance_due = shared
+        .cfg
+        .leader_rebalance_interval
+        .map(|every| tokio::time::Instant::now() + every);
     loop {
         // The view must show our last writes.
         match wait_view(shared, &mut views, |v| v.revision() >= wait_until).await {
@@ -720,10 +788,25 @@ async fn lead(shared: &Shared, leader: &LeaderKey) -> Term {
         if view.controller_key.as_deref() != Some(key.as_slice()) {
             return Term::Deposed("another election key leads");
         }
-        let decisions = decide(&view, epoch);
+        let mut decisions = decide(&view, epoch);
+        if decisions.is_empty() && rebalance_due.is_some_and(|at| tokio::time::Instant::now() >= at)
+        {
+            decisions = rebalance(&view, epoch);
+            rebalance_due = shared
+                .cfg
+                .leader_rebalance_interval
+                .map(|every| tokio::time::Instant::now() + every);
+        }
         if decisions.is_empty() {
+            let due = rebalance_due;
             tokio::select! {
                 r = views.changed() => if r.is_err() { return Term::Stopped },
+                () = async {
+                    match due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 () = shared.stopped() => return Term::Stopped,
             }
             continue;
@@ -1259,6 +1342,56 @@ mod tests {
             .elect_requests
             .insert((topic.into(), p), (ElectRequest { election_type }, rev));
         b
+    }
+
+    #[test]
+    fn an_automatic_rebalance_returns_leaderships_to_an_underused_preferred_replica() {
+        let b = Build::new()
+            .broker(1)
+            .broker(2)
+            .broker(3)
+            .topic(
+                "t",
+                vec![vec![1, 2, 3], vec![1, 3, 2], vec![2, 3, 1]],
+                false,
+            )
+            .state("t", 0, 2, 4, &[1, 2, 3], 7)
+            .state("t", 1, 3, 4, &[1, 2, 3], 7)
+            .state("t", 2, 2, 4, &[1, 2, 3], 7);
+        let mut moved: Vec<(i32, Option<PartitionState>)> = rebalance(&b.view, 99)
+            .into_iter()
+            .map(|d| (d.partition, d.state))
+            .collect();
+        moved.sort_by_key(|m| m.0);
+        assert_eq!(
+            moved,
+            vec![
+                (0, Some(state(1, 5, &[1, 2, 3], 8))),
+                (1, Some(state(1, 5, &[1, 2, 3], 8)))
+            ]
+        );
+    }
+
+    #[test]
+    fn no_rebalance_within_the_imbalance_allowance_or_out_of_the_isr() {
+        // Broker 1 leads 10 of its 11 partitions: 9 % off, under 10 %.
+        let mut b = Build::new()
+            .broker(1)
+            .broker(2)
+            .topic("t", vec![vec![1, 2]; 11], false);
+        for p in 0..10 {
+            b = b.state("t", p, 1, 4, &[1, 2], 7);
+        }
+        b = b.state("t", 10, 2, 4, &[1, 2], 7);
+        assert!(rebalance(&b.view, 99).is_empty());
+        // Off for half its partitions, but out of their ISRs: nothing.
+        let b = Build::new()
+            .broker(1)
+            .broker(2)
+            .topic("u", vec![vec![1, 2], vec![1, 2]], false)
+            .state("u", 0, 2, 4, &[2], 7)
+            .state("u", 1, 1, 4, &[1, 2], 7);
+        assert!(rebalance(&b.view, 99).is_empty());
     }
 
     #[test]
