@@ -47,6 +47,7 @@ pub mod code {
     pub const NOT_ENOUGH_REPLICAS: i16 = 19;
     pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
     pub const NOT_CONTROLLER: i16 = 41;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
 }
 
@@ -861,6 +862,20 @@ impl Cluster {
         for node in 1..=n as i32 {
             c.start(node);
         }
+        // Every broker sees every other registered before a test begins (a
+        // topic created earlier could find too few brokers for its
+        // replication factor).
+        let all = n;
+        let seen = wait_for(Duration::from_secs(30), || {
+            (1..=n as i32).all(|node| {
+                c.metadata_from(node, Some(&[]))
+                    .is_ok_and(|m| m.brokers.len() == all)
+            })
+        });
+        assert!(
+            seen,
+            "the {n} brokers do not all see each other within 30 s"
+        );
         c
     }
 
@@ -1311,8 +1326,18 @@ impl Cluster {
                     };
                     match r.error_code {
                         0 => break,
-                        code::NOT_CONTROLLER | code::REQUEST_TIMED_OUT => {
-                            last = format!("broker {target}: {}", err(r.error_code));
+                        // A broker that has not yet seen every other one
+                        // register counts too few brokers for the
+                        // replication factor: ask again (until the
+                        // deadline) rather than fail.
+                        code::NOT_CONTROLLER
+                        | code::REQUEST_TIMED_OUT
+                        | code::INVALID_REPLICATION_FACTOR => {
+                            last = format!(
+                                "broker {target}: {} {:?}",
+                                err(r.error_code),
+                                r.error_message.as_ref().map(|m| m.as_str())
+                            );
                         }
                         c => panic!(
                             "broker {target} refused to create {topic} ({partitions} \
