@@ -1,7 +1,8 @@
 //! # sluice-broker: the Kafka wire protocol over the log
 //!
-//! One broker (node 0) leads every partition. The layers, each importing
-//! only those below it:
+//! Alone, one broker leads every partition; with `--cluster`, brokers
+//! coordinated by etcd replicate each partition with Kafka's follower
+//! Fetch. The layers, each importing only those below it:
 //!
 //! - `net`: the listener, connections, framing and per-connection limits —
 //!   the only code that sees a socket. A connection's responses all leave
@@ -14,6 +15,10 @@
 //! - [`state`] and [`coordinator`]: the shared state (log, identity,
 //!   advertised address) and the group coordinator, committed-offset store
 //!   and producer ids.
+//! - [`replication`]: the data plane of a cluster — leader and follower
+//!   roles, follower fetchers, high watermarks, ISR changes, `acks=all`.
+//! - [`cluster`]: the metadata plane — registration under an etcd lease,
+//!   the controller, topic and partition state watched from etcd.
 //! - [`metrics`]: counters, histograms and the Prometheus page.
 //! - [`broker_configs`]: the dynamic broker configs (log defaults changed at
 //!   run time), stored in the data directory.
