@@ -1,10 +1,10 @@
 //! The controller: one broker, elected through etcd, decides every
 //! partition's leader and ISR.
 //!
-//! [`decide`] is a pure function from the cluster state (as a [`View`]) to
+//! `decide` is a pure function from the cluster state (as a `View`) to
 //! the writes it calls for, so a new controller after a failover, a
 //! controller after a lost watch and a controller reacting to one event all
-//! run the same reconciliation. [`controller_loop`] campaigns, and while
+//! run the same reconciliation. `controller_loop` campaigns, and while
 //! elected applies the decisions, each as one etcd transaction fenced on the
 //! controller's election key (its create revision is the controller epoch)
 //! and on the `mod_revision` of every key the decision read, as ZooKeeper's

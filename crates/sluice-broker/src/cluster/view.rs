@@ -3,7 +3,7 @@
 //! `tokio::sync::watch` channel.
 //!
 //! [`ClusterSnapshot`] is what the rest of the broker reads; the internal
-//! [`View`] adds what the controller needs to fence its writes (each key's
+//! `View` adds what the controller needs to fence its writes (each key's
 //! `mod_revision`) and the pending ISR requests.
 
 use std::collections::BTreeMap;
