@@ -89,11 +89,25 @@ impl Broker {
                     ticks += 1;
                     // Once a minute: expire empty groups' old offsets.
                     if ticks.is_multiple_of(600) {
-                        expire_offsets(&state).await;
+                        crate::api::coordination::expire_offsets(&state).await;
                     }
                 }
             })
         };
+        // In a cluster: the coordinated `__consumer_offsets` partitions
+        // follow leadership (loaded when gained, forgotten when lost).
+        let sweeper = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(200));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    crate::api::coordination::sweep(&state).await;
+                }
+            })
+        };
+        let _stop_sweeper = AbortOnDrop(sweeper);
         let _stop_ticker = AbortOnDrop(ticker);
         let _stop_pulse = AbortOnDrop(pulse);
         net::accept_loop(&self.state, &self.net, listener, shutdown).await;
@@ -491,22 +505,6 @@ fn cluster_metrics(c: &crate::state::InCluster, path: sluice_io::DataPath, page:
         "gauge",
         &hws,
     );
-}
-
-/// Forgets the committed offsets of groups empty for longer than
-/// `offsets.retention.minutes`, on the blocking pool (it rewrites a file).
-async fn expire_offsets(state: &Arc<BrokerState>) {
-    let retention = state.config.offsets_retention.as_millis() as i64;
-    let before = sluice_log::now_ms() - retention;
-    let active = state.groups.active();
-    let offsets = state.offsets.clone();
-    match tokio::task::spawn_blocking(move || offsets.expire(before, &active)).await {
-        Ok(Ok(n)) if n > 0 => {
-            tracing::info!(expired = n, "expired committed offsets of empty groups")
-        }
-        Ok(Err(e)) => tracing::error!("expiring committed offsets: {e}"),
-        _ => {}
-    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

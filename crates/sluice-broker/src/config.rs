@@ -28,6 +28,16 @@ pub struct BrokerConfig {
     /// How long an empty group's committed offsets are kept
     /// (offsets.retention.minutes).
     pub offsets_retention: std::time::Duration,
+    /// Partitions of `__consumer_offsets` (offsets.topic.num.partitions);
+    /// fixed once the topic exists, as groups hash onto them.
+    pub offsets_topic_num_partitions: u32,
+    /// Replicas of `__consumer_offsets` in a cluster
+    /// (offsets.topic.replication.factor); the topic waits until this many
+    /// brokers are alive, as Kafka's does.
+    pub offsets_topic_replication_factor: i16,
+    /// How long an OffsetCommit waits for its records to reach the ISR of
+    /// the offsets partition (offsets.commit.timeout.ms).
+    pub offsets_commit_timeout: std::time::Duration,
     /// Gather Fetch responses on the blocking pool and read regions that are
     /// not in the page cache in before sending them, so a consumer reading
     /// old data never stalls an async worker on the disk. Off: the zero-copy
@@ -144,6 +154,9 @@ impl Default for BrokerConfig {
             log: LogConfig::default(),
             group_initial_rebalance_delay: std::time::Duration::from_secs(3),
             offsets_retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: 3,
+            offsets_commit_timeout: std::time::Duration::from_secs(5),
             fetch_isolation: true,
             max_connections: 1000,
             max_connections_per_ip: 500,

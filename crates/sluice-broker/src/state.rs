@@ -13,7 +13,8 @@ use crate::broker_configs::DynamicConfigs;
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::coordinator::groups::{Groups, SystemClock};
-use crate::coordinator::offsets::OffsetStore;
+use crate::coordinator::legacy_offsets::{self, LegacyOffsetStore};
+use crate::coordinator::offsets::{self as offsets_topic, OFFSETS_TOPIC, OffsetStore};
 use crate::coordinator::producer_ids::ProducerIds;
 use crate::meta_properties::MetaProperties;
 use crate::metrics::{DataPathStats, Latencies};
@@ -129,7 +130,22 @@ impl BrokerState {
             None => None,
         };
         let producer_ids = ProducerIds::open(&config.data_dir)?;
-        let offsets = Arc::new(OffsetStore::open(&config.data_dir)?);
+        // The offsets topic's partition count is fixed once it exists:
+        // groups hash onto it.
+        let offsets_partitions = log
+            .partition_count(OFFSETS_TOPIC)
+            .unwrap_or(config.offsets_topic_num_partitions);
+        let offsets = Arc::new(OffsetStore::new(offsets_partitions));
+        if config.cluster.is_none() {
+            migrate_legacy_offsets(&config.data_dir, &log, &offsets)?;
+        } else if config.data_dir.join(legacy_offsets::FILE).exists() {
+            tracing::warn!(
+                "{} holds committed offsets of a single-node broker; a cluster \
+                 broker does not migrate them (start it once without --cluster \
+                 to move them into {OFFSETS_TOPIC})",
+                legacy_offsets::FILE
+            );
+        }
         let groups = Groups::new(config.group_initial_rebalance_delay, Arc::new(SystemClock));
         Ok(BrokerState {
             config,
@@ -204,6 +220,80 @@ impl BrokerState {
             .take();
         drop(cleaner);
     }
+}
+
+/// The topic configs of `__consumer_offsets` (Kafka's: compacted, 100 MiB
+/// segments).
+pub fn offsets_topic_configs() -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+        ("compression.type".to_string(), "producer".to_string()),
+    ])
+}
+
+/// Moves a data directory's committed offsets from the file Sluice kept
+/// before `__consumer_offsets` into that topic, once, before serving: each
+/// group's offsets become one batch in its partition, synced, and only
+/// then is the old file renamed `consumer-offsets.log.migrated` (a crash
+/// before the rename migrates again on the next start, writing the same
+/// offsets twice, which changes nothing).
+fn migrate_legacy_offsets(
+    dir: &std::path::Path,
+    log: &Log,
+    offsets: &OffsetStore,
+) -> io::Result<()> {
+    let path = dir.join(legacy_offsets::FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let legacy = LegacyOffsetStore::open(dir)?;
+    let mut by_group: std::collections::BTreeMap<String, Vec<offsets_topic::CommitEntry>> =
+        Default::default();
+    for (group, entry) in legacy.entries() {
+        by_group.entry(group).or_default().push(entry);
+    }
+    drop(legacy);
+    if !by_group.is_empty() {
+        match log.create_topic_with(
+            OFFSETS_TOPIC,
+            offsets.partitions(),
+            &offsets_topic_configs(),
+        ) {
+            Ok(()) | Err(sluice_log::TopicError::Exists(_)) => {}
+            Err(e) => return Err(io::Error::other(format!("creating {OFFSETS_TOPIC}: {e}"))),
+        }
+    }
+    let mut touched = std::collections::BTreeSet::new();
+    let mut count = 0usize;
+    for (group, entries) in &by_group {
+        let p = offsets.partition_for(group);
+        let part = log
+            .partition(OFFSETS_TOPIC, p as u32)
+            .ok_or_else(|| io::Error::other(format!("{OFFSETS_TOPIC}-{p} is missing")))?;
+        let records = offsets_topic::commit_records(group, entries)?;
+        let batch = offsets_topic::encode_batch(&records, sluice_log::now_ms())?;
+        let epoch = part.latest_epoch().unwrap_or(0).max(0);
+        part.append(&batch, epoch)
+            .map_err(|e| io::Error::other(format!("migrating offsets of group {group}: {e}")))?;
+        count += entries.len();
+        touched.insert(p);
+    }
+    for p in touched {
+        if let Some(part) = log.partition(OFFSETS_TOPIC, p as u32) {
+            part.flush()?;
+        }
+    }
+    let done = dir.join(format!("{}.migrated", legacy_offsets::FILE));
+    std::fs::rename(&path, &done)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    tracing::info!(
+        groups = by_group.len(),
+        offsets = count,
+        "migrated committed offsets from {} into {OFFSETS_TOPIC}",
+        legacy_offsets::FILE
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -75,6 +75,19 @@ pub struct ServeArgs {
     /// Keep an empty group's committed offsets this long (offsets.retention.minutes).
     #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MINUTES", default_value_t = 7 * 24 * 60)]
     pub offsets_retention_minutes: u64,
+    /// Partitions of the internal `__consumer_offsets` topic
+    /// (offsets.topic.num.partitions); fixed once the topic exists.
+    #[arg(long, env = "SLUICE_OFFSETS_TOPIC_NUM_PARTITIONS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub offsets_topic_num_partitions: u32,
+    /// Replicas of `__consumer_offsets` in a cluster
+    /// (offsets.topic.replication.factor); groups wait until this many
+    /// brokers are alive.
+    #[arg(long, env = "SLUICE_OFFSETS_TOPIC_REPLICATION_FACTOR", default_value_t = 3, value_parser = clap::value_parser!(i16).range(1..))]
+    pub offsets_topic_replication_factor: i16,
+    /// How long an OffsetCommit waits for the offsets partition's ISR
+    /// (offsets.commit.timeout.ms).
+    #[arg(long, env = "SLUICE_OFFSETS_COMMIT_TIMEOUT_MS", default_value_t = 5000)]
+    pub offsets_commit_timeout_ms: u64,
     /// Gather Fetch responses off the async workers and read cold regions into
     /// the page cache before the zero-copy send (`false`: send straight from
     /// the worker, as Kafka does; for measuring what isolation saves).
@@ -305,6 +318,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         },
         group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
         offsets_retention: Duration::from_secs(args.offsets_retention_minutes * 60),
+        offsets_topic_num_partitions: args.offsets_topic_num_partitions,
+        offsets_topic_replication_factor: args.offsets_topic_replication_factor,
+        offsets_commit_timeout: Duration::from_millis(args.offsets_commit_timeout_ms.max(1)),
         fetch_isolation: args.fetch_isolation,
         node_id: args.node_id,
         cluster,

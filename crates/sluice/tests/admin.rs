@@ -94,7 +94,12 @@ print(json.dumps(out))
         "{out}"
     );
     assert_eq!(out["groups"], serde_json::json!(["ui-group"]));
-    assert_eq!(out["topics"], serde_json::json!(["ui"]));
+    // As on Kafka: once a group has committed, the internal offsets topic
+    // is there to list too.
+    assert_eq!(
+        out["topics"],
+        serde_json::json!(["__consumer_offsets", "ui"])
+    );
     assert_eq!(out["offsets"], serde_json::json!([[0, 0], [1, 0]]));
     assert_eq!(out["latest"], serde_json::json!([10]));
     assert_eq!(
@@ -151,7 +156,12 @@ print(json.dumps(out, default=str))
     assert!(dir["total_bytes"].as_i64() > Some(0), "{dir}");
     let groups = out["groups"].to_string();
     assert!(groups.contains("ui-group"), "{groups}");
-    assert_eq!(out["topics"], serde_json::json!(["ui"]));
+    // As on Kafka: once a group has committed, the internal offsets topic
+    // is there to list too.
+    assert_eq!(
+        out["topics"],
+        serde_json::json!(["__consumer_offsets", "ui"])
+    );
     assert_eq!(out["described"], serde_json::json!([["ui", 2]]));
     assert_eq!(out["offsets"], serde_json::json!([[0, 0], [1, 0]]));
     assert_eq!(out["group"], serde_json::json!({"ui-group": "Empty"}));

@@ -247,6 +247,24 @@ fn broker_entries(state: &BrokerState) -> Vec<Entry> {
             ConfigType::Int,
             "How long an empty group's committed offsets are kept.",
         ),
+        (
+            "offsets.topic.num.partitions",
+            c.offsets_topic_num_partitions.to_string(),
+            ConfigType::Int,
+            "Partitions of __consumer_offsets.",
+        ),
+        (
+            "offsets.topic.replication.factor",
+            c.offsets_topic_replication_factor.to_string(),
+            ConfigType::Int,
+            "Replicas of __consumer_offsets in a cluster.",
+        ),
+        (
+            "offsets.commit.timeout.ms",
+            c.offsets_commit_timeout.as_millis().to_string(),
+            ConfigType::Int,
+            "How long an offset commit waits for the offsets partition's ISR.",
+        ),
     ];
     let cleaner = c.cleaner.clone();
     let cleaner_entries = [

@@ -33,73 +33,79 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
-use super::errors::{self, KAFKA_STORAGE_ERROR};
+use super::coordination;
+use super::errors;
 use super::producer_ids::{TRANSACTIONS_REFUSED, TRANSACTIONS_REFUSED_WHY};
-use super::{Blocking, off_runtime, str_bytes as s};
+use super::str_bytes as s;
 use crate::coordinator::groups::{JoinRequest, JoinResult, Reply, SyncResult, code};
-use crate::coordinator::offsets::{CommitEntry, Committed, MAX_STRING_BYTES};
+use crate::coordinator::offsets::{self, CommitEntry, Committed, MAX_STRING_BYTES};
 use crate::state::BrokerState;
-use kafka_protocol::protocol::StrBytes;
 
-/// The broker coordinating a group: this one on a single node; in a
-/// cluster, one chosen by a hash of the key over the registered brokers,
-/// so every member finds the same one from whichever broker it asks.
-fn coordinator_for(state: &BrokerState, key: &str) -> (BrokerId, StrBytes, i32) {
-    if let Some(c) = state.cluster() {
-        let snapshot = c.cluster.snapshot();
-        let brokers: Vec<_> = snapshot.brokers.values().collect();
-        if !brokers.is_empty() {
-            let b = brokers[crc32c::crc32c(key.as_bytes()) as usize % brokers.len()];
-            return (BrokerId(b.id), s(&b.host), i32::from(b.port));
-        }
-    }
-    (
-        BrokerId(state.meta.node_id),
-        s(&state.advertised.host),
-        i32::from(state.advertised.port),
-    )
-}
-
-pub(crate) fn find_coordinator(
-    state: &BrokerState,
+/// FindCoordinator: a group's coordinator is the leader of its
+/// `__consumer_offsets` partition (`coordination`); while it has none, or
+/// the topic is being created, COORDINATOR_NOT_AVAILABLE and the client
+/// asks again. v4+ batches keys, each answered on its own.
+pub(crate) async fn find_coordinator(
+    state: &Arc<BrokerState>,
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
     let mut out = FindCoordinatorResponse::default();
-    if version >= 4 {
-        out.coordinators = r
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                let (node, host, port) = coordinator_for(state, &key);
-                let mut c = Coordinator::default();
-                c.key = key;
-                c.node_id = node;
-                c.host = host;
-                c.port = port;
-                c
-            })
-            .collect();
-    } else {
-        let (node, host, port) = coordinator_for(state, &r.key);
-        out.node_id = node;
-        out.host = host;
-        out.port = port;
-    }
     // Key type 1 is a transactional id: refused in a way clients treat as
     // fatal (api/producer_ids.rs says why).
-    if r.key_type == 1 {
-        if version < 4 {
-            out.error_code = TRANSACTIONS_REFUSED;
-            // v0 has no message field.
-            out.error_message = (version >= 1).then(|| s(TRANSACTIONS_REFUSED_WHY));
+    let transactional = r.key_type == 1;
+    let lookup = |key: String| async move {
+        if transactional {
+            return Err(TRANSACTIONS_REFUSED);
         }
-        for c in &mut out.coordinators {
-            c.error_code = TRANSACTIONS_REFUSED;
-            c.error_message = Some(s(TRANSACTIONS_REFUSED_WHY));
+        coordination::find_group_coordinator(state, &key).await
+    };
+    if version >= 4 {
+        for key in r.coordinator_keys {
+            let mut c = Coordinator::default();
+            match lookup(key.to_string()).await {
+                Ok((node, host, port)) => {
+                    c.node_id = BrokerId(node);
+                    c.host = s(&host);
+                    c.port = i32::from(port);
+                }
+                Err(code) => {
+                    c.node_id = BrokerId(-1);
+                    c.host = s("");
+                    c.port = -1;
+                    c.error_code = code;
+                    c.error_message = Some(s(coordinator_error_message(code)));
+                }
+            }
+            c.key = key;
+            out.coordinators.push(c);
+        }
+    } else {
+        match lookup(r.key.to_string()).await {
+            Ok((node, host, port)) => {
+                out.node_id = BrokerId(node);
+                out.host = s(&host);
+                out.port = i32::from(port);
+            }
+            Err(code) => {
+                out.node_id = BrokerId(-1);
+                out.host = s("");
+                out.port = -1;
+                out.error_code = code;
+                // v0 has no message field.
+                out.error_message = (version >= 1).then(|| s(coordinator_error_message(code)));
+            }
         }
     }
     out
+}
+
+fn coordinator_error_message(code: i16) -> &'static str {
+    if code == TRANSACTIONS_REFUSED {
+        TRANSACTIONS_REFUSED_WHY
+    } else {
+        "the coordinator is not available yet"
+    }
 }
 
 async fn wait<T: Default>(reply: Reply<T>) -> T {
@@ -111,7 +117,7 @@ async fn wait<T: Default>(reply: Reply<T>) -> T {
 }
 
 pub(crate) async fn join_group(
-    state: &BrokerState,
+    state: &Arc<BrokerState>,
     r: JoinGroupRequest,
     version: i16,
     client_id: &str,
@@ -139,7 +145,15 @@ pub(crate) async fn join_group(
             .collect(),
         require_known_member_id: version >= 4,
     };
-    let result: JoinResult = wait(state.groups.join(req)).await;
+    let result: JoinResult = match coordination::owned(state, &req.group).await {
+        Ok(_) => wait(state.groups.join(req)).await,
+        Err(code) => JoinResult {
+            error: code,
+            generation: -1,
+            member_id: req.member_id,
+            ..JoinResult::default()
+        },
+    };
     let mut out = JoinGroupResponse::default();
     out.error_code = result.error;
     out.generation_id = result.generation;
@@ -161,14 +175,21 @@ pub(crate) async fn join_group(
     out
 }
 
-pub(crate) async fn sync_group(state: &BrokerState, r: SyncGroupRequest) -> SyncGroupResponse {
+pub(crate) async fn sync_group(state: &Arc<BrokerState>, r: SyncGroupRequest) -> SyncGroupResponse {
+    if let Err(code) = coordination::owned(state, r.group_id.0.as_str()).await {
+        let mut out = SyncGroupResponse::default();
+        out.error_code = code;
+        return out;
+    }
     let assignments: Vec<(String, Bytes)> = r
         .assignments
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
+    let group = r.group_id.0.to_string();
+    let leading = !assignments.is_empty();
     let result: SyncResult = wait(state.groups.sync(
-        r.group_id.0.as_str(),
+        &group,
         r.generation_id,
         r.member_id.as_str(),
         assignments,
@@ -176,14 +197,38 @@ pub(crate) async fn sync_group(state: &BrokerState, r: SyncGroupRequest) -> Sync
     .await;
     let mut out = SyncGroupResponse::default();
     out.error_code = result.error;
+    // The leader's SyncGroup completed the rebalance: the membership is
+    // stored before the leader hears so, and a new coordinator resumes the
+    // group from it. A failed store sends the leader to rejoin.
+    if result.error == 0
+        && leading
+        && let Some(snapshot) = state.groups.snapshot(&group, r.generation_id)
+    {
+        let stored = match (
+            coordination::owned(state, &group).await,
+            offsets::group_records(&group, &snapshot),
+        ) {
+            (Ok(owned), Ok(records)) => coordination::append(state, &owned, records).await,
+            (Err(code), _) => Err(code),
+            (_, Err(_)) => Err(errors::INVALID_REQUEST),
+        };
+        if let Err(code) = stored {
+            tracing::warn!(group = %group, code, "storing the group's membership failed");
+            out.error_code = code;
+        }
+    }
     out.protocol_type = result.protocol_type.map(|p| s(&p));
     out.protocol_name = result.protocol_name.map(|p| s(&p));
     out.assignment = result.assignment;
     out
 }
 
-pub(crate) fn heartbeat(state: &BrokerState, r: HeartbeatRequest) -> HeartbeatResponse {
+pub(crate) async fn heartbeat(state: &Arc<BrokerState>, r: HeartbeatRequest) -> HeartbeatResponse {
     let mut out = HeartbeatResponse::default();
+    if let Err(code) = coordination::owned(state, r.group_id.0.as_str()).await {
+        out.error_code = code;
+        return out;
+    }
     out.error_code =
         state
             .groups
@@ -191,11 +236,16 @@ pub(crate) fn heartbeat(state: &BrokerState, r: HeartbeatRequest) -> HeartbeatRe
     out
 }
 
-pub(crate) fn leave_group(
-    state: &BrokerState,
+pub(crate) async fn leave_group(
+    state: &Arc<BrokerState>,
     r: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
+    if let Err(code) = coordination::owned(state, r.group_id.0.as_str()).await {
+        let mut out = LeaveGroupResponse::default();
+        out.error_code = code;
+        return out;
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         r.members
             .iter()
@@ -239,14 +289,18 @@ pub(crate) async fn offset_commit(
     r: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group = r.group_id.0.to_string();
-    let check = if group.len() > MAX_STRING_BYTES {
-        errors::INVALID_GROUP_ID
+    let owned = if group.len() > MAX_STRING_BYTES {
+        Err(errors::INVALID_GROUP_ID)
     } else {
-        state.groups.check_commit(
+        coordination::owned(state, &group).await
+    };
+    let check = match &owned {
+        Err(code) => *code,
+        Ok(_) => state.groups.check_commit(
             &group,
             r.generation_id_or_member_epoch,
             r.member_id.as_str(),
-        )
+        ),
     };
     let max_metadata = state.config.offset_metadata_max_bytes;
     let mut entries = Vec::new();
@@ -280,20 +334,20 @@ pub(crate) async fn offset_commit(
             });
         }
     }
-    let error = if check != 0 {
-        check
-    } else if entries.is_empty() {
-        0
-    } else {
-        let g = group.clone();
-        match off_runtime(state, move |s, _| s.offsets.commit(&g, entries)).await {
-            Ok(Ok(())) => 0,
-            Ok(Err(e)) => {
-                tracing::error!(group = %group, "committing offsets: {e}");
-                KAFKA_STORAGE_ERROR
+    let error = match &owned {
+        _ if check != 0 => check,
+        _ if entries.is_empty() => 0,
+        Err(code) => *code,
+        Ok(owned) => match offsets::commit_records(&group, &entries) {
+            Ok(records) => match coordination::append(state, owned, records).await {
+                Ok(()) => 0,
+                Err(code) => code,
+            },
+            Err(e) => {
+                tracing::warn!(group = %group, "encoding offsets: {e}");
+                errors::INVALID_REQUEST
             }
-            Err(_) => KAFKA_STORAGE_ERROR,
-        }
+        },
     };
     let mut out = OffsetCommitResponse::default();
     out.topics = r
@@ -352,17 +406,32 @@ fn committed_for(state: &BrokerState, group: &str, wanted: Wanted) -> CommittedB
     }
 }
 
-pub(crate) fn offset_fetch(
-    state: &BrokerState,
+pub(crate) async fn offset_fetch(
+    state: &Arc<BrokerState>,
     r: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
     let mut out = OffsetFetchResponse::default();
     if version >= 8 {
+        let mut refusals = Vec::with_capacity(r.groups.len());
+        for g in &r.groups {
+            refusals.push(
+                coordination::owned(state, g.group_id.0.as_str())
+                    .await
+                    .err(),
+            );
+        }
         out.groups = r
             .groups
             .into_iter()
-            .map(|g| {
+            .zip(refusals)
+            .map(|(g, refused)| {
+                if let Some(code) = refused {
+                    let mut rg = OffsetFetchResponseGroup::default();
+                    rg.group_id = g.group_id;
+                    rg.error_code = code;
+                    return rg;
+                }
                 let wanted = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -393,6 +462,10 @@ pub(crate) fn offset_fetch(
                 rg
             })
             .collect();
+        return out;
+    }
+    if let Err(code) = coordination::owned(state, r.group_id.0.as_str()).await {
+        out.error_code = code;
         return out;
     }
     let wanted = r.topics.map(|ts| {
@@ -450,16 +523,27 @@ pub(crate) fn list_groups(state: &BrokerState, r: ListGroupsRequest) -> ListGrou
     out
 }
 
-pub(crate) fn describe_groups(
-    state: &BrokerState,
+pub(crate) async fn describe_groups(
+    state: &Arc<BrokerState>,
     r: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let mut out = DescribeGroupsResponse::default();
+    let mut refusals = Vec::with_capacity(r.groups.len());
+    for g in &r.groups {
+        refusals.push(coordination::owned(state, g.0.as_str()).await.err());
+    }
     out.groups = r
         .groups
         .into_iter()
-        .map(|g| {
+        .zip(refusals)
+        .map(|(g, refused)| {
             let mut d = DescribedGroup::default();
+            if let Some(code) = refused {
+                d.error_code = code;
+                d.group_state = s("");
+                d.group_id = g;
+                return d;
+            }
             match state.groups.describe(g.0.as_str()) {
                 Some(view) => {
                     d.group_state = s(view.state.name());
@@ -494,47 +578,65 @@ pub(crate) fn describe_groups(
     out
 }
 
-pub(crate) fn delete_groups(
-    state: &BrokerState,
+pub(crate) async fn delete_groups(
+    state: &Arc<BrokerState>,
     r: DeleteGroupsRequest,
-    _: &Blocking,
 ) -> DeleteGroupsResponse {
     let mut out = DeleteGroupsResponse::default();
-    out.results = r
-        .groups_names
-        .into_iter()
-        .map(|g| {
-            let mut res = DeletableGroupResult::default();
-            let known = state.groups.describe(g.0.as_str()).is_some()
-                || state.offsets.has_group(g.0.as_str());
-            res.error_code = if !known {
-                code::GROUP_ID_NOT_FOUND
-            } else {
-                match state.groups.delete(g.0.as_str()) {
-                    0 => match state.offsets.delete_group(g.0.as_str()) {
-                        Ok(()) => 0,
-                        Err(_) => KAFKA_STORAGE_ERROR,
-                    },
-                    code => code,
-                }
-            };
-            res.group_id = g;
-            res
-        })
-        .collect();
+    for g in r.groups_names {
+        let mut res = DeletableGroupResult::default();
+        res.error_code = match coordination::owned(state, g.0.as_str()).await {
+            Err(code) => code,
+            Ok(owned) => delete_group(state, &owned, g.0.as_str()).await,
+        };
+        res.group_id = g;
+        out.results.push(res);
+    }
     out
+}
+
+/// DeleteGroups for one group this broker coordinates: refused while it
+/// has members; else a tombstone for each offset and for the group.
+async fn delete_group(state: &Arc<BrokerState>, owned: &coordination::Owned, group: &str) -> i16 {
+    let known = state.groups.describe(group).is_some() || state.offsets.has_group(group);
+    if !known {
+        return code::GROUP_ID_NOT_FOUND;
+    }
+    match state.groups.delete(group) {
+        0 => {}
+        code => return code,
+    }
+    let keys: Vec<(String, i32)> = state
+        .offsets
+        .group_offsets(group)
+        .into_iter()
+        .map(|(t, p, _)| (t, p))
+        .collect();
+    match offsets::delete_records(group, &keys, true) {
+        Ok(records) => match coordination::append(state, owned, records).await {
+            Ok(()) => 0,
+            Err(code) => code,
+        },
+        Err(_) => errors::INVALID_GROUP_ID,
+    }
 }
 
 /// OffsetDelete: forgets a group's offsets for some partitions. Refused for a
 /// group with members (Sluice does not parse subscriptions, so it cannot tell
 /// which topics they read).
-pub(crate) fn offset_delete(
-    state: &BrokerState,
+pub(crate) async fn offset_delete(
+    state: &Arc<BrokerState>,
     r: OffsetDeleteRequest,
-    _: &Blocking,
 ) -> OffsetDeleteResponse {
     let group = r.group_id.0.to_string();
     let mut out = OffsetDeleteResponse::default();
+    let owned = match coordination::owned(state, &group).await {
+        Ok(owned) => owned,
+        Err(code) => {
+            out.error_code = code;
+            return out;
+        }
+    };
     let known = state.groups.describe(&group).is_some() || state.offsets.has_group(&group);
     let busy = state.groups.active().contains(&group);
     let partition_error = if busy {
@@ -553,9 +655,14 @@ pub(crate) fn offset_delete(
                     .iter()
                     .map(|p| (t.name.0.to_string(), p.partition_index))
             })
+            .filter(|(t, p)| state.offsets.get(&group, t, *p).is_some())
             .collect();
-        if state.offsets.delete_offsets(&group, &keys).is_err() {
-            out.error_code = KAFKA_STORAGE_ERROR;
+        let appended = match offsets::delete_records(&group, &keys, false) {
+            Ok(records) => coordination::append(state, &owned, records).await,
+            Err(_) => Err(errors::INVALID_REQUEST),
+        };
+        if let Err(code) = appended {
+            out.error_code = code;
         }
     }
     out.topics = r

@@ -12,6 +12,7 @@
 
 mod admin;
 mod configs;
+pub mod coordination;
 mod decode;
 mod encode;
 mod epochs;
@@ -215,7 +216,7 @@ pub async fn dispatch(
             ResponseKind::TxnOffsetCommit(producer_ids::txn_offset_commit(r))
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(state, r, version))
+            ResponseKind::FindCoordinator(groups::find_coordinator(state, r, version).await)
         }
         RequestKind::JoinGroup(r) => {
             let client_id = header
@@ -227,26 +228,26 @@ pub async fn dispatch(
             ResponseKind::JoinGroup(groups::join_group(state, r, version, &client_id, &host).await)
         }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(state, r).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(state, r)),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(state, r).await),
         RequestKind::LeaveGroup(r) => {
-            ResponseKind::LeaveGroup(groups::leave_group(state, r, version))
+            ResponseKind::LeaveGroup(groups::leave_group(state, r, version).await)
         }
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(groups::offset_commit(state, r).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(groups::offset_fetch(state, r, version))
+            ResponseKind::OffsetFetch(groups::offset_fetch(state, r, version).await)
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(state, r)),
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(state, r))
+            ResponseKind::DescribeGroups(groups::describe_groups(state, r).await)
         }
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(
-            off_runtime(state, move |s, b| groups::delete_groups(s, r, b)).await?,
-        ),
-        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(
-            off_runtime(state, move |s, b| groups::offset_delete(s, r, b)).await?,
-        ),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(state, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(state, r).await)
+        }
         other => {
             return Err(ApiError::Malformed(format!("no handler for {other:?}")));
         }

@@ -8,6 +8,7 @@ use sluice_log::{AppendError, AppendInfo, FlushPolicy, Partition};
 
 use super::errors::{self, append_error_code};
 use super::{off_runtime, topics};
+use crate::coordinator::offsets::OFFSETS_TOPIC;
 use crate::state::{BrokerState, InCluster};
 
 /// Validates and appends each partition's batches, on the blocking pool;
@@ -26,6 +27,8 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
         let name = topic.name.0.to_string();
         // Known topics are a map lookup; creating one touches the disk.
         let found = match state.log.partition_count(&name) {
+            // Only the group coordinator appends to the offsets topic.
+            _ if name == OFFSETS_TOPIC => Err(errors::INVALID_TOPIC_EXCEPTION),
             Some(n) => Ok(n),
             None => {
                 let create = state.config.auto_create_topics;
@@ -154,6 +157,10 @@ async fn cluster_produce(
             p.log_start_offset = -1;
             let records = pd.records.unwrap_or_default();
             let result = async {
+                if name == OFFSETS_TOPIC {
+                    // Only the group coordinator appends to it.
+                    return Err(errors::INVALID_TOPIC_EXCEPTION);
+                }
                 let (replica, epoch) = c.replicas.leader_replica(&name, pd.index, -1)?;
                 if acks == -1 {
                     c.replicas.check_enough_replicas(&replica)?;

@@ -15,8 +15,13 @@ use sluice_log::{Partition, TopicError};
 use super::errors::{self, topic_error_code};
 use super::{Blocking, configs, str_bytes};
 use crate::cluster::ClusterError;
+use crate::coordinator::offsets::OFFSETS_TOPIC;
 use crate::state::{BrokerState, InCluster};
 use kafka_protocol::ResponseError;
+
+/// Why `__consumer_offsets` cannot be deleted or grown: groups hash onto
+/// its partitions, and their committed offsets live there.
+const INTERNAL_TOPIC_WHY: &str = "__consumer_offsets is internal: it holds every group's committed offsets, hashed onto its partitions";
 
 /// A partition of a topic, if both exist.
 pub fn partition(state: &BrokerState, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -41,6 +46,16 @@ pub fn ensure_topic(
     }
     if !create {
         return Err(errors::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    if name == OFFSETS_TOPIC {
+        // Made by the group coordinator with its own partition count and
+        // configs; a client naming it first gets it made that way.
+        super::coordination::ensure_local_offsets_topic(state)
+            .map_err(|_| errors::UNKNOWN_TOPIC_OR_PARTITION)?;
+        return state
+            .log
+            .partition_count(name)
+            .ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION);
     }
     let partitions = state.config.default_partitions.max(1);
     match state.log.create_topic(name, partitions) {
@@ -135,7 +150,10 @@ pub fn delete_topics(
     let mut out = DeleteTopicsResponse::default();
     for name in names {
         let mut res = DeletableTopicResult::default();
-        if let Err(e) = state.log.delete_topic(name.0.as_str()) {
+        if name.0.as_str() == OFFSETS_TOPIC {
+            res.error_code = errors::INVALID_REQUEST;
+            res.error_message = Some(str_bytes(INTERNAL_TOPIC_WHY));
+        } else if let Err(e) = state.log.delete_topic(name.0.as_str()) {
             res.error_code = topic_error_code(&e);
             res.error_message = Some(str_bytes(&e.to_string()));
         }
@@ -156,6 +174,9 @@ pub fn create_partitions(
         let name = t.name.0.to_string();
         res.name = t.name;
         let outcome = match state.log.partition_count(&name) {
+            _ if name == OFFSETS_TOPIC => {
+                Err((errors::INVALID_REQUEST, INTERNAL_TOPIC_WHY.to_string()))
+            }
             None => Err((
                 errors::UNKNOWN_TOPIC_OR_PARTITION,
                 format!("no topic {name:?}"),
@@ -317,6 +338,13 @@ pub async fn cluster_delete_topics(c: &InCluster, r: DeleteTopicsRequest) -> Del
     for name in names {
         let mut res = DeletableTopicResult::default();
         let topic = name.0.to_string();
+        if topic == OFFSETS_TOPIC {
+            res.error_code = errors::INVALID_REQUEST;
+            res.error_message = Some(str_bytes(INTERNAL_TOPIC_WHY));
+            res.name = Some(name);
+            out.responses.push(res);
+            continue;
+        }
         match c.cluster.delete_topic(&topic).await {
             Ok(()) => await_view(c, timeout, |s| !s.topics.contains_key(&topic)).await,
             Err(e) => {
@@ -347,7 +375,10 @@ pub async fn cluster_create_partitions(
                 .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
                 .collect()
         });
-        if let Err(e) = c
+        if name == OFFSETS_TOPIC {
+            res.error_code = errors::INVALID_REQUEST;
+            res.error_message = Some(str_bytes(INTERNAL_TOPIC_WHY));
+        } else if let Err(e) = c
             .cluster
             .create_partitions(&name, t.count, assignment, r.validate_only)
             .await

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::offsets::{GroupSnapshot, MemberSnapshot};
+
 /// Kafka error codes of the group protocol.
 pub mod code {
     use kafka_protocol::ResponseError as E;
@@ -29,6 +31,7 @@ pub mod code {
     pub const MEMBER_ID_REQUIRED: i16 = E::MemberIdRequired.code();
     pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = E::GroupSubscribedToTopic.code();
     pub const FENCED_INSTANCE_ID: i16 = E::FencedInstanceId.code();
+    pub const NOT_COORDINATOR: i16 = E::NotCoordinator.code();
 }
 
 /// Where the coordinator reads the time: the system's monotonic clock in
@@ -686,6 +689,125 @@ impl Groups {
             .filter(|(_, g)| !g.members.is_empty())
             .map(|(name, _)| name.clone())
             .collect()
+    }
+
+    /// The membership of `group` if it is Stable at `generation`, to store
+    /// (a new coordinator restores it; see [`Groups::restore`]).
+    pub fn snapshot(&self, group: &str, generation: i32) -> Option<GroupSnapshot> {
+        let groups = self.lock();
+        let g = groups.get(group)?;
+        if g.state != GroupState::Stable || g.generation != generation {
+            return None;
+        }
+        Some(GroupSnapshot {
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            generation: g.generation,
+            protocol: g.protocol.clone(),
+            leader: g.leader.clone(),
+            state_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberSnapshot {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128)
+                        as i32,
+                    session_timeout_ms: m.session_timeout.as_millis().min(i32::MAX as u128) as i32,
+                    subscription: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| Some(n) == g.protocol.as_ref())
+                        .map(|(_, md)| md.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Takes over groups stored by an earlier coordinator, as Kafka's does
+    /// on loading: each resumes Stable at its stored generation with its
+    /// members and assignments, and every member's session starts now, so
+    /// members that are alive carry on (heartbeats, commits) without a
+    /// rebalance, and those that are gone expire after their session
+    /// timeout. A group with no members resumes Empty at its generation.
+    pub fn restore(&self, stored: Vec<(String, GroupSnapshot)>) {
+        let now = self.clock.now();
+        let mut groups = self.lock();
+        for (name, snap) in stored {
+            let mut g = Group::new();
+            g.generation = snap.generation;
+            g.protocol_type = Some(snap.protocol_type);
+            g.protocol = snap.protocol.clone();
+            g.leader = snap.leader;
+            for m in snap.members {
+                let protocols = snap
+                    .protocol
+                    .clone()
+                    .map(|p| vec![(p, m.subscription)])
+                    .unwrap_or_default();
+                g.members.insert(
+                    m.member_id,
+                    Member {
+                        instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        session_timeout: Duration::from_millis(
+                            u64::try_from(m.session_timeout_ms).unwrap_or(0),
+                        ),
+                        rebalance_timeout: Duration::from_millis(
+                            u64::try_from(m.rebalance_timeout_ms).unwrap_or(0),
+                        ),
+                        protocols,
+                        assignment: m.assignment,
+                        last_seen: now,
+                        join: None,
+                        sync: None,
+                    },
+                );
+            }
+            g.state = if g.members.is_empty() {
+                GroupState::Empty
+            } else {
+                GroupState::Stable
+            };
+            groups.insert(name, g);
+        }
+    }
+
+    /// Drops every group `moved` names (their coordinator partition left
+    /// this broker, or is being loaded afresh): members parked in JoinGroup
+    /// or SyncGroup are answered NOT_COORDINATOR, so they find the new
+    /// coordinator and rejoin there. Returns how many groups went.
+    pub fn unload(&self, moved: impl Fn(&str) -> bool) -> usize {
+        let mut groups = self.lock();
+        let names: Vec<String> = groups.keys().filter(|g| moved(g)).cloned().collect();
+        for name in &names {
+            let Some(g) = groups.remove(name) else {
+                continue;
+            };
+            for (id, m) in g.members {
+                if let Some(tx) = m.join {
+                    let _ = tx.send(JoinResult {
+                        error: code::NOT_COORDINATOR,
+                        member_id: id,
+                        ..JoinResult::default()
+                    });
+                }
+                if let Some(tx) = m.sync {
+                    let _ = tx.send(SyncResult {
+                        error: code::NOT_COORDINATOR,
+                        ..SyncResult::default()
+                    });
+                }
+            }
+        }
+        names.len()
     }
 
     /// Drops an empty group's state; NON_EMPTY_GROUP if it has members.

@@ -3,5 +3,6 @@
 //! requests into these calls.
 
 pub mod groups;
+pub mod legacy_offsets;
 pub mod offsets;
 pub mod producer_ids;

@@ -1,25 +1,35 @@
-//! Committed consumer-group offsets, durable: an append-only file of
-//! CRC-framed records, one record per OffsetCommit request (all or nothing),
-//! synced before the commit is acknowledged. On open the file is read up to
-//! the first torn or corrupt record and cut there, so a SIGKILL can lose only
-//! a commit that was never acknowledged, and never leaves a half-applied one.
+//! Committed offsets as Kafka keeps them: records in the internal,
+//! compacted topic `__consumer_offsets`, keyed by (group, topic, partition)
+//! so compaction keeps the latest commit of each and a tombstone (a null
+//! value) deletes one. A group's offsets all live in one partition of that
+//! topic, chosen by Kafka's hash of the group id, and the broker leading
+//! that partition is the group's coordinator.
 //!
-//! Record: `[u32 body length][u32 CRC-32C of body][body]`; body: kind u8
-//! (1 commit, 2 delete group, 3 delete offsets), then fields (see
-//! `encode_commit`).
+//! This module holds the record formats (Kafka's `OffsetCommitKey` v1,
+//! `OffsetCommitValue` v3, `GroupMetadataKey` v2 tombstones; v0–v3 values
+//! are read) and the in-memory view of the partitions this broker
+//! coordinates: each is loaded from its log when the broker becomes its
+//! leader, and every later commit is applied once it is durable. Appending
+//! and replicating are the caller's (`api::coordination`).
 
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
-const FILE: &str = "consumer-offsets.log";
-const COMMIT: u8 = 1;
-const DELETE_GROUP: u8 = 2;
-const DELETE_OFFSETS: u8 = 3;
-/// Rewrite the file once it is this big and mostly superseded records.
-const COMPACT_AT: u64 = 64 << 20;
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use sluice_log::Partition;
+
+/// The internal topic holding every group's committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The longest group id, topic name or metadata string a record can hold
+/// (Kafka's strings have an int16 length). Longer ones are refused, never
+/// cut: the handlers answer with a Kafka error before they get here.
+pub const MAX_STRING_BYTES: usize = i16::MAX as usize;
 
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,42 +48,218 @@ pub struct CommitEntry {
     pub committed: Committed,
 }
 
-type Key = (String, String, i32);
-
-#[derive(Debug)]
-struct State {
-    file: File,
-    len: u64,
-    map: BTreeMap<Key, Committed>,
+/// The `__consumer_offsets` partition of a group: Kafka's
+/// `Utils.abs(groupId.hashCode) % partitions`, with Java's `String.hashCode`
+/// over UTF-16 code units, so a Kafka tool finds the same partition.
+pub fn partition_for(group: &str, partitions: u32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    ((h & 0x7fff_ffff) as u32 % partitions.max(1)) as i32
 }
 
-/// The offsets of every group.
-#[derive(Debug)]
-pub struct OffsetStore {
-    path: PathBuf,
-    state: Mutex<State>,
-}
+// ---- record formats -------------------------------------------------------
 
-/// The longest group id, topic name or metadata string a record can hold
-/// (a u16 length). Longer ones are refused, never cut: the handlers answer
-/// with a Kafka error before they get here.
-pub const MAX_STRING_BYTES: usize = u16::MAX as usize;
+const KEY_OFFSET_COMMIT: i16 = 1;
+const KEY_GROUP_METADATA: i16 = 2;
+const VALUE_OFFSET_COMMIT: i16 = 3;
 
-fn put_str(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
-    let len = u16::try_from(s.len()).map_err(|_| {
+fn put_str(out: &mut BytesMut, s: &str) -> io::Result<()> {
+    let len = i16::try_from(s.len()).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("a {}-byte string is over {MAX_STRING_BYTES} bytes", s.len()),
         )
     })?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
+    out.put_i16(len);
+    out.put_slice(s.as_bytes());
     Ok(())
 }
 
-struct Cursor<'a>(&'a [u8]);
+/// `OffsetCommitKey` v1: group, topic, partition.
+pub fn commit_key(group: &str, topic: &str, partition: i32) -> io::Result<Bytes> {
+    let mut out = BytesMut::with_capacity(10 + group.len() + topic.len());
+    out.put_i16(KEY_OFFSET_COMMIT);
+    put_str(&mut out, group)?;
+    put_str(&mut out, topic)?;
+    out.put_i32(partition);
+    Ok(out.freeze())
+}
 
-impl Cursor<'_> {
+/// `OffsetCommitValue` v3: offset, leader epoch, metadata, commit time.
+pub fn commit_value(c: &Committed) -> io::Result<Bytes> {
+    let mut out = BytesMut::with_capacity(26 + c.metadata.len());
+    out.put_i16(VALUE_OFFSET_COMMIT);
+    out.put_i64(c.offset);
+    out.put_i32(c.leader_epoch);
+    put_str(&mut out, &c.metadata)?;
+    out.put_i64(c.commit_ms);
+    Ok(out.freeze())
+}
+
+/// `GroupMetadataKey` v2: the group (its tombstone ends a deleted group).
+pub fn group_key(group: &str) -> io::Result<Bytes> {
+    let mut out = BytesMut::with_capacity(4 + group.len());
+    out.put_i16(KEY_GROUP_METADATA);
+    put_str(&mut out, group)?;
+    Ok(out.freeze())
+}
+
+/// A group's membership as the coordinator stores it once a rebalance
+/// completes (Kafka's `GroupMetadataValue`), so a new coordinator resumes
+/// the group where it was, generation and assignments included, and the
+/// members carry on without a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub state_ms: i64,
+    pub members: Vec<MemberSnapshot>,
+}
+
+/// One member of a [`GroupSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSnapshot {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
+const VALUE_GROUP_METADATA: i16 = 3;
+
+fn put_nullable_str(out: &mut BytesMut, s: Option<&str>) -> io::Result<()> {
+    match s {
+        Some(s) => put_str(out, s),
+        None => {
+            out.put_i16(-1);
+            Ok(())
+        }
+    }
+}
+
+fn put_bytes(out: &mut BytesMut, b: &[u8]) -> io::Result<()> {
+    let len = i32::try_from(b.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bytes too long"))?;
+    out.put_i32(len);
+    out.put_slice(b);
+    Ok(())
+}
+
+/// `GroupMetadataValue` v3.
+pub fn group_value(g: &GroupSnapshot) -> io::Result<Bytes> {
+    let mut out = BytesMut::new();
+    out.put_i16(VALUE_GROUP_METADATA);
+    put_str(&mut out, &g.protocol_type)?;
+    out.put_i32(g.generation);
+    put_nullable_str(&mut out, g.protocol.as_deref())?;
+    put_nullable_str(&mut out, g.leader.as_deref())?;
+    out.put_i64(g.state_ms);
+    out.put_i32(g.members.len() as i32);
+    for m in &g.members {
+        put_str(&mut out, &m.member_id)?;
+        put_nullable_str(&mut out, m.instance_id.as_deref())?;
+        put_str(&mut out, &m.client_id)?;
+        put_str(&mut out, &m.client_host)?;
+        out.put_i32(m.rebalance_timeout_ms);
+        out.put_i32(m.session_timeout_ms);
+        put_bytes(&mut out, &m.subscription)?;
+        put_bytes(&mut out, &m.assignment)?;
+    }
+    Ok(out.freeze())
+}
+
+/// The record storing a group's membership.
+pub fn group_records(group: &str, g: &GroupSnapshot) -> io::Result<Vec<(Bytes, Option<Bytes>)>> {
+    Ok(vec![(group_key(group)?, Some(group_value(g)?))])
+}
+
+fn decode_group_value(value: &[u8]) -> Option<GroupSnapshot> {
+    let mut v = Reader(value);
+    let version = v.i16()?;
+    if !(0..=3).contains(&version) {
+        return None;
+    }
+    let protocol_type = v.str()?;
+    let generation = v.i32()?;
+    let protocol = v.nullable_str()?;
+    let leader = v.nullable_str()?;
+    let state_ms = if version >= 2 { v.i64()? } else { -1 };
+    let n = v.i32()?;
+    let mut members = Vec::new();
+    for _ in 0..n.max(0) {
+        let member_id = v.str()?;
+        let instance_id = if version >= 3 {
+            v.nullable_str()?
+        } else {
+            None
+        };
+        let client_id = v.str()?;
+        let client_host = v.str()?;
+        let session_first = version == 0;
+        let (rebalance_timeout_ms, session_timeout_ms) = if session_first {
+            let s = v.i32()?;
+            (s, s)
+        } else {
+            let r = v.i32()?;
+            (r, v.i32()?)
+        };
+        let subscription = Bytes::copy_from_slice(v.bytes()?);
+        let assignment = Bytes::copy_from_slice(v.bytes()?);
+        members.push(MemberSnapshot {
+            member_id,
+            instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription,
+            assignment,
+        });
+    }
+    Some(GroupSnapshot {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        state_ms,
+        members,
+    })
+}
+
+/// A record of `__consumer_offsets`, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Commit {
+        group: String,
+        topic: String,
+        partition: i32,
+        committed: Committed,
+    },
+    /// A tombstone: the offset was deleted (DeleteGroups, OffsetDelete,
+    /// expiry).
+    Delete {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    /// A group's membership (None: the group was deleted).
+    Group {
+        group: String,
+        snapshot: Option<GroupSnapshot>,
+    },
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
     fn take(&mut self, n: usize) -> Option<&[u8]> {
         if self.0.len() < n {
             return None;
@@ -82,292 +268,482 @@ impl Cursor<'_> {
         self.0 = rest;
         Some(head)
     }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
     }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Option<u32> {
+    fn i32(&mut self) -> Option<i32> {
         self.take(4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn i64(&mut self) -> Option<i64> {
-        self.take(8).map(|b| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(b);
-            i64::from_be_bytes(w)
-        })
+        let b = self.take(8)?;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        Some(i64::from_be_bytes(w))
     }
     fn str(&mut self) -> Option<String> {
-        let n = self.u16()? as usize;
+        let n = usize::try_from(self.i16()?).ok()?;
         self.take(n)
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 8);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn encode_commit(group: &str, entries: &[CommitEntry]) -> io::Result<Vec<u8>> {
-    let mut body = vec![COMMIT];
-    put_str(&mut body, group)?;
-    body.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-    for e in entries {
-        put_str(&mut body, &e.topic)?;
-        body.extend_from_slice(&e.partition.to_be_bytes());
-        body.extend_from_slice(&e.committed.offset.to_be_bytes());
-        body.extend_from_slice(&e.committed.leader_epoch.to_be_bytes());
-        put_str(&mut body, &e.committed.metadata)?;
-        body.extend_from_slice(&e.committed.commit_ms.to_be_bytes());
+    /// Some(None) for a null string.
+    fn nullable_str(&mut self) -> Option<Option<String>> {
+        let n = self.i16()?;
+        if n < 0 {
+            return Some(None);
+        }
+        self.take(n as usize)
+            .map(|b| Some(String::from_utf8_lossy(b).into_owned()))
     }
-    Ok(frame(&body))
+    fn bytes(&mut self) -> Option<&[u8]> {
+        let n = usize::try_from(self.i32()?).ok()?;
+        self.take(n)
+    }
 }
 
-/// Applies one record body to the map; None if it does not parse.
-fn apply(map: &mut BTreeMap<Key, Committed>, body: &[u8]) -> Option<()> {
-    let mut c = Cursor(body);
-    match c.u8()? {
-        COMMIT => {
-            let group = c.str()?;
-            let n = c.u32()?;
-            let mut parsed = Vec::with_capacity(n.min(1 << 16) as usize);
-            for _ in 0..n {
-                let topic = c.str()?;
-                let partition = c.u32()? as i32;
-                let offset = c.i64()?;
-                let leader_epoch = c.u32()? as i32;
-                let metadata = c.str()?;
-                let commit_ms = c.i64()?;
-                parsed.push((
-                    (group.clone(), topic, partition),
-                    Committed {
-                        offset,
-                        leader_epoch,
-                        metadata,
-                        commit_ms,
-                    },
-                ));
-            }
-            map.extend(parsed);
+/// Reads one record; None for a key this broker does not know (skipped, as
+/// a newer Kafka record type would be) or bytes that do not parse.
+pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<Change> {
+    let mut k = Reader(key);
+    match k.i16()? {
+        0 | 1 => {
+            let group = k.str()?;
+            let topic = k.str()?;
+            let partition = k.i32()?;
+            let Some(value) = value else {
+                return Some(Change::Delete {
+                    group,
+                    topic,
+                    partition,
+                });
+            };
+            let mut v = Reader(value);
+            let version = v.i16()?;
+            let offset = v.i64()?;
+            let leader_epoch = if version >= 3 { v.i32()? } else { -1 };
+            let metadata = v.str()?;
+            let commit_ms = v.i64()?;
+            Some(Change::Commit {
+                group,
+                topic,
+                partition,
+                committed: Committed {
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_ms,
+                },
+            })
         }
-        DELETE_GROUP => {
-            let group = c.str()?;
-            map.retain(|(g, _, _), _| *g != group);
+        2 => {
+            let group = k.str()?;
+            let snapshot = match value {
+                None => None,
+                Some(v) => Some(decode_group_value(v)?),
+            };
+            Some(Change::Group { group, snapshot })
         }
-        DELETE_OFFSETS => {
-            let group = c.str()?;
-            let n = c.u32()?;
-            let mut keys = Vec::with_capacity(n.min(1 << 16) as usize);
-            for _ in 0..n {
-                let topic = c.str()?;
-                let partition = c.u32()? as i32;
-                keys.push((group.clone(), topic, partition));
-            }
-            for k in keys {
-                map.remove(&k);
-            }
-        }
-        _ => return None,
+        _ => None,
     }
-    Some(())
+}
+
+/// One uncompressed RecordBatch v2 of `(key, value)` records, as a
+/// non-idempotent producer writes it; the log assigns offsets and the
+/// leader epoch.
+pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> io::Result<Bytes> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // offset − 1 keeps every record in one batch with base
+            // sequence −1 (see sluice-client's `plain_record`).
+            sequence: (i as i32).wrapping_sub(1),
+            timestamp: now_ms,
+            key: Some(key.clone()),
+            value: value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
+        .map_err(|e| io::Error::other(format!("encoding an offsets batch: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// The records of an OffsetCommit, in request order.
+pub fn commit_records(
+    group: &str,
+    entries: &[CommitEntry],
+) -> io::Result<Vec<(Bytes, Option<Bytes>)>> {
+    entries
+        .iter()
+        .map(|e| {
+            Ok((
+                commit_key(group, &e.topic, e.partition)?,
+                Some(commit_value(&e.committed)?),
+            ))
+        })
+        .collect()
+}
+
+/// Tombstones for some of a group's offsets, and with `whole_group` for
+/// the group itself.
+pub fn delete_records(
+    group: &str,
+    keys: &[(String, i32)],
+    whole_group: bool,
+) -> io::Result<Vec<(Bytes, Option<Bytes>)>> {
+    let mut out: Vec<(Bytes, Option<Bytes>)> = keys
+        .iter()
+        .map(|(t, p)| Ok((commit_key(group, t, *p)?, None)))
+        .collect::<io::Result<_>>()?;
+    if whole_group {
+        out.push((group_key(group)?, None));
+    }
+    Ok(out)
+}
+
+// ---- the partitions this broker coordinates --------------------------------
+
+type Key = (String, String, i32);
+
+/// A loaded partition's offsets, each with the log offset of the record
+/// that set it (a commit acknowledged late never overwrites a later one).
+#[derive(Debug, Default)]
+pub struct PartitionOffsets {
+    map: BTreeMap<Key, (Committed, i64)>,
+    /// Each group's latest membership record (only while loading: handed
+    /// to the group coordinator once, by [`PartitionOffsets::take_groups`]).
+    groups: BTreeMap<String, (Option<GroupSnapshot>, i64)>,
+}
+
+impl PartitionOffsets {
+    fn apply(&mut self, log_offset: i64, change: Change) {
+        match change {
+            Change::Commit {
+                group,
+                topic,
+                partition,
+                committed,
+            } => {
+                let key = (group, topic, partition);
+                match self.map.get(&key) {
+                    Some((_, at)) if *at > log_offset => {}
+                    _ => {
+                        self.map.insert(key, (committed, log_offset));
+                    }
+                }
+            }
+            Change::Delete {
+                group,
+                topic,
+                partition,
+            } => {
+                let key = (group, topic, partition);
+                if self.map.get(&key).is_some_and(|(_, at)| *at < log_offset) {
+                    self.map.remove(&key);
+                }
+            }
+            Change::Group { group, snapshot } => match self.groups.get(&group) {
+                Some((_, at)) if *at > log_offset => {}
+                _ => {
+                    self.groups.insert(group, (snapshot, log_offset));
+                }
+            },
+        }
+    }
+
+    /// The groups whose latest membership record is not a tombstone (the
+    /// group coordinator restores them after a load).
+    pub fn take_groups(&mut self) -> Vec<(String, GroupSnapshot)> {
+        std::mem::take(&mut self.groups)
+            .into_iter()
+            .filter_map(|(g, (s, _))| s.map(|s| (g, s)))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Reads a whole `__consumer_offsets` partition (log start to log end)
+/// into its offsets. Batches that do not decode are skipped with a warning:
+/// the log's own recovery already cut torn tails, so this is a record type
+/// from elsewhere, never a reason to refuse to coordinate.
+pub fn load(part: &Partition) -> io::Result<PartitionOffsets> {
+    let mut out = PartitionOffsets::default();
+    let mut offset = part.log_start();
+    let end = part.log_end();
+    while offset < end {
+        let read = part
+            .read(offset, 1 << 20)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let Some(slice) = read.slice else { break };
+        let mut buf = vec![0u8; slice.len as usize];
+        slice
+            .segment
+            .file()
+            .read_exact_at(&mut buf, slice.position)?;
+        let mut pos = 0usize;
+        let mut next = offset;
+        while pos + 27 <= buf.len() {
+            let b = &buf[pos..];
+            let base = i64::from_be_bytes(b[0..8].try_into().expect("8 bytes"));
+            let len =
+                12 + i32::from_be_bytes(b[8..12].try_into().expect("4 bytes")).max(0) as usize;
+            let delta = i32::from_be_bytes(b[23..27].try_into().expect("4 bytes"));
+            if pos + len > buf.len() {
+                break;
+            }
+            let mut batch = Bytes::copy_from_slice(&buf[pos..pos + len]);
+            match RecordBatchDecoder::decode(&mut batch) {
+                Ok(set) => {
+                    for r in set.records {
+                        if r.control || r.offset < offset {
+                            continue;
+                        }
+                        let Some(key) = &r.key else { continue };
+                        if let Some(change) = decode(key, r.value.as_deref()) {
+                            out.apply(r.offset, change);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    partition = part.name(),
+                    base_offset = base,
+                    "skipping an offsets batch that does not decode: {e}"
+                ),
+            }
+            next = base + i64::from(delta) + 1;
+            pos += len;
+        }
+        if next <= offset {
+            // Nothing whole was read (a batch larger than the read): read it
+            // alone, however large.
+            let whole = part
+                .read(offset, u64::MAX >> 1)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            if whole.slice.as_ref().is_none_or(|s| s.len <= slice.len) {
+                return Err(io::Error::other(format!(
+                    "{}: no whole batch at offset {offset}",
+                    part.name()
+                )));
+            }
+            continue;
+        }
+        offset = next;
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Being read from the log for this leader epoch; requests meanwhile
+    /// get COORDINATOR_LOAD_IN_PROGRESS.
+    Loading(i32),
+    Loaded(i32, PartitionOffsets),
+}
+
+/// What a coordinator knows of one of its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadState {
+    /// Not loaded here (never, or for an older epoch).
+    Absent,
+    Loading,
+    Loaded,
+}
+
+/// The committed offsets of the partitions this broker coordinates.
+#[derive(Debug)]
+pub struct OffsetStore {
+    partitions: u32,
+    slots: Mutex<HashMap<i32, Slot>>,
 }
 
 impl OffsetStore {
-    /// Opens (creating) the store in `data_dir`, cutting a torn tail.
-    pub fn open(data_dir: &Path) -> io::Result<OffsetStore> {
-        let path = data_dir.join(FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let mut map = BTreeMap::new();
-        let mut pos = 0usize;
-        while pos + 8 <= bytes.len() {
-            let len =
-                u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
-                    as usize;
-            let crc = u32::from_be_bytes([
-                bytes[pos + 4],
-                bytes[pos + 5],
-                bytes[pos + 6],
-                bytes[pos + 7],
-            ]);
-            let Some(body) = bytes.get(pos + 8..pos + 8 + len) else {
-                break;
-            };
-            if crc32c::crc32c(body) != crc || apply(&mut map, body).is_none() {
-                break;
-            }
-            pos += 8 + len;
+    /// A store for a `__consumer_offsets` of `partitions` partitions
+    /// (`offsets.topic.num.partitions`), nothing loaded yet.
+    pub fn new(partitions: u32) -> OffsetStore {
+        OffsetStore {
+            partitions: partitions.max(1),
+            slots: Mutex::new(HashMap::new()),
         }
-        if pos < bytes.len() {
-            tracing::warn!(
-                file = %path.display(),
-                valid = pos,
-                total = bytes.len(),
-                "committed offsets end in a torn or corrupt record; cutting it"
-            );
-            file.set_len(pos as u64)?;
-            file.sync_all()?;
-        }
-        Ok(OffsetStore {
-            path,
-            state: Mutex::new(State {
-                file,
-                len: pos as u64,
-                map,
-            }),
-        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn append(&self, state: &mut State, record: &[u8]) -> io::Result<()> {
-        state.file.write_all(record)?;
-        state.file.sync_data()?;
-        state.len += record.len() as u64;
-        Ok(())
+    pub fn partitions(&self) -> u32 {
+        self.partitions
     }
 
-    /// Commits `entries` for `group`: on disk (synced) before this returns.
-    pub fn commit(&self, group: &str, entries: Vec<CommitEntry>) -> io::Result<()> {
-        let record = encode_commit(group, &entries)?;
-        let mut state = self.lock();
-        self.append(&mut state, &record)?;
-        for e in entries {
-            state
-                .map
-                .insert((group.to_string(), e.topic, e.partition), e.committed);
-        }
-        if state.len > COMPACT_AT && state.len > 4 * (state.map.len() as u64 * 64) {
-            self.compact(&mut state)?;
-        }
-        Ok(())
+    /// The partition of `group`.
+    pub fn partition_for(&self, group: &str) -> i32 {
+        partition_for(group, self.partitions)
     }
 
-    /// Forgets a group's offsets.
-    pub fn delete_group(&self, group: &str) -> io::Result<()> {
-        let mut body = vec![DELETE_GROUP];
-        put_str(&mut body, group)?;
-        let mut state = self.lock();
-        self.append(&mut state, &frame(&body))?;
-        state.map.retain(|(g, _, _), _| g != group);
-        Ok(())
+    /// Where partition `p` stands for leader epoch `epoch`.
+    pub fn state(&self, p: i32, epoch: i32) -> LoadState {
+        match self.lock().get(&p) {
+            Some(Slot::Loaded(e, _)) if *e == epoch => LoadState::Loaded,
+            Some(Slot::Loading(e)) if *e == epoch => LoadState::Loading,
+            _ => LoadState::Absent,
+        }
     }
 
-    /// Forgets some offsets of a group (OffsetDelete, expiry).
-    pub fn delete_offsets(&self, group: &str, keys: &[(String, i32)]) -> io::Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut body = vec![DELETE_OFFSETS];
-        put_str(&mut body, group)?;
-        body.extend_from_slice(&(keys.len() as u32).to_be_bytes());
-        for (t, p) in keys {
-            put_str(&mut body, t)?;
-            body.extend_from_slice(&p.to_be_bytes());
-        }
-        let mut state = self.lock();
-        self.append(&mut state, &frame(&body))?;
-        for (t, p) in keys {
-            state.map.remove(&(group.to_string(), t.clone(), *p));
-        }
-        Ok(())
-    }
-
-    /// Drops offsets committed before `before_ms` by groups not in `active`
-    /// (Kafka's offsets.retention.minutes for empty groups). Returns how many.
-    pub fn expire(
-        &self,
-        before_ms: i64,
-        active: &std::collections::HashSet<String>,
-    ) -> io::Result<usize> {
-        let mut by_group: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
-        for ((g, t, p), c) in self.lock().map.iter() {
-            if c.commit_ms < before_ms && !active.contains(g) {
-                by_group.entry(g.clone()).or_default().push((t.clone(), *p));
+    /// Claims the load of `p` for `epoch`: true if the caller must load it
+    /// now (nobody else is, and it is not loaded for that epoch).
+    pub fn begin_load(&self, p: i32, epoch: i32) -> bool {
+        let mut slots = self.lock();
+        match slots.get(&p) {
+            Some(Slot::Loaded(e, _)) | Some(Slot::Loading(e)) if *e == epoch => false,
+            _ => {
+                slots.insert(p, Slot::Loading(epoch));
+                true
             }
         }
-        let mut n = 0;
-        for (g, keys) in by_group {
-            n += keys.len();
-            self.delete_offsets(&g, &keys)?;
+    }
+
+    /// Installs a finished load (unless the partition moved on meanwhile);
+    /// `None` (the load failed) frees the claim for a retry.
+    pub fn finish_load(&self, p: i32, epoch: i32, offsets: Option<PartitionOffsets>) {
+        let mut slots = self.lock();
+        if matches!(slots.get(&p), Some(Slot::Loading(e)) if *e == epoch) {
+            match offsets {
+                Some(o) => {
+                    slots.insert(p, Slot::Loaded(epoch, o));
+                }
+                None => {
+                    slots.remove(&p);
+                }
+            }
         }
-        Ok(n)
+    }
+
+    /// Forgets partition `p` (this broker no longer leads it).
+    pub fn unload(&self, p: i32) -> bool {
+        self.lock().remove(&p).is_some()
+    }
+
+    /// Partitions loaded or loading, with their epochs.
+    pub fn held(&self) -> Vec<(i32, i32)> {
+        self.lock()
+            .iter()
+            .map(|(p, s)| match s {
+                Slot::Loading(e) | Slot::Loaded(e, _) => (*p, *e),
+            })
+            .collect()
+    }
+
+    /// Applies records appended at `base_offset` (one per record, in order)
+    /// once they are durable, if `p` is still loaded for `epoch`.
+    pub fn apply(&self, p: i32, epoch: i32, base_offset: i64, records: &[(Bytes, Option<Bytes>)]) {
+        let mut slots = self.lock();
+        if let Some(Slot::Loaded(e, offsets)) = slots.get_mut(&p) {
+            if *e != epoch {
+                return;
+            }
+            for (i, (key, value)) in records.iter().enumerate() {
+                match decode(key, value.as_deref()) {
+                    // Membership lives in the group coordinator once loaded.
+                    Some(Change::Group { .. }) | None => {}
+                    Some(change) => offsets.apply(base_offset + i as i64, change),
+                }
+            }
+        }
+    }
+
+    fn with_group<T>(&self, group: &str, f: impl FnOnce(&PartitionOffsets) -> T) -> Option<T> {
+        let p = self.partition_for(group);
+        match self.lock().get(&p) {
+            Some(Slot::Loaded(_, offsets)) => Some(f(offsets)),
+            _ => None,
+        }
     }
 
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
-        self.lock()
-            .map
-            .get(&(group.to_string(), topic.to_string(), partition))
-            .cloned()
+        self.with_group(group, |o| {
+            o.map
+                .get(&(group.to_string(), topic.to_string(), partition))
+                .map(|(c, _)| c.clone())
+        })
+        .flatten()
     }
 
     /// Every (topic, partition, offset) a group has committed.
     pub fn group_offsets(&self, group: &str) -> Vec<(String, i32, Committed)> {
-        self.lock()
-            .map
-            .iter()
-            .filter(|((g, _, _), _)| g == group)
-            .map(|((_, t, p), c)| (t.clone(), *p, c.clone()))
-            .collect()
+        self.with_group(group, |o| {
+            o.map
+                .range((group.to_string(), String::new(), i32::MIN)..)
+                .take_while(|((g, _, _), _)| g == group)
+                .map(|((_, t, p), (c, _))| (t.clone(), *p, c.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
-    /// Groups with committed offsets.
-    /// Whether `group` has any committed offset (one map lookup, not a list
-    /// of every group).
+    /// Whether `group` has any committed offset here.
     pub fn has_group(&self, group: &str) -> bool {
-        self.lock()
-            .map
-            .range((group.to_string(), String::new(), i32::MIN)..)
-            .next()
-            .is_some_and(|((g, _, _), _)| g == group)
+        self.with_group(group, |o| {
+            o.map
+                .range((group.to_string(), String::new(), i32::MIN)..)
+                .next()
+                .is_some_and(|((g, _, _), _)| g == group)
+        })
+        .unwrap_or(false)
     }
 
+    /// Groups with committed offsets in the loaded partitions.
     pub fn groups(&self) -> Vec<String> {
-        let mut gs: Vec<String> = self.lock().map.keys().map(|(g, _, _)| g.clone()).collect();
+        let slots = self.lock();
+        let mut gs: Vec<String> = slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Loaded(_, o) => Some(o),
+                Slot::Loading(_) => None,
+            })
+            .flat_map(|o| o.map.keys().map(|(g, _, _)| g.clone()))
+            .collect();
+        gs.sort();
         gs.dedup();
         gs
     }
 
-    /// Rewrites the file as one commit record per group (temp file, sync,
-    /// rename), dropping superseded records.
-    fn compact(&self, state: &mut State) -> io::Result<()> {
-        let mut by_group: BTreeMap<&str, Vec<CommitEntry>> = BTreeMap::new();
-        for ((g, t, p), c) in &state.map {
-            by_group.entry(g).or_default().push(CommitEntry {
-                topic: t.clone(),
-                partition: *p,
-                committed: c.clone(),
-            });
+    /// Offsets committed before `before_ms` by groups not in `active`
+    /// (Kafka's `offsets.retention.minutes` for empty groups), by group.
+    pub fn expired(
+        &self,
+        before_ms: i64,
+        active: &std::collections::HashSet<String>,
+    ) -> BTreeMap<String, Vec<(String, i32)>> {
+        let mut by_group: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+        for slot in self.lock().values() {
+            let Slot::Loaded(_, o) = slot else { continue };
+            for ((g, t, p), (c, _)) in &o.map {
+                if c.commit_ms < before_ms && !active.contains(g) {
+                    by_group.entry(g.clone()).or_default().push((t.clone(), *p));
+                }
+            }
         }
-        let tmp = self.path.with_extension("compact");
-        let mut out = File::create(&tmp)?;
-        let mut len = 0u64;
-        for (g, entries) in by_group {
-            let rec = encode_commit(g, &entries)?;
-            out.write_all(&rec)?;
-            len += rec.len() as u64;
-        }
-        out.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        state.file = OpenOptions::new().append(true).open(&self.path)?;
-        state.len = len;
-        Ok(())
+        by_group
     }
 }
 
@@ -375,139 +751,160 @@ impl OffsetStore {
 mod tests {
     use super::*;
 
-    fn entry(topic: &str, partition: i32, offset: i64) -> CommitEntry {
-        CommitEntry {
-            topic: topic.into(),
-            partition,
-            committed: Committed {
-                offset,
-                leader_epoch: -1,
-                metadata: "m".into(),
-                commit_ms: 1,
-            },
+    fn committed(offset: i64) -> Committed {
+        Committed {
+            offset,
+            leader_epoch: 4,
+            metadata: "m".into(),
+            commit_ms: 17,
         }
     }
 
     #[test]
-    fn strings_too_long_for_a_record_are_refused_not_cut() {
-        let dir = tempfile::tempdir().expect("dir");
-        let s = OffsetStore::open(dir.path()).expect("open");
-        let mut long = entry("t", 0, 10);
-        long.committed.metadata = "x".repeat(MAX_STRING_BYTES + 1);
-        let err = s.commit("g", vec![long]).expect_err("too long");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-        let group = "g".repeat(MAX_STRING_BYTES + 1);
-        assert!(s.commit(&group, vec![entry("t", 0, 1)]).is_err());
-        assert!(s.delete_group(&group).is_err());
-        assert_eq!(s.get("g", "t", 0), None);
-        let mut fits = entry("t", 0, 10);
-        fits.committed.metadata = "x".repeat(MAX_STRING_BYTES);
-        s.commit("g", vec![fits]).expect("fits");
-        drop(s);
-        let s = OffsetStore::open(dir.path()).expect("reopen");
+    fn partition_matches_kafkas_hash() {
+        // Java's String.hashCode by hand: "a" = 97, "ab" = 97*31 + 98.
+        assert_eq!(partition_for("a", 50), 97 % 50);
+        assert_eq!(partition_for("ab", 50), (97 * 31 + 98) % 50);
+        // A hash that overflows and goes negative is masked, not negated:
+        // "my-group".hashCode() is -1906497762 (computed apart from this
+        // code), & 0x7fffffff = 240985886, % 50 = 36.
+        assert_eq!(partition_for("my-group", 50), 36);
+        // Non-ASCII: Java hashes UTF-16 code units.
+        assert_eq!(partition_for("é", 100), 0xe9 % 100);
         assert_eq!(
-            s.get("g", "t", 0).map(|c| c.metadata.len()),
-            Some(MAX_STRING_BYTES)
+            partition_for("😀", 1_000_000),
+            (0xd83d * 31 + 0xde00) % 1_000_000
         );
     }
 
     #[test]
-    fn commits_survive_reopen_and_a_torn_tail_is_cut() {
-        let dir = tempfile::tempdir().expect("dir");
-        {
-            let s = OffsetStore::open(dir.path()).expect("open");
-            s.commit("g", vec![entry("t", 0, 10), entry("t", 1, 20)])
-                .expect("commit");
-            s.commit("g", vec![entry("t", 0, 11)]).expect("commit");
-            s.commit("h", vec![entry("u", 0, 5)]).expect("commit");
-            s.delete_group("h").expect("delete");
-        }
-        // A torn record at the end (as a kill mid-write leaves it).
-        let path = dir.path().join(FILE);
-        let mut bytes = std::fs::read(&path).expect("read");
-        let good = bytes.len();
-        bytes.extend_from_slice(&encode_commit("g", &[entry("t", 0, 999)]).unwrap()[..20]);
-        std::fs::write(&path, &bytes).expect("write");
-        let s = OffsetStore::open(dir.path()).expect("reopen");
-        assert_eq!(s.get("g", "t", 0).map(|c| c.offset), Some(11));
-        assert_eq!(s.get("g", "t", 1).map(|c| c.offset), Some(20));
-        assert_eq!(s.get("h", "u", 0), None, "deleted group stays deleted");
-        assert_eq!(std::fs::metadata(&path).expect("meta").len() as usize, good);
-        // A flipped byte invalidates that record (here the last: the group
-        // deletion) and everything after it; what came before stands.
-        let mut bytes = std::fs::read(&path).expect("read");
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        std::fs::write(&path, &bytes).expect("write");
-        let s = OffsetStore::open(dir.path()).expect("reopen");
-        assert_eq!(s.get("g", "t", 0).map(|c| c.offset), Some(11));
+    fn records_round_trip_in_kafkas_layout() {
+        let key = commit_key("g", "t", 3).unwrap();
+        assert_eq!(&key[..], &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 3]);
+        let value = commit_value(&committed(42)).unwrap();
+        assert_eq!(&value[..2], &[0, 3]);
+        assert_eq!(value.len(), 2 + 8 + 4 + 2 + 1 + 8);
         assert_eq!(
-            s.get("h", "u", 0).map(|c| c.offset),
-            Some(5),
-            "the deletion was cut"
+            decode(&key, Some(&value)),
+            Some(Change::Commit {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 3,
+                committed: committed(42),
+            })
         );
+        assert_eq!(
+            decode(&key, None),
+            Some(Change::Delete {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 3
+            })
+        );
+        assert_eq!(
+            decode(&group_key("g").unwrap(), None),
+            Some(Change::Group {
+                group: "g".into(),
+                snapshot: None
+            })
+        );
+        let snapshot = GroupSnapshot {
+            protocol_type: "consumer".into(),
+            generation: 9,
+            protocol: Some("range".into()),
+            leader: Some("m1".into()),
+            state_ms: 5,
+            members: vec![MemberSnapshot {
+                member_id: "m1".into(),
+                instance_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 300_000,
+                session_timeout_ms: 6000,
+                subscription: Bytes::from_static(b"sub"),
+                assignment: Bytes::from_static(b"asg"),
+            }],
+        };
+        let value = group_value(&snapshot).unwrap();
+        assert_eq!(&value[..2], &[0, 3]);
+        assert_eq!(
+            decode(&group_key("g").unwrap(), Some(&value)),
+            Some(Change::Group {
+                group: "g".into(),
+                snapshot: Some(snapshot)
+            })
+        );
+        assert_eq!(
+            decode(&group_key("g").unwrap(), Some(&value[..value.len() - 1])),
+            None,
+            "a cut value"
+        );
+        // v1 values (Kafka before 2.1): no leader epoch, an expiry time.
+        let mut v1 = BytesMut::new();
+        v1.put_i16(1);
+        v1.put_i64(9);
+        v1.put_i16(0);
+        v1.put_i64(5);
+        v1.put_i64(6);
+        assert!(matches!(
+            decode(&key, Some(&v1)),
+            Some(Change::Commit {
+                committed: Committed {
+                    offset: 9,
+                    leader_epoch: -1,
+                    commit_ms: 5,
+                    ..
+                },
+                ..
+            })
+        ));
+        assert_eq!(decode(&[0, 9, 1, 2], None), None, "unknown key version");
+        assert_eq!(decode(&[0, 1, 0, 9], None), None, "a lying length");
+        assert!(commit_key(&"g".repeat(MAX_STRING_BYTES + 1), "t", 0).is_err());
     }
 
     #[test]
-    fn deleted_and_expired_offsets_stay_gone_after_reopen() {
-        let dir = tempfile::tempdir().expect("dir");
-        {
-            let s = OffsetStore::open(dir.path()).expect("open");
-            s.commit(
+    fn a_late_acknowledgement_never_overwrites_a_later_commit() {
+        let store = OffsetStore::new(1);
+        assert!(store.begin_load(0, 7));
+        assert!(!store.begin_load(0, 7), "one loader at a time");
+        assert_eq!(store.state(0, 7), LoadState::Loading);
+        store.finish_load(0, 7, Some(PartitionOffsets::default()));
+        assert_eq!(store.state(0, 7), LoadState::Loaded);
+        assert_eq!(store.state(0, 8), LoadState::Absent);
+        let at = |o| {
+            commit_records(
                 "g",
-                vec![entry("t", 0, 1), entry("t", 1, 2), entry("u", 0, 3)],
-            )
-            .expect("commit");
-            s.delete_offsets("g", &[("t".into(), 1)]).expect("delete");
-            let mut old = entry("x", 0, 9);
-            old.committed.commit_ms = 0;
-            s.commit("idle", vec![old]).expect("commit");
-            s.commit(
-                "busy",
-                vec![{
-                    let mut e = entry("x", 0, 9);
-                    e.committed.commit_ms = 0;
-                    e
+                &[CommitEntry {
+                    topic: "t".into(),
+                    partition: 0,
+                    committed: committed(o),
                 }],
             )
-            .expect("commit");
-            let active: std::collections::HashSet<String> = ["busy".to_string()].into();
-            // commit_ms 1 and 0 are both before 10; "busy" has members.
-            assert_eq!(
-                s.expire(10, &active).expect("expire"),
-                3,
-                "g: t/0 and u/0; idle: x/0"
-            );
-        }
-        let s = OffsetStore::open(dir.path()).expect("reopen");
-        assert!(s.get("g", "t", 1).is_none());
-        assert!(
-            s.get("idle", "x", 0).is_none(),
-            "an empty group's old offsets expire"
+            .unwrap()
+        };
+        store.apply(0, 7, 20, &at(200));
+        store.apply(0, 7, 10, &at(100));
+        assert_eq!(store.get("g", "t", 0).map(|c| c.offset), Some(200));
+        // An older tombstone does not delete a newer commit.
+        store.apply(
+            0,
+            7,
+            15,
+            &delete_records("g", &[("t".into(), 0)], true).unwrap(),
         );
-        assert_eq!(
-            s.get("busy", "x", 0).map(|c| c.offset),
-            Some(9),
-            "an active group keeps them"
+        assert!(store.has_group("g"));
+        store.apply(
+            0,
+            7,
+            21,
+            &delete_records("g", &[("t".into(), 0)], true).unwrap(),
         );
-    }
-
-    #[test]
-    fn compaction_keeps_the_latest_offsets() {
-        let dir = tempfile::tempdir().expect("dir");
-        let s = OffsetStore::open(dir.path()).expect("open");
-        for i in 0..10 {
-            s.commit("g", vec![entry("t", 0, i)]).expect("commit");
-        }
-        {
-            let mut st = s.lock();
-            s.compact(&mut st).expect("compact");
-        }
-        s.commit("g", vec![entry("t", 1, 7)])
-            .expect("commit after compaction");
-        drop(s);
-        let s = OffsetStore::open(dir.path()).expect("reopen");
-        assert_eq!(s.get("g", "t", 0).map(|c| c.offset), Some(9));
-        assert_eq!(s.get("g", "t", 1).map(|c| c.offset), Some(7));
+        assert!(!store.has_group("g"));
+        // A commit for another epoch (from before a move) is not applied.
+        store.apply(0, 6, 30, &at(300));
+        assert_eq!(store.get("g", "t", 0), None);
+        assert!(store.unload(0));
+        assert_eq!(store.get("g", "t", 0), None);
     }
 }
