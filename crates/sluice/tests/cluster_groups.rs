@@ -601,3 +601,127 @@ fn kafka_python_and_confluent_kafka_groups_hand_off_across_a_coordinator_kill() 
         );
     }
 }
+
+/// Every broker in turn stopped with SIGTERM and started again, under an
+/// idempotent acks=all producer and a group of two librdkafka consumers
+/// committing as they go: no delivery fails, no commit fails, no error but
+/// the notice of a closed connection reaches a consumer, and every
+/// acknowledged record is consumed. Prints
+/// how long each controlled shutdown took to move the broker's
+/// leaderships (its own log's `took_ms`).
+#[test]
+fn a_rolling_restart_with_sigterm_under_a_producer_and_a_group_delivers_no_error() {
+    let _serial = serial();
+    const TOPIC: &str = "rolling";
+    const GROUP: &str = "rollers";
+    const PARTITIONS: i32 = 3;
+    let mut cluster = Cluster::new(3, &["--group-initial-rebalance-delay-ms", "0"]);
+    let all = cluster.nodes();
+    cluster.create_topic(TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
+    let deliveries = Deliveries::default();
+    let p = producer(&cluster, &deliveries);
+    let stop_writer = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(TOPIC, p.clone(), stop_writer.clone());
+    let log = Arc::new(Mutex::new(GroupLog::default()));
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let consumers: Vec<_> = (0..2)
+        .map(|i| {
+            spawn_consumer(
+                cluster.bootstrap(),
+                TOPIC,
+                GROUP,
+                i,
+                log.clone(),
+                stop_consumers.clone(),
+            )
+        })
+        .collect();
+    let commits = |log: &Mutex<GroupLog>| log.lock().expect("log").commits.len();
+    assert!(
+        wait_for(Duration::from_secs(60), || commits(&log) >= 10),
+        "the group never committed"
+    );
+    let offsets_partition = offsets_partition(GROUP);
+    let took = |cluster: &Cluster, node: i32| -> Vec<u64> {
+        std::fs::read_to_string(cluster.log_path(node))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("controlled shutdown: leaderships moved"))
+            .filter_map(|l| {
+                l.split("took_ms=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    for &node in &all {
+        let before = commits(&log);
+        assert!(
+            wait_for(Duration::from_secs(30), || commits(&log) >= before + 5),
+            "before stopping broker {node}: the group makes no progress"
+        );
+        let handed = took(&cluster, node).len();
+        assert!(
+            cluster.stop(node),
+            "broker {node} did not exit within 30 s of SIGTERM"
+        );
+        assert_eq!(
+            took(&cluster, node).len(),
+            handed + 1,
+            "broker {node} stopped without a controlled shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        cluster.start(node);
+        assert!(
+            wait_for(Duration::from_secs(60), || cluster.isr_everywhere(
+                OFFSETS,
+                offsets_partition,
+                &all
+            ) && (0..PARTITIONS)
+                .all(|p| cluster.isr_everywhere(TOPIC, p, &all))),
+            "broker {node} did not rejoin every ISR"
+        );
+    }
+    stop_writer.store(true, Ordering::Relaxed);
+    let sent = writer.join().expect("writer");
+    p.flush(Duration::from_secs(60))
+        .expect("every record delivered");
+    let failed = deliveries.failed.lock().expect("failed").clone();
+    assert!(failed.is_empty(), "deliveries failed: {failed:?}");
+    let acked = deliveries.acked.lock().expect("acked").clone();
+    assert_eq!(acked.len() as u64, sent, "every record acknowledged");
+    let all_processed = wait_for(Duration::from_secs(60), || {
+        let l = log.lock().expect("log");
+        acked.iter().all(|k| l.processed.contains_key(k))
+    });
+    stop_consumers.store(true, Ordering::Relaxed);
+    for c in consumers {
+        c.join().expect("consumer");
+    }
+    let l = log.lock().expect("log");
+    assert!(
+        all_processed,
+        "some acknowledged records were never consumed"
+    );
+    // librdkafka tells the application of every broker connection that
+    // closes under a request in flight (BrokerTransportFailure), whatever
+    // the broker: a stopping Kafka broker closes its connections the same
+    // way. Those are informational; any other error is a failure.
+    let other: Vec<&String> = l
+        .consumer_errors
+        .iter()
+        .filter(|e| !e.contains("BrokerTransportFailure"))
+        .collect();
+    assert!(other.is_empty(), "errors reached the consumers: {other:?}");
+    assert_eq!(l.failed_commits, 0, "commits failed");
+    assert!(l.violations.is_empty(), "{:?}", l.violations);
+    let mut times: Vec<u64> = all.iter().flat_map(|&n| took(&cluster, n)).collect();
+    times.sort_unstable();
+    println!(
+        "rolling restart: {sent} records, {} duplicates; controlled shutdowns took {times:?} ms",
+        l.processed.values().filter(|n| **n > 1).count()
+    );
+}

@@ -355,3 +355,75 @@ fn transaction_apis_answer_with_a_fatal_error_instead_of_closing() {
     // The connection is still usable.
     assert_eq!(commit_to(&mut c, "after-txn", 0, 1), Some(0));
 }
+
+/// CRC-32C (Castagnoli), bit by bit: the legacy offsets file's checksum.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// One commit record of the file Sluice kept committed offsets in before
+/// `__consumer_offsets` (`consumer-offsets.log`, docs/FORMAT.md).
+fn legacy_commit(group: &str, entries: &[(&str, i32, i64)]) -> Vec<u8> {
+    let put = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    let mut body = vec![1u8];
+    put(&mut body, group);
+    body.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for (topic, partition, offset) in entries {
+        put(&mut body, topic);
+        body.extend_from_slice(&partition.to_be_bytes());
+        body.extend_from_slice(&offset.to_be_bytes());
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        put(&mut body, "meta");
+        body.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[test]
+fn a_data_directory_from_before_the_offsets_topic_keeps_every_committed_offset() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut file = legacy_commit("old-a", &[("t", 0, 5), ("t", 1, 7)]);
+    file.extend(legacy_commit("old-b", &[("t", 0, 11)]));
+    file.extend(legacy_commit("old-a", &[("t", 0, 6)]));
+    // A torn tail, as a kill mid-write left it: never acknowledged, dropped.
+    let torn = legacy_commit("old-b", &[("t", 0, 99)]);
+    file.extend_from_slice(&torn[..torn.len() - 3]);
+    std::fs::write(dir.path().join("consumer-offsets.log"), &file).expect("write");
+    let mut server = Server::start_in(dir.path(), &[]);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(fetch_offsets(&mut c, "old-a"), vec![6, 7]);
+    assert_eq!(fetch_offsets(&mut c, "old-b"), vec![11, -1]);
+    assert!(
+        !dir.path().join("consumer-offsets.log").exists()
+            && dir.path().join("consumer-offsets.log.migrated").exists(),
+        "the old file is set aside once migrated"
+    );
+    assert!(
+        dir.path().join("__consumer_offsets-0").is_dir(),
+        "the offsets now live in __consumer_offsets"
+    );
+    // From the topic alone, after a restart (and after a SIGKILL).
+    server.kill();
+    let server = Server::start_in(dir.path(), &[]);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(fetch_offsets(&mut c, "old-a"), vec![6, 7]);
+    assert_eq!(fetch_offsets(&mut c, "old-b"), vec![11, -1]);
+}
