@@ -1,7 +1,8 @@
-//! `sluice topic create | list | describe | alter | delete-records | delete`:
-//! topic administration against a running broker (Sluice or any Kafka) over
-//! the Kafka protocol — CreateTopics, Metadata, ListOffsets, DescribeConfigs,
-//! IncrementalAlterConfigs, DeleteRecords, DeleteTopics.
+//! `sluice topic create | list | describe | alter | delete-records | delete |
+//! reassign`: topic administration against a running broker (Sluice or any
+//! Kafka) over the Kafka protocol — CreateTopics, Metadata, ListOffsets,
+//! DescribeConfigs, IncrementalAlterConfigs, DeleteRecords, DeleteTopics,
+//! AlterPartitionReassignments, ListPartitionReassignments.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -68,6 +69,27 @@ pub enum TopicCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Move replicas between brokers (AlterPartitionReassignments): the
+    /// new replicas catch up, then the old ones are dropped. One partition
+    /// with `NAME --partition P --replicas 3,2`, or every replica off a
+    /// broker with `--drain-broker N` (each to the live broker holding the
+    /// fewest); `NAME --partition P --cancel` reverts one in progress; with
+    /// no topic and no drain, lists those in progress.
+    Reassign {
+        name: Option<String>,
+        #[arg(short, long)]
+        partition: Option<i32>,
+        /// The new replicas, preferred leader first.
+        #[arg(short, long, value_delimiter = ',')]
+        replicas: Vec<i32>,
+        #[arg(long)]
+        cancel: bool,
+        #[arg(long, value_name = "BROKER")]
+        drain_broker: Option<i32>,
+        /// Wait until no reassignment is in progress.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 fn parse_config(s: &str) -> Result<(String, String), String> {
@@ -77,10 +99,224 @@ fn parse_config(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The reassignments in progress, `(topic, partition, replicas, adding,
+/// removing)`.
+type Ongoing = Vec<(String, i32, Vec<i32>, Vec<i32>, Vec<i32>)>;
+
+fn list_reassignments(client: &mut Client) -> Result<Ongoing> {
+    use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+    let mut r = ListPartitionReassignmentsRequest::default();
+    r.timeout_ms = 30_000;
+    let resp = client.call(0, &r).context("ListPartitionReassignments")?;
+    if resp.error_code != 0 {
+        bail!(
+            "ListPartitionReassignments: {}",
+            sluice_client::error_name(resp.error_code)
+        );
+    }
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+    Ok(resp
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    ids(&p.replicas),
+                    ids(&p.adding_replicas),
+                    ids(&p.removing_replicas),
+                )
+            })
+        })
+        .collect())
+}
+
+/// One partition's move: (topic, partition, new replicas; None cancels).
+type Move = (String, i32, Option<Vec<i32>>);
+
+/// Sends one AlterPartitionReassignments; an error names the partitions
+/// refused.
+fn alter_reassignments(
+    client: &mut Client,
+    moves: &[Move],
+) -> Result<()> {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<ReassignablePartition>> =
+        Default::default();
+    for (topic, p, replicas) in moves {
+        let mut rp = ReassignablePartition::default();
+        rp.partition_index = *p;
+        rp.replicas = replicas
+            .as_ref()
+            .map(|rs| rs.iter().copied().map(BrokerId).collect());
+        by_topic.entry(topic).or_default().push(rp);
+    }
+    let mut r = AlterPartitionReassignmentsRequest::default();
+    r.timeout_ms = 30_000;
+    r.topics = by_topic
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut t = ReassignableTopic::default();
+            t.name = sluice_client::topic_name(name);
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let resp = client.call(0, &r).context("AlterPartitionReassignments")?;
+    if resp.error_code != 0 {
+        bail!(
+            "AlterPartitionReassignments: {}",
+            sluice_client::error_name(resp.error_code)
+        );
+    }
+    let refused: Vec<String> = resp
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().filter(|p| p.error_code != 0).map(|p| {
+                format!(
+                    "{}-{}: {}",
+                    t.name.0,
+                    p.partition_index,
+                    sluice_client::error_name(p.error_code)
+                )
+            })
+        })
+        .collect();
+    if !refused.is_empty() {
+        bail!("reassignment refused: {}", refused.join(", "));
+    }
+    Ok(())
+}
+
+/// Every replica on `broker` moved to the live broker (not already a
+/// replica) holding the fewest replicas, counting the moves made so far.
+fn drain_plan(client: &mut Client, broker: i32) -> Result<Vec<Move>> {
+    let live: Vec<i32> = client
+        .describe_cluster()
+        .context("DescribeCluster")?
+        .brokers
+        .iter()
+        .map(|b| b.id)
+        .filter(|id| *id != broker)
+        .collect();
+    let topics = client.describe_topics(None).context("describing topics")?;
+    let mut load: std::collections::BTreeMap<i32, usize> = live.iter().map(|b| (*b, 0)).collect();
+    for t in &topics {
+        for p in &t.replicas {
+            for r in &p.replicas {
+                if let Some(n) = load.get_mut(r) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    let mut moves = Vec::new();
+    for t in &topics {
+        for p in &t.replicas {
+            let Some(at) = p.replicas.iter().position(|r| *r == broker) else {
+                continue;
+            };
+            let Some((&to, _)) = load
+                .iter()
+                .filter(|(b, _)| !p.replicas.contains(b))
+                .min_by_key(|(b, n)| (**n, **b))
+            else {
+                bail!(
+                    "{}-{}: no live broker to move broker {broker}'s replica to",
+                    t.name,
+                    p.partition
+                );
+            };
+            *load.entry(to).or_default() += 1;
+            let mut target = p.replicas.clone();
+            target[at] = to;
+            moves.push((t.name.clone(), p.partition, Some(target)));
+        }
+    }
+    Ok(moves)
+}
+
+fn reassign(
+    client: &mut Client,
+    name: Option<String>,
+    partition: Option<i32>,
+    replicas: Vec<i32>,
+    cancel: bool,
+    drain_broker: Option<i32>,
+    wait: bool,
+) -> Result<()> {
+    let moves = match (name, drain_broker) {
+        (Some(_), Some(_)) => bail!("give a topic or --drain-broker, not both"),
+        (Some(name), None) => {
+            let Some(p) = partition else {
+                bail!("--partition is needed with a topic")
+            };
+            match (cancel, replicas.is_empty()) {
+                (true, true) => vec![(name, p, None)],
+                (false, false) => vec![(name, p, Some(replicas))],
+                (true, false) => bail!("--cancel takes no --replicas"),
+                (false, true) => bail!("--replicas (e.g. 3,2) or --cancel is needed"),
+            }
+        }
+        (None, Some(b)) => drain_plan(client, b)?,
+        (None, None) => Vec::new(),
+    };
+    if !moves.is_empty() {
+        alter_reassignments(client, &moves)?;
+        for (t, p, target) in &moves {
+            match target {
+                Some(rs) => println!("{t}-{p}: moving to {rs:?}"),
+                None => println!("{t}-{p}: cancelled"),
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let ongoing = list_reassignments(client)?;
+        if !wait || ongoing.is_empty() {
+            if ongoing.is_empty() && (moves.is_empty() || wait) {
+                println!("no reassignment in progress");
+            }
+            for (t, p, rs, adding, removing) in &ongoing {
+                println!("{t}-{p}: replicas {rs:?} adding {adding:?} removing {removing:?}");
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "{} reassignment(s) still in progress after 600 s",
+                ongoing.len()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 pub fn run(args: TopicArgs) -> Result<()> {
     let mut client = Client::connect(args.broker.as_str())
         .with_context(|| format!("connecting to {}", args.broker))?;
     match args.command {
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+            cancel,
+            drain_broker,
+            wait,
+        } => reassign(
+            &mut client,
+            name,
+            partition,
+            replicas,
+            cancel,
+            drain_broker,
+            wait,
+        )?,
         TopicCommand::Create {
             name,
             partitions,

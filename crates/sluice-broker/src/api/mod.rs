@@ -24,6 +24,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_ids;
+mod reassign;
 mod topics;
 pub mod versions;
 
@@ -163,6 +164,12 @@ pub async fn dispatch(
                 .ok_or_else(|| ApiError::Internal("no cluster".into()))?;
             ResponseKind::CreatePartitions(topics::cluster_create_partitions(c, r).await)
         }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            reassign::alter_partition_reassignments(state, r, version).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
+            reassign::list_partition_reassignments(state, r),
+        ),
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(admin::elect_leaders(state, r, version).await)
         }

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use super::etcd::EtcdError;
 use super::lease::LeaseState;
-use super::model::{ElectRequest, IsrRequest, PartitionState};
+use super::model::{ElectRequest, IsrRequest, PartitionState, ReassignRequest, TopicInfo};
 use super::view::View;
 use super::{Backoff, ClusterError, Shared};
 
@@ -256,6 +256,10 @@ pub(crate) struct Decision {
     pub(crate) delete_request: bool,
     /// Delete the pending ElectLeaders request (handled).
     pub(crate) delete_elect: bool,
+    /// The topic's new replica assignment (a reassignment completing).
+    pub(crate) topic_update: Option<TopicInfo>,
+    /// Delete the reassignment (completed, or its partition is gone).
+    pub(crate) delete_reassign: bool,
     /// The ISR request was accepted (its ISR is in `state`, or it changed
     /// nothing).
     pub(crate) accepted: bool,
@@ -292,6 +296,8 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                         state: Some(state),
                         delete_request: request.is_some(),
                         delete_elect: false,
+                        topic_update: None,
+                        delete_reassign: false,
                         accepted: false,
                         why: if request.is_some() {
                             format!("{why}; the pending ISR request is stale")
@@ -308,6 +314,8 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                             state: None,
                             delete_request: true,
                             delete_elect: false,
+                            topic_update: None,
+                            delete_reassign: false,
                             accepted: true,
                             why: "the requested ISR is the current one".into(),
                         },
@@ -322,6 +330,8 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                             }),
                             delete_request: true,
                             delete_elect: false,
+                            topic_update: None,
+                            delete_reassign: false,
                             accepted: true,
                             why: format!("ISR change requested by leader {}", request.broker),
                         },
@@ -331,12 +341,38 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                             state: None,
                             delete_request: true,
                             delete_elect: false,
+                            topic_update: None,
+                            delete_reassign: false,
                             accepted: false,
                             why: format!(
                                 "ISR request from broker {} refused: {why}",
                                 request.broker
                             ),
                         },
+                    }
+                }
+                (None, None, Some(current))
+                    if !view.elect_requests.contains_key(&at)
+                        && snap.reassignments.contains_key(&at) =>
+                {
+                    let request = &snap.reassignments[&at];
+                    match complete_reassignment(request, current, &staying, controller_epoch) {
+                        Some((state, why)) => {
+                            let mut info = topic.clone();
+                            info.replicas[index] = request.target.clone();
+                            Decision {
+                                topic: name.clone(),
+                                partition: p,
+                                state: Some(state),
+                                delete_request: false,
+                                delete_elect: false,
+                                topic_update: Some(info),
+                                delete_reassign: true,
+                                accepted: true,
+                                why,
+                            }
+                        }
+                        None => continue,
                     }
                 }
                 (None, None, Some(current)) => match view.elect_requests.get(&at) {
@@ -356,6 +392,8 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                             state,
                             delete_request: false,
                             delete_elect: true,
+                            topic_update: None,
+                            delete_reassign: false,
                             why,
                         }
                     }
@@ -364,6 +402,26 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                 _ => continue,
             };
             out.push(decision);
+        }
+    }
+    // Reassignments of partitions that do not exist (any more).
+    for (topic, p) in snap.reassignments.keys() {
+        let known = snap
+            .topics
+            .get(topic)
+            .is_some_and(|t| usize::try_from(*p).is_ok_and(|i| i < t.replicas.len()));
+        if !known {
+            out.push(Decision {
+                topic: topic.clone(),
+                partition: *p,
+                state: None,
+                delete_request: false,
+                delete_elect: false,
+                topic_update: None,
+                delete_reassign: true,
+                accepted: false,
+                why: "reassignment of an unknown partition dropped".into(),
+            });
         }
     }
     // Requests for partitions that do not exist.
@@ -379,6 +437,8 @@ pub(crate) fn decide(view: &View, controller_epoch: i64) -> Vec<Decision> {
                 state: None,
                 delete_request: true,
                 delete_elect: false,
+                topic_update: None,
+                delete_reassign: false,
                 accepted: false,
                 why: format!(
                     "ISR request from broker {} refused: unknown partition",
@@ -500,6 +560,51 @@ fn reconcile(
     ))
 }
 
+/// A reassignment's last step (KIP-455), once every target replica is in
+/// the ISR: the ISR keeps only target replicas, and a leader that is not
+/// one hands over to the first target replica in the ISR that is staying
+/// (a new leader epoch). The caller writes the replicas as `target`.
+fn complete_reassignment(
+    request: &ReassignRequest,
+    current: &PartitionState,
+    staying: &dyn Fn(i32) -> bool,
+    controller_epoch: i64,
+) -> Option<(PartitionState, String)> {
+    if request.target.is_empty() || !request.target.iter().all(|b| current.isr.contains(b)) {
+        return None;
+    }
+    let isr: Vec<i32> = current
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| request.target.contains(b))
+        .collect();
+    let leader = if request.target.contains(&current.leader) {
+        current.leader
+    } else {
+        request
+            .target
+            .iter()
+            .copied()
+            .find(|b| staying(*b))
+            .or_else(|| request.target.first().copied())?
+    };
+    let leader_changed = leader != current.leader;
+    Some((
+        PartitionState {
+            leader,
+            leader_epoch: current.leader_epoch + i32::from(leader_changed),
+            isr,
+            partition_epoch: current.partition_epoch + 1,
+            controller_epoch,
+        },
+        format!(
+            "reassignment {:?} → {:?} complete",
+            request.original, request.target
+        ),
+    ))
+}
+
 /// Kafka's automatic leader rebalance: for each broker whose share of
 /// the partitions it is the preferred replica of (first in the assignment)
 /// but does not lead is above 10 % (`leader.imbalance.per.broker.percentage`),
@@ -554,6 +659,8 @@ pub(crate) fn rebalance(view: &View, controller_epoch: i64) -> Vec<Decision> {
                     state: Some(state),
                     delete_request: false,
                     delete_elect: false,
+                    topic_update: None,
+                    delete_reassign: false,
                     accepted: true,
                     why: format!("{why} (broker {preferred} leads too few of its partitions)"),
                 });
@@ -957,6 +1064,23 @@ pub(crate) async fn apply(
         bytes += value.len();
         ops.push(TxnOp::put(keys.partition(topic, p), value, None));
     }
+    if let Some(info) = &decision.topic_update {
+        let value = match serde_json::to_vec(info) {
+            Ok(v) => v,
+            Err(e) => return Applied::Failed(EtcdError::Other(e.to_string())),
+        };
+        bytes += value.len();
+        ops.push(TxnOp::put(keys.topic(topic), value, None));
+    }
+    if decision.delete_reassign {
+        let key = keys.reassignment(topic, p);
+        compares.push(Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            rev(view.reassignment_revs.get(&at)),
+        ));
+        ops.push(TxnOp::delete(key, None));
+    }
     if decision.delete_elect {
         let request_key = keys.elect_request(topic, p);
         compares.push(Compare::mod_revision(
@@ -1334,6 +1458,58 @@ mod tests {
             .state("t", 0, 1, 4, &[1, 2, 3], 7);
         let d = only(&b.decide()).clone();
         assert_eq!(d.state, Some(state(3, 5, &[2, 3], 8)));
+    }
+
+    fn reassign(mut b: Build, topic: &str, p: i32, target: &[i32], original: &[i32]) -> Build {
+        let rev = b.next();
+        let at = (topic.to_string(), p);
+        b.view.reassignment_revs.insert(at.clone(), rev);
+        Arc::make_mut(&mut b.view.snap).reassignments.insert(
+            at,
+            ReassignRequest {
+                target: target.to_vec(),
+                original: original.to_vec(),
+            },
+        );
+        b
+    }
+
+    #[test]
+    fn a_reassignment_waits_for_its_target_in_the_isr_then_drops_the_rest() {
+        // [1, 2] → [3, 2]: while running the replicas are [3, 2, 1].
+        let b = Build::new()
+            .broker(1)
+            .broker(2)
+            .broker(3)
+            .topic("t", vec![vec![3, 2, 1]], false)
+            .state("t", 0, 1, 4, &[1, 2], 7);
+        let b = reassign(b, "t", 0, &[3, 2], &[1, 2]);
+        assert!(b.decide().is_empty(), "3 is not in the ISR yet");
+        // 3 caught up: the leader, 1, is not a target replica: 3 leads
+        // (the first target staying), in a new epoch, and 1 leaves the ISR.
+        let b = b.state("t", 0, 1, 4, &[1, 2, 3], 8);
+        let d = only(&b.decide()).clone();
+        assert_eq!(d.state, Some(state(3, 5, &[2, 3], 9)));
+        assert_eq!(d.topic_update.map(|t| t.replicas), Some(vec![vec![3, 2]]));
+        assert!(d.delete_reassign && d.accepted);
+        // A leader that stays keeps its epoch.
+        let b = Build::new()
+            .broker(1)
+            .broker(2)
+            .broker(3)
+            .topic("t", vec![vec![2, 3, 1]], false)
+            .state("t", 0, 2, 4, &[1, 2, 3], 8);
+        let b = reassign(b, "t", 0, &[2, 3], &[1, 2]);
+        assert_eq!(only(&b.decide()).state, Some(state(2, 4, &[2, 3], 9)));
+    }
+
+    #[test]
+    fn a_reassignment_of_a_deleted_partition_is_dropped() {
+        let b = Build::new().broker(1).topic("t", vec![vec![1]], false);
+        let b = b.state("t", 0, 1, 0, &[1], 0);
+        let b = reassign(b, "t", 3, &[1], &[1]);
+        let d = only(&b.decide()).clone();
+        assert_eq!((d.partition, d.delete_reassign, d.state), (3, true, None));
     }
 
     fn elect_request(mut b: Build, topic: &str, p: i32, election_type: i8) -> Build {

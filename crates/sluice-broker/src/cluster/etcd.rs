@@ -34,6 +34,8 @@ pub(crate) enum Key {
     IsrRequest(String, i32),
     /// An ElectLeaders request (`elect-requests/<t>/<p>`).
     ElectRequest(String, i32),
+    /// A partition reassignment in progress (`reassignments/<t>/<p>`).
+    Reassignment(String, i32),
     /// A broker in controlled shutdown (`shutdown/<id>`, under its lease).
     Shutdown(i32),
     /// A controller candidate's election key (`controller/<lease>`).
@@ -67,6 +69,15 @@ impl Keys {
 
     pub(crate) fn elect_request(&self, topic: &str, partition: i32) -> String {
         format!("{}elect-requests/{topic}/{partition}", self.root)
+    }
+
+    pub(crate) fn reassignment(&self, topic: &str, partition: i32) -> String {
+        format!("{}reassignments/{topic}/{partition}", self.root)
+    }
+
+    /// The prefix of a topic's reassignments.
+    pub(crate) fn reassignments_of(&self, topic: &str) -> String {
+        format!("{}reassignments/{topic}/", self.root)
     }
 
     /// A broker asking to have its leaderships moved before it stops.
@@ -117,6 +128,9 @@ impl Keys {
             ["elect-requests", topic, p] if !topic.is_empty() => p
                 .parse()
                 .map_or(Key::Unknown, |p| Key::ElectRequest((*topic).to_string(), p)),
+            ["reassignments", topic, p] if !topic.is_empty() => p
+                .parse()
+                .map_or(Key::Unknown, |p| Key::Reassignment((*topic).to_string(), p)),
             ["topics", topic] if !topic.is_empty() => Key::Topic((*topic).to_string()),
             ["partitions", topic, p] if !topic.is_empty() => p
                 .parse()

@@ -43,7 +43,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use controller::{assign_replicas, validate_assignment};
-pub use model::{BrokerInfo, PartitionState, TopicInfo, UNCLEAN_LEADER_ELECTION};
+pub use model::{BrokerInfo, PartitionState, ReassignRequest, TopicInfo, UNCLEAN_LEADER_ELECTION};
 pub use stats::ClusterMetrics;
 pub use view::ClusterSnapshot;
 
@@ -587,6 +587,10 @@ impl Cluster {
                     keys.isr_requests_of(name),
                     Some(DeleteOptions::new().with_prefix()),
                 ),
+                TxnOp::delete(
+                    keys.reassignments_of(name),
+                    Some(DeleteOptions::new().with_prefix()),
+                ),
             ]);
         let resp = self.shared.etcd.txn(txn, key.len() * 3).await?;
         if !resp.succeeded() {
@@ -768,6 +772,108 @@ impl Cluster {
             _ if elected => 0,
             _ => E::EligibleLeadersNotAvailable.code(),
         })
+    }
+
+    /// AlterPartitionReassignments for one partition (KIP-455), on any
+    /// broker: `target` becomes the partition's replicas — they are added
+    /// to the assignment now, catch up as followers, and once all are in
+    /// the ISR the controller drops the others (moving the leadership if
+    /// it must). `None` cancels a reassignment in progress: the partition
+    /// goes back to its original replicas the same way. A new target
+    /// replaces one in progress (its original replicas stay the original).
+    /// Returns a Kafka error code for the partition (0: accepted).
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    ) -> Result<i16, ClusterError> {
+        use kafka_protocol::ResponseError as E;
+        // The topic or its reassignment may change between reading and
+        // writing (a controller completing another partition's): read again.
+        for _ in 0..10 {
+            if let Some(code) = self
+                .try_reassign_partition(topic, partition, target.clone())
+                .await?
+            {
+                return Ok(code);
+            }
+        }
+        Ok(E::RequestTimedOut.code())
+    }
+
+    /// One attempt of [`Cluster::reassign_partition`]; None: a concurrent
+    /// change, try again.
+    async fn try_reassign_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    ) -> Result<Option<i16>, ClusterError> {
+        use kafka_protocol::ResponseError as E;
+        let (mut info, topic_rev) = match self.read_topic(topic).await {
+            Ok(t) => t,
+            Err(ClusterError::UnknownTopic) => return Ok(Some(E::UnknownTopicOrPartition.code())),
+            Err(e) => return Err(e),
+        };
+        let Some(index) = usize::try_from(partition)
+            .ok()
+            .filter(|i| *i < info.replicas.len())
+        else {
+            return Ok(Some(E::UnknownTopicOrPartition.code()));
+        };
+        let keys = &self.shared.etcd.keys;
+        let key = keys.reassignment(topic, partition);
+        let (existing, reassign_rev) = match self.shared.etcd.get(&key).await? {
+            (Some(kv), _) => (
+                serde_json::from_slice::<model::ReassignRequest>(kv.value()).ok(),
+                kv.mod_revision(),
+            ),
+            (None, _) => (None, 0),
+        };
+        let original = existing
+            .as_ref()
+            .map_or_else(|| info.replicas[index].clone(), |r| r.original.clone());
+        let target = match target {
+            Some(target) => {
+                let live: BTreeSet<i32> = self.snapshot().brokers.keys().copied().collect();
+                if let Err(ClusterError::InvalidReplicaAssignment(why)) =
+                    validate_assignment(std::slice::from_ref(&target), &live, None)
+                {
+                    tracing::info!(topic, partition, "reassignment refused: {why}");
+                    return Ok(Some(E::InvalidReplicaAssignment.code()));
+                }
+                target
+            }
+            None if existing.is_some() => original.clone(),
+            None => return Ok(Some(E::NoReassignmentInProgress.code())),
+        };
+        let request = model::ReassignRequest { target, original };
+        info.replicas[index] = request.replicas();
+        let topic_value =
+            serde_json::to_vec(&info).map_err(|e| ClusterError::Etcd(e.to_string()))?;
+        let value = serde_json::to_vec(&request).map_err(|e| ClusterError::Etcd(e.to_string()))?;
+        let bytes = key.len() + value.len() + topic_value.len();
+        let txn = Txn::new()
+            .when(vec![
+                Compare::mod_revision(keys.topic(topic), CompareOp::Equal, topic_rev),
+                Compare::mod_revision(key.clone(), CompareOp::Equal, reassign_rev),
+            ])
+            .and_then(vec![
+                TxnOp::put(keys.topic(topic), topic_value, None),
+                TxnOp::put(key, value, None),
+            ]);
+        if !self.shared.etcd.txn(txn, bytes).await?.succeeded() {
+            return Ok(None);
+        }
+        tracing::info!(
+            topic,
+            partition,
+            original = ?request.original,
+            target = ?request.target,
+            "reassignment started"
+        );
+        Ok(Some(0))
     }
 
     /// Kafka's controlled shutdown: asks the controller (through
@@ -995,6 +1101,8 @@ impl Cluster {
             state: Some(state),
             delete_request: false,
             delete_elect: false,
+            topic_update: None,
+            delete_reassign: false,
             accepted: false,
             why: "test write".into(),
         };

@@ -84,6 +84,44 @@ pub struct ElectRequest {
     pub election_type: i8,
 }
 
+/// `reassignments/<topic>/<partition>`: a partition reassignment in
+/// progress (KIP-455). While it runs the partition's replicas are
+/// `target` followed by the rest of `original`; the controller finishes it
+/// once every target replica is in the ISR, leaving the replicas `target`.
+/// A cancellation is a reassignment back to `original`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignRequest {
+    pub target: Vec<i32>,
+    pub original: Vec<i32>,
+}
+
+impl ReassignRequest {
+    /// The replica set while it runs: `target`, then `original`'s others.
+    pub fn replicas(&self) -> Vec<i32> {
+        let mut rs = self.target.clone();
+        rs.extend(self.original.iter().filter(|b| !self.target.contains(b)));
+        rs
+    }
+
+    /// Replicas being added (KIP-455's `adding_replicas`).
+    pub fn adding(&self) -> Vec<i32> {
+        self.target
+            .iter()
+            .copied()
+            .filter(|b| !self.original.contains(b))
+            .collect()
+    }
+
+    /// Replicas being removed (`removing_replicas`).
+    pub fn removing(&self) -> Vec<i32> {
+        self.original
+            .iter()
+            .copied()
+            .filter(|b| !self.target.contains(b))
+            .collect()
+    }
+}
+
 /// The topic id as its hyphenated text (no dependence on uuid's serde
 /// feature).
 mod uuid_text {

@@ -15,7 +15,9 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::etcd::{Key, Keys};
-use super::model::{BrokerInfo, ElectRequest, IsrRequest, PartitionState, TopicInfo};
+use super::model::{
+    BrokerInfo, ElectRequest, IsrRequest, PartitionState, ReassignRequest, TopicInfo,
+};
 use super::stats::ClusterMetrics;
 
 /// The cluster as this broker last saw it in etcd.
@@ -43,6 +45,8 @@ pub struct ClusterSnapshot {
     /// Partitions with an ElectLeaders request the controller has not
     /// handled yet.
     pub elect_pending: std::collections::BTreeSet<(String, i32)>,
+    /// Partition reassignments in progress.
+    pub reassignments: BTreeMap<(String, i32), ReassignRequest>,
     /// The etcd revision this snapshot reflects.
     pub revision: i64,
 }
@@ -83,6 +87,8 @@ pub(crate) struct View {
     pub(crate) isr_requests: BTreeMap<(String, i32), (IsrRequest, i64)>,
     /// Pending ElectLeaders requests and their `mod_revision`.
     pub(crate) elect_requests: BTreeMap<(String, i32), (ElectRequest, i64)>,
+    /// `mod_revision` of each `reassignments/<t>/<p>`.
+    pub(crate) reassignment_revs: BTreeMap<(String, i32), i64>,
     /// Controller candidates: election key → (create revision, broker id).
     pub(crate) candidates: BTreeMap<Vec<u8>, (i64, Option<i32>)>,
     /// The election key of the elected controller.
@@ -163,6 +169,15 @@ impl View {
             Key::Shutdown(id) => {
                 Arc::make_mut(&mut self.snap).shutting_down.insert(id);
             }
+            Key::Reassignment(topic, p) => match decode::<ReassignRequest>(kv) {
+                Some(request) => {
+                    self.reassignment_revs.insert((topic.clone(), p), rev);
+                    Arc::make_mut(&mut self.snap)
+                        .reassignments
+                        .insert((topic, p), request);
+                }
+                None => self.remove(keys, kv.key()),
+            },
             Key::IsrRequest(topic, p) => match decode::<IsrRequest>(kv) {
                 Some(request) => {
                     self.isr_requests.insert((topic, p), (request, rev));
@@ -206,6 +221,12 @@ impl View {
             }
             Key::Shutdown(id) => {
                 Arc::make_mut(&mut self.snap).shutting_down.remove(&id);
+            }
+            Key::Reassignment(topic, p) => {
+                let at = (topic, p);
+                if self.reassignment_revs.remove(&at).is_some() {
+                    Arc::make_mut(&mut self.snap).reassignments.remove(&at);
+                }
             }
             Key::ElectRequest(topic, p) => {
                 let at = (topic, p);

@@ -95,6 +95,24 @@ impl LeaderState {
         }
     }
 
+    /// The partition's replicas changed under this leader (a reassignment
+    /// added or dropped some): new followers are tracked from their first
+    /// fetch, dropped ones forgotten.
+    pub fn set_replicas(&mut self, replicas: &[i32]) {
+        let now = Instant::now();
+        self.followers.retain(|id, _| replicas.contains(id));
+        for &r in replicas {
+            if r != self.leader {
+                self.followers.entry(r).or_insert(Progress {
+                    leo: -1,
+                    last_caught_up: now,
+                    last_fetch: None,
+                });
+            }
+        }
+        self.replicas = replicas.to_vec();
+    }
+
     /// A newer state of the same leader epoch (the ISR changed).
     pub fn update(&mut self, state: &PartitionState) {
         if state.partition_epoch >= self.partition_epoch {

@@ -517,8 +517,32 @@ impl Replicas {
                 }
             }
         }
+        // Replicas this broker no longer holds (a reassignment moved them):
+        // stop acting on them and give their disk back.
+        let gone: Vec<Arc<Replica>> = self
+            .all()
+            .into_iter()
+            .filter(|r| {
+                snapshot
+                    .replicas(&r.topic, r.index)
+                    .is_some_and(|rs| !rs.contains(&self.node_id))
+            })
+            .collect();
+        for r in gone {
+            self.drop_replica(&r);
+        }
         for (name, topic) in &snapshot.topics {
             if !topic.replicas.iter().any(|r| r.contains(&self.node_id)) {
+                if self.log.partition_count(name).is_some()
+                    && self
+                        .seen_topics
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(name)
+                {
+                    // Every replica of it here was moved away.
+                    self.drop_topic(name);
+                }
                 continue;
             }
             if let Err(e) = self.ensure_local(topic) {
@@ -595,6 +619,28 @@ impl Replicas {
         Ok(())
     }
 
+    /// Stops serving one partition here (a reassignment removed this
+    /// broker from it) and empties its log, as Kafka's StopReplica with
+    /// deletion does; the directory stays while the topic has partitions
+    /// here (the log layer keeps topics whole).
+    fn drop_replica(&self, r: &Arc<Replica>) {
+        let tp = (r.topic.clone(), r.index);
+        self.parts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&tp);
+        self.fetchers.remove(&tp);
+        let _transition = r.transition();
+        *r.role() = Role::Offline { epoch: -1 };
+        r.wake();
+        match r.log.truncate_fully_and_start_at(0) {
+            Ok(()) => tracing::info!(topic = %tp.0, partition = tp.1,
+                "no longer a replica: stopped, log emptied"),
+            Err(e) => tracing::warn!(topic = %tp.0, partition = tp.1,
+                "no longer a replica; emptying its log: {e}"),
+        }
+    }
+
     fn drop_topic(&self, topic: &str) {
         let gone: Vec<Arc<Replica>> = {
             let mut parts = self.parts.write().unwrap_or_else(|e| e.into_inner());
@@ -651,6 +697,9 @@ impl Replicas {
                 let mut role = replica.role();
                 match &mut *role {
                     Role::Leader(l) if l.epoch == state.leader_epoch => {
+                        if l.replicas != replicas {
+                            l.set_replicas(replicas);
+                        }
                         if state.partition_epoch > l.partition_epoch {
                             // The ISR changed (a follower's broker died, or
                             // a change this leader asked for): the high
