@@ -137,10 +137,7 @@ type Move = (String, i32, Option<Vec<i32>>);
 
 /// Sends one AlterPartitionReassignments; an error names the partitions
 /// refused.
-fn alter_reassignments(
-    client: &mut Client,
-    moves: &[Move],
-) -> Result<()> {
+fn alter_reassignments(client: &mut Client, moves: &[Move]) -> Result<()> {
     use kafka_protocol::messages::alter_partition_reassignments_request::{
         ReassignablePartition, ReassignableTopic,
     };
