@@ -13,7 +13,7 @@ use crate::broker_configs::DynamicConfigs;
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::coordinator::groups::{Groups, SystemClock};
-use crate::coordinator::legacy_offsets::{self, LegacyOffsetStore};
+use crate::coordinator::legacy_offsets;
 use crate::coordinator::offsets::{self as offsets_topic, OFFSETS_TOPIC, OffsetStore};
 use crate::coordinator::producer_ids::ProducerIds;
 use crate::meta_properties::MetaProperties;
@@ -247,13 +247,11 @@ fn migrate_legacy_offsets(
     if !path.exists() {
         return Ok(());
     }
-    let legacy = LegacyOffsetStore::open(dir)?;
     let mut by_group: std::collections::BTreeMap<String, Vec<offsets_topic::CommitEntry>> =
         Default::default();
-    for (group, entry) in legacy.entries() {
+    for (group, entry) in legacy_offsets::read(dir)? {
         by_group.entry(group).or_default().push(entry);
     }
-    drop(legacy);
     if !by_group.is_empty() {
         match log.create_topic_with(
             OFFSETS_TOPIC,
