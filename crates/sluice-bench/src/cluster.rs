@@ -25,6 +25,24 @@
 //! - **etcd traffic**: etcd's own gRPC byte counters (received + sent, every
 //!   client) over a window with the cluster idle and a window under paced
 //!   produce load (RF 3, acks=all), and what that is per produced record.
+//! - **Group coordinator failover**: one group member built from raw
+//!   protocol requests (FindCoordinator, JoinGroup, SyncGroup) commits a
+//!   steadily increasing offset every 20 ms and heartbeats every second;
+//!   `group_kills` rounds of: SIGKILL its coordinator (the leader of the
+//!   group's `__consumer_offsets` partition) right after an acknowledged
+//!   commit, then ask live brokers FindCoordinator and, at the coordinator
+//!   named, OffsetFetch (the committed offset must not have gone back) and
+//!   OffsetCommit with the same member id and generation until one is
+//!   acknowledged (rejoining only if the old membership is refused); then
+//!   restart the killed broker and wait until the group's topic and its
+//!   offsets partition have three in-sync replicas again.
+//! - **Controlled shutdown**: each broker in turn, after a preferred-leader
+//!   election so that it leads its share: SIGTERM, the time until the
+//!   process exits and the time its log says moving its leaderships took;
+//!   then a restart and every partition back to a full ISR.
+//!
+//! `sections` picks which of these run (in this order, on one cluster);
+//! a section not run leaves its part of the report empty.
 //!
 //! The brokers log at info to files in the run's directory; their WARN and
 //! ERROR lines are counted by message in the report.
@@ -33,14 +51,28 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
-use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, ElectLeadersRequest, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+};
+use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::records::Compression;
 use serde::Serialize;
 use sluice_client::{Client, ClientError, error_name, produce_request, topic_name};
@@ -50,9 +82,57 @@ use crate::load::{self, ProduceOptions};
 use crate::process::{BrokerLaunch, BrokerProcess};
 use crate::stats::{Stat, median};
 
+/// One part of `sluice bench cluster`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Produce,
+    Failover,
+    Etcd,
+    Groups,
+    Shutdown,
+}
+
+impl Section {
+    /// Every section, in the order they run.
+    pub const ALL: [Section; 5] = [
+        Section::Produce,
+        Section::Failover,
+        Section::Etcd,
+        Section::Groups,
+        Section::Shutdown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Produce => "produce",
+            Section::Failover => "failover",
+            Section::Etcd => "etcd",
+            Section::Groups => "groups",
+            Section::Shutdown => "shutdown",
+        }
+    }
+
+    /// `produce`, `failover`, `etcd`, `groups` or `shutdown`.
+    pub fn parse(s: &str) -> Result<Section, String> {
+        Section::ALL
+            .into_iter()
+            .find(|x| x.name() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown section {s:?} (one of {})",
+                    Section::ALL.map(Section::name).join(", ")
+                )
+            })
+    }
+}
+
 /// What `sluice bench cluster` runs.
 #[derive(Clone, Debug)]
 pub struct ClusterScenario {
+    /// The sections to run (each at most once, in [`Section::ALL`]'s order
+    /// whatever the order here).
+    pub sections: Vec<Section>,
     /// The `sluice` binary the brokers run from.
     pub exe: PathBuf,
     /// The etcd binary.
@@ -82,6 +162,8 @@ pub struct ClusterScenario {
     /// The producer's records/s in the loaded etcd window (None: as fast as
     /// it goes).
     pub etcd_rate: Option<u64>,
+    /// Group coordinator failover rounds.
+    pub group_kills: usize,
     /// Keep the run's logs instead of deleting them (the data directories
     /// are deleted either way).
     pub keep: bool,
@@ -123,6 +205,16 @@ const CONFIGS: [Config; 3] = [
 
 const FAILOVER_TOPIC: &str = "bench-failover";
 const ETCD_TOPIC: &str = "bench-etcd";
+const GROUP: &str = "bench-group";
+/// The topic the group's member commits offsets of (one partition, RF 3).
+const GROUP_TOPIC: &str = "bench-group-topic";
+/// Six partitions on all three brokers, each broker the preferred leader
+/// of two: what a controlled shutdown has to move.
+const SHUTDOWN_TOPIC: &str = "bench-shutdown";
+const SHUTDOWN_PARTITIONS: i32 = 6;
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// `offsets.topic.num.partitions`.
+const OFFSETS_PARTITIONS: i32 = 50;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ProduceRun {
@@ -209,6 +301,109 @@ pub struct FailoverSummary {
 }
 
 #[derive(Clone, Debug, Serialize)]
+pub struct GroupRound {
+    pub round: usize,
+    /// The coordinator killed (the leader of the group's offsets partition).
+    pub killed: i32,
+    /// The killed broker was the controller too.
+    pub killed_controller: bool,
+    /// When a live broker's FindCoordinator first named a live coordinator.
+    pub coordinator_ms: Option<f64>,
+    /// When the first OffsetCommit after the kill was acknowledged, and by
+    /// whom.
+    pub commit_ms: Option<f64>,
+    pub new_coordinator: Option<i32>,
+    /// When the new coordinator first answered the OffsetFetch sent before
+    /// committing there (it had loaded the group's partition by then).
+    pub fetched_ms: Option<f64>,
+    /// How long the acknowledged OffsetCommit itself took (sent to
+    /// acknowledged: the offsets partition's ISR had it).
+    pub commit_request_ms: Option<f64>,
+    /// The new coordinator refused the old member id or generation and the
+    /// member joined again (`commit_ms` then counts until the commit after
+    /// that).
+    pub rejoined: bool,
+    /// The last offset acknowledged before the kill.
+    pub acked_before_kill: i64,
+    /// The committed offset the new coordinator's OffsetFetch gave before
+    /// the member committed there (must be ≥ `acked_before_kill`).
+    pub fetched_before_commit: Option<i64>,
+    /// The offset the first commit after the kill acknowledged, and what an
+    /// OffsetFetch gave right after it.
+    pub acked_after_kill: Option<i64>,
+    pub fetched_after_commit: Option<i64>,
+    /// An acknowledged commit was not there any more: a broker bug.
+    pub lost: bool,
+    /// What the requests between the kill and the acknowledged commit got
+    /// (`api: ERROR` → count).
+    pub errors: BTreeMap<String, u64>,
+    /// Restart of the killed broker until it listens.
+    pub restart_ms: f64,
+    /// Restart until the group's topic and its offsets partition have three
+    /// in-sync replicas again on every broker.
+    pub back_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupSummary {
+    pub group: String,
+    /// The group's `__consumer_offsets` partition.
+    pub offsets_partition: i32,
+    pub rounds: usize,
+    /// Rounds with no acknowledged commit within 60 s.
+    pub failed: usize,
+    pub rejoined: usize,
+    pub lost: usize,
+    pub commit_p50_ms: f64,
+    pub commit_p99_ms: f64,
+    pub commit_max_ms: f64,
+    pub coordinator_p50_ms: f64,
+    pub coordinator_p99_ms: f64,
+    pub coordinator_max_ms: f64,
+    /// Commits acknowledged over the whole section.
+    pub commits: i64,
+    /// What the member met outside the measured part of the rounds (while
+    /// brokers restarted and rejoined), `api: ERROR` → count, and how many
+    /// times it joined again there.
+    pub between_rounds_errors: BTreeMap<String, u64>,
+    pub between_rounds_rejoins: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ShutdownRound {
+    pub broker: i32,
+    pub controller: bool,
+    /// Partitions (every topic, `__consumer_offsets` included) it led when
+    /// it got SIGTERM.
+    pub partitions_led: usize,
+    /// SIGTERM until the process exited; None: not within 60 s (then it was
+    /// SIGKILLed).
+    pub exit_ms: Option<f64>,
+    /// `took_ms` of its log's `controlled shutdown: leaderships moved` line
+    /// for this stop; None: no such line.
+    pub moved_ms: Option<f64>,
+    /// How the process ended (`exit status: 0`, a signal).
+    pub exit_status: String,
+    /// Its other `controlled shutdown` log lines of this stop (a timeout, a
+    /// failure).
+    pub notes: Vec<String>,
+    pub restart_ms: f64,
+    /// Restart until every partition has a full ISR on every broker again.
+    pub settled_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ShutdownSummary {
+    pub rounds: usize,
+    /// Rounds without an exit within 60 s or without the log line.
+    pub failed: usize,
+    pub exit_p50_ms: f64,
+    pub exit_max_ms: f64,
+    pub moved_p50_ms: f64,
+    pub moved_max_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct EtcdWindow {
     pub name: String,
     pub seconds: f64,
@@ -248,9 +443,11 @@ pub struct LogFinding {
     pub message: String,
 }
 
+/// Every part is empty (or None) when its section did not run.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClusterReport {
     pub machine: Machine,
+    pub sections: Vec<Section>,
     pub lease_ms: u64,
     pub lag_ms: u64,
     pub record_bytes: usize,
@@ -263,8 +460,8 @@ pub struct ClusterReport {
     pub produce_summary: Vec<ProduceSummary>,
     /// Median records/s of RF 3 acks=all over RF 1 acks=1 and RF 1 acks=all
     /// (unpaced windows).
-    pub rf3_over_rf1_acks1: f64,
-    pub rf3_over_rf1_acksall: f64,
+    pub rf3_over_rf1_acks1: Option<f64>,
+    pub rf3_over_rf1_acksall: Option<f64>,
     /// Median p99 of the paced RF 3 acks=all windows over RF 1 acks=1's.
     pub paced_p99_rf3_over_rf1_acks1: Option<f64>,
     pub paced_rate: Option<u64>,
@@ -273,8 +470,12 @@ pub struct ClusterReport {
     pub follower_fetch_bytes_by_path: BTreeMap<String, f64>,
     pub record_bytes_through_user_space: f64,
     pub failover: Vec<FailoverRound>,
-    pub failover_summary: FailoverSummary,
-    pub etcd: EtcdTraffic,
+    pub failover_summary: Option<FailoverSummary>,
+    pub etcd: Option<EtcdTraffic>,
+    pub groups: Vec<GroupRound>,
+    pub groups_summary: Option<GroupSummary>,
+    pub shutdown: Vec<ShutdownRound>,
+    pub shutdown_summary: Option<ShutdownSummary>,
     pub log_findings: Vec<LogFinding>,
     /// Where the run's logs are (deleted unless kept).
     pub dir: String,
@@ -507,14 +708,43 @@ fn refusal(e: &ClientError) -> String {
 /// (leader, sorted ISR) of partition 0 of `topic` as the broker at `addr`
 /// sees it.
 fn view(addr: SocketAddr, topic: &str) -> Result<(i32, Vec<i32>), ClientError> {
+    partition_view(addr, topic, 0)
+}
+
+/// (leader, sorted ISR) of `topic`-`partition` as the broker at `addr`
+/// sees it.
+fn partition_view(
+    addr: SocketAddr,
+    topic: &str,
+    partition: i32,
+) -> Result<(i32, Vec<i32>), ClientError> {
     let topics = connect(addr)?.describe_topics(Some(&[topic.to_string()]))?;
     let p = topics
         .first()
-        .and_then(|t| t.replicas.iter().find(|p| p.partition == 0))
-        .ok_or_else(|| ClientError::Protocol(format!("no partition 0 of {topic}")))?;
+        .and_then(|t| t.replicas.iter().find(|p| p.partition == partition))
+        .ok_or_else(|| ClientError::Protocol(format!("no partition {partition} of {topic}")))?;
     let mut isr = p.isr.clone();
     isr.sort_unstable();
     Ok((p.leader, isr))
+}
+
+/// Every partition of every topic as the broker at `addr` sees it:
+/// (topic, partition) → (leader, sorted ISR, replica count).
+type FullView = BTreeMap<(String, i32), (i32, Vec<i32>, usize)>;
+
+fn full_view(addr: SocketAddr) -> Result<FullView, ClientError> {
+    let mut out = FullView::new();
+    for t in connect(addr)?.describe_topics(None)? {
+        for p in t.replicas {
+            let mut isr = p.isr;
+            isr.sort_unstable();
+            out.insert(
+                (t.name.clone(), p.partition),
+                (p.leader, isr, p.replicas.len()),
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -669,6 +899,38 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM broker `id` (a controlled shutdown) and wait up to `timeout`
+    /// for it to exit, SIGKILLing it then: the time from the signal to its
+    /// exit (None: it had to be killed) and how it ended.
+    fn terminate_node(&mut self, id: i32, timeout: Duration) -> (Option<Duration>, String) {
+        let Some(mut p) = self.nodes[(id - 1) as usize].process.take() else {
+            return (None, "not running".into());
+        };
+        if let Ok(Some(status)) = p.try_wait() {
+            return (None, format!("had exited: {status}"));
+        }
+        let t0 = Instant::now();
+        // SAFETY: kill(2) on our own child, which try_wait just found
+        // running and which nothing reaps before the try_wait below, so its
+        // pid cannot have been reused by another process.
+        unsafe { libc::kill(p.pid() as i32, libc::SIGTERM) };
+        let describe = |s: ExitStatus| s.to_string();
+        loop {
+            match p.try_wait() {
+                Ok(Some(status)) => return (Some(t0.elapsed()), describe(status)),
+                Ok(None) if t0.elapsed() < timeout => std::thread::sleep(Duration::from_millis(1)),
+                Ok(None) => {
+                    p.kill();
+                    return (
+                        None,
+                        format!("still running {timeout:?} after SIGTERM; killed"),
+                    );
+                }
+                Err(e) => return (None, format!("waiting for it: {e}")),
+            }
+        }
+    }
+
     fn metrics(&self, id: i32) -> BTreeMap<String, f64> {
         self.node(id)
             .process
@@ -703,13 +965,14 @@ impl Cluster {
         })
     }
 
-    /// Every live broker names the same live leader of `topic`-0 and an ISR
-    /// of exactly `isr` members: that leader.
-    fn settled(&self, topic: &str, isr: usize) -> Option<i32> {
+    /// Every live broker names the same live leader of
+    /// `topic`-`partition` and an ISR of exactly `isr` members: that
+    /// leader.
+    fn partition_settled(&self, topic: &str, partition: i32, isr: usize) -> Option<i32> {
         let live = self.live();
         let mut leader = None;
         for &id in &live {
-            let (l, i) = view(self.addr(id), topic).ok()?;
+            let (l, i) = partition_view(self.addr(id), topic, partition).ok()?;
             if !live.contains(&l) || i.len() != isr || leader.is_some_and(|x| x != l) {
                 return None;
             }
@@ -739,9 +1002,19 @@ impl Cluster {
     }
 
     fn wait_settled(&self, topic: &str, isr: usize, timeout: Duration) -> Result<i32, String> {
+        self.wait_partition_settled(topic, 0, isr, timeout)
+    }
+
+    fn wait_partition_settled(
+        &self,
+        topic: &str,
+        partition: i32,
+        isr: usize,
+        timeout: Duration,
+    ) -> Result<i32, String> {
         let mut leader = None;
         if wait_for(timeout, || {
-            leader = self.settled(topic, isr);
+            leader = self.partition_settled(topic, partition, isr);
             leader.is_some()
         }) {
             return leader.ok_or_else(|| "unreachable".into());
@@ -749,12 +1022,92 @@ impl Cluster {
         let views: Vec<String> = self
             .live()
             .iter()
-            .map(|&id| format!("broker {id}: {:?}", view(self.addr(id), topic)))
+            .map(|&id| {
+                format!(
+                    "broker {id}: {:?}",
+                    partition_view(self.addr(id), topic, partition)
+                )
+            })
             .collect();
         Err(format!(
-            "{topic}-0: no agreed leader with {isr} in the ISR within {timeout:?}: {}",
+            "{topic}-{partition}: no agreed leader with {isr} in the ISR within {timeout:?}: {}",
             views.join("; ")
         ))
+    }
+
+    /// Every live broker's Metadata agrees on every partition of every
+    /// topic, and each has a live leader and all its replicas in the ISR;
+    /// else what is not so yet.
+    fn all_settled(&self) -> Result<FullView, String> {
+        let live = self.live();
+        let mut agreed: Option<(i32, FullView)> = None;
+        for &id in &live {
+            let v = full_view(self.addr(id)).map_err(|e| format!("broker {id}: {e}"))?;
+            for ((t, p), (leader, isr, replicas)) in &v {
+                if !live.contains(leader) || isr.len() != *replicas {
+                    return Err(format!(
+                        "broker {id}: {t}-{p} leader {leader}, ISR {isr:?} of {replicas} replicas"
+                    ));
+                }
+            }
+            match &agreed {
+                Some((first, a)) if *a != v => {
+                    let diff = v
+                        .iter()
+                        .find(|(k, x)| a.get(*k) != Some(*x))
+                        .map(|(k, x)| format!("{}-{}: {x:?} vs {:?}", k.0, k.1, a.get(k)))
+                        .unwrap_or_else(|| "different topics".into());
+                    return Err(format!("brokers {first} and {id} disagree: {diff}"));
+                }
+                Some(_) => {}
+                None => agreed = Some((id, v)),
+            }
+        }
+        agreed
+            .map(|(_, v)| v)
+            .ok_or_else(|| "no live broker".into())
+    }
+
+    fn wait_all_settled(&self, timeout: Duration) -> Result<FullView, String> {
+        let mut last = Err(String::new());
+        if wait_for(timeout, || {
+            last = self.all_settled();
+            last.is_ok()
+        }) {
+            return last;
+        }
+        Err(format!(
+            "not every partition has its whole ISR within {timeout:?}: {}",
+            last.err().unwrap_or_default()
+        ))
+    }
+
+    /// ElectLeaders (preferred replicas, every partition) through the
+    /// controller, or any live broker: leaderships back where the
+    /// assignment puts them first.
+    fn elect_preferred(&self) -> Result<(), String> {
+        let mut r = ElectLeadersRequest::default();
+        r.election_type = 0;
+        r.topic_partitions = None;
+        r.timeout_ms = 30_000;
+        let mut targets = self.live();
+        if let Some(c) = self.controller() {
+            targets.retain(|&x| x != c);
+            targets.insert(0, c);
+        }
+        let mut last = String::new();
+        for id in targets {
+            let answer = connect(self.addr(id)).and_then(|mut c| {
+                c.set_read_timeout(Duration::from_secs(120))?;
+                c.call(2, &r)
+            });
+            match answer {
+                Ok(resp) if resp.error_code == 0 => return Ok(()),
+                Ok(resp) => last = format!("broker {id}: {}", error_name(resp.error_code)),
+                Err(e) => last = format!("broker {id}: {e}"),
+            }
+        }
+        Err(format!("ElectLeaders: {last}"))
     }
 
     /// DeleteTopics, retried on every live broker for 30 s; then waits
@@ -802,14 +1155,32 @@ impl Cluster {
         replicas: &[i32],
         configs: &[(&str, &str)],
     ) -> Result<i32, String> {
+        self.create_topic_assigned(name, &[replicas.to_vec()], configs)?;
+        self.wait_settled(name, replicas.len(), Duration::from_secs(30))
+    }
+
+    /// CreateTopics with partition `i` on `assignments[i]` (the first
+    /// leads), retried on every live broker for 30 s.
+    fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignments: &[Vec<i32>],
+        configs: &[(&str, &str)],
+    ) -> Result<(), String> {
         let mut t = CreatableTopic::default();
         t.name = topic_name(name);
         t.num_partitions = -1;
         t.replication_factor = -1;
-        let mut a = CreatableReplicaAssignment::default();
-        a.partition_index = 0;
-        a.broker_ids = replicas.iter().map(|&b| BrokerId(b)).collect();
-        t.assignments = vec![a];
+        t.assignments = assignments
+            .iter()
+            .enumerate()
+            .map(|(i, replicas)| {
+                let mut a = CreatableReplicaAssignment::default();
+                a.partition_index = i as i32;
+                a.broker_ids = replicas.iter().map(|&b| BrokerId(b)).collect();
+                a
+            })
+            .collect();
         t.configs = configs
             .iter()
             .map(|(k, v)| {
@@ -846,7 +1217,7 @@ impl Cluster {
         if !created {
             return Err(format!("creating {name}: {last}"));
         }
-        self.wait_settled(name, replicas.len(), Duration::from_secs(30))
+        Ok(())
     }
 }
 
@@ -1123,6 +1494,688 @@ fn etcd_window(
 }
 
 // ---------------------------------------------------------------------------
+// 4. Group coordinator failover
+
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const ILLEGAL_GENERATION: i16 = 22;
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const REBALANCE_IN_PROGRESS: i16 = 27;
+const MEMBER_ID_REQUIRED: i16 = 79;
+
+/// The group's `__consumer_offsets` partition as Kafka computes it: Java's
+/// `String.hashCode` (over UTF-16 units), sign bit cleared, modulo the
+/// partition count.
+fn offsets_partition(group: &str) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    (h & 0x7fff_ffff) % OFFSETS_PARTITIONS
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// A Kafka error code as a `Result`.
+fn code(c: i16) -> Result<(), ClientError> {
+    if c == 0 {
+        Ok(())
+    } else {
+        Err(ClientError::Kafka(c))
+    }
+}
+
+/// `api: ERROR` for the error counts.
+fn failed(api: &str, e: &ClientError) -> String {
+    format!("{api}: {}", refusal(e))
+}
+
+/// The one member of [`GROUP`], spoken to in raw protocol requests, as a
+/// consumer's group client would: FindCoordinator, JoinGroup + SyncGroup,
+/// OffsetCommit of `GROUP_TOPIC`-0 and Heartbeat to the coordinator.
+struct Member {
+    brokers: Vec<(i32, SocketAddr)>,
+    /// The broker the bench killed and has not restarted yet: not asked.
+    down: Option<i32>,
+    member_id: String,
+    generation: i32,
+    coordinator: Option<i32>,
+    /// A connection to `coordinator`.
+    conn: Option<Client>,
+    /// JoinGroup + SyncGroup before the next commit.
+    needs_join: bool,
+    next_offset: i64,
+    /// The last offset an OffsetCommit acknowledged (−1: none yet).
+    acked: i64,
+    last_heartbeat: Instant,
+    ask: usize,
+    /// What the member met between the measured parts of the rounds.
+    background: BTreeMap<String, u64>,
+    background_rejoins: u64,
+}
+
+fn lock(m: &Mutex<Member>) -> MutexGuard<'_, Member> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Member {
+    fn new(c: &Cluster) -> Member {
+        Member {
+            brokers: c.nodes.iter().map(|n| (n.id, n.addr)).collect(),
+            down: None,
+            member_id: String::new(),
+            generation: -1,
+            coordinator: None,
+            conn: None,
+            needs_join: true,
+            next_offset: 0,
+            acked: -1,
+            last_heartbeat: Instant::now(),
+            ask: 0,
+            background: BTreeMap::new(),
+            background_rejoins: 0,
+        }
+    }
+
+    fn addr(&self, id: i32) -> Option<SocketAddr> {
+        self.brokers.iter().find(|b| b.0 == id).map(|b| b.1)
+    }
+
+    /// FindCoordinator (key type 0, v3) on a short connection to `at`: the
+    /// node it names.
+    fn find_coordinator(at: SocketAddr) -> Result<i32, ClientError> {
+        let mut r = FindCoordinatorRequest::default();
+        r.key = str_bytes(GROUP);
+        r.key_type = 0;
+        let resp = connect(at)?.call(3, &r)?;
+        code(resp.error_code)?;
+        Ok(resp.node_id.0)
+    }
+
+    /// The next broker to ask FindCoordinator, skipping the one down.
+    fn next_broker(&mut self) -> (i32, SocketAddr) {
+        loop {
+            let b = self.brokers[self.ask % self.brokers.len()];
+            self.ask += 1;
+            if Some(b.0) != self.down {
+                return b;
+            }
+        }
+    }
+
+    fn use_coordinator(&mut self, id: i32) {
+        if self.coordinator != Some(id) {
+            self.conn = None;
+        }
+        self.coordinator = Some(id);
+    }
+
+    fn forget_coordinator(&mut self) {
+        self.coordinator = None;
+        self.conn = None;
+    }
+
+    /// A request to the coordinator on the member's connection (opened
+    /// when missing, dropped after an I/O or protocol error).
+    fn call<R: Request>(
+        &mut self,
+        version: i16,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, ClientError> {
+        let id = self
+            .coordinator
+            .ok_or_else(|| ClientError::Protocol("no coordinator".into()))?;
+        let addr = self
+            .addr(id)
+            .ok_or_else(|| ClientError::Protocol(format!("no broker {id}")))?;
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(connect(addr)?),
+        };
+        let answer = conn
+            .set_read_timeout(timeout)
+            .and_then(|()| conn.call(version, req));
+        if matches!(answer, Err(ClientError::Io(_) | ClientError::Protocol(_))) {
+            self.conn = None;
+        }
+        answer
+    }
+
+    /// JoinGroup (v5; again with the member id on MEMBER_ID_REQUIRED, and
+    /// afresh on UNKNOWN_MEMBER_ID) and SyncGroup (v3) as the leader,
+    /// assigning itself the partition.
+    fn join(&mut self) -> Result<(), ClientError> {
+        let mut attempts = 0;
+        let joined = loop {
+            attempts += 1;
+            let mut protocol = JoinGroupRequestProtocol::default();
+            protocol.name = str_bytes("range");
+            // ConsumerProtocolSubscription v0: the topic, no user data.
+            protocol.metadata =
+                Bytes::from_static(b"\0\0\0\0\0\x01\0\x11bench-group-topic\xff\xff\xff\xff");
+            let mut r = JoinGroupRequest::default();
+            r.group_id = GroupId(str_bytes(GROUP));
+            r.session_timeout_ms = 30_000;
+            r.rebalance_timeout_ms = 60_000;
+            r.member_id = str_bytes(&self.member_id);
+            r.protocol_type = str_bytes("consumer");
+            r.protocols = vec![protocol];
+            let resp = self.call(5, &r, Duration::from_secs(70))?;
+            match resp.error_code {
+                MEMBER_ID_REQUIRED if attempts < 4 => self.member_id = resp.member_id.to_string(),
+                UNKNOWN_MEMBER_ID if attempts < 4 => self.member_id.clear(),
+                c => {
+                    code(c)?;
+                    break resp;
+                }
+            }
+        };
+        self.member_id = joined.member_id.to_string();
+        self.generation = joined.generation_id;
+        let mut r = SyncGroupRequest::default();
+        r.group_id = GroupId(str_bytes(GROUP));
+        r.generation_id = self.generation;
+        r.member_id = str_bytes(&self.member_id);
+        if joined.leader == joined.member_id {
+            r.assignments = joined
+                .members
+                .iter()
+                .map(|m| {
+                    let mut a = SyncGroupRequestAssignment::default();
+                    a.member_id = m.member_id.clone();
+                    // ConsumerProtocolAssignment v0: its partition 0.
+                    a.assignment = Bytes::from_static(
+                        b"\0\0\0\0\0\x01\0\x11bench-group-topic\0\0\0\x01\0\0\0\0\xff\xff\xff\xff",
+                    );
+                    a
+                })
+                .collect();
+        }
+        let resp = self.call(3, &r, Duration::from_secs(70))?;
+        code(resp.error_code)?;
+        self.needs_join = false;
+        self.last_heartbeat = Instant::now();
+        Ok(())
+    }
+
+    /// OffsetCommit (v8) of the next offset with the member's id and
+    /// generation; acknowledged: it is the new `acked`.
+    fn commit(&mut self) -> Result<(), ClientError> {
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = self.next_offset;
+        p.committed_metadata = Some(str_bytes(""));
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = topic_name(GROUP_TOPIC);
+        t.partitions = vec![p];
+        let mut r = OffsetCommitRequest::default();
+        r.group_id = GroupId(str_bytes(GROUP));
+        r.generation_id_or_member_epoch = self.generation;
+        r.member_id = str_bytes(&self.member_id);
+        r.topics = vec![t];
+        let resp = self.call(8, &r, Duration::from_secs(10))?;
+        let c = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| p.error_code)
+            .ok_or_else(|| ClientError::Protocol("empty OffsetCommit response".into()))?;
+        code(c)?;
+        self.acked = self.next_offset;
+        self.next_offset += 1;
+        Ok(())
+    }
+
+    fn heartbeat(&mut self) -> Result<(), ClientError> {
+        let mut r = HeartbeatRequest::default();
+        r.group_id = GroupId(str_bytes(GROUP));
+        r.generation_id = self.generation;
+        r.member_id = str_bytes(&self.member_id);
+        let resp = self.call(4, &r, Duration::from_secs(10))?;
+        code(resp.error_code)?;
+        self.last_heartbeat = Instant::now();
+        Ok(())
+    }
+
+    /// OffsetFetch (v8) of `GROUP_TOPIC`-0 at the coordinator: the
+    /// committed offset (−1: none).
+    fn fetch_committed(&mut self) -> Result<i64, ClientError> {
+        let mut t = OffsetFetchRequestTopics::default();
+        t.name = topic_name(GROUP_TOPIC);
+        t.partition_indexes = vec![0];
+        let mut g = OffsetFetchRequestGroup::default();
+        g.group_id = GroupId(str_bytes(GROUP));
+        g.topics = Some(vec![t]);
+        let mut r = OffsetFetchRequest::default();
+        r.groups = vec![g];
+        let resp = self.call(8, &r, Duration::from_secs(10))?;
+        let g = resp
+            .groups
+            .first()
+            .ok_or_else(|| ClientError::Protocol("empty OffsetFetch response".into()))?;
+        code(g.error_code)?;
+        let p = g
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("OffsetFetch without the partition".into()))?;
+        code(p.error_code)?;
+        Ok(p.committed_offset)
+    }
+
+    /// After `e`: stay (loading), join again (membership refused), or find
+    /// the coordinator again (anything else).
+    fn react(&mut self, e: &ClientError) {
+        match e.kafka_code() {
+            Some(COORDINATOR_LOAD_IN_PROGRESS) => {}
+            Some(UNKNOWN_MEMBER_ID | ILLEGAL_GENERATION | REBALANCE_IN_PROGRESS) => {
+                self.needs_join = true;
+            }
+            _ => self.forget_coordinator(),
+        }
+    }
+
+    /// One step of a consumer's loop: find the coordinator if there is
+    /// none, join again if told to, commit, heartbeat when one is due. Ok:
+    /// a commit was acknowledged; Err: what failed (`api: ERROR`).
+    fn step(&mut self) -> Result<(), String> {
+        if self.coordinator.is_none() {
+            let (_, at) = self.next_broker();
+            match Member::find_coordinator(at) {
+                Ok(node) if self.addr(node).is_some() && Some(node) != self.down => {
+                    self.use_coordinator(node);
+                }
+                Ok(node) => return Err(format!("find: names broker {node}")),
+                Err(e) => return Err(failed("find", &e)),
+            }
+        }
+        if self.needs_join {
+            let first = self.member_id.is_empty() && self.generation < 0;
+            if let Err(e) = self.join() {
+                self.react(&e);
+                return Err(failed("join", &e));
+            }
+            if !first {
+                self.background_rejoins += 1;
+            }
+        }
+        if let Err(e) = self.commit() {
+            self.react(&e);
+            return Err(failed("commit", &e));
+        }
+        if self.last_heartbeat.elapsed() >= Duration::from_secs(1)
+            && let Err(e) = self.heartbeat()
+        {
+            self.react(&e);
+            return Err(failed("heartbeat", &e));
+        }
+        Ok(())
+    }
+}
+
+/// The member's loop on a thread of its own: a step every 20 ms, except
+/// while a round holds the member.
+struct Background {
+    member: Arc<Mutex<Member>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(member: Member) -> Background {
+        let member = Arc::new(Mutex::new(member));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, halt) = (member.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !halt.load(Ordering::Relaxed) {
+                {
+                    let mut m = lock(&m);
+                    if let Err(e) = m.step() {
+                        *m.background.entry(e).or_default() += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Background {
+            member,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The member steps until a commit is acknowledged (`timeout` at most).
+fn commit_acked(m: &mut Member, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match m.step() {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                *m.background.entry(e.clone()).or_default() += 1;
+                last = e;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!(
+        "{GROUP}: no commit acknowledged within {timeout:?} (last: {last})"
+    ))
+}
+
+/// The group's topic and offsets partition agreed on with three in-sync
+/// replicas by every live broker.
+fn wait_group_settled(c: &Cluster, offsets: i32) -> Result<(), String> {
+    c.wait_settled(GROUP_TOPIC, 3, Duration::from_secs(60))?;
+    c.wait_partition_settled(OFFSETS_TOPIC, offsets, 3, Duration::from_secs(60))?;
+    Ok(())
+}
+
+/// The group set up and committing in the background.
+fn start_group(c: &Cluster) -> Result<Background, String> {
+    c.create_topic(GROUP_TOPIC, &[1, 2, 3], &[("min.insync.replicas", "2")])?;
+    let mut m = Member::new(c);
+    // FindCoordinator creates __consumer_offsets; COORDINATOR_NOT_AVAILABLE
+    // until its leaders are known.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while m.coordinator.is_none() {
+        if Instant::now() >= deadline {
+            return Err(format!("{GROUP}: no coordinator within 60 s: {last}"));
+        }
+        let (id, at) = m.next_broker();
+        match Member::find_coordinator(at) {
+            Ok(node) if m.addr(node).is_some() => m.use_coordinator(node),
+            Ok(node) => last = format!("broker {id} names broker {node}"),
+            Err(e) => last = format!("broker {id}: {e}"),
+        }
+        if m.coordinator.is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let t0 = Instant::now();
+    commit_acked(&mut m, Duration::from_secs(90))?;
+    eprintln!(
+        "groups: {GROUP} joined (member {}, generation {}) and committing, coordinator broker {:?}, after {:.0} ms",
+        m.member_id,
+        m.generation,
+        m.coordinator,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    m.background.clear();
+    let offsets = offsets_partition(GROUP);
+    if let Some(coordinator) = m.coordinator {
+        let leader = c
+            .wait_partition_settled(OFFSETS_TOPIC, offsets, 3, Duration::from_secs(60))
+            .map_err(|e| format!("the group's offsets partition: {e}"))?;
+        if leader != coordinator {
+            eprintln!(
+                "groups: WARNING: the coordinator is broker {coordinator}, the leader of {OFFSETS_TOPIC}-{offsets} is broker {leader}"
+            );
+        }
+    }
+    Ok(Background::start(m))
+}
+
+fn group_round(
+    s: &ClusterScenario,
+    c: &mut Cluster,
+    bg: &Background,
+    round: usize,
+    jitter: &mut u64,
+) -> Result<GroupRound, String> {
+    let offsets = offsets_partition(GROUP);
+    wait_group_settled(c, offsets).map_err(|e| format!("group round {round}: {e}"))?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut m = lock(&bg.member);
+    // Commit for a varying time (a point of the brokers' keepalive period),
+    // and kill right after an acknowledged commit: none is in flight.
+    *jitter ^= *jitter << 13;
+    *jitter ^= *jitter >> 7;
+    *jitter ^= *jitter << 17;
+    let until = Instant::now() + Duration::from_millis(100 + *jitter % (s.lease_ms / 3).max(1));
+    while Instant::now() < until {
+        commit_acked(&mut m, Duration::from_secs(60))
+            .map_err(|e| format!("group round {round}: {e}"))?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    commit_acked(&mut m, Duration::from_secs(60))
+        .map_err(|e| format!("group round {round}: {e}"))?;
+    let killed = m
+        .coordinator
+        .ok_or_else(|| format!("group round {round}: a commit without a coordinator"))?;
+    let killed_controller = c.controller() == Some(killed);
+    let acked_before_kill = m.acked;
+    let t0 = Instant::now();
+    c.kill_node(killed);
+    m.down = Some(killed);
+    m.forget_coordinator();
+    let live = c.live();
+    let mut errors = BTreeMap::<String, u64>::new();
+    let (mut coordinator_ms, mut commit_ms) = (None, None);
+    let (mut fetched_ms, mut commit_request_ms) = (None, None);
+    let (mut fetched_before, mut acked_after, mut new_coordinator) = (None, None, None);
+    let mut rejoined = false;
+    let mut ask = 0usize;
+    while t0.elapsed() < Duration::from_secs(60) {
+        if m.coordinator.is_none() {
+            ask += 1;
+            let asked = live[ask % live.len()];
+            match Member::find_coordinator(c.addr(asked)) {
+                Ok(node) if live.contains(&node) => {
+                    coordinator_ms.get_or_insert(ms(t0.elapsed()));
+                    m.use_coordinator(node);
+                }
+                Ok(node) => {
+                    *errors
+                        .entry(format!("find: names broker {node}"))
+                        .or_default() += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                Err(e) => {
+                    *errors.entry(failed("find", &e)).or_default() += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        // What the new coordinator has, before anything is committed there.
+        let sent = Instant::now();
+        let (api, answer) = if fetched_before.is_none() {
+            (
+                "fetch",
+                m.fetch_committed().map(|o| fetched_before = Some(o)),
+            )
+        } else if m.needs_join {
+            ("join", m.join().map(|()| rejoined = true))
+        } else {
+            ("commit", m.commit())
+        };
+        match answer {
+            Ok(()) if api == "commit" => {
+                commit_ms = Some(ms(t0.elapsed()));
+                commit_request_ms = Some(ms(sent.elapsed()));
+                acked_after = Some(m.acked);
+                new_coordinator = m.coordinator;
+                break;
+            }
+            Ok(()) => {
+                if api == "fetch" {
+                    fetched_ms = Some(ms(t0.elapsed()));
+                }
+            }
+            Err(e) => {
+                *errors.entry(failed(api, &e)).or_default() += 1;
+                m.react(&e);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    // And what it has right after.
+    let mut fetched_after = None;
+    if commit_ms.is_some() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fetched_after.is_none() && Instant::now() < deadline {
+            match m.fetch_committed() {
+                Ok(o) => fetched_after = Some(o),
+                Err(e) => {
+                    *errors.entry(failed("fetch after", &e)).or_default() += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    drop(m);
+    let lost = fetched_before.is_some_and(|o| o < acked_before_kill)
+        || matches!((fetched_after, acked_after), (Some(f), Some(a)) if f < a);
+    let r0 = Instant::now();
+    c.start_node(killed)?;
+    let restart_ms = ms(r0.elapsed());
+    lock(&bg.member).down = None;
+    let back_ms = wait_group_settled(c, offsets)
+        .ok()
+        .map(|()| ms(r0.elapsed()));
+    Ok(GroupRound {
+        round,
+        killed,
+        killed_controller,
+        coordinator_ms,
+        commit_ms,
+        new_coordinator,
+        fetched_ms,
+        commit_request_ms,
+        rejoined,
+        acked_before_kill,
+        fetched_before_commit: fetched_before,
+        acked_after_kill: acked_after,
+        fetched_after_commit: fetched_after,
+        lost,
+        errors,
+        restart_ms,
+        back_ms,
+    })
+}
+
+fn group_summary(rounds: &[GroupRound], bg: &Background) -> GroupSummary {
+    let commit = sorted(rounds.iter().filter_map(|r| r.commit_ms).collect());
+    let named = sorted(rounds.iter().filter_map(|r| r.coordinator_ms).collect());
+    let m = lock(&bg.member);
+    GroupSummary {
+        group: GROUP.into(),
+        offsets_partition: offsets_partition(GROUP),
+        rounds: rounds.len(),
+        failed: rounds.iter().filter(|r| r.commit_ms.is_none()).count(),
+        rejoined: rounds.iter().filter(|r| r.rejoined).count(),
+        lost: rounds.iter().filter(|r| r.lost).count(),
+        commit_p50_ms: percentile(&commit, 0.50),
+        commit_p99_ms: percentile(&commit, 0.99),
+        commit_max_ms: commit.last().copied().unwrap_or(f64::NAN),
+        coordinator_p50_ms: percentile(&named, 0.50),
+        coordinator_p99_ms: percentile(&named, 0.99),
+        coordinator_max_ms: named.last().copied().unwrap_or(f64::NAN),
+        commits: m.acked + 1,
+        between_rounds_errors: m.background.clone(),
+        between_rounds_rejoins: m.background_rejoins,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. Controlled shutdown
+
+/// The `controlled shutdown` lines of a broker's log.
+fn shutdown_lines(log: &Path) -> Vec<String> {
+    std::fs::read(log)
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .filter(|l| l.contains("controlled shutdown"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `took_ms` of a `controlled shutdown: leaderships moved` line.
+fn took_ms(line: &str) -> Option<f64> {
+    if !line.contains("controlled shutdown: leaderships moved") {
+        return None;
+    }
+    line.split("took_ms=")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn shutdown_round(c: &mut Cluster, id: i32) -> Result<ShutdownRound, String> {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    // Every broker leads its preferred share, and every partition has its
+    // whole ISR (so every leadership can move).
+    c.elect_preferred()?;
+    let view = c.wait_all_settled(Duration::from_secs(60))?;
+    let partitions_led = view.values().filter(|v| v.0 == id).count();
+    let controller = c.controller() == Some(id);
+    let log = c.node(id).log.clone();
+    let seen = shutdown_lines(&log).len();
+    let (exit, exit_status) = c.terminate_node(id, Duration::from_secs(60));
+    let new: Vec<String> = shutdown_lines(&log).into_iter().skip(seen).collect();
+    let moved_ms = new.iter().rev().find_map(|l| took_ms(l));
+    let notes: Vec<String> = new
+        .iter()
+        .filter(|l| took_ms(l).is_none())
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .collect();
+    let r0 = Instant::now();
+    c.start_node(id)?;
+    let restart_ms = ms(r0.elapsed());
+    let settled_ms = c
+        .wait_all_settled(Duration::from_secs(60))
+        .ok()
+        .map(|_| ms(r0.elapsed()));
+    Ok(ShutdownRound {
+        broker: id,
+        controller,
+        partitions_led,
+        exit_ms: exit.map(ms),
+        moved_ms,
+        exit_status,
+        notes,
+        restart_ms,
+        settled_ms,
+    })
+}
+
+fn shutdown_summary(rounds: &[ShutdownRound]) -> ShutdownSummary {
+    let exit = sorted(rounds.iter().filter_map(|r| r.exit_ms).collect());
+    let moved = sorted(rounds.iter().filter_map(|r| r.moved_ms).collect());
+    ShutdownSummary {
+        rounds: rounds.len(),
+        failed: rounds
+            .iter()
+            .filter(|r| r.exit_ms.is_none() || r.moved_ms.is_none())
+            .count(),
+        exit_p50_ms: percentile(&exit, 0.50),
+        exit_max_ms: exit.last().copied().unwrap_or(f64::NAN),
+        moved_p50_ms: percentile(&moved, 0.50),
+        moved_max_ms: moved.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Logs
 
 /// The WARN and ERROR lines of every broker's log, grouped by message (the
@@ -1208,12 +2261,19 @@ fn run(s: &ClusterScenario, root: &Path) -> Result<ClusterReport, String> {
             .join(", ")
     );
 
+    let runs = |x: Section| s.sections.contains(&x);
+
     // 1. Replicated produce, interleaved.
     // Each window writes to a topic of its own, deleted after it: the
     // brokers' disk holds one window's records at a time, and every window
     // starts on an empty log.
     let mut produce = Vec::new();
-    for round in 1..=s.repeats.max(1) {
+    let rounds = if runs(Section::Produce) {
+        s.repeats.max(1)
+    } else {
+        0
+    };
+    for round in 1..=rounds {
         let modes = std::iter::once(None).chain(s.paced_rate.map(Some));
         for paced in modes {
             for cfg in &CONFIGS {
@@ -1239,6 +2299,7 @@ fn run(s: &ClusterScenario, root: &Path) -> Result<ClusterReport, String> {
     }
     let summary: Vec<ProduceSummary> = std::iter::once(None)
         .chain(s.paced_rate.map(Some))
+        .filter(|_| runs(Section::Produce))
         .flat_map(|paced| CONFIGS.iter().map(move |cfg| (paced, cfg)))
         .map(|(paced, cfg)| {
             let runs: Vec<&ProduceRun> = produce
@@ -1279,10 +2340,12 @@ fn run(s: &ClusterScenario, root: &Path) -> Result<ClusterReport, String> {
     }
 
     // 2. Failover.
-    c.create_topic(FAILOVER_TOPIC, &[1, 2, 3], &[("min.insync.replicas", "2")])?;
     let mut failover = Vec::new();
     let mut jitter = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
-    for round in 1..=s.kills {
+    if runs(Section::Failover) {
+        c.create_topic(FAILOVER_TOPIC, &[1, 2, 3], &[("min.insync.replicas", "2")])?;
+    }
+    for round in (1..=s.kills).filter(|_| runs(Section::Failover)) {
         let r = failover_round(s, &mut c, round, &mut jitter)?;
         eprintln!(
             "failover round {round}: killed {}{}, new leader {:?}, named after {:?} ms, acknowledged after {:?} ms, back in the ISR {:?} ms after its restart",
@@ -1299,19 +2362,146 @@ fn run(s: &ClusterScenario, root: &Path) -> Result<ClusterReport, String> {
         );
         failover.push(r);
     }
-    let failover_summary = failover_summary(s, &failover);
+    let failover_summary = runs(Section::Failover).then(|| failover_summary(s, &failover));
 
     // 3. etcd traffic: idle, then under load.
+    let etcd = if runs(Section::Etcd) {
+        Some(etcd_traffic(s, &c)?)
+    } else {
+        None
+    };
+
+    // 4. Group coordinator failover.
+    let mut groups = Vec::new();
+    let mut groups_summary = None;
+    if runs(Section::Groups) {
+        let bg = start_group(&c)?;
+        for round in 1..=s.group_kills {
+            let r = group_round(s, &mut c, &bg, round, &mut jitter)?;
+            eprintln!(
+                "group round {round}: killed coordinator {}{}, new coordinator {:?} named after {:?} ms, fetched from after {:?} ms, commit acknowledged after {:?} ms (its request {:?} ms){}, committed {} before the kill, fetched {:?} there before committing, back {:?} ms after its restart",
+                r.killed,
+                if r.killed_controller {
+                    " (the controller)"
+                } else {
+                    ""
+                },
+                r.new_coordinator,
+                r.coordinator_ms.map(|v| v.round()),
+                r.fetched_ms.map(|v| v.round()),
+                r.commit_ms.map(|v| v.round()),
+                r.commit_request_ms.map(|v| v.round()),
+                if r.rejoined { " (after a rejoin)" } else { "" },
+                r.acked_before_kill,
+                r.fetched_before_commit,
+                r.back_ms.map(|v| v.round())
+            );
+            if r.lost {
+                eprintln!(
+                    "!!! group round {round}: AN ACKNOWLEDGED COMMIT WAS LOST: offset {} acknowledged before the kill, the new coordinator had {:?}; {:?} acknowledged after it, then fetched {:?}",
+                    r.acked_before_kill,
+                    r.fetched_before_commit,
+                    r.acked_after_kill,
+                    r.fetched_after_commit
+                );
+            }
+            if r.commit_ms.is_none() {
+                eprintln!(
+                    "!!! group round {round}: no commit acknowledged within 60 s of the kill: {:?}",
+                    r.errors
+                );
+            }
+            groups.push(r);
+        }
+        groups_summary = Some(group_summary(&groups, &bg));
+    }
+
+    // 5. Controlled shutdown of each broker in turn.
+    let mut shutdown = Vec::new();
+    if runs(Section::Shutdown) {
+        let assignments: Vec<Vec<i32>> = (0..SHUTDOWN_PARTITIONS)
+            .map(|p| (0..3).map(|k| (p + k) % 3 + 1).collect())
+            .collect();
+        c.create_topic_assigned(
+            SHUTDOWN_TOPIC,
+            &assignments,
+            &[("min.insync.replicas", "2")],
+        )?;
+        for id in 1..=3 {
+            let r = shutdown_round(&mut c, id)?;
+            eprintln!(
+                "shutdown of broker {id}{}: led {} partitions, exited {:?} ms after SIGTERM ({}), leaderships moved in {:?} ms, settled {:?} ms after its restart{}",
+                if r.controller {
+                    " (the controller)"
+                } else {
+                    ""
+                },
+                r.partitions_led,
+                r.exit_ms.map(|v| v.round()),
+                r.exit_status,
+                r.moved_ms,
+                r.settled_ms.map(|v| v.round()),
+                if r.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", r.notes.join(" | "))
+                }
+            );
+            shutdown.push(r);
+        }
+    }
+    let shutdown_summary = runs(Section::Shutdown).then(|| shutdown_summary(&shutdown));
+
+    let log_findings = log_findings(&c);
+    drop(c);
+    let produced = runs(Section::Produce);
+    Ok(ClusterReport {
+        machine: Machine::here(),
+        sections: Section::ALL.into_iter().filter(|&x| runs(x)).collect(),
+        lease_ms: s.lease_ms,
+        lag_ms: s.lag_ms,
+        record_bytes: s.record_bytes,
+        batch_bytes: s.batch_bytes,
+        connections: s.connections,
+        in_flight: s.in_flight,
+        run_s: s.run.as_secs_f64(),
+        warmup_s: s.warmup.as_secs_f64(),
+        rf3_over_rf1_acks1: produced.then(|| rf3 / rate("RF1 acks=1")),
+        rf3_over_rf1_acksall: produced.then(|| rf3 / rate("RF1 acks=all")),
+        paced_p99_rf3_over_rf1_acks1: paced_p99_ratio,
+        paced_rate: s.paced_rate,
+        produce,
+        produce_summary: summary,
+        follower_fetch_bytes,
+        follower_fetch_bytes_by_path,
+        record_bytes_through_user_space: through_user_space,
+        failover,
+        failover_summary,
+        etcd,
+        groups,
+        groups_summary,
+        shutdown,
+        shutdown_summary,
+        log_findings,
+        dir: root.display().to_string(),
+        kept: s.keep,
+    })
+}
+
+/// The etcd traffic windows: idle, then under paced produce load.
+fn etcd_traffic(s: &ClusterScenario, c: &Cluster) -> Result<EtcdTraffic, String> {
     let etcd_leader = c.create_topic(ETCD_TOPIC, &[1, 2, 3], &[("min.insync.replicas", "2")])?;
     c.wait_writable(etcd_leader, ETCD_TOPIC, -1)?;
-    c.wait_settled(FAILOVER_TOPIC, 3, Duration::from_secs(60))?;
+    if s.sections.contains(&Section::Failover) {
+        c.wait_settled(FAILOVER_TOPIC, 3, Duration::from_secs(60))?;
+    }
     std::thread::sleep(Duration::from_secs(2));
     eprintln!("etcd traffic: idle");
-    let idle = etcd_window(s, &c, "idle", None)?;
+    let idle = etcd_window(s, c, "idle", None)?;
     eprintln!("etcd traffic: under produce load (RF3 acks=all)");
-    let loaded = etcd_window(s, &c, "produce load", Some(etcd_leader))?;
+    let loaded = etcd_window(s, c, "produce load", Some(etcd_leader))?;
     c.delete_topic(ETCD_TOPIC)?;
-    let etcd = EtcdTraffic {
+    Ok(EtcdTraffic {
         bytes_per_record: if loaded.records > 0 {
             (loaded.grpc_received_bytes + loaded.grpc_sent_bytes) / loaded.records as f64
         } else {
@@ -1329,34 +2519,6 @@ fn run(s: &ClusterScenario, root: &Path) -> Result<ClusterReport, String> {
         },
         idle,
         load: loaded,
-    };
-    let log_findings = log_findings(&c);
-    drop(c);
-    Ok(ClusterReport {
-        machine: Machine::here(),
-        lease_ms: s.lease_ms,
-        lag_ms: s.lag_ms,
-        record_bytes: s.record_bytes,
-        batch_bytes: s.batch_bytes,
-        connections: s.connections,
-        in_flight: s.in_flight,
-        run_s: s.run.as_secs_f64(),
-        warmup_s: s.warmup.as_secs_f64(),
-        rf3_over_rf1_acks1: rf3 / rate("RF1 acks=1"),
-        rf3_over_rf1_acksall: rf3 / rate("RF1 acks=all"),
-        paced_p99_rf3_over_rf1_acks1: paced_p99_ratio,
-        paced_rate: s.paced_rate,
-        produce,
-        produce_summary: summary,
-        follower_fetch_bytes,
-        follower_fetch_bytes_by_path,
-        record_bytes_through_user_space: through_user_space,
-        failover,
-        failover_summary,
-        etcd,
-        log_findings,
-        dir: root.display().to_string(),
-        kept: s.keep,
     })
 }
 
@@ -1379,6 +2541,40 @@ pub fn table(r: &ClusterReport) -> String {
         "sluice bench cluster — {} — {} cores, kernel {}; etcd + 3 brokers, lease {} ms, replica lag max {} ms",
         r.machine.date_utc, r.machine.cores, r.machine.kernel, r.lease_ms, r.lag_ms
     );
+    if r.sections.contains(&Section::Produce) {
+        produce_table(&mut out, r);
+    }
+    if let Some(f) = &r.failover_summary {
+        failover_table(&mut out, r, f);
+    }
+    if let Some(e) = &r.etcd {
+        etcd_table(&mut out, e);
+    }
+    if let Some(g) = &r.groups_summary {
+        groups_table(&mut out, &r.groups, g);
+    }
+    if let Some(x) = &r.shutdown_summary {
+        shutdown_table(&mut out, &r.shutdown, x);
+    }
+    if !r.log_findings.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nbroker log WARN/ERROR lines (digits as #), most frequent first:"
+        );
+        for l in r.log_findings.iter().take(15) {
+            let msg: String = l.message.chars().take(200).collect();
+            let _ = writeln!(
+                out,
+                "{:>5} × {:<5} brokers {:?}: {msg}",
+                l.count, l.level, l.brokers
+            );
+        }
+    }
+    out
+}
+
+fn produce_table(out: &mut String, r: &ClusterReport) {
+    use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "\n1. produce: {}-byte records in {} KiB batches, {} connections × {} in flight, {:.0} s windows after {:.0} s warm-up, a fresh one-partition topic led by broker 1 per window, configurations interleaved",
@@ -1437,8 +2633,8 @@ pub fn table(r: &ClusterReport) -> String {
     let _ = writeln!(
         out,
         "records/s, RF3 acks=all / RF1 acks=1: {:.2}×; / RF1 acks=all: {:.2}×{}. Followers fetched {:.1} MB from the leader ({}), {:.0} bytes of it through user space (target 0).",
-        r.rf3_over_rf1_acks1,
-        r.rf3_over_rf1_acksall,
+        r.rf3_over_rf1_acks1.unwrap_or(f64::NAN),
+        r.rf3_over_rf1_acksall.unwrap_or(f64::NAN),
         r.paced_p99_rf3_over_rf1_acks1
             .map_or(String::new(), |x| format!(
                 "; paced p99, RF3 acks=all / RF1 acks=1: {x:.2}×"
@@ -1451,6 +2647,10 @@ pub fn table(r: &ClusterReport) -> String {
             .join(", "),
         r.record_bytes_through_user_space
     );
+}
+
+fn failover_table(out: &mut String, r: &ClusterReport, f: &FailoverSummary) {
+    use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "\n2. failover: SIGKILL the leader of an RF3 partition (min.insync.replicas=2), then acks=all produce until acknowledged"
@@ -1476,7 +2676,6 @@ pub fn table(r: &ClusterReport) -> String {
             refusals.join(", ")
         );
     }
-    let f = &r.failover_summary;
     let _ = writeln!(
         out,
         "first acks=all acknowledgement after the kill: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, min {:.0} ms over {} rounds ({} never acknowledged); lease {} ms, target p99 < {} ms",
@@ -1499,7 +2698,10 @@ pub fn table(r: &ClusterReport) -> String {
         f.rejoin_p50_ms,
         f.rejoin_max_ms
     );
-    let e = &r.etcd;
+}
+
+fn etcd_table(out: &mut String, e: &EtcdTraffic) {
+    use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "\n3. etcd client gRPC traffic (received + sent, all clients)"
@@ -1528,21 +2730,112 @@ pub fn table(r: &ClusterReport) -> String {
         "under load / idle: {:.2}×; {:.4} etcd bytes per produced record ({:.4} more than idle)",
         e.load_over_idle, e.bytes_per_record, e.extra_bytes_per_record
     );
-    if !r.log_findings.is_empty() {
+}
+
+fn counts(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, n)| format!("{k}×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn offset(v: Option<i64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+fn groups_table(out: &mut String, rounds: &[GroupRound], g: &GroupSummary) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "\n4. group coordinator failover: one member of {} commits an increasing offset every 20 ms (coordinator: the leader of {OFFSETS_TOPIC}-{}); SIGKILL the coordinator right after an acknowledged commit, then FindCoordinator at live brokers, OffsetFetch and OffsetCommit (same member id and generation) at the one named until acknowledged",
+        g.group, g.offsets_partition
+    );
+    let _ = writeln!(
+        out,
+        "round  killed  controller  coordinator ms  fetched ms  commit ms (its request)  new coordinator  rejoined  acked before  fetched before/after commit  lost  restart ms  back ms  errors"
+    );
+    for x in rounds {
         let _ = writeln!(
             out,
-            "\nbroker log WARN/ERROR lines (digits as #), most frequent first:"
+            "{:>5}  {:>6}  {:>10}  {:>14}  {:>10}  {:>23}  {:>15}  {:>8}  {:>12}  {:>26}  {:>4}  {:>10.0}  {:>7}  {}",
+            x.round,
+            x.killed,
+            if x.killed_controller { "yes" } else { "no" },
+            opt(x.coordinator_ms),
+            opt(x.fetched_ms),
+            format!("{} ({})", opt(x.commit_ms), opt(x.commit_request_ms)),
+            x.new_coordinator.map_or("-".into(), |l| l.to_string()),
+            if x.rejoined { "yes" } else { "no" },
+            x.acked_before_kill,
+            format!(
+                "{}/{}",
+                offset(x.fetched_before_commit),
+                offset(x.fetched_after_commit)
+            ),
+            if x.lost { "LOST" } else { "no" },
+            x.restart_ms,
+            opt(x.back_ms),
+            counts(&x.errors)
         );
-        for l in r.log_findings.iter().take(15) {
-            let msg: String = l.message.chars().take(200).collect();
-            let _ = writeln!(
-                out,
-                "{:>5} × {:<5} brokers {:?}: {msg}",
-                l.count, l.level, l.brokers
-            );
-        }
     }
-    out
+    let _ = writeln!(
+        out,
+        "first commit acknowledged after the kill: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} rounds ({} never acknowledged); a live coordinator named: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        g.commit_p50_ms,
+        g.commit_p99_ms,
+        g.commit_max_ms,
+        g.rounds,
+        g.failed,
+        g.coordinator_p50_ms,
+        g.coordinator_p99_ms,
+        g.coordinator_max_ms
+    );
+    let _ = writeln!(
+        out,
+        "rounds that needed a rejoin: {}; rounds that lost an acknowledged commit: {}{}; {} commits acknowledged in all; between rounds: {} rejoins, {}",
+        g.rejoined,
+        g.lost,
+        if g.lost > 0 { " !!! A BROKER BUG" } else { "" },
+        g.commits,
+        g.between_rounds_rejoins,
+        if g.between_rounds_errors.is_empty() {
+            "no errors".to_string()
+        } else {
+            counts(&g.between_rounds_errors)
+        }
+    );
+}
+
+fn shutdown_table(out: &mut String, rounds: &[ShutdownRound], x: &ShutdownSummary) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "\n5. controlled shutdown: each broker in turn, after a preferred-leader election, gets SIGTERM; the time until it exits, and what its log says moving its leaderships took; then restarted until every partition has its whole ISR"
+    );
+    let _ = writeln!(
+        out,
+        "broker  controller  partitions led  exit ms  moved ms  exit status          restart ms  settled ms  notes"
+    );
+    for r in rounds {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:>10}  {:>14}  {:>7}  {:>8}  {:<18}  {:>10.0}  {:>10}  {}",
+            r.broker,
+            if r.controller { "yes" } else { "no" },
+            r.partitions_led,
+            opt(r.exit_ms),
+            opt(r.moved_ms),
+            r.exit_status,
+            r.restart_ms,
+            opt(r.settled_ms),
+            r.notes.join(" | ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "SIGTERM to exit: p50 {:.0} ms, max {:.0} ms; leaderships moved: p50 {:.0} ms, max {:.0} ms; over {} brokers ({} without an exit in 60 s or the log line)",
+        x.exit_p50_ms, x.exit_max_ms, x.moved_p50_ms, x.moved_max_ms, x.rounds, x.failed
+    );
 }
 
 #[cfg(test)]
@@ -1556,6 +2849,32 @@ mod tests {
         assert_eq!(percentile(&v, 0.99), 20.0);
         assert_eq!(percentile(&[5.0], 0.99), 5.0);
         assert!(percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn coordinator_partition_is_javas_string_hash() {
+        // "hello".hashCode() == 99162322; "polygenelubricants".hashCode()
+        // == Integer.MIN_VALUE, whose sign bit is cleared to 0.
+        assert_eq!(offsets_partition("hello"), 99_162_322 % 50);
+        assert_eq!(offsets_partition("polygenelubricants"), 0);
+        assert_eq!(offsets_partition(""), 0);
+    }
+
+    #[test]
+    fn controlled_shutdown_took_ms_is_read_off_the_log_line() {
+        let line = "2025-01-01T00:00:00.000000Z  INFO sluice_broker::broker: controlled shutdown: leaderships moved took_ms=412";
+        assert_eq!(took_ms(line), Some(412.0));
+        assert_eq!(
+            took_ms("… controlled shutdown: partitions still led or needed here after 30 s left=2"),
+            None
+        );
+    }
+
+    #[test]
+    fn sections_parse_by_name() {
+        assert_eq!(Section::parse("groups"), Ok(Section::Groups));
+        assert_eq!(Section::parse(" shutdown"), Ok(Section::Shutdown));
+        assert!(Section::parse("nope").is_err());
     }
 
     #[test]

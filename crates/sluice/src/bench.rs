@@ -35,7 +35,9 @@ pub enum BenchCommand {
     Compaction(CompactionArgs),
     /// Cluster mode on an etcd and three brokers this command starts:
     /// replicated produce (RF 3 acks=all beside RF 1), failover time after
-    /// SIGKILLing a leader, and etcd's traffic idle and under load.
+    /// SIGKILLing a leader, etcd's traffic idle and under load, a group's
+    /// commits across SIGKILLs of its coordinator, and controlled shutdown
+    /// times (--sections picks some).
     Cluster(ClusterArgs),
     /// The receiver process the transfer benchmark starts (reads and discards).
     #[command(hide = true)]
@@ -128,6 +130,22 @@ pub struct ClusterArgs {
     /// 0: as fast as it goes.
     #[arg(long, default_value_t = 200_000)]
     etcd_rate: u64,
+    /// Group coordinator failover rounds (SIGKILL the coordinator of a
+    /// committing group member, time its first acknowledged commit with the
+    /// same membership, check no acknowledged commit was lost, restart it).
+    #[arg(long, default_value_t = 10)]
+    group_kills: usize,
+    /// The sections to run, comma-separated (they run in this order
+    /// whatever the order given; a section not run is absent from the
+    /// report): produce, failover, etcd, groups (group coordinator
+    /// failover), shutdown (controlled shutdown time of each broker).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = sluice_bench::cluster::Section::parse,
+        default_value = "produce,failover,etcd,groups,shutdown"
+    )]
+    sections: Vec<sluice_bench::cluster::Section>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -658,6 +676,10 @@ fn bench_cluster(a: ClusterArgs) -> Result<()> {
         );
     }
     let scenario = cluster::ClusterScenario {
+        sections: cluster::Section::ALL
+            .into_iter()
+            .filter(|x| a.sections.contains(x))
+            .collect(),
         exe: std::env::current_exe().context("locating the sluice binary")?,
         etcd: a.etcd,
         dir: a.dir,
@@ -674,6 +696,7 @@ fn bench_cluster(a: ClusterArgs) -> Result<()> {
         kills: a.kills,
         etcd_window: Duration::from_secs(a.etcd_window_s.max(1)),
         etcd_rate: (a.etcd_rate > 0).then_some(a.etcd_rate),
+        group_kills: a.group_kills,
         keep: a.keep,
     };
     let report = cluster::cluster(&scenario).map_err(|e| anyhow::anyhow!(e))?;
