@@ -144,14 +144,27 @@ impl FetcherThread {
                 return;
             };
             let now = Instant::now();
-            let mut ready: Vec<(TopicPartition, Arc<Replica>, i32)> = {
+            let (mut ready, next_due): (Vec<(TopicPartition, Arc<Replica>, i32)>, _) = {
                 let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
-                parts
-                    .iter()
-                    .filter(|(_, f)| f.delay_until.is_none_or(|d| d <= now))
-                    .map(|(tp, f)| (tp.clone(), f.replica.clone(), f.epoch))
-                    .collect()
+                (
+                    parts
+                        .iter()
+                        .filter(|(_, f)| f.delay_until.is_none_or(|d| d <= now))
+                        .map(|(tp, f)| (tp.clone(), f.replica.clone(), f.epoch))
+                        .collect(),
+                    parts
+                        .values()
+                        .filter_map(|f| f.delay_until)
+                        .filter(|d| *d > now)
+                        .min(),
+                )
             };
+            // A partition held back (its last fetch was refused, say by a
+            // new leader that had not taken over yet) rejoins when its delay
+            // ends, not after a long-poll of the others: the leader answers
+            // this request by then.
+            let wait_now =
+                next_due.map_or(wait, |d| wait.min(d - now).max(Duration::from_millis(1)));
             // Each request starts at the next partition, so under a full
             // byte budget none is left at the end of every answer (Kafka
             // moves fetched partitions to the back).
@@ -194,7 +207,7 @@ impl FetcherThread {
                     }
                 }
             }
-            let request = fetch_request(node_id, wait, &ready);
+            let request = fetch_request(node_id, wait_now, &ready);
             let Some((_, c)) = client.as_mut() else {
                 continue;
             };
