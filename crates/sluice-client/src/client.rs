@@ -119,6 +119,36 @@ impl Client {
         Ok(self.correlation)
     }
 
+    /// Writes one request without waiting; returns its correlation id, to
+    /// read the response with [`Client::read_response`].
+    pub fn send<R: Request>(&mut self, version: i16, req: &R) -> Result<i32, ClientError> {
+        self.write_request(version, req)
+    }
+
+    /// Whether the broker has started answering (bytes are waiting, or the
+    /// connection closed), waiting up to `timeout`; consumes nothing. Lets a
+    /// caller parked on a long-poll give up on it without reading half a
+    /// response.
+    pub fn readable_within(&self, timeout: Duration) -> Result<bool, ClientError> {
+        let previous = self.stream.read_timeout()?;
+        self.stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        let peeked = self.stream.peek(&mut [0u8; 1]);
+        self.stream.set_read_timeout(previous)?;
+        match peeked {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Sends a request and decodes its response.
     pub fn call<R: Request>(&mut self, version: i16, req: &R) -> Result<R::Response, ClientError> {
         let correlation = self.write_request(version, req)?;

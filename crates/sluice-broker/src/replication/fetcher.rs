@@ -7,7 +7,7 @@
 //! up its own thread, never the partitions that moved to another leader.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,11 @@ struct FetcherThread {
     leader: i32,
     addr: Mutex<Option<String>>,
     parts: Mutex<HashMap<TopicPartition, Following>>,
+    /// Bumped when a partition is added: a long-poll in flight without it
+    /// is abandoned, so a new leadership is replicated at once rather than
+    /// after `replica.fetch.wait.max.ms` (an `acks=all` write or a group's
+    /// commit waits on it).
+    added: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -79,6 +84,7 @@ impl Fetchers {
                     leader,
                     addr: Mutex::new(None),
                     parts: Mutex::new(HashMap::new()),
+                    added: AtomicU64::new(0),
                     stop: AtomicBool::new(false),
                 });
                 let run = t.clone();
@@ -109,6 +115,7 @@ impl Fetchers {
                     delay_until: None,
                 },
             );
+        thread.added.fetch_add(1, Ordering::Release);
     }
 
     /// Stops replicating a partition (it is led here now, or gone).
@@ -211,8 +218,29 @@ impl FetcherThread {
             let Some((_, c)) = client.as_mut() else {
                 continue;
             };
-            let response = match c.call(FETCH_VERSION, &request) {
-                Ok(r) => r,
+            let added = self.added.load(Ordering::Acquire);
+            let answered = c.send(FETCH_VERSION, &request).and_then(|correlation| {
+                // Parked at the leader: look up every 20 ms for a partition
+                // added meanwhile (then drop this poll and ask again with it).
+                loop {
+                    if c.readable_within(Duration::from_millis(20))? {
+                        return c
+                            .read_response::<FetchRequest>(FETCH_VERSION, correlation)
+                            .map(Some);
+                    }
+                    if self.added.load(Ordering::Acquire) != added
+                        || self.stop.load(Ordering::Relaxed)
+                    {
+                        return Ok(None);
+                    }
+                }
+            });
+            let response = match answered {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    client = None;
+                    continue;
+                }
                 Err(e) => {
                     log_rarely(&mut last_error_log, || {
                         tracing::warn!(leader = self.leader, "fetching from the leader: {e}")
