@@ -6,3 +6,4 @@ pub mod groups;
 pub mod legacy_offsets;
 pub mod offsets;
 pub mod producer_ids;
+pub mod transactions;
