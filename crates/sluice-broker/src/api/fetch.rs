@@ -153,6 +153,7 @@ fn collect_fetch(
                 log_start_offset: -1,
                 records: None,
                 diverging_epoch: None,
+                aborted_transactions: Vec::new(),
             };
             named += 1;
             if named > limit {
