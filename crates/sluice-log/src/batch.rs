@@ -42,6 +42,20 @@ pub enum BatchError {
     /// "Compacted topic cannot accept message without key"; INVALID_RECORD).
     #[error("record {index}: a compacted topic cannot accept a record without a key")]
     MissingKey { index: i32 },
+    /// A control batch (transaction marker) in a producer's records: only
+    /// the transaction coordinator writes markers
+    /// (`Partition::append_control`), as in Kafka's LogValidator.
+    #[error("clients may not write control batches")]
+    ControlBatchFromClient,
+    /// A control batch whose one record is not a transaction marker Sluice
+    /// can read (key: version 0 and type 0 or 1; value: version 0 and the
+    /// coordinator epoch).
+    #[error("control batch is not a version-0 COMMIT or ABORT marker: {0}")]
+    BadControlRecord(&'static str),
+    /// A non-transactional batch from a producer with an open transaction
+    /// (Kafka's INVALID_TXN_STATE).
+    #[error("producer {producer_id} has an open transaction: its batches must be transactional")]
+    NotTransactional { producer_id: i64 },
 }
 
 fn i16_at(b: &[u8], at: usize) -> i16 {
@@ -115,6 +129,156 @@ impl BatchHeader {
     pub fn compression(&self) -> u8 {
         (self.attributes & 0x7) as u8
     }
+
+    /// Attributes bit 4: part of a transaction (data or marker).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+
+    /// Attributes bit 5: a control batch (a transaction marker).
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+}
+
+/// Attribute bit 4: the batch belongs to a transaction.
+pub const TRANSACTIONAL_BIT: i16 = 1 << 4;
+/// Attribute bit 5: a control batch (transaction markers).
+pub const CONTROL_BIT: i16 = 1 << 5;
+
+/// A transaction marker: the one record of a control batch (Kafka's
+/// `EndTransactionMarker`). Key: version i16 (0), type i16 (0 ABORT, 1
+/// COMMIT); value: version i16 (0), coordinatorEpoch i32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// The marker in a whole control batch (`bytes`, header `h`). None for a
+/// control batch the cleaner emptied (no record: Kafka ignores those too);
+/// an error when its record is not a marker this version of the format
+/// defines. Control batches are written uncompressed; a compressed one is
+/// refused rather than decompressed here.
+pub fn parse_marker(bytes: &[u8], h: &BatchHeader) -> Result<Option<TxnMarker>, BatchError> {
+    if h.record_count == 0 {
+        return Ok(None);
+    }
+    if h.compression() != 0 {
+        return Err(BatchError::BadControlRecord("compressed"));
+    }
+    let bad = BatchError::BadControlRecord;
+    let records = bytes.get(HEADER_LEN..).ok_or(bad("no records"))?;
+    let mut pos = 0usize;
+    let len = read_varint(records, &mut pos).ok_or(bad("record length"))?;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| pos.checked_add(l))
+        .filter(|&e| e <= records.len())
+        .ok_or(bad("record length"))?;
+    let rec = &records[pos..end];
+    let mut at = 1usize; // attributes
+    read_varint(rec, &mut at).ok_or(bad("timestampDelta"))?;
+    read_varint(rec, &mut at).ok_or(bad("offsetDelta"))?;
+    let mut field = |what: &'static str| -> Result<&[u8], BatchError> {
+        let n = read_varint(rec, &mut at).ok_or(bad(what))?;
+        let n = usize::try_from(n).map_err(|_| bad(what))?;
+        let start = at;
+        at = at
+            .checked_add(n)
+            .filter(|&e| e <= rec.len())
+            .ok_or(bad(what))?;
+        Ok(&rec[start..at])
+    };
+    let key = field("key")?;
+    let value = field("value")?;
+    if key.len() < 4 || i16_at(key, 0) != 0 {
+        return Err(bad("key version"));
+    }
+    let commit = match i16_at(key, 2) {
+        0 => false,
+        1 => true,
+        _ => return Err(bad("control type")),
+    };
+    // Kafka reads the value's version and epoch and ignores what follows.
+    if value.len() < 6 || i16_at(value, 0) != 0 {
+        return Err(bad("value version"));
+    }
+    Ok(Some(TxnMarker {
+        commit,
+        coordinator_epoch: i32_at(value, 2),
+    }))
+}
+
+/// A control batch holding one transaction marker, as Kafka's
+/// `MemoryRecords.withEndTransactionMarker` lays it out: producer id and
+/// epoch set, baseSequence −1, attributes transactional | control, one
+/// uncompressed record (timestamp `timestamp`, offset delta 0, the marker's
+/// key and value, no headers). baseOffset 0 and leader epoch −1, for the
+/// append to assign.
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: TxnMarker,
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(marker.commit).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let mut body = vec![0u8]; // attributes
+    put_varint(&mut body, 0); // timestampDelta
+    put_varint(&mut body, 0); // offsetDelta
+    put_varint(&mut body, key.len() as i64);
+    body.extend_from_slice(&key);
+    put_varint(&mut body, value.len() as i64);
+    body.extend_from_slice(&value);
+    put_varint(&mut body, 0); // headers
+    let mut records = Vec::with_capacity(body.len() + 1);
+    put_varint(&mut records, body.len() as i64);
+    records.extend_from_slice(&body);
+    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, below
+    b.extend_from_slice(&(TRANSACTIONAL_BIT | CONTROL_BIT).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // lastOffsetDelta
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&1i32.to_be_bytes()); // record count
+    b.extend_from_slice(&records);
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Kafka's zigzag varint.
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let byte = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Sets the transactional attribute bit and the producer fields (the CRC
+/// recomputed): a transactional producer's batch, for tests and tools.
+pub fn set_transactional(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32) {
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | TRANSACTIONAL_BIT;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    set_producer(batch, producer_id, epoch, base_sequence);
 }
 
 /// CRC-32C of the batch's bytes from `attributes` to the end.
@@ -536,6 +700,72 @@ mod tests {
             None,
             "malformed: no panic"
         );
+    }
+
+    #[test]
+    fn control_batches_match_kafkas_layout_and_parse_back() {
+        let b = build_control_batch(
+            42,
+            3,
+            TxnMarker {
+                commit: true,
+                coordinator_epoch: 7,
+            },
+            1000,
+        );
+        let h = validate(&b).expect("a valid batch");
+        assert_eq!(b.len(), 78);
+        assert_eq!(h.attributes, 0x30);
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (42, 3, -1)
+        );
+        assert_eq!((h.record_count, h.last_offset_delta), (1, 0));
+        assert_eq!((h.base_timestamp, h.max_timestamp), (1000, 1000));
+        // 78 bytes, as Kafka's markers. The record: length 16, attributes 0, tsΔ 0, offΔ 0, key of 4
+        // bytes (version 0, type 1), value of 6 (version 0, epoch 7), no
+        // headers.
+        assert_eq!(
+            &b[HEADER_LEN..],
+            &[0x20, 0, 0, 0, 0x08, 0, 0, 0, 1, 0x0c, 0, 0, 0, 0, 0, 7, 0][..]
+        );
+        assert_eq!(
+            parse_marker(&b, &h),
+            Ok(Some(TxnMarker {
+                commit: true,
+                coordinator_epoch: 7
+            }))
+        );
+        let abort = build_control_batch(
+            42,
+            3,
+            TxnMarker {
+                commit: false,
+                coordinator_epoch: -1,
+            },
+            5,
+        );
+        let ah = validate(&abort).expect("valid");
+        assert_eq!(
+            parse_marker(&abort, &ah),
+            Ok(Some(TxnMarker {
+                commit: false,
+                coordinator_epoch: -1
+            }))
+        );
+        // kafka_protocol's decoder reads it as a control batch.
+        let mut buf = bytes::Bytes::from(b.clone());
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).expect("decode");
+        assert!(set.records[0].control && set.records[0].transactional);
+        assert_eq!(set.records[0].key.as_deref(), Some(&[0u8, 0, 0, 1][..]));
+        // A type Kafka does not define is refused.
+        let mut bad = b.clone();
+        bad[HEADER_LEN + 8] = 5;
+        let crc = compute_crc(&bad);
+        bad[17..21].copy_from_slice(&crc.to_be_bytes());
+        let bh = validate(&bad).expect("still a valid batch");
+        assert!(parse_marker(&bad, &bh).is_err());
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod partition;
 pub mod producer;
 pub mod segment;
 pub mod topic_config;
+pub mod txn_index;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -50,6 +51,7 @@ pub use epoch::LeaderEpochCache;
 pub use partition::{AppendError, AppendInfo, FileSlice, Partition, ReadError, ReadResult};
 pub use segment::{Segment, now_ms};
 pub use topic_config::TopicOverrides;
+pub use txn_index::AbortedTxn;
 
 /// Marker file a clean shutdown leaves in the data directory.
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";

@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
-use crate::batch::{self, BatchError, BatchHeader};
+use crate::batch::{self, BatchError, BatchHeader, TxnMarker};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::epoch::LeaderEpochCache;
-use crate::producer::{ProducerTable, SeqCheck, SequenceError};
+use crate::producer::{CompletedTxn, ProducerTable, SeqCheck, SequenceError};
 use crate::segment::{Segment, SegmentWriter, now_ms};
+use crate::txn_index::AbortedTxn;
 
 /// File in the partition directory naming the base offset of the first
 /// segment that may hold bytes not yet forced to disk: recovery scans from it.
@@ -146,8 +147,11 @@ struct Appender {
     last_flush_ms: i64,
     /// Background syncs of sealed segments still running.
     syncing: Vec<std::thread::JoinHandle<()>>,
-    /// Idempotent producers' recent sequences.
+    /// Idempotent producers' recent sequences and open transactions.
     producers: ProducerTable,
+    /// `producers.txn_changes()` when `Partition::txn_view` was last
+    /// published.
+    txn_published: u64,
 }
 
 /// One partition of a topic.
@@ -180,6 +184,12 @@ pub struct Partition {
     /// `hw_managed` is set, until then the high watermark is the log end.
     high_watermark: AtomicI64,
     hw_managed: AtomicBool,
+    /// What holds the last stable offset back, for readers without the
+    /// appender lock: (first offset, marker offset or `i64::MAX` while open)
+    /// per open or not-yet-replicated transaction, by first offset
+    /// (`ProducerTable::unstable_txns`). Republished by the appender when
+    /// transactions open or end, before the log end moves past them.
+    txn_view: ArcSwap<Vec<(i64, i64)>>,
 }
 
 /// What is known to be on disk, and the recovery point that follows from it.
@@ -288,6 +298,9 @@ impl Partition {
         let recovery_point = read_recovery_point(dir).unwrap_or(i64::MIN);
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
         let mut cut = false;
+        // The first segment recovery scanned: its transaction index, and
+        // those after it, are rebuilt from the log.
+        let mut first_scanned: Option<i64> = None;
         for &base in &bases {
             if cut {
                 // Everything after a corrupt batch is gone, as in Kafka.
@@ -298,6 +311,9 @@ impl Partition {
             }
             let trust = clean || base < recovery_point;
             let seg = Segment::open(dir, base, &config, trust)?;
+            if !trust && first_scanned.is_none() {
+                first_scanned = Some(base);
+            }
             if let Some(prev) = segments.last()
                 && seg.base_offset() != prev.next_offset()
             {
@@ -330,7 +346,12 @@ impl Partition {
             .ok_or_else(|| io::Error::other("no segment"))?;
         let log_end = last.next_offset();
         let writer = SegmentWriter::new(&last, &config)?;
-        let producers = load_producer_state(dir, &name, &segments)?;
+        let rebuild_from = txn_indexes_to_rebuild(&name, &segments, first_scanned)?;
+        let mut producers = load_producer_state(dir, &name, &segments, rebuild_from)?;
+        // Nothing is pruned yet: the high watermark a replicated partition
+        // gets from its checkpoint may lie below ended transactions' markers.
+        let txn_view = producers.unstable_txns(i64::MIN);
+        let txn_published = producers.txn_changes();
         let epochs = replica::load_epochs(dir, &name, &segments, log_start, log_end)?;
         let partition = Partition {
             name,
@@ -352,6 +373,7 @@ impl Partition {
                 last_flush_ms: now_ms(),
                 syncing: Vec::new(),
                 producers,
+                txn_published,
             }),
             offline: AtomicBool::new(false),
             cleaner: Default::default(),
@@ -359,6 +381,7 @@ impl Partition {
             epochs: Mutex::new(epochs),
             high_watermark: AtomicI64::new(log_end),
             hw_managed: AtomicBool::new(false),
+            txn_view: ArcSwap::from_pointee(txn_view),
         };
         // The new recovery point trusts every segment below the last one on
         // the next open; those this open scanned (a crash left them
@@ -416,6 +439,67 @@ impl Partition {
         self.durability.durable_end.load(Ordering::Acquire)
     }
 
+    /// The last stable offset (KIP-98): read_committed consumers read below
+    /// it. The first offset of the earliest transaction still open — or
+    /// ended by a marker the high watermark has not yet passed, as Kafka
+    /// counts it (a new leader without that marker would still have it
+    /// open) — but at least the log start and at most the
+    /// [high watermark](Self::high_watermark); the high watermark when no
+    /// transaction is unstable. Lock-free: one atomic load of the view the
+    /// appender publishes.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        let view = self.txn_view.load();
+        match view.iter().find(|&&(_, end)| end >= hw) {
+            Some(&(first, _)) => first.max(self.log_start()).min(hw),
+            None => hw,
+        }
+    }
+
+    /// The aborted transactions a read_committed Fetch of `[from, upto)`
+    /// must list, as (producer id, first offset): every one whose range
+    /// overlaps it, from the `.txnindex` of the segment holding `from` and
+    /// those after it, until an entry's last stable offset reaches `upto`
+    /// (Kafka's `collectAbortedTransactions`).
+    pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<(i64, i64)> {
+        self.aborted_txns(from, upto)
+            .into_iter()
+            .map(|t| (t.producer_id, t.first_offset))
+            .collect()
+    }
+
+    /// As [`aborted_transactions`](Self::aborted_transactions), whole entries.
+    pub fn aborted_txns(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        let segs = self.segments.load();
+        let first = segs
+            .partition_point(|s| s.base_offset() <= from)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for seg in &segs[first..] {
+            if seg.txn_index().collect(from, upto, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The open transactions, as (first offset, producer id), oldest first.
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        self.lock().producers.open_txns()
+    }
+
+    /// Republishes the view of unstable transactions if the producer state
+    /// changed it (or `force`: the table was replaced). Under the appender
+    /// lock, before the log end moves.
+    fn publish_txns(&self, app: &mut Appender, force: bool) {
+        if !force && app.producers.txn_changes() == app.txn_published {
+            return;
+        }
+        let view = app.producers.unstable_txns(self.high_watermark());
+        app.txn_published = app.producers.txn_changes();
+        self.txn_view.store(Arc::new(view));
+    }
+
     /// A snapshot of the segments, oldest first.
     pub fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
         self.segments.load_full()
@@ -465,13 +549,69 @@ impl Partition {
     /// all are validated first, then written with their assigned baseOffset
     /// and partitionLeaderEpoch (both outside the CRC; `records` itself is not
     /// modified), indexed, and published. On any error the log is unchanged.
+    ///
+    /// Transactional batches (attributes bit 4) open or join their
+    /// producer's transaction; a non-transactional batch from a producer
+    /// with a transaction open is refused (`BatchError::NotTransactional`,
+    /// Kafka's INVALID_TXN_STATE). Control batches are refused
+    /// (`BatchError::ControlBatchFromClient`): markers are written with
+    /// [`append_control`](Self::append_control).
     pub fn append(&self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
+        self.append_inner(records, leader_epoch, false)
+    }
+
+    /// Writes a transaction marker for `producer_id` (the transaction
+    /// coordinator's WriteTxnMarkers): a control batch as Kafka lays it out
+    /// (`batch::build_control_batch`, timestamped now), appended as
+    /// [`append`](Self::append) appends. It ends the producer's open
+    /// transaction — an ABORT adds an entry to the segment's `.txnindex` —
+    /// and the last stable offset moves past it. A producer with no open
+    /// transaction still gets the marker written (its epoch and coordinator
+    /// epoch are recorded), as in Kafka. A `producer_epoch` older than the
+    /// producer's current epoch is refused with
+    /// `AppendError::Sequence(SequenceError::FencedEpoch)` (Kafka's
+    /// INVALID_PRODUCER_EPOCH), and the log is unchanged.
+    pub fn append_control(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        let marker = TxnMarker {
+            commit,
+            coordinator_epoch,
+        };
+        let bytes = batch::build_control_batch(producer_id, producer_epoch, marker, now_ms());
+        self.append_inner(&bytes, leader_epoch, true)
+    }
+
+    fn append_inner(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+        control: bool,
+    ) -> Result<AppendInfo, AppendError> {
         let config = self.config.load_full();
         let mut batches = batch::split_batches(records)?;
         if batches.is_empty() {
             return Err(AppendError::Empty);
         }
         for (start, h) in &batches {
+            if h.is_control() != control {
+                return Err(AppendError::InvalidBatch(if control {
+                    BatchError::BadControlRecord("not a control batch")
+                } else {
+                    BatchError::ControlBatchFromClient
+                }));
+            }
+            if control {
+                let len = h.total_len().unwrap_or(0);
+                if batch::parse_marker(&records[*start..*start + len], h)?.is_none() {
+                    return Err(BatchError::BadControlRecord("no record").into());
+                }
+            }
             let len = h.total_len().unwrap_or(0) as u64;
             if len > config.max_batch_bytes {
                 return Err(AppendError::BatchTooLarge {
@@ -542,7 +682,14 @@ impl Partition {
         let mut checked = (batches.len() > 1).then(|| app.producers.clone());
         for (_, h) in &batches {
             let table = checked.as_ref().unwrap_or(&app.producers);
-            match table.check(h)? {
+            let seq = table.check(h)?;
+            if table.breaks_open_txn(h) {
+                return Err(BatchError::NotTransactional {
+                    producer_id: h.producer_id,
+                }
+                .into());
+            }
+            match seq {
                 SeqCheck::Append => {}
                 SeqCheck::Duplicate {
                     base_offset,
@@ -639,9 +786,30 @@ impl Partition {
             }
             _ => false,
         };
-        for (_, h) in batches {
-            app.producers.record(h);
+        // Producer state and transactions, batch by batch in log order, as a
+        // follower and recovery will see them; an ABORT's index entry and
+        // the view of open transactions are in place before the end moves
+        // past the marker (a reader must never see the end without them).
+        for (start, h) in batches {
+            let marker = if h.is_control() {
+                let len = h.total_len().unwrap_or(0);
+                records
+                    .get(*start..*start + len)
+                    .and_then(|b| batch::parse_marker(b, h).ok().flatten())
+            } else {
+                None
+            };
+            if let Some(entry) = app
+                .producers
+                .apply(h, marker)
+                .as_ref()
+                .and_then(CompletedTxn::aborted_entry)
+                && let Err(e) = active.txn_index().append(entry)
+            {
+                return Err(self.io_error(app, e));
+            }
         }
+        self.publish_txns(app, false);
         // The end offset first, then the segment size readers bound regions
         // by: a reader that loads the end and then the size never gets
         // bytes past the end it reports. (The other order handed consumers
@@ -713,6 +881,10 @@ impl Partition {
         // moves past it. None of it holds up appends.
         let always = config.flush == FlushPolicy::Always;
         if always {
+            // Every append was synced, but not the abort entries written
+            // after its sync: they must be on disk before the recovery
+            // point trusts the segment's index.
+            active.txn_index().sync()?;
             self.durability.advance(base)?;
         }
         let sealed = active.clone();
@@ -723,18 +895,23 @@ impl Partition {
         let handle = std::thread::Builder::new()
             .name("sluice-seal-sync".into())
             .spawn(move || {
+                if !always {
+                    let synced = durability
+                        .sync_dir_if_needed()
+                        .and_then(|()| sealed.sync())
+                        .and_then(|()| durability.advance(base));
+                    if let Err(e) = synced {
+                        tracing::error!(partition = %name, "syncing a sealed segment: {e}");
+                    }
+                }
+                // After the recovery point: a crash between the two leaves
+                // the previous snapshot, below the recovery point, and a
+                // recovery replays one more segment. The other order would
+                // leave a snapshot past the segments recovery rescans, whose
+                // transaction indexes are rebuilt from the producer state
+                // at their start: a replay of the whole log.
                 if let Err(e) = write_snapshot_bytes(&dir, &snapshot) {
                     tracing::warn!(partition = %name, "writing the producer snapshot: {e}");
-                }
-                if always {
-                    return;
-                }
-                let synced = durability
-                    .sync_dir_if_needed()
-                    .and_then(|()| sealed.sync())
-                    .and_then(|()| durability.advance(base));
-                if let Err(e) = synced {
-                    tracing::error!(partition = %name, "syncing a sealed segment: {e}");
                 }
             })?;
         app.syncing.push(handle);
@@ -1037,23 +1214,34 @@ impl Partition {
 
 /// Producer state for a partition being opened: the snapshot, if there is an
 /// intact one the log still reaches, plus the batches appended after it; else
-/// every batch header in the log.
-fn load_producer_state(
+/// every batch header in the log (and every marker's record).
+///
+/// With `rebuild_from`, the transaction indexes of the segments from that
+/// base on were emptied (recovery scanned them, or one was damaged) and are
+/// filled again by the replay, which then must start at or before it: a
+/// snapshot past it is not used.
+pub(super) fn load_producer_state(
     dir: &Path,
     name: &str,
     segments: &[Arc<Segment>],
+    rebuild_from: Option<i64>,
 ) -> io::Result<ProducerTable> {
     let log_end = segments.last().map_or(0, |s| s.next_offset());
+    let rebuild_from = rebuild_from.unwrap_or(i64::MAX);
     let path = dir.join(PRODUCER_SNAPSHOT);
     let snapshot = match std::fs::read(&path) {
         Ok(bytes) => match ProducerTable::decode_snapshot(&bytes) {
-            Some((covers_end, table)) if covers_end <= log_end => Some((covers_end, table)),
+            Some((covers_end, table)) if covers_end <= log_end && covers_end <= rebuild_from => {
+                Some((covers_end, table))
+            }
             found => {
-                // Damaged, or from a log that recovery has since cut shorter.
+                // Damaged, from a log that recovery has since cut shorter,
+                // or past the transaction indexes to rebuild.
                 tracing::warn!(
                     partition = %name,
                     covers_end = found.map(|(end, _)| end),
                     log_end,
+                    rebuild_from,
                     "ignoring the producer snapshot; rebuilding producer state from the log"
                 );
                 std::fs::remove_file(&path)?;
@@ -1080,12 +1268,83 @@ fn load_producer_state(
             };
             let Some(len) = h.total_len() else { break };
             if h.base_offset >= from {
-                table.record(&h);
+                let marker = if h.is_control() {
+                    read_marker(seg, pos, &h, name)?
+                } else {
+                    None
+                };
+                if let Some(entry) = table
+                    .apply(&h, marker)
+                    .as_ref()
+                    .and_then(CompletedTxn::aborted_entry)
+                    && h.base_offset >= rebuild_from
+                {
+                    seg.txn_index().append(entry)?;
+                }
             }
             next = Some(pos + len as u64);
         }
     }
     Ok(table)
+}
+
+/// The marker of the control batch at `pos` (None for an emptied one, or
+/// one that does not read as a marker: logged, and skipped as Kafka skips
+/// an empty one).
+fn read_marker(
+    seg: &Segment,
+    pos: u64,
+    h: &BatchHeader,
+    name: &str,
+) -> io::Result<Option<TxnMarker>> {
+    let len = h.total_len().unwrap_or(batch::HEADER_LEN);
+    // A marker is 78 bytes; anything far larger is not one.
+    if len > 64 << 10 {
+        tracing::warn!(partition = %name, offset = h.base_offset, len, "oversized control batch");
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; len];
+    seg.file().read_exact_at(&mut bytes, pos)?;
+    match batch::parse_marker(&bytes, h) {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            tracing::warn!(partition = %name, offset = h.base_offset, "control batch: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// Which transaction indexes a partition being opened must rebuild: those
+/// of the segments recovery scanned (from `first_scanned` on: their
+/// entries may be lost or past a cut), and of any trusted segment whose
+/// index is damaged or does not fit it, with every later one. They are
+/// emptied here; the producer-state replay fills them again. Returns the
+/// base to rebuild from.
+fn txn_indexes_to_rebuild(
+    name: &str,
+    segments: &[Arc<Segment>],
+    first_scanned: Option<i64>,
+) -> io::Result<Option<i64>> {
+    let mut from = None;
+    for seg in segments {
+        let base = seg.base_offset();
+        if from.is_none() {
+            let scanned = first_scanned.is_some_and(|f| base >= f);
+            if !scanned && seg.txn_index().is_sane(base, seg.next_offset()) {
+                continue;
+            }
+            if !scanned {
+                tracing::warn!(
+                    partition = %name,
+                    base,
+                    "transaction index damaged; rebuilding it and those after it from the log"
+                );
+            }
+            from = Some(base);
+        }
+        seg.txn_index().reset()?;
+    }
+    Ok(from)
 }
 
 /// Writes the producer snapshot atomically (temp file, rename). Not synced: a

@@ -19,6 +19,7 @@ use crate::config::{AppendPath, LogConfig};
 use crate::index::{
     OffsetIndex, TimeIndex, offset_entry, parse_offset_entry, parse_time_entry, time_entry,
 };
+use crate::txn_index::TxnIndex;
 
 /// `00000000000000000042` for base offset 42.
 pub fn file_stem(base_offset: i64) -> String {
@@ -33,6 +34,8 @@ pub struct Segment {
     file: File,
     index: OffsetIndex,
     time_index: TimeIndex,
+    /// Aborted transactions whose markers are in this segment.
+    txn_index: TxnIndex,
     /// Bytes of whole batches visible to readers.
     size: AtomicU64,
     /// One past the last offset in the segment (== base when empty).
@@ -88,6 +91,11 @@ impl Segment {
         self.created_ms
     }
 
+    /// The segment's transaction index (`<base>.txnindex`).
+    pub fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir
             .join(format!("{}.log", file_stem(self.base_offset)))
@@ -121,12 +129,15 @@ impl Segment {
         let index = OffsetIndex::open(&Self::index_path(dir, base), capacity, index_entries)?;
         let time_index =
             TimeIndex::open(&Self::time_index_path(dir, base), capacity, time_entries)?;
+        // Read as it is: the partition decides whether to trust or rebuild it.
+        let txn_index = TxnIndex::open(dir, base)?;
         Ok(Segment {
             base_offset: base,
             dir: dir.to_path_buf(),
             file,
             index,
             time_index,
+            txn_index,
             size: AtomicU64::new(0),
             next_offset: AtomicI64::new(base),
             max_timestamp: AtomicI64::new(-1),
@@ -141,6 +152,7 @@ impl Segment {
             dir.join(format!("{}.log", file_stem(base))),
             Self::index_path(dir, base),
             Self::time_index_path(dir, base),
+            TxnIndex::path_for(dir, base),
         ] {
             // A leftover of a crashed roll: start clean.
             let _ = std::fs::remove_file(path);
@@ -492,6 +504,7 @@ impl Segment {
     pub fn trim(&self) -> io::Result<()> {
         self.file.set_len(self.size())?;
         self.file.sync_all()?;
+        self.txn_index.sync()?;
         self.index.trim()?;
         self.time_index.trim()
     }
@@ -511,7 +524,7 @@ impl Segment {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        self.txn_index.delete()
     }
 
     /// Marks the segment's files gone (the cleaner replaced them).
@@ -523,9 +536,12 @@ impl Segment {
         self.deleted.load(Ordering::Acquire)
     }
 
-    /// Forces the segment's data and size to disk.
+    /// Forces the segment's data and size, and its transaction index, to
+    /// disk (the other indexes are rebuilt if a crash damages them; the
+    /// transaction index of a trusted segment is not).
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_all()
+        self.file.sync_all()?;
+        self.txn_index.sync()
     }
 }
 
@@ -659,10 +675,12 @@ impl SegmentWriter {
         Ok(pos + bytes.len() as u64)
     }
 
-    /// Forces appended bytes to disk. Both paths end in the page cache, so
+    /// Forces appended bytes to disk, with any transaction index entries
+    /// written since the last time. Both paths end in the page cache, so
     /// `fdatasync` covers the mapped pages too.
     pub fn sync(&self, seg: &Segment) -> io::Result<()> {
-        seg.file.sync_data()
+        seg.file.sync_data()?;
+        seg.txn_index.sync()
     }
 
     /// Unmaps and cuts the file to its data (when the segment rolls or the log

@@ -197,13 +197,18 @@ impl Partition {
                 });
             }
         }
-        for (_, h) in &batches {
+        for (start, h) in &batches {
             let len = h.total_len().unwrap_or(0) as u64;
             if len > config.segment_bytes {
                 return Err(AppendError::TooLarge {
                     len,
                     segment_bytes: config.segment_bytes,
                 });
+            }
+            // A marker must read as one (an emptied one, from a compacted
+            // leader, is fine): the producer state depends on it.
+            if h.is_control() {
+                batch::parse_marker(&records[*start..*start + len as usize], h)?;
             }
         }
         let mut app = self.lock();
@@ -418,7 +423,7 @@ impl Partition {
         // going (snapshots cover up to a log end, a batch boundary, so one
         // past `offset` covers part of a batch that goes). Gone before the
         // files change, and durably with them (the directory sync below).
-        remove_snapshot_past(&self.dir, offset)?;
+        let kept_snapshot = remove_snapshot_past(&self.dir, offset)?;
         // Recovery scans the cut segment (and whatever a crash leaves after
         // it) again from here on.
         self.durability.retreat(base)?;
@@ -437,8 +442,12 @@ impl Partition {
             let rel = u32::try_from(removed.base_offset - base).unwrap_or(u32::MAX);
             zero_index_tails(&self.dir, base, cut_pos, rel)?;
             seg.file().set_len(cut_pos)?;
+            // Aborts whose markers went with the cut (Kafka's
+            // `TransactionIndex.truncateTo`).
+            seg.txn_index().truncate_from(removed.base_offset)?;
         }
         seg.file().sync_all()?;
+        seg.txn_index().sync()?;
         sync_dir(&self.dir)?;
         // The cut segment again, with its size, end, largest timestamp and
         // indexes as the shorter file has them (a fresh object: a cleaner
@@ -457,8 +466,16 @@ impl Partition {
         // Producer state: the snapshot at or below the cut, if one is left,
         // and the batches after it (as `open` does); a fresh snapshot then
         // saves the next open that replay.
-        app.producers = load_producer_state(&self.dir, &self.name, &self.segments.load())?;
-        write_producer_snapshot(&self.dir, &app.producers, new_end)?;
+        app.producers = load_producer_state(&self.dir, &self.name, &self.segments.load(), None)?;
+        self.publish_txns(app, true);
+        // A snapshot at or below the cut segment's base is kept: a crash
+        // rescans that segment (the recovery point is its base) and
+        // rebuilds its transaction index from the state at its start, which
+        // a snapshot past it cannot give (the whole log would be replayed).
+        // Otherwise one at the new end saves the next open a replay.
+        if kept_snapshot.is_none_or(|covers| covers > base) {
+            write_producer_snapshot(&self.dir, &app.producers, new_end)?;
+        }
         self.truncate_epochs(new_end)?;
         // The cleaner's checkpoint must not call the records appended from
         // here on clean. (A pass running now may still write its end over
@@ -510,6 +527,7 @@ impl Partition {
             _ => {}
         }
         app.producers = ProducerTable::default();
+        self.publish_txns(app, true);
         {
             let mut epochs = self.lock_epochs();
             if epochs.clear() {
@@ -602,19 +620,19 @@ fn whole_batches(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>, BatchError> 
 }
 
 /// Removes the producer snapshot if it covers offsets past `offset` or
-/// does not decode.
-fn remove_snapshot_past(dir: &Path, offset: i64) -> io::Result<()> {
+/// does not decode. Returns the end a snapshot left in place covers.
+fn remove_snapshot_past(dir: &Path, offset: i64) -> io::Result<Option<i64>> {
     let path = dir.join(PRODUCER_SNAPSHOT);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     match ProducerTable::decode_snapshot(&bytes) {
-        Some((covers_end, _)) if covers_end <= offset => Ok(()),
+        Some((covers_end, _)) if covers_end <= offset => Ok(Some(covers_end)),
         _ => match std::fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+            _ => Ok(None),
         },
     }
 }
