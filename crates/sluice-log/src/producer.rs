@@ -255,15 +255,27 @@ impl ProducerTable {
 
     /// Records an appended batch (with its assigned offsets): a data batch's
     /// sequences, and whether it opens a transaction; or, for a control
-    /// batch, its `marker` (None: a control batch the cleaner emptied,
-    /// which changes nothing, as in Kafka), which ends the producer's open
-    /// transaction. Returns the transaction a marker ended.
+    /// batch, its `marker`, which ends the producer's open transaction.
+    /// Returns the transaction a marker ended.
+    ///
+    /// A control batch without a marker (None: the cleaner emptied it)
+    /// ends nothing, as in Kafka, but its epoch is the producer's: the
+    /// cleaner keeps a producer's last marker, emptied, for that epoch, and
+    /// Sluice replays the log more often than Kafka (one snapshot), so the
+    /// fencing epoch must survive a replay. (Kafka ignores the batch.)
     pub fn apply(&mut self, h: &BatchHeader, marker: Option<TxnMarker>) -> Option<CompletedTxn> {
         if h.producer_id < 0 {
             return None;
         }
         if h.is_control() {
-            return self.apply_marker(h, marker?);
+            let Some(marker) = marker else {
+                self.producers
+                    .entry(h.producer_id)
+                    .or_default()
+                    .set_epoch(h.producer_epoch);
+                return None;
+            };
+            return self.apply_marker(h, marker);
         }
         if h.base_sequence >= 0 {
             let entry = self.producers.entry(h.producer_id).or_default();

@@ -270,6 +270,19 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Writes `entries` as a complete index file at `path` and fsyncs it (the
+/// log cleaner's `.txnindex.cleaned`).
+pub(crate) fn write_file(path: &Path, entries: &[AbortedTxn]) -> io::Result<u64> {
+    let mut f = File::create(path)?;
+    let mut bytes = Vec::with_capacity(entries.len() * ENTRY_LEN);
+    for e in entries {
+        bytes.extend_from_slice(&e.encode());
+    }
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    Ok(bytes.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

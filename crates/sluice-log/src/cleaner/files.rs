@@ -16,8 +16,8 @@ use crate::segment::{Segment, file_stem};
 /// and the earliest delete horizon of the tombstones its last pass kept.
 pub(crate) const CHECKPOINT: &str = "cleaner-offset-checkpoint";
 
-/// A segment's three files, by suffix.
-pub(crate) const SEGMENT_FILES: [&str; 3] = ["log", "index", "timeindex"];
+/// A segment's files, by suffix (`txnindex` only once it has an entry).
+pub(crate) const SEGMENT_FILES: [&str; 4] = ["log", "index", "timeindex", "txnindex"];
 /// Suffix of a segment file the cleaner is still writing.
 pub(crate) const CLEANED: &str = ".cleaned";
 /// Suffix of a complete cleaned segment file waiting to replace others.
@@ -106,24 +106,36 @@ impl FileOp {
 /// 3. the indexes, then the log, `.swap` → final names.
 ///
 /// Then (after the new list is published) [`removal_ops`] delete the
-/// `.deleted` files.
+/// `.deleted` files. A transaction index exists only for segments with an
+/// aborted transaction: its operations are listed when its file is there
+/// now (the caller holds the appender lock, so none appears meanwhile).
 pub(crate) fn swap_ops(dir: &Path, new_base: i64, old_bases: &[i64]) -> Vec<FileOp> {
     let mut ops = Vec::new();
-    for ext in ["index", "timeindex", "log"] {
+    let cleaned_txn = segment_file(dir, new_base, "txnindex", CLEANED).exists();
+    let new_exts: &[&str] = if cleaned_txn {
+        &["index", "timeindex", "txnindex", "log"]
+    } else {
+        &["index", "timeindex", "log"]
+    };
+    for ext in new_exts {
         ops.push(FileOp::Rename(
             segment_file(dir, new_base, ext, CLEANED),
             segment_file(dir, new_base, ext, SWAP),
         ));
     }
     for &base in old_bases {
-        for ext in SEGMENT_FILES {
-            ops.push(FileOp::Rename(
-                segment_file(dir, base, ext, ""),
-                segment_file(dir, base, ext, DELETED),
-            ));
+        // The transaction index before the log: once an old `.log` is
+        // `.deleted`, a plain `.txnindex` of its base can only be the new
+        // one (`recover` keeps it; it cannot be rebuilt from the segment).
+        for ext in ["txnindex", "log", "index", "timeindex"] {
+            let from = segment_file(dir, base, ext, "");
+            if ext == "txnindex" && !from.exists() {
+                continue;
+            }
+            ops.push(FileOp::Rename(from, segment_file(dir, base, ext, DELETED)));
         }
     }
-    for ext in ["index", "timeindex", "log"] {
+    for ext in new_exts {
         ops.push(FileOp::Rename(
             segment_file(dir, new_base, ext, SWAP),
             segment_file(dir, new_base, ext, ""),
@@ -236,9 +248,15 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> io::Result<Recovered> {
             end,
             "completing a cleaner swap a crash interrupted"
         );
+        // The old first segment's log already renamed away: a plain
+        // `<base>.txnindex` is the cleaned one (see `swap_ops`).
+        let new_txn_index = !segment_file(dir, base, "log", "").exists();
         for name in &names {
             let Some(b) = base_of(name) else { continue };
             if !(base..end).contains(&b) || name.ends_with(SWAP) {
+                continue;
+            }
+            if new_txn_index && *name == format!("{}.txnindex", file_stem(base)) {
                 continue;
             }
             let is_segment_file = SEGMENT_FILES.iter().any(|ext| {
@@ -250,7 +268,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> io::Result<Recovered> {
                 done.removed += 1;
             }
         }
-        for ext in ["index", "timeindex", "log"] {
+        for ext in ["index", "timeindex", "txnindex", "log"] {
             let from = segment_file(dir, base, ext, SWAP);
             if from.exists() {
                 std::fs::rename(&from, segment_file(dir, base, ext, ""))?;

@@ -73,8 +73,7 @@ pub(crate) use files::{
 };
 pub(crate) use map::OffsetMap;
 pub(crate) use records::{
-    CONTROL_BIT, DELETE_HORIZON_BIT, parse_records, put_record, records_section, require_keys,
-    write_batch,
+    DELETE_HORIZON_BIT, parse_records, put_record, records_section, require_keys, write_batch,
 };
 
 use crate::{Log, Partition, now_ms};
@@ -150,6 +149,11 @@ pub struct CleanStats {
     pub records_removed: u64,
     pub tombstones_removed: u64,
     pub keyless_removed: u64,
+    /// Records of aborted transactions removed, and transaction markers
+    /// removed (past their delete horizon, nothing of their transaction
+    /// left).
+    pub aborted_records_removed: u64,
+    pub markers_removed: u64,
     /// Batches read by the copy, written, and kept empty (producer state or
     /// a segment's last offset).
     pub batches_read: u64,

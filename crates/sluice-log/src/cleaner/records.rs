@@ -24,7 +24,7 @@ use crate::batch::{self, BatchError, BatchHeader, HEADER_LEN, LOG_OVERHEAD, read
 /// tombstones in it may go once the clock passes it.
 pub const DELETE_HORIZON_BIT: i16 = 1 << 6;
 /// Attribute bit 5: a control batch (transaction markers).
-pub const CONTROL_BIT: i16 = 1 << 5;
+pub const CONTROL_BIT: i16 = crate::batch::CONTROL_BIT;
 
 /// Codec ids of the attributes' low three bits.
 pub const NONE: u8 = 0;

@@ -975,3 +975,319 @@ fn a_record_offset_past_its_batch_is_refused() {
     p.append(&keyed("k", Some("good"), T0, 4), 0)
         .expect("an honest zstd batch");
 }
+
+/// A transactional batch of one keyed record.
+fn txn(key: &str, value: &str, pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
+    let mut b = keyed(key, Some(value), T0, 0);
+    batch::set_transactional(&mut b, pid, epoch, seq);
+    b
+}
+
+/// More dirty records, sealed, so a pass has something to do.
+fn dirty(p: &Partition, n: usize) {
+    for i in 0..n {
+        p.append(&keyed(&format!("d{i}"), Some("dirty"), T0, 0), 0)
+            .expect("dirty");
+    }
+    let end = p.log_end();
+    seal_past(p, end - 1);
+}
+
+fn at(hdrs: &[BatchHeader], offset: i64) -> Option<&BatchHeader> {
+    hdrs.iter().find(|h| h.base_offset == offset)
+}
+
+#[test]
+fn aborted_records_go_and_markers_follow_kafkas_rules() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = open(dir.path(), config());
+    let a0 = p
+        .append(&keyed("a", Some("v0"), T0, 0), 0)
+        .expect("a")
+        .base_offset;
+    let aborted = p
+        .append(&txn("a", "aborted", 10, 0, 0), 0)
+        .expect("t")
+        .base_offset;
+    let committed = p
+        .append(&txn("b", "c1", 20, 0, 0), 0)
+        .expect("t")
+        .base_offset;
+    let abort = p
+        .append_control(10, 0, false, 0, 0)
+        .expect("abort")
+        .base_offset;
+    let commit = p
+        .append_control(20, 0, true, 0, 0)
+        .expect("commit")
+        .base_offset;
+    let b2 = p
+        .append(&keyed("b", Some("v2"), T0, 0), 0)
+        .expect("b")
+        .base_offset;
+    let c = p
+        .append(&txn("c", "x", 10, 0, 1), 0)
+        .expect("t")
+        .base_offset;
+    let commit10 = p.append_control(10, 0, true, 0, 0).expect("c").base_offset;
+    let d = p
+        .append(&txn("d", "y", 20, 0, 1), 0)
+        .expect("t")
+        .base_offset;
+    let commit20 = p.append_control(20, 0, true, 0, 0).expect("c").base_offset;
+    seal_past(&p, commit20);
+    assert_eq!(p.aborted_transactions(0, p.log_end()), vec![(10, aborted)]);
+    let end = p.log_end();
+
+    // Pass 1: the aborted record goes, and does not shadow a's older value;
+    // the committed b is superseded by a later b; every marker stays (a
+    // batch of its transaction was met in this pass), and so does the
+    // abort's index entry.
+    let s = p.clean(&big_map(), T0 + 100).expect("clean").expect("pass");
+    assert_eq!(s.aborted_records_removed, 1, "{s:?}");
+    assert_eq!(s.markers_removed, 0);
+    let (hdrs, recs) = scan(&p);
+    let offsets: Vec<i64> = recs.iter().map(|r| r.offset).collect();
+    for kept in [a0, b2, c, d] {
+        assert!(offsets.contains(&kept), "{kept} kept");
+    }
+    assert!(!offsets.contains(&aborted) && !offsets.contains(&committed));
+    assert!(at(&hdrs, aborted).is_none() && at(&hdrs, committed).is_none());
+    for m in [abort, commit, commit10, commit20] {
+        let h = at(&hdrs, m).expect("marker kept");
+        assert!(h.is_control() && h.record_count == 1);
+        assert_eq!(h.attributes & DELETE_HORIZON_BIT, 0, "no horizon yet");
+    }
+    assert_eq!(p.aborted_transactions(0, end), vec![(10, aborted)]);
+    assert_eq!(p.log_end(), end);
+
+    // Pass 2: nothing of the aborted or of 20's first transaction is left
+    // before their markers: they get a delete horizon; the other markers
+    // still close transactions with records.
+    dirty(&p, 4);
+    let s = p.clean(&big_map(), T0 + 200).expect("clean").expect("pass");
+    assert_eq!(s.tombstone_horizon, T0 + 1200);
+    let hdrs = scan(&p).0;
+    for m in [abort, commit] {
+        let h = at(&hdrs, m).expect("marker kept");
+        assert_ne!(h.attributes & DELETE_HORIZON_BIT, 0, "{m}: horizon");
+        assert_eq!(h.base_timestamp, T0 + 1200);
+        assert_eq!(h.record_count, 1);
+    }
+    for m in [commit10, commit20] {
+        assert_eq!(
+            at(&hdrs, m).expect("kept").attributes & DELETE_HORIZON_BIT,
+            0
+        );
+    }
+    assert!(
+        p.aborted_transactions(0, end).is_empty(),
+        "no record of it is left: no entry"
+    );
+    // The markers still parse (the rebased record keeps its timestamp).
+    let marker_bytes = {
+        let r = p.read(abort, 1).expect("read").slice.expect("slice");
+        let mut b = vec![0u8; r.len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(r.segment.file(), &mut b, r.position)
+            .expect("pread");
+        let h = BatchHeader::parse(&b).expect("h");
+        b.truncate(h.total_len().expect("len"));
+        b
+    };
+    let mh = batch::validate_stored(&marker_bytes).expect("valid");
+    assert_eq!(
+        batch::parse_marker(&marker_bytes, &mh),
+        Ok(Some(batch::TxnMarker {
+            commit: false,
+            coordinator_epoch: 0
+        }))
+    );
+
+    // Pass 3, at the horizon (due by itself): those two markers go.
+    assert!(p.cleanable(T0 + 1200).due);
+    let s = p
+        .clean(&big_map(), T0 + 1200)
+        .expect("clean")
+        .expect("pass");
+    assert_eq!(s.markers_removed, 2, "{s:?}");
+    let hdrs = scan(&p).0;
+    assert!(at(&hdrs, abort).is_none() && at(&hdrs, commit).is_none());
+    assert!(at(&hdrs, commit10).is_some() && at(&hdrs, commit20).is_some());
+
+    // The compacted log replays to the same producer state: nothing open.
+    drop(p);
+    let _ = std::fs::remove_file(dir.path().join("t-0").join("producer.snapshot"));
+    let _ = std::fs::remove_file(dir.path().join("t-0").join("recovery-point"));
+    let p = open(dir.path(), config());
+    assert!(p.open_transactions().is_empty());
+    assert_eq!(p.last_stable_offset(), p.log_end());
+    let mut next = txn("c", "x3", 10, 0, 2);
+    batch::set_transactional(&mut next, 10, 0, 2);
+    assert!(
+        !p.append(&next, 0)
+            .expect("10 goes on in sequence")
+            .duplicate
+    );
+}
+
+#[test]
+fn the_cleaner_stops_before_an_open_transaction() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = open(dir.path(), config());
+    p.append(&keyed("k", Some("old"), T0, 0), 0).expect("old");
+    dirty(&p, 3);
+    let open_at = p
+        .append(&txn("k", "in-txn", 30, 0, 0), 0)
+        .expect("t")
+        .base_offset;
+    let open_seg = p.segments().last().expect("active").base_offset();
+    // Much later, sealed: k overwritten outside the transaction.
+    p.append(&keyed("k", Some("new"), T0, 0), 0).expect("new");
+    dirty(&p, 20);
+    assert_eq!(p.last_stable_offset(), open_at);
+    let c = p.cleanable(T0);
+    assert_eq!(
+        c.first_uncleanable, open_seg,
+        "held at the open transaction's segment"
+    );
+    let s = p.clean(&big_map(), T0).expect("clean").expect("pass");
+    assert!(s.cleaned_to <= open_at);
+    let recs = scan(&p).1;
+    assert!(recs.iter().any(|r| r.offset == open_at), "untouched");
+    // Committed: the next pass cleans it like any record.
+    p.append_control(30, 0, true, 0, 0).expect("commit");
+    dirty(&p, 3);
+    assert!(p.cleanable(T0).first_uncleanable > open_at);
+    p.clean(&big_map(), T0).expect("clean").expect("pass");
+    let recs = scan(&p).1;
+    assert!(
+        recs.iter().all(|r| r.offset != open_at),
+        "superseded by k=new"
+    );
+    assert_eq!(
+        recs.iter()
+            .filter(|r| r.key.as_deref() == Some(b"k"))
+            .map(|r| r.value.clone())
+            .collect::<Vec<_>>(),
+        vec![Some(b"new".to_vec())]
+    );
+}
+
+#[test]
+fn a_producers_last_marker_keeps_its_epoch_through_compaction() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = open(dir.path(), config());
+    let data = p
+        .append(&txn("e", "x", 40, 0, 0), 0)
+        .expect("t")
+        .base_offset;
+    // The coordinator aborts with a bumped epoch (a timed-out transaction):
+    // the producer has no data batch in epoch 1, only this marker.
+    let abort = p
+        .append_control(40, 1, false, 2, 0)
+        .expect("abort")
+        .base_offset;
+    dirty(&p, 3);
+    p.clean(&big_map(), T0).expect("clean").expect("pass");
+    dirty(&p, 3);
+    p.clean(&big_map(), T0 + 10).expect("clean").expect("pass");
+    dirty(&p, 3);
+    p.clean(&big_map(), T0 + 5000)
+        .expect("clean")
+        .expect("pass");
+    let hdrs = scan(&p).0;
+    assert!(at(&hdrs, data).is_none(), "the aborted batch is gone");
+    let h = at(&hdrs, abort).expect("the marker stays");
+    assert!(h.is_control() && h.record_count == 0, "emptied: {h:?}");
+    assert_eq!((h.producer_id, h.producer_epoch), (40, 1));
+    // A replay of the compacted log still fences epoch 0.
+    drop(p);
+    let _ = std::fs::remove_file(dir.path().join("t-0").join("producer.snapshot"));
+    let p = open(dir.path(), config());
+    assert!(matches!(
+        p.append_control(40, 0, true, 2, 0),
+        Err(crate::AppendError::Sequence(
+            crate::producer::SequenceError::FencedEpoch { .. }
+        ))
+    ));
+    assert!(p.open_transactions().is_empty());
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_swap_keeps_the_aborted_transactions() {
+    let dir = tempfile::tempdir().expect("dir");
+    let src = dir.path().join("src");
+    let p = open(&src, config());
+    fill(&p, 3, 4, records::NONE);
+    let first = p
+        .append(&txn("a", "x", 10, 0, 0), 0)
+        .expect("t")
+        .base_offset;
+    fill(&p, 3, 4, records::NONE);
+    p.append(&txn("b", "y", 10, 0, 1), 0).expect("t");
+    p.append_control(10, 0, false, 0, 0).expect("abort");
+    fill(&p, 3, 8, records::NONE);
+    let want = vec![(10, first)];
+    assert_eq!(p.aborted_transactions(0, p.log_end()), want);
+    let sealed: Vec<i64> = p.segments()[..segment_count(&p) - 1]
+        .iter()
+        .map(|s| s.base_offset())
+        .collect();
+    p.set_config(LogConfig {
+        segment_bytes: 1 << 20,
+        ..config()
+    });
+    STOP_BEFORE_SWAP.with(|s| s.set(true));
+    let err = p.clean(&big_map(), T0).expect_err("stopped");
+    STOP_BEFORE_SWAP.with(|s| s.set(false));
+    assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+    let pdir = src.join("t-0");
+    assert!(segment_file(&pdir, sealed[0], "txnindex", files::CLEANED).exists());
+    let end = p.log_end();
+    drop(p);
+    let mut ops = swap_ops(&pdir, sealed[0], &sealed);
+    ops.extend(removal_ops(&pdir, &sealed));
+    assert!(
+        ops.iter().any(
+            |op| matches!(op, FileOp::Rename(a, _) if a.to_string_lossy().ends_with(".txnindex"))
+        ),
+        "the old index goes to .deleted"
+    );
+    let commit = ops
+        .iter()
+        .position(|op| matches!(op, FileOp::Rename(a, _) if a.to_string_lossy().ends_with(".log.cleaned")))
+        .expect("the commit point");
+    for k in 0..=ops.len() {
+        let case = dir.path().join(format!("case{k}"));
+        copy_dir(&pdir, &case.join("t-0"));
+        for op in &ops[..k] {
+            let op = match op {
+                FileOp::Rename(a, b) => FileOp::Rename(
+                    case.join("t-0").join(a.file_name().expect("name")),
+                    case.join("t-0").join(b.file_name().expect("name")),
+                ),
+                FileOp::Remove(a) => {
+                    FileOp::Remove(case.join("t-0").join(a.file_name().expect("name")))
+                }
+            };
+            op.run().unwrap_or_else(|e| panic!("step {k}: {op:?}: {e}"));
+        }
+        let p = Partition::open(&case.join("t-0"), config(), false).expect("open after the crash");
+        assert_eq!(p.log_end(), end, "step {k}");
+        assert_eq!(p.aborted_transactions(0, end), want, "step {k}");
+        assert!(p.open_transactions().is_empty(), "step {k}");
+        // The log's rename to .swap is the commit point.
+        let gone = scan(&p).1.iter().all(|r| r.offset != first);
+        assert_eq!(gone, k > commit, "step {k}: the aborted record");
+        let names: Vec<String> = std::fs::read_dir(case.join("t-0"))
+            .expect("dir")
+            .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.ends_with(".cleaned")
+                && !n.ends_with(".swap")
+                && !n.ends_with(".deleted")),
+            "step {k}: leftovers {names:?}"
+        );
+    }
+}

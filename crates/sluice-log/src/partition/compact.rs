@@ -3,7 +3,7 @@
 //! segment, and the swap under the appender lock. The design is in
 //! `crate::cleaner`'s documentation; the file states in docs/FORMAT.md.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -12,18 +12,106 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{Appender, Partition};
-use crate::batch::{self, BatchHeader, HEADER_LEN, TIMESTAMP_TYPE_BIT};
+use crate::batch::{
+    self, BatchHeader, CONTROL_BIT, HEADER_LEN, TIMESTAMP_TYPE_BIT, TRANSACTIONAL_BIT, TxnMarker,
+};
 use crate::cleaner::{
-    CLEANED, CONTROL_BIT, Checkpoint, CleanStats, Cleanable, CleanerConfig, CleanerStatus,
-    DELETE_HORIZON_BIT, FileOp, OffsetMap, Throttle, discard_cleaned, parse_records, put_record,
-    records_section, removal_ops, segment_file, swap_ops, write_batch,
+    CLEANED, Checkpoint, CleanStats, Cleanable, CleanerConfig, CleanerStatus, DELETE_HORIZON_BIT,
+    FileOp, OffsetMap, Throttle, discard_cleaned, parse_records, put_record, records_section,
+    removal_ops, segment_file, swap_ops, write_batch,
 };
 use crate::config::LogConfig;
 use crate::index::{offset_entry, time_entry};
 use crate::segment::Segment;
+use crate::txn_index::{self, AbortedTxn};
 
-/// Transactional attribute bit (kept as it is on an emptied batch).
-const TRANSACTIONAL_BIT: i16 = 1 << 4;
+/// Kafka's `CleanedTransactionMetadata`: reading the log in offset order,
+/// which transactional batches belong to aborted transactions (their
+/// records go, and they never enter the offset map) and which markers may
+/// go (after `delete.retention.ms`): an ABORT once no batch of its
+/// transaction is left before it, a COMMIT once none of its transaction's
+/// batches is.
+struct TxnTracker {
+    /// Aborted transactions (from the `.txnindex` files) not yet reached,
+    /// by first offset.
+    aborted: VecDeque<AbortedTxn>,
+    /// Producers inside an aborted transaction: its entry, and whether a
+    /// batch of it was met.
+    ongoing_aborted: HashMap<i64, (AbortedTxn, bool)>,
+    /// Producers whose batches of a (not aborted) transaction were met
+    /// since their last marker.
+    ongoing_committed: HashSet<i64>,
+}
+
+impl TxnTracker {
+    fn new(mut aborted: Vec<AbortedTxn>) -> TxnTracker {
+        aborted.sort_by_key(|t| (t.first_offset, t.last_offset));
+        aborted.dedup();
+        TxnTracker {
+            aborted: aborted.into(),
+            ongoing_aborted: HashMap::new(),
+            ongoing_committed: HashSet::new(),
+        }
+    }
+
+    fn consume_upto(&mut self, offset: i64) {
+        while let Some(t) = self.aborted.front().filter(|t| t.first_offset <= offset) {
+            let t = *t;
+            self.aborted.pop_front();
+            self.ongoing_aborted
+                .entry(t.producer_id)
+                .or_insert((t, false));
+        }
+    }
+
+    /// A data batch: true when it belongs to an aborted transaction.
+    fn on_data(&mut self, h: &BatchHeader) -> bool {
+        self.consume_upto(h.last_offset());
+        if !h.is_transactional() || h.producer_id < 0 {
+            return false;
+        }
+        if let Some((_, seen)) = self.ongoing_aborted.get_mut(&h.producer_id) {
+            *seen = true;
+            return true;
+        }
+        self.ongoing_committed.insert(h.producer_id);
+        false
+    }
+
+    /// A control batch (`marker` None: emptied already, or unreadable):
+    /// whether it may go once its delete horizon passes, and, for an ABORT
+    /// that must stay, its transaction index entry.
+    fn on_control(
+        &mut self,
+        h: &BatchHeader,
+        marker: Option<TxnMarker>,
+    ) -> (bool, Option<AbortedTxn>) {
+        self.consume_upto(h.last_offset());
+        match marker {
+            None => (true, None),
+            Some(m) if !m.commit => match self.ongoing_aborted.remove(&h.producer_id) {
+                Some((t, true)) => (false, Some(t)),
+                _ => (true, None),
+            },
+            Some(_) => (!self.ongoing_committed.remove(&h.producer_id), None),
+        }
+    }
+}
+
+/// The marker of a whole control batch, if it reads as one.
+fn marker_of(bytes: &[u8], h: &BatchHeader) -> Option<TxnMarker> {
+    batch::parse_marker(bytes, h).ok().flatten()
+}
+
+/// Every aborted transaction in the partition's `.txnindex` files whose
+/// marker is at or after `from`.
+fn aborted_from(segs: &[Arc<Segment>], from: i64) -> Vec<AbortedTxn> {
+    segs.iter()
+        .filter(|s| s.next_offset() > from)
+        .flat_map(|s| s.txn_index().entries())
+        .filter(|t| t.last_offset >= from)
+        .collect()
+}
 
 /// Everything a pass needs while copying.
 struct Pass<'a> {
@@ -32,8 +120,13 @@ struct Pass<'a> {
     config: &'a LogConfig,
     now: i64,
     map: OffsetMap,
-    /// Each idempotent producer's last batch (by its last offset).
-    producer_last: HashMap<i64, i64>,
+    /// Each producer's last data offset (if any) and epoch (Kafka's
+    /// `lastRecordsOfActiveProducers`).
+    producer_last: HashMap<i64, (Option<i64>, i16)>,
+    /// Aborted transactions and removable markers, over the copy.
+    txns: TxnTracker,
+    /// Entries of the ABORT markers kept since the writer last took them.
+    kept_aborts: Vec<AbortedTxn>,
     throttle: &'a Throttle,
     stop: &'a dyn Fn() -> bool,
     stats: CleanStats,
@@ -172,6 +265,8 @@ struct CleanedWriter {
     pos: u64,
     index: Vec<u8>,
     time_index: Vec<u8>,
+    /// The aborted transactions whose ABORT markers the new segment keeps.
+    txn_entries: Vec<AbortedTxn>,
     since_index: u64,
     max_ts_before: i64,
     interval: u64,
@@ -191,6 +286,7 @@ impl CleanedWriter {
             pos: 0,
             index: Vec::new(),
             time_index: Vec::new(),
+            txn_entries: Vec::new(),
             since_index: 0,
             max_ts_before: -1,
             interval: config.index_interval_bytes,
@@ -272,6 +368,10 @@ impl CleanedWriter {
             f.sync_all()?;
             written += bytes.len() as u64;
         }
+        if !self.txn_entries.is_empty() {
+            let path = segment_file(dir, self.base, "txnindex", CLEANED);
+            written += txn_index::write_file(&path, &self.txn_entries)?;
+        }
         crate::partition::sync_dir(dir)?;
         Ok((CleanedGroup { base: self.base }, written))
     }
@@ -303,9 +403,19 @@ impl Partition {
             .filter(|s| s.next_offset() > first_dirty)
             .find(|s| min_lag > 0 && s.max_timestamp() > now.saturating_sub(min_lag))
             .map(|s| s.base_offset());
+        // Nothing at or past the last stable offset is cleaned (Kafka's
+        // rule): whether an open transaction's records stay is not known
+        // yet. Whole segments only: the one holding it is not cleaned.
+        let lso = self.last_stable_offset();
+        let lso_segment = segs
+            .iter()
+            .rev()
+            .find(|s| s.base_offset() <= lso)
+            .map_or(log_start, |s| s.base_offset());
         let first_uncleanable = young
             .unwrap_or(active_base)
             .min(active_base)
+            .min(lso_segment)
             .max(first_dirty);
         let mut clean_bytes = 0;
         let mut dirty_bytes = 0;
@@ -388,7 +498,7 @@ impl Partition {
             return Ok(None);
         }
         let sealed: Vec<Arc<Segment>> = segs[..segs.len().saturating_sub(1)].to_vec();
-        let producer_last = self.lock().producers.last_offsets();
+        let producer_last = self.lock().producers.last_records();
         let mut pass = Pass {
             partition: self,
             cfg,
@@ -396,6 +506,10 @@ impl Partition {
             now,
             map: OffsetMap::new(cfg.dedupe_buffer_bytes, cfg.dedupe_load_factor),
             producer_last,
+            // The copy reads every sealed segment from the first: every
+            // aborted transaction the log still indexes.
+            txns: TxnTracker::new(aborted_from(&segs, i64::MIN)),
+            kept_aborts: Vec::new(),
             throttle,
             stop,
             stats: CleanStats {
@@ -409,7 +523,13 @@ impl Partition {
             },
         };
         pass.map.set_latest(range.first_dirty - 1);
-        pass.build_map(&sealed, range.first_dirty, range.first_uncleanable)?;
+        let dirty_aborts = TxnTracker::new(aborted_from(&segs, range.first_dirty));
+        pass.build_map(
+            &sealed,
+            range.first_dirty,
+            range.first_uncleanable,
+            dirty_aborts,
+        )?;
         let end = pass.map.latest() + 1;
         pass.stats.map_duration = started.elapsed();
         pass.stats.cleaned_to = end;
@@ -574,6 +694,7 @@ impl Pass<'_> {
         sealed: &[Arc<Segment>],
         first_dirty: i64,
         first_uncleanable: i64,
+        mut txns: TxnTracker,
     ) -> io::Result<()> {
         for (i, seg) in sealed.iter().enumerate() {
             if seg.next_offset() <= first_dirty || seg.base_offset() >= first_uncleanable {
@@ -600,7 +721,16 @@ impl Pass<'_> {
                 if h.last_offset() < first_dirty {
                     continue;
                 }
-                if h.attributes & CONTROL_BIT == 0 {
+                // An aborted transaction's records never shadow a key:
+                // they will be removed, and the older value is the one
+                // read_committed consumers saw.
+                let aborted = if h.is_control() {
+                    txns.on_control(&h, marker_of(&reader.buf[range.clone()], &h));
+                    true
+                } else {
+                    txns.on_data(&h)
+                };
+                if !aborted {
                     let bytes = &reader.buf[range];
                     let section = records_section(bytes, &h)?;
                     let records = parse_records(&section, h.record_count)
@@ -709,6 +839,7 @@ impl Pass<'_> {
                     }
                     BatchOut::Dropped => changed = true,
                 }
+                w.txn_entries.append(&mut self.kept_aborts);
                 let written = w.drain(self.cfg.io_buffer_bytes)?;
                 self.io(0, written);
             }
@@ -725,17 +856,94 @@ impl Pass<'_> {
         last_of_group: bool,
         out: &mut Vec<u8>,
     ) -> io::Result<BatchOut> {
-        if h.attributes & CONTROL_BIT != 0 {
-            // Transaction markers (Sluice refuses transactions; kept as is).
-            return Ok(BatchOut::Same);
-        }
-        let retain_empty = last_of_group
-            || (h.producer_id >= 0
-                && self.producer_last.get(&h.producer_id) == Some(&h.last_offset()));
         let has_horizon = h.attributes & DELETE_HORIZON_BIT != 0;
+        // Kafka's `checkBatchRetention`: a batch of an aborted transaction
+        // loses its records; a marker may go once nothing of its
+        // transaction is left and its delete horizon has passed.
+        let (can_discard, discard_records) = if h.is_control() {
+            let (can_discard, keep_entry) = self.txns.on_control(h, marker_of(bytes, h));
+            self.kept_aborts.extend(keep_entry);
+            let expired = has_horizon && self.now >= h.base_timestamp;
+            (can_discard, can_discard && expired)
+        } else {
+            let aborted = self.txns.on_data(h);
+            (aborted, aborted)
+        };
+        // The producer's last batch keeps its sequence (a data batch) or its
+        // epoch (a marker, when the producer has no data batch in its
+        // epoch); the group's last keeps the segment's end offset.
+        let last_of_producer = h.producer_id >= 0
+            && self
+                .producer_last
+                .get(&h.producer_id)
+                .is_some_and(|&(last_data, epoch)| match last_data {
+                    Some(offset) => h.last_offset() == offset,
+                    None => h.is_control() && h.producer_epoch == epoch,
+                });
+        let retain_empty = last_of_group || last_of_producer;
+        if discard_records {
+            self.stats.records_read += h.record_count.max(0) as u64;
+            self.stats.records_removed += h.record_count.max(0) as u64;
+            if h.is_control() {
+                self.stats.markers_removed += 1;
+            } else {
+                self.stats.aborted_records_removed += h.record_count.max(0) as u64;
+            }
+            if !retain_empty {
+                return Ok(BatchOut::Dropped);
+            }
+            return self.write_empty(h, out);
+        }
+        if h.is_control() {
+            self.stats.records_read += h.record_count.max(0) as u64;
+            self.stats.records_kept += h.record_count.max(0) as u64;
+            // Emptied before: it goes, unless still needed for its header
+            // (Kafka's DELETE_EMPTY).
+            if h.record_count == 0 {
+                return Ok(if retain_empty {
+                    BatchOut::Same
+                } else {
+                    BatchOut::Dropped
+                });
+            }
+            // Past the map (a full map stopped the pass early): as it is.
+            if h.last_offset() > self.map.latest() || !can_discard {
+                return Ok(BatchOut::Same);
+            }
+            // Removable: it lives on for delete.retention.ms from now, as a
+            // tombstone does (KIP-534's horizon, which Kafka sets on markers
+            // of emptied transactions too).
+            if has_horizon {
+                self.note_horizon(h.base_timestamp);
+                return Ok(BatchOut::Same);
+            }
+            let horizon = self
+                .now
+                .saturating_add(self.config.delete_retention.as_millis() as i64);
+            self.note_horizon(horizon);
+            let section = records_section(bytes, h)?;
+            let records = parse_records(&section, h.record_count)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let rebase = horizon.wrapping_sub(h.base_timestamp);
+            let mut body = Vec::with_capacity(section.len() + 8);
+            for r in &records {
+                put_record(&mut body, r, rebase);
+            }
+            let nh = BatchHeader {
+                attributes: h.attributes | DELETE_HORIZON_BIT,
+                base_timestamp: horizon,
+                ..*h
+            };
+            write_batch(out, &nh, &body)?;
+            return Ok(BatchOut::Rewritten);
+        }
         let section = records_section(bytes, h)?;
         let records = parse_records(&section, h.record_count)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if records.is_empty() && !retain_empty {
+            // Kept empty by an earlier pass, and no longer needed.
+            return Ok(BatchOut::Dropped);
+        }
         let latest = self.map.latest();
         let mut keep = Vec::with_capacity(records.len());
         let mut kept_tombstone = false;
@@ -774,10 +982,7 @@ impl Pass<'_> {
             h.base_timestamp
         };
         if kept_tombstone {
-            let hz = &mut self.stats.tombstone_horizon;
-            if *hz < 0 || base_timestamp < *hz {
-                *hz = base_timestamp;
-            }
+            self.note_horizon(base_timestamp);
         }
         if kept == records.len() && !set_horizon {
             return Ok(BatchOut::Same);
@@ -786,17 +991,7 @@ impl Pass<'_> {
             if !retain_empty {
                 return Ok(BatchOut::Dropped);
             }
-            // Kafka's empty header: no codec, no base timestamp, the old
-            // maxTimestamp, producer fields and offsets as they were.
-            let empty = BatchHeader {
-                attributes: h.attributes & (TIMESTAMP_TYPE_BIT | TRANSACTIONAL_BIT),
-                base_timestamp: -1,
-                record_count: 0,
-                ..*h
-            };
-            write_batch(out, &empty, &[])?;
-            self.stats.empty_batches += 1;
-            return Ok(BatchOut::Rewritten);
+            return self.write_empty(h, out);
         }
         let rebase = base_timestamp.wrapping_sub(h.base_timestamp);
         let mut body = Vec::with_capacity(section.len());
@@ -823,6 +1018,36 @@ impl Pass<'_> {
         };
         write_batch(out, &nh, &body)?;
         Ok(BatchOut::Rewritten)
+    }
+}
+
+impl Pass<'_> {
+    /// Kafka's empty header for a batch kept only for what its header
+    /// says: no codec, no base timestamp, the old maxTimestamp, producer
+    /// fields, offsets and the transactional and control bits as they were.
+    fn write_empty(&mut self, h: &BatchHeader, out: &mut Vec<u8>) -> io::Result<BatchOut> {
+        let empty = BatchHeader {
+            attributes: h.attributes & (TIMESTAMP_TYPE_BIT | TRANSACTIONAL_BIT | CONTROL_BIT),
+            base_timestamp: -1,
+            record_count: 0,
+            ..*h
+        };
+        if *h == empty {
+            // Emptied by an earlier pass already.
+            return Ok(BatchOut::Same);
+        }
+        write_batch(out, &empty, &[])?;
+        self.stats.empty_batches += 1;
+        Ok(BatchOut::Rewritten)
+    }
+
+    /// The earliest delete horizon kept (tombstones and markers): the
+    /// partition is due again by itself once it passes.
+    fn note_horizon(&mut self, horizon: i64) {
+        let hz = &mut self.stats.tombstone_horizon;
+        if *hz < 0 || horizon < *hz {
+            *hz = horizon;
+        }
     }
 }
 
