@@ -18,9 +18,15 @@
 //!   compaction ([`Log::start_cleaner`], after Kafka's LogCleaner) for topics
 //!   whose `cleanup.policy` includes `compact`.
 //!
+//! - Transactions (KIP-98): transactional batches open and join their
+//!   producer's transaction, markers ([`Partition::append_control`]) end
+//!   it; [`Partition::last_stable_offset`] bounds read_committed fetches,
+//!   and each segment's `.txnindex` (Kafka's) lists the aborted
+//!   transactions [`Partition::aborted_transactions`] returns.
+//!
 //! It knows the RecordBatch header but not the Kafka wire protocol.
 //!
-//! Every file this crate writes (segments, indexes, `recovery-point`,
+//! Every file this crate writes (segments, indexes, `.txnindex`, `recovery-point`,
 //! `producer.snapshot`, `.clean-shutdown`, the log cleaner's checkpoint and
 //! `.cleaned`/`.swap`/`.deleted` segments) is laid out byte by byte, with how
 //! recovery treats a torn or corrupt one, in `docs/FORMAT.md`. Compacted

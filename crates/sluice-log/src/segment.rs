@@ -497,6 +497,7 @@ impl Segment {
         self.file.set_len(len)?;
         self.size.store(len, Ordering::Release);
         self.next_offset.store(next_offset, Ordering::Release);
+        self.txn_index.truncate_from(next_offset)?;
         self.rebuild_indexes(config)
     }
 

@@ -91,8 +91,8 @@ impl TxnIndex {
 
     /// Opens the index of the segment at `base`, reading its entries if the
     /// file exists. A file that is not whole version-0 entries keeps the
-    /// whole entries before the damage and reads as not
-    /// [`intact`](Self::is_intact).
+    /// whole entries before the damage and fails
+    /// [`is_sane`](Self::is_sane).
     pub fn open(dir: &Path, base: i64) -> io::Result<TxnIndex> {
         let path = Self::path_for(dir, base);
         let mut inner = Inner {

@@ -34,7 +34,16 @@
 //!    keeps its timestamp), and a pass after the horizon drops them. The
 //!    earliest horizon kept is checkpointed, and makes the partition due by
 //!    itself once it passes, so a quiet topic loses its tombstones on time.
-//! 5. **Swap**, crash-safe at every step (`files.rs`): the new segment is
+//! 5. **Transactions** (Kafka's `CleanedTransactionMetadata`). The dirty
+//!    section ends before the segment holding the last stable offset: an
+//!    open transaction's records are never judged. Records of aborted
+//!    transactions (the `.txnindex` entries) never enter the offset map and
+//!    are removed; a COMMIT or ABORT marker stays while a batch of its
+//!    transaction is left before it (an ABORT with its index entry, copied
+//!    into the cleaned segment's `.txnindex`), then gets a delete horizon
+//!    like a tombstone and goes once it passes — unless it is its
+//!    producer's last batch with that epoch, which stays, emptied.
+//! 6. **Swap**, crash-safe at every step (`files.rs`): the new segment is
 //!    written as `.cleaned` files and fsynced; then, under the partition's
 //!    appender lock (so no append, roll or retention interleaves), renamed
 //!    to `.swap`, the old segments' files renamed to `.deleted`, the
