@@ -47,6 +47,9 @@ pub fn append_error_code(e: &AppendError) -> i16 {
         AppendError::InvalidBatch(BatchError::UnsupportedMagic(_)) => {
             UNSUPPORTED_FOR_MESSAGE_FORMAT
         }
+        // A plain batch from a producer with a transaction open (Kafka:
+        // INVALID_TXN_STATE).
+        AppendError::InvalidBatch(BatchError::NotTransactional { .. }) => E::InvalidTxnState.code(),
         AppendError::InvalidBatch(_) | AppendError::Empty => INVALID_RECORD,
         AppendError::Sequence(SequenceError::OutOfOrder { .. }) => OUT_OF_ORDER_SEQUENCE_NUMBER,
         AppendError::Sequence(SequenceError::FencedEpoch { .. }) => INVALID_PRODUCER_EPOCH,

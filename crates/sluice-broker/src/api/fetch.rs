@@ -139,6 +139,8 @@ fn collect_fetch(
     let limit = state.config.max_partitions_per_fetch;
     // A follower's fetch names its broker id (Kafka's replica id).
     let follower = r.replica_id.0;
+    // v4+: read_committed consumers stop at the last stable offset.
+    let read_committed = r.isolation_level == 1;
     let mut named = 0usize;
     let mut topics = Vec::with_capacity(r.topics.len());
     for ft in &r.topics {
@@ -223,17 +225,30 @@ fn collect_fetch(
                     let budget = u64::try_from(fp.partition_max_bytes)
                         .unwrap_or(0)
                         .min(max_bytes.saturating_sub(total));
-                    let read = match hw {
-                        Some(hw) if follower < 0 => {
-                            part.read_upto(fp.fetch_offset, budget, hw, cached_only)
-                        }
-                        _ if cached_only => part.read_cached(fp.fetch_offset, budget),
-                        _ => part.read(fp.fetch_offset, budget),
+                    // A read_committed consumer reads up to the last stable
+                    // offset (no open transaction's records), any other
+                    // consumer up to the high watermark, a follower to the
+                    // log end.
+                    let lso = (follower < 0 && read_committed).then(|| part.last_stable_offset());
+                    let bound = match (lso, hw) {
+                        (Some(lso), _) => Some(lso),
+                        (None, Some(hw)) if follower < 0 => Some(hw),
+                        _ => None,
+                    };
+                    let read = match bound {
+                        Some(b) => part.read_upto(fp.fetch_offset, budget, b, cached_only),
+                        None if cached_only => part.read_cached(fp.fetch_offset, budget),
+                        None => part.read(fp.fetch_offset, budget),
                     };
                     match read {
                         Ok(res) => {
                             pd.high_watermark = hw.unwrap_or(res.log_end);
-                            pd.last_stable_offset = pd.high_watermark;
+                            pd.last_stable_offset =
+                                part.last_stable_offset().min(pd.high_watermark);
+                            if let (Some(lso), true) = (lso, res.slice.is_some()) {
+                                pd.aborted_transactions =
+                                    part.aborted_transactions(fp.fetch_offset, lso);
+                            }
                             pd.log_start_offset = res.log_start;
                             if let Some(slice) = res.slice
                                 && (budget > 0 || total == 0)

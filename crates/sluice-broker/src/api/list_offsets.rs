@@ -24,6 +24,8 @@ pub fn list_offsets(
     _: &Blocking,
 ) -> ListOffsetsResponse {
     let mut out = ListOffsetsResponse::default();
+    // v2+: a read_committed consumer's latest is the last stable offset.
+    let read_committed = version >= 2 && r.isolation_level == 1;
     for topic in r.topics {
         let name = topic.name.0.to_string();
         let mut t = ListOffsetsTopicResponse::default();
@@ -52,7 +54,7 @@ pub fn list_offsets(
             };
             match target {
                 Err(code) => p.error_code = code,
-                Ok(part) => match lookup(&part, lp.timestamp) {
+                Ok(part) => match lookup(&part, lp.timestamp, read_committed) {
                     Ok(Some((offset, timestamp))) => {
                         p.offset = offset;
                         p.timestamp = timestamp;
@@ -75,7 +77,11 @@ pub fn list_offsets(
 /// carry timestamp −1, as in Kafka; an unknown negative target is treated
 /// as latest; a time no record at or after the log start reaches finds
 /// nothing (offset −1).
-fn lookup(part: &Partition, target: i64) -> Result<Option<(i64, i64)>, ReadError> {
+fn lookup(
+    part: &Partition,
+    target: i64,
+    read_committed: bool,
+) -> Result<Option<(i64, i64)>, ReadError> {
     // A record found by time is one consumers can read: below the high
     // watermark (the log end on a single broker), as Kafka answers.
     let visible = |found: Option<(i64, i64)>| found.filter(|(o, _)| *o < part.high_watermark());
@@ -92,6 +98,7 @@ fn lookup(part: &Partition, target: i64) -> Result<Option<(i64, i64)>, ReadError
         ts if ts >= 0 => by_time(part, ts).map(visible),
         // −1 (latest), and any other negative target: the high watermark
         // (the log end on a single broker), what consumers can read to.
+        _ if read_committed => Ok(Some((part.last_stable_offset(), -1))),
         _ => Ok(Some((part.high_watermark(), -1))),
     }
 }

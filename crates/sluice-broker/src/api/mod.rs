@@ -26,6 +26,7 @@ mod produce;
 mod producer_ids;
 mod reassign;
 mod topics;
+mod txn_markers;
 pub mod versions;
 
 #[cfg(test)]
@@ -163,6 +164,9 @@ pub async fn dispatch(
                 .cluster()
                 .ok_or_else(|| ApiError::Internal("no cluster".into()))?;
             ResponseKind::CreatePartitions(topics::cluster_create_partitions(c, r).await)
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(txn_markers::write_txn_markers(state, r).await)
         }
         RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
             reassign::alter_partition_reassignments(state, r, version).await,
