@@ -488,6 +488,11 @@ impl Partition {
         self.lock().producers.open_txns()
     }
 
+    /// Every producer with state here, as DescribeProducers shows them.
+    pub fn producers(&self) -> Vec<crate::producer::ProducerView> {
+        self.lock().producers.views()
+    }
+
     /// Republishes the view of unstable transactions if the producer state
     /// changed it (or `force`: the table was replaced). Under the appender
     /// lock, before the log end moves.

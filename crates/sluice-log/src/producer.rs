@@ -61,6 +61,19 @@ impl ProducerEntry {
     }
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence appended (−1: none remembered).
+    pub last_sequence: i32,
+    /// The coordinator epoch of its last marker (−1: none).
+    pub coordinator_epoch: i32,
+    /// The first offset of its open transaction (−1: none).
+    pub txn_start_offset: i64,
+}
+
 /// A transaction a marker ended (Kafka's `CompletedTxn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompletedTxn {
@@ -506,6 +519,23 @@ impl ProducerTable {
             .iter()
             .map(|(id, e)| (*id, (e.recent.back().map(|b| b.last_offset), e.epoch)))
             .collect()
+    }
+
+    /// Every producer with state (DescribeProducers), by producer id.
+    pub fn views(&self) -> Vec<ProducerView> {
+        let mut out: Vec<ProducerView> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ProducerView {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.recent.back().map_or(-1, |b| b.last_seq),
+                coordinator_epoch: e.coordinator_epoch,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|v| v.producer_id);
+        out
     }
 
     /// Number of producers with state.

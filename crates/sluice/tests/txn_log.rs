@@ -5,8 +5,8 @@
 //! aborted transactions it covers, so clients drop their records — here
 //! checked over the wire and with librdkafka (kcat-free: the rdkafka
 //! crate) reading read_committed and read_uncommitted; ListOffsets'
-//! latest for read_committed is the last stable offset; all of it
-//! survives a SIGKILL of the broker.
+//! latest for read_committed is the last stable offset; DescribeProducers
+//! shows the open transaction; all of it survives a SIGKILL of the broker.
 
 mod support;
 
@@ -129,6 +129,32 @@ fn fetch(c: &mut Client, isolation: i8) -> (i64, i64, Vec<(i64, i64)>, Vec<Strin
         }
     }
     (p.high_watermark, p.last_stable_offset, aborted, values)
+}
+
+/// (producer id, epoch, last sequence, open transaction's first offset)
+/// of every producer partition 0 keeps state for (DescribeProducers).
+fn producers(c: &mut Client) -> Vec<(i64, i32, i32, i64)> {
+    use kafka_protocol::messages::DescribeProducersRequest;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    let mut t = TopicRequest::default();
+    t.name = name();
+    t.partition_indexes = vec![0];
+    let mut req = DescribeProducersRequest::default();
+    req.topics = vec![t];
+    let resp = c.call(0, &req);
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.active_producers
+        .iter()
+        .map(|s| {
+            (
+                s.producer_id.0,
+                s.producer_epoch,
+                s.last_sequence,
+                s.current_txn_start_offset,
+            )
+        })
+        .collect()
 }
 
 fn latest(c: &mut Client, isolation: i8) -> i64 {

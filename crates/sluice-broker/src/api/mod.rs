@@ -24,6 +24,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_ids;
+mod producers;
 mod reassign;
 mod topics;
 mod txn_markers;
@@ -164,6 +165,9 @@ pub async fn dispatch(
                 .cluster()
                 .ok_or_else(|| ApiError::Internal("no cluster".into()))?;
             ResponseKind::CreatePartitions(topics::cluster_create_partitions(c, r).await)
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(producers::describe_producers(state, r))
         }
         RequestKind::WriteTxnMarkers(r) => {
             ResponseKind::WriteTxnMarkers(txn_markers::write_txn_markers(state, r).await)
