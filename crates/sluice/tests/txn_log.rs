@@ -264,6 +264,12 @@ fn markers_move_the_last_stable_offset_and_read_committed_drops_aborted_records(
         "the open transaction holds the LSO after recovery"
     );
     assert_eq!(aborted, vec![(5000, 1)], "the txnindex survives");
+    // DescribeProducers names what holds the LSO back.
+    assert_eq!(
+        producers(&mut c),
+        vec![(5000, 0, 2, -1), (6000, 0, 0, -1), (7000, 0, 0, 7)]
+    );
     marker(&mut c, 7000, true);
     assert_eq!(fetch(&mut c, 1).1, 9);
+    assert_eq!(producers(&mut c)[2], (7000, 0, 0, -1));
 }
