@@ -6,4 +6,6 @@ pub mod groups;
 pub mod legacy_offsets;
 pub mod offsets;
 pub mod producer_ids;
+pub mod records;
+pub mod slots;
 pub mod transactions;

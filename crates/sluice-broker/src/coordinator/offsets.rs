@@ -12,14 +12,12 @@
 //! leader, and every later commit is applied once it is durable. Appending
 //! and replicating are the caller's (`api::coordination`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use sluice_log::Partition;
 
@@ -489,92 +487,27 @@ impl PartitionOffsets {
 /// from elsewhere, never a reason to refuse to coordinate.
 pub fn load(part: &Partition) -> io::Result<PartitionOffsets> {
     let mut out = PartitionOffsets::default();
-    let mut offset = part.log_start();
-    let end = part.log_end();
-    while offset < end {
-        let read = part
-            .read(offset, 1 << 20)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        let Some(slice) = read.slice else { break };
-        let mut buf = vec![0u8; slice.len as usize];
-        slice
-            .segment
-            .file()
-            .read_exact_at(&mut buf, slice.position)?;
-        let mut pos = 0usize;
-        let mut next = offset;
-        while pos + 27 <= buf.len() {
-            let b = &buf[pos..];
-            let base = i64::from_be_bytes(b[0..8].try_into().expect("8 bytes"));
-            let len =
-                12 + i32::from_be_bytes(b[8..12].try_into().expect("4 bytes")).max(0) as usize;
-            let delta = i32::from_be_bytes(b[23..27].try_into().expect("4 bytes"));
-            if pos + len > buf.len() {
-                break;
-            }
-            let mut batch = Bytes::copy_from_slice(&buf[pos..pos + len]);
-            match RecordBatchDecoder::decode(&mut batch) {
-                Ok(set) => {
-                    for r in set.records {
-                        if r.control || r.offset < offset {
-                            continue;
-                        }
-                        let Some(key) = &r.key else { continue };
-                        if let Some(change) = decode(key, r.value.as_deref()) {
-                            out.apply(r.offset, change);
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(
-                    partition = part.name(),
-                    base_offset = base,
-                    "skipping an offsets batch that does not decode: {e}"
-                ),
-            }
-            next = base + i64::from(delta) + 1;
-            pos += len;
+    super::records::for_each_record(part, |r| {
+        if r.control {
+            return;
         }
-        if next <= offset {
-            // Nothing whole was read (a batch larger than the read): read it
-            // alone, however large.
-            let whole = part
-                .read(offset, u64::MAX >> 1)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            if whole.slice.as_ref().is_none_or(|s| s.len <= slice.len) {
-                return Err(io::Error::other(format!(
-                    "{}: no whole batch at offset {offset}",
-                    part.name()
-                )));
-            }
-            continue;
+        if let Some(key) = &r.key
+            && let Some(change) = decode(key, r.value.as_deref())
+        {
+            out.apply(r.offset, change);
         }
-        offset = next;
-    }
+    })?;
     Ok(out)
 }
 
-#[derive(Debug)]
-enum Slot {
-    /// Being read from the log for this leader epoch; requests meanwhile
-    /// get COORDINATOR_LOAD_IN_PROGRESS.
-    Loading(i32),
-    Loaded(i32, PartitionOffsets),
-}
-
-/// What a coordinator knows of one of its partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadState {
-    /// Not loaded here (never, or for an older epoch).
-    Absent,
-    Loading,
-    Loaded,
-}
+pub use super::slots::LoadState;
+use super::slots::Slots;
 
 /// The committed offsets of the partitions this broker coordinates.
 #[derive(Debug)]
 pub struct OffsetStore {
     partitions: u32,
-    slots: Mutex<HashMap<i32, Slot>>,
+    slots: Slots<PartitionOffsets>,
 }
 
 impl OffsetStore {
@@ -583,12 +516,8 @@ impl OffsetStore {
     pub fn new(partitions: u32) -> OffsetStore {
         OffsetStore {
             partitions: partitions.max(1),
-            slots: Mutex::new(HashMap::new()),
+            slots: Slots::default(),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Slot>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn partitions(&self) -> u32 {
@@ -602,65 +531,33 @@ impl OffsetStore {
 
     /// Where partition `p` stands for leader epoch `epoch`.
     pub fn state(&self, p: i32, epoch: i32) -> LoadState {
-        match self.lock().get(&p) {
-            Some(Slot::Loaded(e, _)) if *e == epoch => LoadState::Loaded,
-            Some(Slot::Loading(e)) if *e == epoch => LoadState::Loading,
-            _ => LoadState::Absent,
-        }
+        self.slots.state(p, epoch)
     }
 
-    /// Claims the load of `p` for `epoch`: true if the caller must load it
-    /// now (nobody else is, and it is not loaded for that epoch).
+    /// Claims the load of `p` for `epoch` (see [`Slots::begin_load`]).
     pub fn begin_load(&self, p: i32, epoch: i32) -> bool {
-        let mut slots = self.lock();
-        match slots.get(&p) {
-            Some(Slot::Loaded(e, _)) | Some(Slot::Loading(e)) if *e == epoch => false,
-            _ => {
-                slots.insert(p, Slot::Loading(epoch));
-                true
-            }
-        }
+        self.slots.begin_load(p, epoch)
     }
 
-    /// Installs a finished load (unless the partition moved on meanwhile);
-    /// `None` (the load failed) frees the claim for a retry.
+    /// Installs a finished load (see [`Slots::finish_load`]).
     pub fn finish_load(&self, p: i32, epoch: i32, offsets: Option<PartitionOffsets>) {
-        let mut slots = self.lock();
-        if matches!(slots.get(&p), Some(Slot::Loading(e)) if *e == epoch) {
-            match offsets {
-                Some(o) => {
-                    slots.insert(p, Slot::Loaded(epoch, o));
-                }
-                None => {
-                    slots.remove(&p);
-                }
-            }
-        }
+        self.slots.finish_load(p, epoch, offsets);
     }
 
     /// Forgets partition `p` (this broker no longer leads it).
     pub fn unload(&self, p: i32) -> bool {
-        self.lock().remove(&p).is_some()
+        self.slots.unload(p)
     }
 
     /// Partitions loaded or loading, with their epochs.
     pub fn held(&self) -> Vec<(i32, i32)> {
-        self.lock()
-            .iter()
-            .map(|(p, s)| match s {
-                Slot::Loading(e) | Slot::Loaded(e, _) => (*p, *e),
-            })
-            .collect()
+        self.slots.held()
     }
 
     /// Applies records appended at `base_offset` (one per record, in order)
     /// once they are durable, if `p` is still loaded for `epoch`.
     pub fn apply(&self, p: i32, epoch: i32, base_offset: i64, records: &[(Bytes, Option<Bytes>)]) {
-        let mut slots = self.lock();
-        if let Some(Slot::Loaded(e, offsets)) = slots.get_mut(&p) {
-            if *e != epoch {
-                return;
-            }
+        self.slots.with_mut_at(p, epoch, |offsets| {
             for (i, (key, value)) in records.iter().enumerate() {
                 match decode(key, value.as_deref()) {
                     // Membership lives in the group coordinator once loaded.
@@ -668,15 +565,11 @@ impl OffsetStore {
                     Some(change) => offsets.apply(base_offset + i as i64, change),
                 }
             }
-        }
+        });
     }
 
     fn with_group<T>(&self, group: &str, f: impl FnOnce(&PartitionOffsets) -> T) -> Option<T> {
-        let p = self.partition_for(group);
-        match self.lock().get(&p) {
-            Some(Slot::Loaded(_, offsets)) => Some(f(offsets)),
-            _ => None,
-        }
+        self.slots.with(self.partition_for(group), f)
     }
 
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
@@ -713,15 +606,9 @@ impl OffsetStore {
 
     /// Groups with committed offsets in the loaded partitions.
     pub fn groups(&self) -> Vec<String> {
-        let slots = self.lock();
-        let mut gs: Vec<String> = slots
-            .values()
-            .filter_map(|s| match s {
-                Slot::Loaded(_, o) => Some(o),
-                Slot::Loading(_) => None,
-            })
-            .flat_map(|o| o.map.keys().map(|(g, _, _)| g.clone()))
-            .collect();
+        let mut gs: Vec<String> = Vec::new();
+        self.slots
+            .for_each_loaded(|o| gs.extend(o.map.keys().map(|(g, _, _)| g.clone())));
         gs.sort();
         gs.dedup();
         gs
@@ -735,14 +622,13 @@ impl OffsetStore {
         active: &std::collections::HashSet<String>,
     ) -> BTreeMap<String, Vec<(String, i32)>> {
         let mut by_group: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
-        for slot in self.lock().values() {
-            let Slot::Loaded(_, o) = slot else { continue };
+        self.slots.for_each_loaded(|o| {
             for ((g, t, p), (c, _)) in &o.map {
                 if c.commit_ms < before_ms && !active.contains(g) {
                     by_group.entry(g.clone()).or_default().push((t.clone(), *p));
                 }
             }
-        }
+        });
         by_group
     }
 }

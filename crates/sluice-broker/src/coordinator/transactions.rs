@@ -410,6 +410,91 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<(String, Option<TxnMet
     ))
 }
 
+// ---- the partitions this broker coordinates -----------------------------------
+
+use super::slots::{LoadState, Slots};
+
+/// The transactional ids of the `__transaction_state` partitions this
+/// broker leads (`transaction.state.log.num.partitions`, 50).
+#[derive(Debug)]
+pub struct TxnStore {
+    partitions: u32,
+    slots: Slots<BTreeMap<String, TxnMetadata>>,
+}
+
+impl TxnStore {
+    pub fn new(partitions: u32) -> TxnStore {
+        TxnStore {
+            partitions: partitions.max(1),
+            slots: Slots::default(),
+        }
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The partition of a transactional id (the same hash as groups').
+    pub fn partition_for(&self, transactional_id: &str) -> i32 {
+        super::offsets::partition_for(transactional_id, self.partitions)
+    }
+
+    pub fn slots(&self) -> &Slots<BTreeMap<String, TxnMetadata>> {
+        &self.slots
+    }
+
+    pub fn state(&self, p: i32, epoch: i32) -> LoadState {
+        self.slots.state(p, epoch)
+    }
+
+    /// The id's metadata, if its partition is loaded here.
+    pub fn get(&self, transactional_id: &str) -> Option<TxnMetadata> {
+        self.slots
+            .with(self.partition_for(transactional_id), |m| {
+                m.get(transactional_id).cloned()
+            })
+            .flatten()
+    }
+
+    /// Records metadata once written durably, if `p` is still loaded for
+    /// `epoch`.
+    pub fn put(&self, p: i32, epoch: i32, m: TxnMetadata) {
+        self.slots.with_mut_at(p, epoch, |ids| {
+            ids.insert(m.transactional_id.clone(), m);
+        });
+    }
+
+    /// Every loaded id's metadata (timeouts, ListTransactions).
+    pub fn all(&self) -> Vec<TxnMetadata> {
+        let mut out = Vec::new();
+        self.slots
+            .for_each_loaded(|ids| out.extend(ids.values().cloned()));
+        out
+    }
+}
+
+/// Reads a `__transaction_state` partition: the latest metadata of each
+/// transactional id (a tombstone removes it).
+pub fn load(part: &sluice_log::Partition) -> std::io::Result<BTreeMap<String, TxnMetadata>> {
+    let mut out = BTreeMap::new();
+    super::records::for_each_record(part, |r| {
+        if r.control {
+            return;
+        }
+        let Some(key) = &r.key else { return };
+        match decode(key, r.value.as_deref()) {
+            Some((id, Some(m))) => {
+                out.insert(id, m);
+            }
+            Some((id, None)) => {
+                out.remove(&id);
+            }
+            None => {}
+        }
+    })?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,6 +652,48 @@ mod tests {
             add_partitions(Some(&open), 999, 0, &[tp("a", 0)], 10, FENCED),
             Err(E::InvalidProducerIdMapping.code())
         );
+    }
+
+    #[test]
+    fn a_partition_loads_to_each_ids_latest_metadata() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = sluice_log::Log::open(dir.path(), sluice_log::LogConfig::default()).expect("log");
+        log.create_topic(TRANSACTION_TOPIC, 1).expect("topic");
+        let part = log.partition(TRANSACTION_TOPIC, 0).expect("partition");
+        let mut alloc = ids();
+        let a = ready(init_producer_id("a", None, 1000, 900_000, 1, &mut alloc));
+        let b = ready(init_producer_id("b", None, 1000, 900_000, 1, &mut alloc));
+        let a2 = add_partitions(Some(&a), a.producer_id, 0, &[tp("t", 0)], 2, FENCED)
+            .unwrap()
+            .unwrap();
+        let record = |m: &TxnMetadata| {
+            (
+                log_key(&m.transactional_id).unwrap(),
+                Some(log_value(m).unwrap()),
+            )
+        };
+        let tombstone = (log_key("b").unwrap(), None);
+        for records in [vec![record(&a), record(&b)], vec![record(&a2), tombstone]] {
+            let batch = super::super::offsets::encode_batch(&records, 1).unwrap();
+            part.append(&batch, 0).expect("append");
+        }
+        let loaded = load(&part).expect("load");
+        assert_eq!(loaded.len(), 1, "b was removed by its tombstone");
+        assert_eq!(loaded.get("a"), Some(&a2));
+        let store = TxnStore::new(1);
+        assert!(store.slots().begin_load(0, 0));
+        store.slots().finish_load(0, 0, Some(loaded));
+        assert_eq!(store.get("a"), Some(a2.clone()));
+        let done = complete(&a2, 3);
+        store.put(0, 1, done.clone());
+        assert_eq!(
+            store.get("a"),
+            Some(a2),
+            "a put for another epoch is dropped"
+        );
+        store.put(0, 0, done.clone());
+        assert_eq!(store.get("a"), Some(done));
+        assert_eq!(store.all().len(), 1);
     }
 
     #[test]
