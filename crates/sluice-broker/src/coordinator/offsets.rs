@@ -255,50 +255,6 @@ pub enum Change {
     },
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        let b = self.take(8)?;
-        let mut w = [0u8; 8];
-        w.copy_from_slice(b);
-        Some(i64::from_be_bytes(w))
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = usize::try_from(self.i16()?).ok()?;
-        self.take(n)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-    }
-    /// Some(None) for a null string.
-    fn nullable_str(&mut self) -> Option<Option<String>> {
-        let n = self.i16()?;
-        if n < 0 {
-            return Some(None);
-        }
-        self.take(n as usize)
-            .map(|b| Some(String::from_utf8_lossy(b).into_owned()))
-    }
-    fn bytes(&mut self) -> Option<&[u8]> {
-        let n = usize::try_from(self.i32()?).ok()?;
-        self.take(n)
-    }
-}
-
 /// Reads one record; None for a key this broker does not know (skipped, as
 /// a newer Kafka record type would be) or bytes that do not parse.
 pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<Change> {
@@ -500,6 +456,7 @@ pub fn load(part: &Partition) -> io::Result<PartitionOffsets> {
     Ok(out)
 }
 
+use super::records::Reader;
 pub use super::slots::LoadState;
 use super::slots::Slots;
 

@@ -63,3 +63,52 @@ pub fn for_each_record(part: &Partition, mut f: impl FnMut(&Record)) -> io::Resu
     }
     Ok(())
 }
+
+/// Big-endian fields of Kafka's internal-topic records, read in order;
+/// None once the bytes run out.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
+
+impl Reader<'_> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    pub(crate) fn i8(&mut self) -> Option<i8> {
+        self.take(1).map(|b| b[0] as i8)
+    }
+    pub(crate) fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+    pub(crate) fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub(crate) fn i64(&mut self) -> Option<i64> {
+        let b = self.take(8)?;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        Some(i64::from_be_bytes(w))
+    }
+    pub(crate) fn str(&mut self) -> Option<String> {
+        let n = usize::try_from(self.i16()?).ok()?;
+        self.take(n)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+    /// Some(None) for a null string.
+    pub(crate) fn nullable_str(&mut self) -> Option<Option<String>> {
+        let n = self.i16()?;
+        if n < 0 {
+            return Some(None);
+        }
+        self.take(n as usize)
+            .map(|b| Some(String::from_utf8_lossy(b).into_owned()))
+    }
+    pub(crate) fn bytes(&mut self) -> Option<&[u8]> {
+        let n = usize::try_from(self.i32()?).ok()?;
+        self.take(n)
+    }
+}

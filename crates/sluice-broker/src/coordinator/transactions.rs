@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError as E;
 
+use super::records::Reader;
+
 /// The internal topic holding every transactional id's state.
 pub const TRANSACTION_TOPIC: &str = "__transaction_state";
 
@@ -328,40 +330,6 @@ pub fn log_value(m: &TxnMetadata) -> Result<Bytes, i16> {
     out.put_i64(m.last_update_ms);
     out.put_i64(m.start_ms);
     Ok(out.freeze())
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn i8(&mut self) -> Option<i8> {
-        self.take(1).map(|b| b[0] as i8)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        let b = self.take(8)?;
-        let mut w = [0u8; 8];
-        w.copy_from_slice(b);
-        Some(i64::from_be_bytes(w))
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = usize::try_from(self.i16()?).ok()?;
-        self.take(n)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-    }
 }
 
 /// Reads a `__transaction_state` record: the transactional id and its
