@@ -53,12 +53,15 @@ pub(crate) async fn find_coordinator(
     let mut out = FindCoordinatorResponse::default();
     // Key type 1 is a transactional id: refused in a way clients treat as
     // fatal (api/producer_ids.rs says why).
-    let transactional = r.key_type == 1;
+    let key_type = r.key_type;
     let lookup = |key: String| async move {
-        if transactional {
-            return Err(TRANSACTIONS_REFUSED);
+        match key_type {
+            0 => coordination::find_group_coordinator(state, &key).await,
+            1 => Err(TRANSACTIONS_REFUSED),
+            // Share groups (2) and anything newer: not a coordinator this
+            // broker has, as Kafka answers a key type it does not know.
+            _ => Err(errors::INVALID_REQUEST),
         }
-        coordination::find_group_coordinator(state, &key).await
     };
     if version >= 4 {
         for key in r.coordinator_keys {
@@ -101,10 +104,10 @@ pub(crate) async fn find_coordinator(
 }
 
 fn coordinator_error_message(code: i16) -> &'static str {
-    if code == TRANSACTIONS_REFUSED {
-        TRANSACTIONS_REFUSED_WHY
-    } else {
-        "the coordinator is not available yet"
+    match code {
+        TRANSACTIONS_REFUSED => TRANSACTIONS_REFUSED_WHY,
+        errors::INVALID_REQUEST => "unknown coordinator key type",
+        _ => "the coordinator is not available yet",
     }
 }
 

@@ -227,6 +227,35 @@ async fn transactional_producers_are_refused_with_a_fatal_error() {
 }
 
 #[tokio::test]
+async fn find_coordinator_answers_each_key_by_its_type() {
+    let f = fixture(BrokerConfig::default());
+    let mut req = FindCoordinatorRequest::default();
+    req.key_type = 2;
+    req.coordinator_keys = vec![StrBytes::from_static_str("share-group")];
+    let resp = call(&f, 4, req).await;
+    assert_eq!(
+        (
+            resp.coordinators[0].error_code,
+            resp.coordinators[0].node_id.0
+        ),
+        (errors::INVALID_REQUEST, -1),
+        "a key type this broker has no coordinator for"
+    );
+    let mut req = FindCoordinatorRequest::default();
+    req.key_type = 0;
+    req.coordinator_keys = vec![StrBytes::from_static_str("g")];
+    let resp = call(&f, 4, req).await;
+    assert_eq!(
+        (
+            resp.coordinators[0].error_code,
+            resp.coordinators[0].node_id.0
+        ),
+        (0, f.state.meta.node_id),
+        "one node coordinates every group"
+    );
+}
+
+#[tokio::test]
 async fn offset_commit_refuses_oversized_strings_instead_of_cutting_them() {
     let f = fixture(BrokerConfig::default());
     let commit = |group: String, metadata: Vec<String>| {
