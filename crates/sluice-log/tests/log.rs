@@ -271,15 +271,17 @@ fn retention_deletes_oldest_segments_and_held_regions_stay_readable() {
 #[test]
 fn segments_roll_by_age() {
     let dir = tempfile::tempdir().expect("dir");
+    // An age a loaded machine cannot overrun between two appends (a CI run
+    // under a parallel build once took more than 20 ms).
     let config = LogConfig {
-        segment_age: Some(Duration::from_millis(20)),
+        segment_age: Some(Duration::from_millis(1500)),
         ..small_config(sluice_log::AppendPath::Pwrite)
     };
     let p = Partition::open(&dir.path().join("t-0"), config, false).expect("open");
     p.append(&batch(0, 1, 10, 0), 0).expect("append");
     p.append(&batch(1, 1, 10, 0), 0).expect("append");
     assert_eq!(p.segments().len(), 1);
-    std::thread::sleep(Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(1600));
     p.append(&batch(2, 1, 10, 0), 0).expect("append");
     assert_eq!(p.segments().len(), 2);
     assert_eq!(p.segments()[1].base_offset(), 2);
