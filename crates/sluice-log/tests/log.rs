@@ -271,8 +271,8 @@ fn retention_deletes_oldest_segments_and_held_regions_stay_readable() {
 #[test]
 fn segments_roll_by_age() {
     let dir = tempfile::tempdir().expect("dir");
-    // An age a loaded machine cannot overrun between two appends (a CI run
-    // under a parallel build once took more than 20 ms).
+    // An age a loaded machine cannot overrun between two appends (with the
+    // other tests' fsyncs alongside, a CI run once took more than 20 ms).
     let config = LogConfig {
         segment_age: Some(Duration::from_millis(1500)),
         ..small_config(sluice_log::AppendPath::Pwrite)
