@@ -302,6 +302,60 @@ fn committed(cluster: &Cluster, group: &str, topic: &str, partitions: i32) -> BT
         .collect()
 }
 
+/// An idempotent acks=all producer writing `topic` and a group of
+/// consumers reading it, committing as they go; started once the group has
+/// committed 10 times.
+struct Workload {
+    deliveries: Deliveries,
+    p: Arc<BaseProducer<Deliveries>>,
+    stop_writer: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<u64>,
+    log: Arc<Mutex<GroupLog>>,
+    stop_consumers: Arc<AtomicBool>,
+    consumers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workload {
+    fn start(cluster: &Cluster, topic: &'static str, group: &'static str, n: usize) -> Workload {
+        let deliveries = Deliveries::default();
+        let p = producer(cluster, &deliveries);
+        let stop_writer = Arc::new(AtomicBool::new(false));
+        let writer = spawn_writer(topic, p.clone(), stop_writer.clone());
+        let log = Arc::new(Mutex::new(GroupLog::default()));
+        let stop_consumers = Arc::new(AtomicBool::new(false));
+        let consumers = (0..n)
+            .map(|i| {
+                spawn_consumer(
+                    cluster.bootstrap(),
+                    topic,
+                    group,
+                    i,
+                    log.clone(),
+                    stop_consumers.clone(),
+                )
+            })
+            .collect();
+        assert!(
+            wait_for(Duration::from_secs(60), || log
+                .lock()
+                .expect("log")
+                .commits
+                .len()
+                >= 10),
+            "the group never committed"
+        );
+        Workload {
+            deliveries,
+            p,
+            stop_writer,
+            writer,
+            log,
+            stop_consumers,
+            consumers,
+        }
+    }
+}
+
 #[test]
 fn coordinator_kills_lose_no_committed_offset() {
     let _serial = serial();
@@ -312,29 +366,16 @@ fn coordinator_kills_lose_no_committed_offset() {
     let mut cluster = Cluster::new(3, &["--group-initial-rebalance-delay-ms", "500"]);
     let all = cluster.nodes();
     cluster.create_topic(TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
-    let deliveries = Deliveries::default();
-    let p = producer(&cluster, &deliveries);
-    let stop_writer = Arc::new(AtomicBool::new(false));
-    let writer = spawn_writer(TOPIC, p.clone(), stop_writer.clone());
-    let log = Arc::new(Mutex::new(GroupLog::default()));
-    let stop_consumers = Arc::new(AtomicBool::new(false));
-    let consumers: Vec<_> = (0..3)
-        .map(|i| {
-            spawn_consumer(
-                cluster.bootstrap(),
-                TOPIC,
-                GROUP,
-                i,
-                log.clone(),
-                stop_consumers.clone(),
-            )
-        })
-        .collect();
+    let Workload {
+        deliveries,
+        p,
+        stop_writer,
+        writer,
+        log,
+        stop_consumers,
+        consumers,
+    } = Workload::start(&cluster, TOPIC, GROUP, 3);
     let commits = |log: &Mutex<GroupLog>| log.lock().expect("log").commits.len();
-    assert!(
-        wait_for(Duration::from_secs(60), || commits(&log) >= 10),
-        "the group never committed"
-    );
     let mut rejoin = Vec::new();
     let offsets_partition = offsets_partition(GROUP);
     for k in 0..kills {
@@ -618,29 +659,16 @@ fn a_rolling_restart_with_sigterm_under_a_producer_and_a_group_delivers_no_error
     let mut cluster = Cluster::new(3, &["--group-initial-rebalance-delay-ms", "0"]);
     let all = cluster.nodes();
     cluster.create_topic(TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
-    let deliveries = Deliveries::default();
-    let p = producer(&cluster, &deliveries);
-    let stop_writer = Arc::new(AtomicBool::new(false));
-    let writer = spawn_writer(TOPIC, p.clone(), stop_writer.clone());
-    let log = Arc::new(Mutex::new(GroupLog::default()));
-    let stop_consumers = Arc::new(AtomicBool::new(false));
-    let consumers: Vec<_> = (0..2)
-        .map(|i| {
-            spawn_consumer(
-                cluster.bootstrap(),
-                TOPIC,
-                GROUP,
-                i,
-                log.clone(),
-                stop_consumers.clone(),
-            )
-        })
-        .collect();
+    let Workload {
+        deliveries,
+        p,
+        stop_writer,
+        writer,
+        log,
+        stop_consumers,
+        consumers,
+    } = Workload::start(&cluster, TOPIC, GROUP, 2);
     let commits = |log: &Mutex<GroupLog>| log.lock().expect("log").commits.len();
-    assert!(
-        wait_for(Duration::from_secs(60), || commits(&log) >= 10),
-        "the group never committed"
-    );
     let offsets_partition = offsets_partition(GROUP);
     let took = |cluster: &Cluster, node: i32| -> Vec<u64> {
         std::fs::read_to_string(cluster.log_path(node))
