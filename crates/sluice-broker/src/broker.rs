@@ -101,9 +101,15 @@ impl Broker {
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_millis(200));
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut last_abort = std::time::Instant::now();
                 loop {
                     every.tick().await;
                     crate::api::coordination::sweep(&state).await;
+                    // Transactions open past their timeout are aborted.
+                    if last_abort.elapsed() >= state.config.transaction_abort_interval {
+                        last_abort = std::time::Instant::now();
+                        crate::api::transactions::abort_timed_out(&state).await;
+                    }
                 }
             })
         };
