@@ -16,7 +16,8 @@ txn_clients.py commit-abort CLIENT BROKER TOPIC TXN_ID PARTITIONS COUNT
 txn_clients.py offsets CLIENT BROKER IN OUT GROUP TXN_ID
     two transactions that each write one record to OUT-0 and send GROUP's
     offset of IN-0 with send_offsets_to_transaction:
-      1. offset 10: "pending 10", wait for "go", commit: "committed 10"
+      1. offset 10: "pending 10", wait for "go", commit: "committed 10",
+         wait for "go"
       2. offset 20: "pending 20", wait for "go", abort: "aborted 20"
 txn_clients.py zombie BROKER TOPIC TXN_ID
     a confluent-kafka producer opens a transaction, writes "zombie-1-<i>"
@@ -179,6 +180,7 @@ def offsets(client, broker, in_topic, out_topic, group, txn_id):
         if commit:
             c.commit()
             step(f"committed {offset}")
+            wait_go()
         else:
             c.abort()
             step(f"aborted {offset}")

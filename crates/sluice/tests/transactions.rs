@@ -800,9 +800,18 @@ fn a_transaction_left_open_past_its_timeout_is_aborted_and_the_lso_moves_on() {
         vec![22],
         "10 abandoned, 10 later, one marker for each"
     );
+    // The markers are written before the coordinator records the end.
+    let mut described = describe_txn(server.addr, "abandoned-id");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            described = describe_txn(server.addr, "abandoned-id");
+            described.0 == "CompleteAbort"
+        }),
+        "the abandoned transaction is not CompleteAbort: {described:?}"
+    );
     assert_eq!(
-        describe_txn(server.addr, "abandoned-id"),
-        ("CompleteAbort".to_string(), producer_id, epoch + 1),
+        (described.1, described.2),
+        (producer_id, epoch + 1),
         "aborted by the coordinator, with the epoch bumped"
     );
     assert_eq!(
@@ -941,6 +950,7 @@ fn python_offsets(client: &str) {
         fetch(true)
     );
     assert_eq!(rdkafka_committed(&bootstrap, &group, &input, 1), vec![10]);
+    script.go();
     script.expect("pending 20");
     assert_eq!(fetch(false), (0, 10), "{client}");
     assert_eq!(fetch(true).0, UNSTABLE_OFFSET_COMMIT, "{client}");
