@@ -2,13 +2,15 @@
 run as its own process by crates/sluice/tests/eos.rs so that it can be
 SIGKILLed at any moment.
 
-eos_processor.py BROKERS IN OUT GROUP TXN_ID N
+eos_processor.py BROKERS IN OUT GROUP TXN_ID N [RATE]
 
 Reads IN as a (static) member of GROUP with isolation.level=read_committed
 and no auto-commit; for each record with value "<i>" writes "out-<i>"
 (same key, same partition number) to OUT inside a transaction, and sends
 the consumer's positions to the same transaction with
-send_offsets_to_transaction, committing about every 100 records or 100 ms.
+send_offsets_to_transaction, committing about every 100 records or 100 ms,
+and (with RATE > 0) at most RATE records a second, so that a test's kills
+land while there is work left.
 
 - An abortable error: abort the transaction, seek every partition back to
   its committed offset, go on.
@@ -36,6 +38,8 @@ from confluent_kafka import (
 
 TXN_RECORDS = 100
 TXN_SECONDS = 0.1
+# Records taken from the consumer at a time.
+CHUNK = 20
 TIMEOUT = 30
 
 
@@ -52,9 +56,11 @@ class Aborted(Exception):
     pass
 
 
-def call(what, fn):
-    """fn() until it succeeds; retriable errors are retried, an abortable
-    one raises Aborted, a fatal one exits."""
+def call(what, fn, any_error=False):
+    """fn() until it succeeds; retriable errors (with any_error, every
+    error but a fatal one: for the consumer's look-ups while a broker
+    restarts) are retried, an abortable one raises Aborted, a fatal one
+    exits."""
     tries = 0
     while True:
         try:
@@ -65,7 +71,8 @@ def call(what, fn):
                 fatal(what, err)
             if err.txn_requires_abort():
                 raise Aborted(f"{what}: {err}")
-            if err.retriable() or err.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT):
+            transient = (KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
+            if any_error or err.retriable() or err.code() in transient:
                 tries += 1
                 if tries > 200:
                     fatal(f"{what} still failing after {tries} tries", err)
@@ -77,6 +84,7 @@ def call(what, fn):
 def main():
     brokers, in_topic, out_topic, group, txn_id, n = sys.argv[1:7]
     n = int(n)
+    rate = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
     common = {
         "bootstrap.servers": brokers,
         "reconnect.backoff.ms": 20,
@@ -151,13 +159,15 @@ def main():
     ends = {}
     for tp in partitions:
         ends[tp.partition] = call(
-            "watermarks", lambda tp=tp: consumer.get_watermark_offsets(tp, TIMEOUT, cached=False)
+            "watermarks",
+            lambda tp=tp: consumer.get_watermark_offsets(tp, TIMEOUT, cached=False),
+            any_error=True,
         )[1]
     if sum(ends.values()) != n:
         fatal("input", f"the ends of {in_topic} {ends} add up to {sum(ends.values())}, not {n}")
 
     def committed_offsets():
-        got = call("committed", lambda: consumer.committed(partitions, TIMEOUT))
+        got = call("committed", lambda: consumer.committed(partitions, TIMEOUT), any_error=True)
         return {tp.partition: max(tp.offset, 0) for tp in got}
 
     committed = committed_offsets()
@@ -225,7 +235,7 @@ def main():
                 state["open"] = True
                 state["pending"] = 0
                 started = time.time()
-            batch = consumer.consume(num_messages=500, timeout=0.05)
+            batch = consumer.consume(num_messages=CHUNK, timeout=0.05)
             if state["rebalanced"]:
                 # The batch may hold records of the old assignment, or of
                 # the new one from positions that are about to be rewound.
@@ -246,6 +256,10 @@ def main():
                 state["pending"] += 1
             producer.poll(0)
             pending = state["pending"]
+            if rate > 0 and pending:
+                # Pace inside the transaction (its records trickle out to
+                # the broker meanwhile): no more than RATE a second.
+                time.sleep(max(0.0, min(pending / rate - (time.time() - started), TXN_SECONDS)))
             if pending and (pending >= TXN_RECORDS or time.time() - started >= TXN_SECONDS):
                 commit()
         except Aborted as e:

@@ -21,7 +21,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -250,7 +250,9 @@ struct Processor {
 }
 
 impl Processor {
-    fn start(bootstrap: &str, n: u64, stderr: &Path) -> Processor {
+    /// Starts an incarnation; its stdout lines go to `files`/processor.log
+    /// with the time since `t0`, its stderr to `files`/processor.stderr.
+    fn start(bootstrap: &str, n: u64, rate: u64, files: &Path, t0: Instant) -> Processor {
         let python = support::python();
         assert!(
             python.exists(),
@@ -259,14 +261,26 @@ impl Processor {
         );
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/eos_processor.py");
-        let errors = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(stderr)
-            .expect("processor stderr file");
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(files.join(name))
+                .expect("processor log file")
+        };
+        let errors = open("processor.stderr");
+        let mut lines_file = open("processor.log");
         let mut child = Command::new(python)
             .arg(script)
-            .args([bootstrap, IN, OUT, GROUP, TXN_ID, &n.to_string()])
+            .args([
+                bootstrap,
+                IN,
+                OUT,
+                GROUP,
+                TXN_ID,
+                &n.to_string(),
+                &rate.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(errors)
@@ -275,9 +289,12 @@ impl Processor {
         let stdout = child.stdout.take().expect("stdout");
         let log = Arc::new(Mutex::new(ProcLog::default()));
         let sink = log.clone();
+        let pid = child.id();
+        let _ = writeln!(lines_file, "{:>9.3} [{pid}] started", t0.elapsed().as_secs_f64());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                let _ = writeln!(lines_file, "{:>9.3} [{pid}] {line}", t0.elapsed().as_secs_f64());
                 let mut l = sink.lock().expect("log");
                 if line.starts_with("ready") {
                     l.ready = true;
@@ -480,6 +497,37 @@ fn write_input(bootstrap: &str, n: u64) {
 // ---------------------------------------------------------------------------
 // The run
 
+/// The processor's logs: a temp directory kept if the test fails (or
+/// `SLUICE_EOS_KEEP` is set).
+struct Files(Option<tempfile::TempDir>);
+
+impl Files {
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("dir").path()
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        if (std::thread::panicking() || std::env::var_os("SLUICE_EOS_KEEP").is_some())
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!("processor logs kept in {}", dir.keep().display());
+        }
+    }
+}
+
+/// A line in processor.log from the test itself.
+fn note(files: &Files, t0: Instant, what: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(files.path().join("processor.log"))
+    {
+        let _ = writeln!(f, "{:>9.3} [test] {what}", t0.elapsed().as_secs_f64());
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Event {
     KillProcessor,
@@ -532,8 +580,13 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
     );
     eprintln!("{label}: input written in {:?}", t0.elapsed());
 
-    let stderr_dir = tempfile::tempdir().expect("tempdir");
-    let stderr = stderr_dir.path().join("processor.stderr");
+    let files = Files(Some(
+        tempfile::Builder::new()
+            .prefix("sluice-eos-")
+            .tempdir()
+            .expect("tempdir"),
+    ));
+    let stderr = files.path().join("processor.stderr");
     let mut events: Vec<Event> = (0..processor_kills)
         .map(|_| Event::KillProcessor)
         .chain((0..broker_kills).map(|_| Event::KillBroker))
@@ -544,10 +597,18 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
         events.swap(i, j);
     }
 
+    // Paced so that the work outlasts the kills: about 1.2 s of it per
+    // event (each costs more than that in waiting and restarting).
+    let rate = (n * 1000 / (events.len() as u64 * 1200).max(1)).max(100);
+    eprintln!("{label}: the processor is paced at {rate} records/s");
     let mut unexpected: Vec<String> = Vec::new();
     let mut incarnations = 1u32;
-    let mut proc = Processor::start(&bootstrap, n, &stderr);
+    let mut proc = Processor::start(&bootstrap, n, rate, files.path(), t0);
     let mut progress = Vec::new();
+    // The most input the group is known to have committed, and how many
+    // processor kills came before it was all done.
+    let mut best = 0i64;
+    let mut kills_with_work_left = 0u64;
     let t_kills = Instant::now();
     for (k, event) in events.iter().enumerate() {
         if let Some(status) = proc.exited() {
@@ -559,7 +620,7 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
                 ));
             }
             drop(l);
-            proc = Processor::start(&bootstrap, n, &stderr);
+            proc = Processor::start(&bootstrap, n, rate, files.path(), t0);
             incarnations += 1;
         }
         match event {
@@ -570,32 +631,55 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
                     0 => std::thread::sleep(pick(&mut rng, 0, 1500)),
                     1 => {
                         let before = proc.log().commits;
-                        wait_proc(&mut proc, Duration::from_secs(60), |l| l.commits > before);
+                        if !wait_proc(&mut proc, Duration::from_secs(60), |l| l.commits > before) {
+                            eprintln!(
+                                "{label}: event {k}: no commit within 60 s ({:?} since the \
+                                 start); last lines: {:?}",
+                                t0.elapsed(),
+                                proc.log().lines
+                            );
+                        }
                         std::thread::sleep(pick(&mut rng, 0, 60));
                     }
                     _ => {
-                        wait_proc(&mut proc, Duration::from_secs(60), |l| l.ready);
+                        if !wait_proc(&mut proc, Duration::from_secs(60), |l| l.ready) {
+                            eprintln!(
+                                "{label}: event {k}: not ready within 60 s ({:?} since the \
+                                 start); last lines: {:?}",
+                                t0.elapsed(),
+                                proc.log().lines
+                            );
+                        }
                         std::thread::sleep(pick(&mut rng, 0, 800));
                     }
                 }
                 proc.kill();
-                progress.push(proc.log().committed);
-                proc = Processor::start(&bootstrap, n, &stderr);
+                note(&files, t0, &format!("event {k}: SIGKILLed the processor"));
+                let committed = proc.log().committed;
+                best = best.max(committed);
+                progress.push(committed);
+                if best < n as i64 {
+                    kills_with_work_left += 1;
+                }
+                proc = Processor::start(&bootstrap, n, rate, files.path(), t0);
                 incarnations += 1;
             }
             Event::KillBroker => {
                 std::thread::sleep(pick(&mut rng, 200, 1500));
                 let down = pick(&mut rng, 0, 1000);
+                best = best.max(proc.log().committed);
+                note(&files, t0, &format!("event {k}: SIGKILL a broker"));
                 let which = brokers.kill_and_restart(&mut rng, down);
+                note(&files, t0, &format!("event {k}: {which} restarted"));
                 eprintln!(
-                    "{label}: event {k}: killed {which} (down {down:?}); processor at {} of {n}",
-                    proc.log().committed
+                    "{label}: event {k}: killed {which} (down {down:?}) with {best} of {n} \
+                     input records committed"
                 );
             }
         }
     }
     let kill_phase = t_kills.elapsed();
-    let at_last_kill = proc.log().committed;
+    let at_last_kill = best.max(proc.log().committed);
     eprintln!(
         "{label}: {} events in {kill_phase:?}; committed input offsets when each processor \
          incarnation was killed: {progress:?}",
@@ -623,7 +707,7 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
                 l.lines.join("\n  ")
             ));
             drop(l);
-            proc = Processor::start(&bootstrap, n, &stderr);
+            proc = Processor::start(&bootstrap, n, rate, files.path(), t0);
             incarnations += 1;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -679,6 +763,11 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
         committed_offsets(&bootstrap),
         ends,
         "{label}: the group's committed offsets are the input's ends"
+    );
+    assert_eq!(
+        kills_with_work_left, processor_kills,
+        "{label}: only {kills_with_work_left} of the {processor_kills} processor kills came \
+         while input was left to process (raise SLUICE_EOS_RECORDS)"
     );
     assert!(
         unexpected.is_empty(),
