@@ -24,6 +24,9 @@ partition, "commit <records in this transaction> <sum of committed
 offsets>" after each commit, "abort <why>" after each abort.
 """
 
+import faulthandler
+import os
+import signal
 import sys
 import time
 
@@ -73,6 +76,7 @@ def call(what, fn, any_error=False):
                 raise Aborted(f"{what}: {err}")
             transient = (KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
             if any_error or err.retriable() or err.code() in transient:
+                say(f"retry {what}: {err}")
                 tries += 1
                 if tries > 200:
                     fatal(f"{what} still failing after {tries} tries", err)
@@ -82,9 +86,18 @@ def call(what, fn, any_error=False):
 
 
 def main():
+    # SIGUSR1: every thread's Python stack on stderr (the test asks for it
+    # when the processor stalls).
+    faulthandler.register(signal.SIGUSR1)
     brokers, in_topic, out_topic, group, txn_id, n = sys.argv[1:7]
     n = int(n)
     rate = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
+    # SLUICE_EOS_DEBUG: librdkafka debug contexts for the producer
+    # (e.g. "eos,protocol"), on stderr.
+    debug = {"debug": os.environ["SLUICE_EOS_DEBUG"]} if os.environ.get("SLUICE_EOS_DEBUG") else {}
+    # SLUICE_EOS_CONSUMER_DEBUG: the same for the consumer.
+    cdebug = os.environ.get("SLUICE_EOS_CONSUMER_DEBUG")
+    cdebug = {"debug": cdebug} if cdebug else {}
     common = {
         "bootstrap.servers": brokers,
         "reconnect.backoff.ms": 20,
@@ -94,6 +107,7 @@ def main():
     producer = Producer(
         {
             **common,
+            **debug,
             "transactional.id": txn_id,
             "transaction.timeout.ms": 60_000,
             "linger.ms": 5,
@@ -131,6 +145,7 @@ def main():
     consumer = Consumer(
         {
             **common,
+            **cdebug,
             "group.id": group,
             "group.instance.id": f"{group}-member",
             "isolation.level": "read_committed",
@@ -228,7 +243,19 @@ def main():
     if state["rebalanced"]:
         after_rebalance()
     started = time.time()
+    last_commit = time.time()
+    idle_said = 0.0
     while not finished():
+        idle = time.time() - last_commit
+        if idle - idle_said >= 5:
+            # Nothing committed for a while: say where it stands.
+            idle_said = idle
+            positions = {tp.partition: tp.offset for tp in consumer.position(partitions)}
+            say(
+                f"idle {idle:.0f}s: open {state['open']} pending {state['pending']} "
+                f"positions {positions} committed {committed} assigned "
+                f"{[tp.partition for tp in state['assigned']]}"
+            )
         try:
             if not state["open"]:
                 call("begin_transaction", producer.begin_transaction)
@@ -262,6 +289,8 @@ def main():
                 time.sleep(max(0.0, min(pending / rate - (time.time() - started), TXN_SECONDS)))
             if pending and (pending >= TXN_RECORDS or time.time() - started >= TXN_SECONDS):
                 commit()
+                last_commit = time.time()
+                idle_said = 0.0
         except Aborted as e:
             abort(e)
             rewind()

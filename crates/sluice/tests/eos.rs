@@ -71,19 +71,22 @@ trait Brokers {
     fn describe(&self) -> String;
 }
 
-/// One broker on a fixed port, restarted on the same data directory.
+/// One broker on a fixed port, restarted on the same data directory; its
+/// log (stderr, appended across restarts) beside it.
 struct Single {
     server: Option<Server>,
     dir: PathBuf,
     listen: String,
     args: Vec<String>,
-    _temp: tempfile::TempDir,
+    log: PathBuf,
+    _temp: Files,
 }
 
 impl Single {
     fn start(args: &[&str]) -> Single {
-        let temp = tempfile::tempdir().expect("tempdir");
+        let temp = Files::new("sluice-eos-broker-");
         let dir = temp.path().join("data");
+        let log = temp.path().join("broker.log");
         let listen = format!("127.0.0.1:{}", fixed_port());
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut s = Single {
@@ -91,6 +94,7 @@ impl Single {
             dir,
             listen,
             args,
+            log,
             _temp: temp,
         };
         s.launch();
@@ -99,7 +103,14 @@ impl Single {
 
     fn launch(&mut self) {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.server = Some(Server::start_at(&self.dir, &self.listen, &args, &[]));
+        let script = format!("exec \"$@\" 2>>'{}'", self.log.display());
+        self.server = Some(Server::start_wrapped(
+            &["sh", "-c", &script, "sh"],
+            &self.dir,
+            &self.listen,
+            &args,
+            &[],
+        ));
     }
 
     fn addr(&self) -> SocketAddr {
@@ -135,7 +146,12 @@ impl Brokers for Single {
     }
 
     fn describe(&self) -> String {
-        format!("one broker on {} ({})", self.listen, self.dir.display())
+        format!(
+            "one broker on {} ({}); the last lines of its log:\n{}",
+            self.listen,
+            self.dir.display(),
+            tail(&self.log, 30)
+        )
     }
 }
 
@@ -323,6 +339,16 @@ impl Processor {
         self.child.try_wait().ok().flatten()
     }
 
+    /// SIGUSR1: the processor writes its threads' stacks to its stderr.
+    fn dump_stacks(&mut self) {
+        if self.exited().is_none() {
+            // SAFETY: kill(2) on our child, not yet reaped (try_wait just
+            // said it runs), so the pid is still its own.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     /// SIGKILL and reap.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -497,11 +523,20 @@ fn write_input(bootstrap: &str, n: u64) {
 // ---------------------------------------------------------------------------
 // The run
 
-/// The processor's logs: a temp directory kept if the test fails (or
-/// `SLUICE_EOS_KEEP` is set).
+/// A temp directory for logs (and the single broker's data), kept if the
+/// test fails (or `SLUICE_EOS_KEEP` is set).
 struct Files(Option<tempfile::TempDir>);
 
 impl Files {
+    fn new(prefix: &str) -> Files {
+        Files(Some(
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .expect("tempdir"),
+        ))
+    }
+
     fn path(&self) -> &Path {
         self.0.as_ref().expect("dir").path()
     }
@@ -512,7 +547,7 @@ impl Drop for Files {
         if (std::thread::panicking() || std::env::var_os("SLUICE_EOS_KEEP").is_some())
             && let Some(dir) = self.0.take()
         {
-            eprintln!("processor logs kept in {}", dir.keep().display());
+            eprintln!("kept {}", dir.keep().display());
         }
     }
 }
@@ -580,12 +615,7 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
     );
     eprintln!("{label}: input written in {:?}", t0.elapsed());
 
-    let files = Files(Some(
-        tempfile::Builder::new()
-            .prefix("sluice-eos-")
-            .tempdir()
-            .expect("tempdir"),
-    ));
+    let files = Files::new("sluice-eos-processor-");
     let stderr = files.path().join("processor.stderr");
     let mut events: Vec<Event> = (0..processor_kills)
         .map(|_| Event::KillProcessor)
@@ -632,6 +662,7 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
                     1 => {
                         let before = proc.log().commits;
                         if !wait_proc(&mut proc, Duration::from_secs(60), |l| l.commits > before) {
+                            proc.dump_stacks();
                             eprintln!(
                                 "{label}: event {k}: no commit within 60 s ({:?} since the \
                                  start); last lines: {:?}",
@@ -643,6 +674,7 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
                     }
                     _ => {
                         if !wait_proc(&mut proc, Duration::from_secs(60), |l| l.ready) {
+                            proc.dump_stacks();
                             eprintln!(
                                 "{label}: event {k}: not ready within 60 s ({:?} since the \
                                  start); last lines: {:?}",
@@ -686,7 +718,12 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
         events.len()
     );
 
-    // Let it finish.
+    // Let it finish, unpaced: one more SIGKILL (not counted) and a last
+    // incarnation at full speed.
+    proc.kill();
+    note(&files, t0, "the kills are over: SIGKILLed the processor, unpaced from now on");
+    proc = Processor::start(&bootstrap, n, 0, files.path(), t0);
+    incarnations += 1;
     let finish = Instant::now();
     loop {
         assert!(
@@ -707,7 +744,7 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
                 l.lines.join("\n  ")
             ));
             drop(l);
-            proc = Processor::start(&bootstrap, n, rate, files.path(), t0);
+            proc = Processor::start(&bootstrap, n, 0, files.path(), t0);
             incarnations += 1;
         }
         std::thread::sleep(Duration::from_millis(50));
