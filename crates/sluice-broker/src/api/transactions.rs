@@ -527,6 +527,9 @@ fn marker_settled(state: &BrokerState, topic: &str, partition: i32, code: i16) -
             );
             true
         }
+        // A newer coordinator wrote there: this one is deposed, and the
+        // newer one ends the transaction.
+        c if c == E::TransactionCoordinatorFenced.code() => true,
         _ => false,
     }
 }
