@@ -912,6 +912,28 @@ async fn commit_txn_offsets(
     if entries.is_empty() {
         return Ok(());
     }
+    // KIP-890: the offsets join the producer's transaction only if the
+    // coordinator added the group's partition to it (AddOffsetsToTxn).
+    if owned.log().open_transaction(r.producer_id.0).is_none() {
+        verify_partition(
+            state,
+            Some(r.transactional_id.0.as_str()),
+            r.producer_id.0,
+            r.producer_epoch,
+            OFFSETS_TOPIC,
+            owned.partition,
+        )
+        .await
+        .map_err(|code| {
+            // Produce's retriable stand-in means "retry" here too, in the
+            // words TxnOffsetCommit clients retry on.
+            if code == E::NotEnoughReplicas.code() {
+                E::CoordinatorLoadInProgress.code()
+            } else {
+                code
+            }
+        })?;
+    }
     let records = offsets::commit_records(group, &entries).map_err(|_| errors::INVALID_REQUEST)?;
     let batch = offsets::encode_txn_batch(
         &records,
