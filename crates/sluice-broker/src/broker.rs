@@ -94,26 +94,35 @@ impl Broker {
                 }
             })
         };
-        // In a cluster: the coordinated `__consumer_offsets` partitions
-        // follow leadership (loaded when gained, forgotten when lost).
+        // In a cluster: the coordinated `__consumer_offsets` and
+        // `__transaction_state` partitions follow leadership (loaded when
+        // gained, forgotten when lost).
         let sweeper = {
             let state = self.state.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_millis(200));
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut last_abort = std::time::Instant::now();
                 loop {
                     every.tick().await;
                     crate::api::coordination::sweep(&state).await;
-                    // Transactions open past their timeout are aborted.
-                    if last_abort.elapsed() >= state.config.transaction_abort_interval {
-                        last_abort = std::time::Instant::now();
-                        crate::api::transactions::abort_timed_out(&state).await;
-                    }
+                }
+            })
+        };
+        // Transactions open past their timeout are aborted (on their own
+        // task: writing markers may wait for a leader).
+        let aborter = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(state.config.transaction_abort_interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    crate::api::transactions::abort_timed_out(&state).await;
                 }
             })
         };
         let _stop_sweeper = AbortOnDrop(sweeper);
+        let _stop_aborter = AbortOnDrop(aborter);
         let _stop_ticker = AbortOnDrop(ticker);
         let _stop_pulse = AbortOnDrop(pulse);
         net::accept_loop(&self.state, &self.net, listener, shutdown).await;
@@ -198,6 +207,39 @@ impl Broker {
             "Request bytes read or being read and not yet answered, all connections.",
             "gauge",
             self.net.request_bytes_held() as u64,
+        );
+        let txns = &state.txns.counters;
+        page.family(
+            "sluice_transactions_ended_total",
+            "Transactions this broker's coordinator ended, by outcome.",
+            "counter",
+            &[
+                (
+                    "{result=\"commit\"}".to_string(),
+                    txns.committed.load(Ordering::Relaxed),
+                ),
+                (
+                    "{result=\"abort\"}".to_string(),
+                    txns.aborted.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        page.one(
+            "sluice_transactions_timed_out_total",
+            "Transactions the coordinator aborted for running past transaction.timeout.ms.",
+            "counter",
+            txns.timed_out.load(Ordering::Relaxed),
+        );
+        page.one(
+            "sluice_transactions_open",
+            "Transactions open (Ongoing) in the transactional ids coordinated here.",
+            "gauge",
+            state
+                .txns
+                .all()
+                .iter()
+                .filter(|m| m.state == crate::coordinator::transactions::TxnState::Ongoing)
+                .count() as u64,
         );
         let totals = state.log.cleaner_totals();
         for (name, help, value) in [

@@ -92,6 +92,13 @@ pub struct Owned {
     replica: Option<Arc<Replica>>,
 }
 
+impl Owned {
+    /// The partition's log.
+    pub fn log(&self) -> &Arc<Partition> {
+        &self.log
+    }
+}
+
 /// Creates `__consumer_offsets` on this single node if it is missing.
 pub fn ensure_local_offsets_topic(state: &BrokerState) -> Result<(), i16> {
     ensure_local_topic(state, Internal::Offsets)

@@ -123,11 +123,7 @@ async fn verify_transaction(
     if !h.is_transactional() || h.is_control() || h.producer_id < 0 {
         return Ok(());
     }
-    if part
-        .open_transactions()
-        .iter()
-        .any(|(_, pid)| *pid == h.producer_id)
-    {
+    if part.open_transaction(h.producer_id).is_some() {
         return Ok(());
     }
     super::transactions::verify_partition(

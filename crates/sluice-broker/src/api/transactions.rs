@@ -461,6 +461,12 @@ async fn finish(
     let done = txn::complete(&prepared, sluice_log::now_ms());
     match write(state, owned, done).await {
         Ok(()) => {
+            let counter = if commit {
+                &state.txns.counters.committed
+            } else {
+                &state.txns.counters.aborted
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(
                 transactional_id = prepared.transactional_id,
                 commit,
@@ -527,6 +533,9 @@ fn marker_settled(state: &BrokerState, topic: &str, partition: i32, code: i16) -
             );
             true
         }
+        // A newer coordinator wrote there: this one is deposed, and the
+        // newer one ends the transaction.
+        c if c == E::TransactionCoordinatorFenced.code() => true,
         _ => false,
     }
 }
@@ -700,6 +709,11 @@ pub async fn abort_timed_out(state: &Arc<BrokerState>) {
             );
             continue;
         }
+        state
+            .txns
+            .counters
+            .timed_out
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !finish(state, &owned, fence.clone(), Instant::now() + END_WAIT).await {
             resume_ending(state, fence);
         }
@@ -908,6 +922,28 @@ async fn commit_txn_offsets(
     }
     if entries.is_empty() {
         return Ok(());
+    }
+    // KIP-890: the offsets join the producer's transaction only if the
+    // coordinator added the group's partition to it (AddOffsetsToTxn).
+    if owned.log().open_transaction(r.producer_id.0).is_none() {
+        verify_partition(
+            state,
+            Some(r.transactional_id.0.as_str()),
+            r.producer_id.0,
+            r.producer_epoch,
+            OFFSETS_TOPIC,
+            owned.partition,
+        )
+        .await
+        .map_err(|code| {
+            // Produce's retriable stand-in means "retry" here too, in the
+            // words TxnOffsetCommit clients retry on.
+            if code == E::NotEnoughReplicas.code() {
+                E::CoordinatorLoadInProgress.code()
+            } else {
+                code
+            }
+        })?;
     }
     let records = offsets::commit_records(group, &entries).map_err(|_| errors::INVALID_REQUEST)?;
     let batch = offsets::encode_txn_batch(
