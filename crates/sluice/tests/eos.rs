@@ -42,6 +42,10 @@ const OUT: &str = "eos-out";
 const GROUP: &str = "eos-group";
 const TXN_ID: &str = "eos-processor";
 const PARTITIONS: i32 = 3;
+/// An incarnation that neither gets ready nor commits for this long, with
+/// work left, has stalled (it commits every ~100 ms; a broker restart
+/// costs it a few seconds).
+const STALL: Duration = Duration::from_secs(30);
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -256,6 +260,8 @@ struct ProcLog {
     /// The sum of the committed input offsets after its last commit.
     committed: i64,
     done: bool,
+    /// When it started, got ready or last committed.
+    progressed: Option<Instant>,
     /// Its last lines.
     lines: Vec<String>,
 }
@@ -303,7 +309,10 @@ impl Processor {
             .spawn()
             .expect("start the processor");
         let stdout = child.stdout.take().expect("stdout");
-        let log = Arc::new(Mutex::new(ProcLog::default()));
+        let log = Arc::new(Mutex::new(ProcLog {
+            progressed: Some(Instant::now()),
+            ..ProcLog::default()
+        }));
         let sink = log.clone();
         let pid = child.id();
         let _ = writeln!(lines_file, "{:>9.3} [{pid}] started", t0.elapsed().as_secs_f64());
@@ -314,8 +323,10 @@ impl Processor {
                 let mut l = sink.lock().expect("log");
                 if line.starts_with("ready") {
                     l.ready = true;
+                    l.progressed = Some(Instant::now());
                 } else if let Some(rest) = line.strip_prefix("commit ") {
                     l.commits += 1;
+                    l.progressed = Some(Instant::now());
                     if let Some(sum) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
                         l.committed = sum;
                     }
@@ -337,6 +348,11 @@ impl Processor {
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Running, yet neither ready nor committing for `STALL`.
+    fn stalled(&mut self) -> bool {
+        self.exited().is_none() && self.log().progressed.is_some_and(|t| t.elapsed() > STALL)
     }
 
     /// SIGUSR1: the processor writes its threads' stacks to its stderr.
@@ -573,19 +589,31 @@ fn pick(rng: &mut u64, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(lo + next_random(rng) % (hi - lo + 1))
 }
 
-/// Waits up to `within` for `cond` on the processor's log, or for it to
-/// exit; true if `cond` held.
-fn wait_proc(p: &mut Processor, within: Duration, cond: impl Fn(&ProcLog) -> bool) -> bool {
-    let deadline = Instant::now() + within;
+/// Waits for `cond` on the processor's log, until it exits or stalls; true
+/// if `cond` held.
+fn wait_proc(p: &mut Processor, cond: impl Fn(&ProcLog) -> bool) -> bool {
     loop {
         if cond(&p.log()) {
             return true;
         }
-        if Instant::now() >= deadline || p.exited().is_some() {
+        if p.exited().is_some() || p.stalled() {
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A stalled incarnation: its stacks to its stderr, and a description.
+fn stall(p: &mut Processor, label: &str, event: usize, t0: Instant) -> String {
+    p.dump_stacks();
+    let what = format!(
+        "{label}: before event {event}, {:.1} s into the run: the processor made no progress \
+         for {STALL:?}; its last lines: {:?}",
+        t0.elapsed().as_secs_f64(),
+        p.log().lines
+    );
+    eprintln!("{what}");
+    what
 }
 
 fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
@@ -627,9 +655,10 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
         events.swap(i, j);
     }
 
-    // Paced so that the work outlasts the kills: about 1.2 s of it per
-    // event (each costs more than that in waiting and restarting).
-    let rate = (n * 1000 / (events.len() as u64 * 1200).max(1)).max(100);
+    // Paced so that the work outlasts the kills: 0.5 s of it per event
+    // (each event costs more than that in waiting and restarting: about
+    // half the input is processed while the kills go on).
+    let rate = (n * 1000 / (events.len() as u64 * 500).max(1)).max(100);
     eprintln!("{label}: the processor is paced at {rate} records/s");
     let mut unexpected: Vec<String> = Vec::new();
     let mut incarnations = 1u32;
@@ -639,6 +668,8 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
     // processor kills came before it was all done.
     let mut best = 0i64;
     let mut kills_with_work_left = 0u64;
+    // Incarnations that stalled (killed and restarted; reported at the end).
+    let mut stalls: Vec<String> = Vec::new();
     let t_kills = Instant::now();
     for (k, event) in events.iter().enumerate() {
         if let Some(status) = proc.exited() {
@@ -661,26 +692,14 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
                     0 => std::thread::sleep(pick(&mut rng, 0, 1500)),
                     1 => {
                         let before = proc.log().commits;
-                        if !wait_proc(&mut proc, Duration::from_secs(60), |l| l.commits > before) {
-                            proc.dump_stacks();
-                            eprintln!(
-                                "{label}: event {k}: no commit within 60 s ({:?} since the \
-                                 start); last lines: {:?}",
-                                t0.elapsed(),
-                                proc.log().lines
-                            );
+                        if !wait_proc(&mut proc, |l| l.commits > before) && proc.stalled() {
+                            stalls.push(stall(&mut proc, label, k, t0));
                         }
                         std::thread::sleep(pick(&mut rng, 0, 60));
                     }
                     _ => {
-                        if !wait_proc(&mut proc, Duration::from_secs(60), |l| l.ready) {
-                            proc.dump_stacks();
-                            eprintln!(
-                                "{label}: event {k}: not ready within 60 s ({:?} since the \
-                                 start); last lines: {:?}",
-                                t0.elapsed(),
-                                proc.log().lines
-                            );
+                        if !wait_proc(&mut proc, |l| l.ready) && proc.stalled() {
+                            stalls.push(stall(&mut proc, label, k, t0));
                         }
                         std::thread::sleep(pick(&mut rng, 0, 800));
                     }
@@ -746,15 +765,22 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
             drop(l);
             proc = Processor::start(&bootstrap, n, 0, files.path(), t0);
             incarnations += 1;
+        } else if proc.stalled() {
+            stalls.push(stall(&mut proc, label, events.len(), t0));
+            proc.kill();
+            note(&files, t0, "SIGKILLed the stalled processor");
+            proc = Processor::start(&bootstrap, n, 0, files.path(), t0);
+            incarnations += 1;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!(
         "{label}: finished {:?} after the kills ({} records were still to do then; {} \
-         incarnations)",
+         incarnations, {} stalled)",
         finish.elapsed(),
         n as i64 - at_last_kill,
-        incarnations
+        incarnations,
+        stalls.len()
     );
 
     // Every transform exactly once.
@@ -805,6 +831,13 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
         kills_with_work_left, processor_kills,
         "{label}: only {kills_with_work_left} of the {processor_kills} processor kills came \
          while input was left to process (raise SLUICE_EOS_RECORDS)"
+    );
+    assert!(
+        stalls.is_empty(),
+        "{label}: {} processor incarnations stalled (no progress for {STALL:?} with the \
+         brokers up; each was SIGKILLed and restarted, its stacks are in processor.stderr):\n{}",
+        stalls.len(),
+        stalls.join("\n")
     );
     assert!(
         unexpected.is_empty(),
