@@ -410,7 +410,7 @@ pub async fn append(
         tracing::error!("encoding offsets: {e}");
         E::UnknownServerError.code()
     })?;
-    let info = append_batch(state, owned, batch).await?;
+    let info = append_batch(state, owned, batch, true).await?;
     state
         .offsets
         .apply(owned.partition, owned.epoch, info.base_offset, &records);
@@ -418,13 +418,14 @@ pub async fn append(
 }
 
 /// Appends one batch to a coordinator partition led here and returns once
-/// it is durable (synced on one node; in the whole ISR, at least
-/// `min.insync.replicas`, in a cluster). Errors are what a coordinator's
-/// client is told (see [`commit_error`]).
+/// it is durable (synced on one node, unless `sync` is false; in the whole
+/// ISR, at least `min.insync.replicas`, in a cluster). Errors are what a
+/// coordinator's client is told (see [`commit_error`]).
 pub async fn append_batch(
     state: &Arc<BrokerState>,
     owned: &Owned,
     batch: Bytes,
+    sync: bool,
 ) -> Result<sluice_log::AppendInfo, i16> {
     if let (Some(c), Some(replica)) = (state.cluster(), &owned.replica) {
         c.replicas
@@ -441,7 +442,7 @@ pub async fn append_batch(
             epoch
         };
         let info = log.append(&batch, append_epoch)?;
-        if single_node {
+        if single_node && sync {
             // One node: a coordinator's write is acknowledged once on disk.
             log.flush().map_err(|source| AppendError::Io {
                 partition: log.name().to_string(),
