@@ -94,8 +94,9 @@ impl Broker {
                 }
             })
         };
-        // In a cluster: the coordinated `__consumer_offsets` partitions
-        // follow leadership (loaded when gained, forgotten when lost).
+        // In a cluster: the coordinated `__consumer_offsets` and
+        // `__transaction_state` partitions follow leadership (loaded when
+        // gained, forgotten when lost).
         let sweeper = {
             let state = self.state.clone();
             tokio::spawn(async move {
@@ -107,7 +108,21 @@ impl Broker {
                 }
             })
         };
+        // Transactions open past their timeout are aborted (on their own
+        // task: writing markers may wait for a leader).
+        let aborter = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(state.config.transaction_abort_interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    crate::api::transactions::abort_timed_out(&state).await;
+                }
+            })
+        };
         let _stop_sweeper = AbortOnDrop(sweeper);
+        let _stop_aborter = AbortOnDrop(aborter);
         let _stop_ticker = AbortOnDrop(ticker);
         let _stop_pulse = AbortOnDrop(pulse);
         net::accept_loop(&self.state, &self.net, listener, shutdown).await;

@@ -38,6 +38,18 @@ pub struct BrokerConfig {
     /// How long an OffsetCommit waits for its records to reach the ISR of
     /// the offsets partition (offsets.commit.timeout.ms).
     pub offsets_commit_timeout: std::time::Duration,
+    /// The longest `transaction.timeout.ms` a producer may ask for
+    /// (transaction.max.timeout.ms).
+    pub transaction_max_timeout_ms: i32,
+    /// Partitions of `__transaction_state`
+    /// (transaction.state.log.num.partitions); fixed once it exists.
+    pub transaction_state_log_num_partitions: u32,
+    /// Replicas of `__transaction_state` in a cluster
+    /// (transaction.state.log.replication.factor).
+    pub transaction_state_log_replication_factor: i16,
+    /// How often the coordinator looks for transactions open past their
+    /// timeout (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    pub transaction_abort_interval: std::time::Duration,
     /// Gather Fetch responses on the blocking pool and read regions that are
     /// not in the page cache in before sending them, so a consumer reading
     /// old data never stalls an async worker on the disk. Off: the zero-copy
@@ -157,6 +169,10 @@ impl Default for BrokerConfig {
             offsets_topic_num_partitions: 50,
             offsets_topic_replication_factor: 3,
             offsets_commit_timeout: std::time::Duration::from_secs(5),
+            transaction_max_timeout_ms: 900_000,
+            transaction_state_log_num_partitions: 50,
+            transaction_state_log_replication_factor: 3,
+            transaction_abort_interval: std::time::Duration::from_secs(10),
             fetch_isolation: true,
             max_connections: 1000,
             max_connections_per_ip: 500,

@@ -11,11 +11,13 @@ use tokio::sync::Notify;
 
 use crate::broker_configs::DynamicConfigs;
 use crate::cluster::Cluster;
+use crate::cluster::peers::Peers;
 use crate::config::BrokerConfig;
 use crate::coordinator::groups::{Groups, SystemClock};
 use crate::coordinator::legacy_offsets;
 use crate::coordinator::offsets::{self as offsets_topic, OFFSETS_TOPIC, OffsetStore};
 use crate::coordinator::producer_ids::ProducerIds;
+use crate::coordinator::transactions::{IdLocks, TRANSACTION_TOPIC, TxnStore};
 use crate::meta_properties::MetaProperties;
 use crate::metrics::{DataPathStats, Latencies};
 use crate::replication::Replicas;
@@ -87,6 +89,11 @@ pub struct BrokerState {
     pub producer_ids: ProducerIds,
     pub groups: Groups,
     pub offsets: Arc<OffsetStore>,
+    /// The transactional ids of the `__transaction_state` partitions led here.
+    pub txns: Arc<TxnStore>,
+    pub txn_locks: IdLocks,
+    /// Connections to the other brokers (transaction markers).
+    pub peers: Arc<Peers>,
     /// Broker configs changed at run time (AlterConfigs on the broker).
     pub dynamic: DynamicConfigs,
     /// The log cleaner's threads (compacted topics), when enabled; taken
@@ -146,6 +153,10 @@ impl BrokerState {
                 legacy_offsets::FILE
             );
         }
+        let txns = Arc::new(TxnStore::new(
+            log.partition_count(TRANSACTION_TOPIC)
+                .unwrap_or(config.transaction_state_log_num_partitions),
+        ));
         let groups = Groups::new(config.group_initial_rebalance_delay, Arc::new(SystemClock));
         Ok(BrokerState {
             config,
@@ -158,6 +169,9 @@ impl BrokerState {
             producer_ids,
             groups,
             offsets,
+            txns,
+            txn_locks: IdLocks::default(),
+            peers: Arc::new(Peers::default()),
             dynamic,
             cleaner: std::sync::Mutex::new(cleaner),
             cluster: std::sync::OnceLock::new(),
@@ -230,6 +244,19 @@ pub fn offsets_topic_configs() -> std::collections::BTreeMap<String, String> {
         ("segment.bytes".to_string(), (100u64 << 20).to_string()),
         ("compression.type".to_string(), "producer".to_string()),
     ])
+}
+
+/// The topic configs of `__transaction_state` (Kafka's: compacted, 100 MiB
+/// segments, `transaction.state.log.min.isr` 2, or fewer with fewer replicas).
+pub fn transaction_topic_configs(
+    replication_factor: i16,
+) -> std::collections::BTreeMap<String, String> {
+    let mut configs = offsets_topic_configs();
+    configs.insert(
+        "min.insync.replicas".to_string(),
+        replication_factor.clamp(1, 2).to_string(),
+    );
+    configs
 }
 
 /// Moves a data directory's committed offsets from the file Sluice kept

@@ -483,6 +483,11 @@ impl Partition {
         out
     }
 
+    /// The first offset of `producer_id`'s open transaction here, if any.
+    pub fn open_transaction(&self, producer_id: i64) -> Option<i64> {
+        self.lock().producers.open_txn(producer_id)
+    }
+
     /// The open transactions, as (first offset, producer id), oldest first.
     pub fn open_transactions(&self) -> Vec<(i64, i64)> {
         self.lock().producers.open_txns()
@@ -603,6 +608,9 @@ impl Partition {
         if batches.is_empty() {
             return Err(AppendError::Empty);
         }
+        // Each control batch's marker, to check its coordinator epoch under
+        // the appender lock.
+        let mut markers = Vec::new();
         for (start, h) in &batches {
             if h.is_control() != control {
                 return Err(AppendError::InvalidBatch(if control {
@@ -613,8 +621,9 @@ impl Partition {
             }
             if control {
                 let len = h.total_len().unwrap_or(0);
-                if batch::parse_marker(&records[*start..*start + len], h)?.is_none() {
-                    return Err(BatchError::BadControlRecord("no record").into());
+                match batch::parse_marker(&records[*start..*start + len], h)? {
+                    Some(m) => markers.push((h.producer_id, m.coordinator_epoch)),
+                    None => return Err(BatchError::BadControlRecord("no record").into()),
                 }
             }
             let len = h.total_len().unwrap_or(0) as u64;
@@ -684,6 +693,17 @@ impl Partition {
         // Idempotence: a retried batch is acknowledged with its original
         // offsets; a gap or a fenced epoch is refused. Several batches in one
         // request are checked against each other too.
+        for &(producer_id, got) in &markers {
+            if let Some(current) = app.producers.coordinator_epoch(producer_id)
+                && current > got
+            {
+                return Err(AppendError::Sequence(SequenceError::CoordinatorFenced {
+                    producer_id,
+                    current,
+                    got,
+                }));
+            }
+        }
         let mut checked = (batches.len() > 1).then(|| app.producers.clone());
         for (_, h) in &batches {
             let table = checked.as_ref().unwrap_or(&app.producers);

@@ -124,6 +124,15 @@ pub enum SequenceError {
         current: i16,
         got: i16,
     },
+    /// A marker from a transaction coordinator older than one that already
+    /// wrote a marker for this producer (Kafka's
+    /// TRANSACTION_COORDINATOR_FENCED): a deposed coordinator's late write.
+    #[error("producer {producer_id}: marker from coordinator epoch {got}, older than {current}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        current: i32,
+        got: i32,
+    },
 }
 
 /// The last sequence of a batch: Kafka's sequences wrap from i32::MAX to 0.

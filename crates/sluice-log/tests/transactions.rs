@@ -473,6 +473,46 @@ fn markers_are_checked_and_clients_may_not_write_them() {
 }
 
 #[test]
+fn a_marker_from_a_deposed_coordinator_is_fenced() {
+    for path in PATHS {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = open(dir.path(), path);
+        p.append(&txn_batch(1, 7, 3, 0, 2), 0).expect("append");
+        assert_eq!(p.open_transaction(7), Some(0));
+        assert_eq!(p.open_transaction(8), None);
+        p.append_control(7, 3, false, 5, 0)
+            .expect("abort at coordinator epoch 5");
+        assert_eq!(p.open_transaction(7), None);
+        p.append(&txn_batch(3, 7, 3, 2, 1), 0)
+            .expect("a new transaction");
+        // A coordinator older than one that already wrote for the producer.
+        let err = p
+            .append_control(7, 3, true, 4, 0)
+            .expect_err("stale coordinator");
+        assert!(
+            matches!(
+                err,
+                AppendError::Sequence(SequenceError::CoordinatorFenced {
+                    producer_id: 7,
+                    current: 5,
+                    got: 4
+                })
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            p.open_transaction(7),
+            Some(3),
+            "still open, nothing written"
+        );
+        assert_eq!(p.log_end(), 4);
+        p.append_control(7, 3, true, 6, 0)
+            .expect("a newer coordinator");
+        assert_eq!(p.open_transaction(7), None);
+    }
+}
+
+#[test]
 fn aborted_transactions_are_found_across_segment_rolls() {
     for path in PATHS {
         let dir = tempfile::tempdir().expect("dir");

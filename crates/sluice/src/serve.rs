@@ -88,6 +88,23 @@ pub struct ServeArgs {
     /// (offsets.commit.timeout.ms).
     #[arg(long, env = "SLUICE_OFFSETS_COMMIT_TIMEOUT_MS", default_value_t = 5000)]
     pub offsets_commit_timeout_ms: u64,
+    /// The longest transaction.timeout.ms a transactional producer may ask
+    /// for (transaction.max.timeout.ms).
+    #[arg(long, env = "SLUICE_TRANSACTION_MAX_TIMEOUT_MS", default_value_t = 900_000, value_parser = clap::value_parser!(i32).range(1..))]
+    pub transaction_max_timeout_ms: i32,
+    /// Partitions of the internal `__transaction_state` topic
+    /// (transaction.state.log.num.partitions); fixed once the topic exists.
+    #[arg(long, env = "SLUICE_TRANSACTION_STATE_LOG_NUM_PARTITIONS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub transaction_state_log_num_partitions: u32,
+    /// Replicas of `__transaction_state` in a cluster
+    /// (transaction.state.log.replication.factor); transactional producers
+    /// wait until this many brokers are alive.
+    #[arg(long, env = "SLUICE_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", default_value_t = 3, value_parser = clap::value_parser!(i16).range(1..))]
+    pub transaction_state_log_replication_factor: i16,
+    /// How often transactions open past their timeout are looked for and
+    /// aborted (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    #[arg(long, env = "SLUICE_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     /// Gather Fetch responses off the async workers and read cold regions into
     /// the page cache before the zero-copy send (`false`: send straight from
     /// the worker, as Kafka does; for measuring what isolation saves).
@@ -321,6 +338,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         offsets_topic_num_partitions: args.offsets_topic_num_partitions,
         offsets_topic_replication_factor: args.offsets_topic_replication_factor,
         offsets_commit_timeout: Duration::from_millis(args.offsets_commit_timeout_ms.max(1)),
+        transaction_max_timeout_ms: args.transaction_max_timeout_ms,
+        transaction_state_log_num_partitions: args.transaction_state_log_num_partitions,
+        transaction_state_log_replication_factor: args.transaction_state_log_replication_factor,
+        transaction_abort_interval: Duration::from_millis(
+            args.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+        ),
         fetch_isolation: args.fetch_isolation,
         node_id: args.node_id,
         cluster,

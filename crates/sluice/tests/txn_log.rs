@@ -35,6 +35,39 @@ fn name() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))
 }
 
+/// A producer id for transactional id `id` from the transaction
+/// coordinator, with partition 0 added to its transaction (KIP-890: the
+/// partition takes its transactional data only then). The transaction
+/// stays open at the coordinator; the test writes its markers itself.
+fn begin(c: &mut Client, id: &str) -> i64 {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, InitProducerIdRequest, TransactionalId,
+    };
+    let tid = TransactionalId(StrBytes::from_string(id.to_string()));
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = Some(tid.clone());
+    init.transaction_timeout_ms = 900_000;
+    init.producer_id = ProducerId(-1);
+    init.producer_epoch = -1;
+    let resp = c.call(4, &init);
+    assert_eq!((resp.error_code, resp.producer_epoch), (0, 0), "init");
+    let mut t = AddPartitionsToTxnTopic::default();
+    t.name = name();
+    t.partitions = vec![0];
+    let mut add = AddPartitionsToTxnRequest::default();
+    add.v3_and_below_transactional_id = tid;
+    add.v3_and_below_producer_id = resp.producer_id;
+    add.v3_and_below_producer_epoch = 0;
+    add.v3_and_below_topics = vec![t];
+    let added = c.call(3, &add);
+    assert_eq!(
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0,
+        "added to the transaction"
+    );
+    resp.producer_id.0
+}
+
 /// A transactional batch of `values` from `producer_id` (epoch 0) starting
 /// at sequence `seq`.
 fn txn_batch(producer_id: i64, seq: i32, values: &[&str]) -> Bytes {
@@ -206,12 +239,18 @@ fn markers_move_the_last_stable_offset_and_read_committed_drops_aborted_records(
     // A plain record, then two open transactions interleaved.
     let plain = batch::build_batch(sluice_log::now_ms(), &[b"plain".as_slice()]);
     assert_eq!(produce(&mut c, Bytes::from(plain), None), 0);
+    let (pa, pb, pc) = (
+        begin(&mut c, "ta"),
+        begin(&mut c, "tb"),
+        begin(&mut c, "tc"),
+    );
+    assert!(pa < pb && pb < pc, "ids in order");
     assert_eq!(
-        produce(&mut c, txn_batch(5000, 0, &["a1", "a2"]), Some("ta")),
+        produce(&mut c, txn_batch(pa, 0, &["a1", "a2"]), Some("ta")),
         1
     );
-    assert_eq!(produce(&mut c, txn_batch(6000, 0, &["b1"]), Some("tb")), 3);
-    assert_eq!(produce(&mut c, txn_batch(5000, 2, &["a3"]), Some("ta")), 4);
+    assert_eq!(produce(&mut c, txn_batch(pb, 0, &["b1"]), Some("tb")), 3);
+    assert_eq!(produce(&mut c, txn_batch(pa, 2, &["a3"]), Some("ta")), 4);
     let (hw, lso, _, committed) = fetch(&mut c, 1);
     assert_eq!(
         (hw, lso),
@@ -223,13 +262,13 @@ fn markers_move_the_last_stable_offset_and_read_committed_drops_aborted_records(
     assert_eq!(latest(&mut c, 0), 5);
     let (_, _, _, uncommitted) = fetch(&mut c, 0);
     assert_eq!(uncommitted, vec!["plain", "a1", "a2", "b1", "a3"]);
-    // 5000 aborts (marker at 5); 6000 is still open: LSO 3.
-    marker(&mut c, 5000, false);
+    // pa aborts (marker at 5); pb is still open: LSO 3.
+    marker(&mut c, pa, false);
     let (hw, lso, aborted, committed) = fetch(&mut c, 1);
     assert_eq!((hw, lso), (6, 3));
     assert_eq!(
         aborted,
-        vec![(5000, 1)],
+        vec![(pa, 1)],
         "the aborted transaction and its first offset"
     );
     assert_eq!(
@@ -237,11 +276,11 @@ fn markers_move_the_last_stable_offset_and_read_committed_drops_aborted_records(
         vec!["plain", "a1", "a2"],
         "the raw batches up to the LSO"
     );
-    // 6000 commits (marker at 6): everything is stable.
-    marker(&mut c, 6000, true);
+    // pb commits (marker at 6): everything is stable.
+    marker(&mut c, pb, true);
     let (hw, lso, aborted, _) = fetch(&mut c, 1);
     assert_eq!((hw, lso), (7, 7));
-    assert_eq!(aborted, vec![(5000, 1)]);
+    assert_eq!(aborted, vec![(pa, 1)]);
     assert_eq!(latest(&mut c, 1), 7);
     // Real clients drop the aborted records themselves.
     let addr = server.addr.to_string();
@@ -251,7 +290,7 @@ fn markers_move_the_last_stable_offset_and_read_committed_drops_aborted_records(
         vec!["plain", "a1", "a2", "b1", "a3"]
     );
     // An open transaction and the aborted index survive a SIGKILL.
-    assert_eq!(produce(&mut c, txn_batch(7000, 0, &["c1"]), Some("tc")), 7);
+    assert_eq!(produce(&mut c, txn_batch(pc, 0, &["c1"]), Some("tc")), 7);
     let dir = server.data_dir.clone();
     let _keep = server.take_dir();
     server.kill();
@@ -263,13 +302,13 @@ fn markers_move_the_last_stable_offset_and_read_committed_drops_aborted_records(
         (8, 7),
         "the open transaction holds the LSO after recovery"
     );
-    assert_eq!(aborted, vec![(5000, 1)], "the txnindex survives");
+    assert_eq!(aborted, vec![(pa, 1)], "the txnindex survives");
     // DescribeProducers names what holds the LSO back.
     assert_eq!(
         producers(&mut c),
-        vec![(5000, 0, 2, -1), (6000, 0, 0, -1), (7000, 0, 0, 7)]
+        vec![(pa, 0, 2, -1), (pb, 0, 0, -1), (pc, 0, 0, 7)]
     );
-    marker(&mut c, 7000, true);
+    marker(&mut c, pc, true);
     assert_eq!(fetch(&mut c, 1).1, 9);
-    assert_eq!(producers(&mut c)[2], (7000, 0, 0, -1));
+    assert_eq!(producers(&mut c)[2], (pc, 0, 0, -1));
 }

@@ -265,6 +265,30 @@ fn broker_entries(state: &BrokerState) -> Vec<Entry> {
             ConfigType::Int,
             "How long an offset commit waits for the offsets partition's ISR.",
         ),
+        (
+            "transaction.max.timeout.ms",
+            c.transaction_max_timeout_ms.to_string(),
+            ConfigType::Int,
+            "The longest transaction timeout a producer may ask for.",
+        ),
+        (
+            "transaction.state.log.num.partitions",
+            c.transaction_state_log_num_partitions.to_string(),
+            ConfigType::Int,
+            "Partitions of __transaction_state.",
+        ),
+        (
+            "transaction.state.log.replication.factor",
+            c.transaction_state_log_replication_factor.to_string(),
+            ConfigType::Int,
+            "Replicas of __transaction_state in a cluster.",
+        ),
+        (
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            c.transaction_abort_interval.as_millis().to_string(),
+            ConfigType::Int,
+            "How often transactions open past their timeout are aborted.",
+        ),
     ];
     let cleaner = c.cleaner.clone();
     let cleaner_entries = [

@@ -23,14 +23,68 @@ use kafka_protocol::ResponseError as E;
 use sluice_log::{AppendError, Partition, TopicError};
 
 use crate::coordinator::offsets::{self, LoadState, OFFSETS_TOPIC};
+use crate::coordinator::transactions::{self, TRANSACTION_TOPIC, TxnMetadata};
 use crate::replication::Replica;
-use crate::state::{BrokerState, offsets_topic_configs};
+use crate::state::{BrokerState, offsets_topic_configs, transaction_topic_configs};
 
 pub const NOT_COORDINATOR: i16 = E::NotCoordinator.code();
 pub const COORDINATOR_NOT_AVAILABLE: i16 = E::CoordinatorNotAvailable.code();
 pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = E::CoordinatorLoadInProgress.code();
 
-/// A group's coordinator partition, led here and loaded.
+/// The internal topics whose partition leaders coordinate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Internal {
+    /// `__consumer_offsets`: consumer groups and their offsets.
+    Offsets,
+    /// `__transaction_state`: transactional ids.
+    Transactions,
+}
+
+impl Internal {
+    pub fn topic(self) -> &'static str {
+        match self {
+            Internal::Offsets => OFFSETS_TOPIC,
+            Internal::Transactions => TRANSACTION_TOPIC,
+        }
+    }
+
+    pub fn partitions(self, state: &BrokerState) -> u32 {
+        match self {
+            Internal::Offsets => state.offsets.partitions(),
+            Internal::Transactions => state.txns.partitions(),
+        }
+    }
+
+    pub fn partition_for(self, state: &BrokerState, key: &str) -> i32 {
+        offsets::partition_for(key, self.partitions(state))
+    }
+
+    fn replication_factor(self, state: &BrokerState) -> i16 {
+        match self {
+            Internal::Offsets => state.config.offsets_topic_replication_factor,
+            Internal::Transactions => state.config.transaction_state_log_replication_factor,
+        }
+    }
+
+    fn configs(self, replication_factor: i16) -> std::collections::BTreeMap<String, String> {
+        match self {
+            Internal::Offsets => offsets_topic_configs(),
+            Internal::Transactions => transaction_topic_configs(replication_factor),
+        }
+    }
+
+    /// One creation of each topic at a time.
+    fn creating(self) -> &'static AtomicBool {
+        static OFFSETS: AtomicBool = AtomicBool::new(false);
+        static TRANSACTIONS: AtomicBool = AtomicBool::new(false);
+        match self {
+            Internal::Offsets => &OFFSETS,
+            Internal::Transactions => &TRANSACTIONS,
+        }
+    }
+}
+
+/// A coordinator partition, led here and loaded.
 pub struct Owned {
     pub partition: i32,
     pub epoch: i32,
@@ -38,71 +92,68 @@ pub struct Owned {
     replica: Option<Arc<Replica>>,
 }
 
+impl Owned {
+    /// The partition's log.
+    pub fn log(&self) -> &Arc<Partition> {
+        &self.log
+    }
+}
+
 /// Creates `__consumer_offsets` on this single node if it is missing.
 pub fn ensure_local_offsets_topic(state: &BrokerState) -> Result<(), i16> {
-    if state.log.partition_count(OFFSETS_TOPIC).is_some() {
+    ensure_local_topic(state, Internal::Offsets)
+}
+
+/// Creates an internal topic on this single node if it is missing.
+pub fn ensure_local_topic(state: &BrokerState, kind: Internal) -> Result<(), i16> {
+    let topic = kind.topic();
+    if state.log.partition_count(topic).is_some() {
         return Ok(());
     }
-    let n = state.offsets.partitions();
-    match state
-        .log
-        .create_topic_with(OFFSETS_TOPIC, n, &offsets_topic_configs())
-    {
+    let n = kind.partitions(state);
+    match state.log.create_topic_with(topic, n, &kind.configs(1)) {
         Ok(()) => {
-            tracing::info!(partitions = n, "created {OFFSETS_TOPIC}");
+            tracing::info!(partitions = n, "created {topic}");
             Ok(())
         }
         Err(TopicError::Exists(_)) => Ok(()),
         Err(e) => {
-            tracing::error!("creating {OFFSETS_TOPIC}: {e}");
+            tracing::error!("creating {topic}: {e}");
             Err(COORDINATOR_NOT_AVAILABLE)
         }
     }
 }
 
-/// One creation of the cluster's offsets topic at a time.
-static CREATING: AtomicBool = AtomicBool::new(false);
-
-/// In a cluster: asks the controller for `__consumer_offsets` in the
+/// In a cluster: asks the controller for an internal topic in the
 /// background (FindCoordinator answers COORDINATOR_NOT_AVAILABLE until its
 /// leaders are known, and clients retry).
-fn create_cluster_offsets_topic(state: &Arc<BrokerState>) {
+fn create_cluster_topic(state: &Arc<BrokerState>, kind: Internal) {
     let Some(c) = state.cluster() else { return };
-    if CREATING.swap(true, Ordering::AcqRel) {
+    if kind.creating().swap(true, Ordering::AcqRel) {
         return;
     }
     let cluster = c.cluster.clone();
-    let partitions = state.offsets.partitions() as i32;
-    let rf = state.config.offsets_topic_replication_factor;
+    let partitions = kind.partitions(state) as i32;
+    let rf = kind.replication_factor(state);
+    let topic = kind.topic();
     tokio::spawn(async move {
         let live = cluster.snapshot().brokers.len();
         if live < usize::try_from(rf).unwrap_or(usize::MAX) {
             tracing::warn!(
                 live,
                 replication_factor = rf,
-                "{OFFSETS_TOPIC} waits for offsets.topic.replication.factor brokers"
+                "{topic} waits for its replication factor of live brokers"
             );
         } else {
             match cluster
-                .create_topic(
-                    OFFSETS_TOPIC,
-                    partitions,
-                    rf,
-                    None,
-                    offsets_topic_configs(),
-                    false,
-                )
+                .create_topic(topic, partitions, rf, None, kind.configs(rf), false)
                 .await
             {
-                Ok(_) => tracing::info!(
-                    partitions,
-                    replication_factor = rf,
-                    "created {OFFSETS_TOPIC}"
-                ),
-                Err(e) => tracing::debug!("creating {OFFSETS_TOPIC}: {e}"),
+                Ok(_) => tracing::info!(partitions, replication_factor = rf, "created {topic}"),
+                Err(e) => tracing::debug!("creating {topic}: {e}"),
             }
         }
-        CREATING.store(false, Ordering::Release);
+        kind.creating().store(false, Ordering::Release);
     });
 }
 
@@ -112,22 +163,32 @@ pub async fn find_group_coordinator(
     state: &Arc<BrokerState>,
     group: &str,
 ) -> Result<(i32, String, u16), i16> {
-    let p = state.offsets.partition_for(group);
+    find_coordinator(state, Internal::Offsets, group).await
+}
+
+/// FindCoordinator's answer for a key of an internal topic (a group, a
+/// transactional id): the leader of its partition.
+pub async fn find_coordinator(
+    state: &Arc<BrokerState>,
+    kind: Internal,
+    key: &str,
+) -> Result<(i32, String, u16), i16> {
+    let p = kind.partition_for(state, key);
     let Some(c) = state.cluster() else {
         let s = state.clone();
-        super::off_runtime(state, move |s2, _| ensure_local_offsets_topic(s2))
+        super::off_runtime(state, move |s2, _| ensure_local_topic(s2, kind))
             .await
             .unwrap_or(Err(COORDINATOR_NOT_AVAILABLE))?;
         return Ok((s.meta.node_id, s.advertised.host.clone(), s.advertised.port));
     };
     let snapshot = c.cluster.snapshot();
-    if !snapshot.topics.contains_key(OFFSETS_TOPIC) {
-        create_cluster_offsets_topic(state);
+    if !snapshot.topics.contains_key(kind.topic()) {
+        create_cluster_topic(state, kind);
         return Err(COORDINATOR_NOT_AVAILABLE);
     }
     let leader = snapshot
         .partitions
-        .get(&(OFFSETS_TOPIC.to_string(), p))
+        .get(&(kind.topic().to_string(), p))
         .map(|s| s.leader)
         .unwrap_or(-1);
     match snapshot.brokers.get(&leader) {
@@ -136,38 +197,122 @@ pub async fn find_group_coordinator(
     }
 }
 
+/// Partition `p` of an internal topic if this broker leads it: its log,
+/// its replica (cluster) and the leader epoch (0 on one node, which
+/// creates the topic if it is missing).
+async fn led_here(
+    state: &Arc<BrokerState>,
+    kind: Internal,
+    p: i32,
+) -> Result<(Arc<Partition>, Option<Arc<Replica>>, i32), i16> {
+    match state.cluster() {
+        None => {
+            let log = match state.log.partition(kind.topic(), p as u32) {
+                Some(log) => log,
+                None => {
+                    super::off_runtime(state, move |s, _| ensure_local_topic(s, kind))
+                        .await
+                        .unwrap_or(Err(COORDINATOR_NOT_AVAILABLE))?;
+                    state
+                        .log
+                        .partition(kind.topic(), p as u32)
+                        .ok_or(COORDINATOR_NOT_AVAILABLE)?
+                }
+            };
+            // One node: the partition is always led here; epoch 0 names
+            // the one load it ever needs.
+            Ok((log, None, 0))
+        }
+        Some(c) => {
+            let (replica, epoch) = c
+                .replicas
+                .leader_replica(kind.topic(), p, -1)
+                .map_err(|_| NOT_COORDINATOR)?;
+            Ok((replica.log.clone(), Some(replica), epoch))
+        }
+    }
+}
+
+/// The `__transaction_state` partition of `transactional_id` if this
+/// broker coordinates it now (loading it first if it just became its
+/// leader), else NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS or
+/// COORDINATOR_NOT_AVAILABLE.
+pub async fn owned_txn(state: &Arc<BrokerState>, transactional_id: &str) -> Result<Owned, i16> {
+    let p = state.txns.partition_for(transactional_id);
+    let (log, replica, epoch) = led_here(state, Internal::Transactions, p).await?;
+    match state.txns.state(p, epoch) {
+        LoadState::Loaded => {}
+        LoadState::Loading => return Err(COORDINATOR_LOAD_IN_PROGRESS),
+        LoadState::Absent => load_txn(state, p, epoch, log.clone()).await?,
+    }
+    Ok(Owned {
+        partition: p,
+        epoch,
+        log,
+        replica,
+    })
+}
+
+/// Loads `__transaction_state` partition `p` for leader epoch `epoch`, and
+/// finishes the transactions it finds half-ended (markers still to write).
+async fn load_txn(
+    state: &Arc<BrokerState>,
+    p: i32,
+    epoch: i32,
+    log: Arc<Partition>,
+) -> Result<(), i16> {
+    if !state.txns.slots().begin_load(p, epoch) {
+        return Err(COORDINATOR_LOAD_IN_PROGRESS);
+    }
+    let started = std::time::Instant::now();
+    let loaded = tokio::task::spawn_blocking(move || transactions::load(&log)).await;
+    match loaded {
+        Ok(Ok(ids)) => {
+            let ending: Vec<TxnMetadata> = ids
+                .values()
+                .filter(|m| m.state.is_preparing())
+                .cloned()
+                .collect();
+            tracing::info!(
+                partition = p,
+                epoch,
+                transactional_ids = ids.len(),
+                ending = ending.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "loaded {TRANSACTION_TOPIC} partition: coordinating its transactions"
+            );
+            state.txns.slots().finish_load(p, epoch, Some(ids));
+            for m in ending {
+                super::transactions::resume_ending(state, m);
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(partition = p, "loading {TRANSACTION_TOPIC}: {e}");
+            state.txns.slots().finish_load(p, epoch, None);
+            Err(COORDINATOR_NOT_AVAILABLE)
+        }
+        Err(e) => {
+            tracing::error!(partition = p, "loading {TRANSACTION_TOPIC}: {e}");
+            state.txns.slots().finish_load(p, epoch, None);
+            Err(COORDINATOR_NOT_AVAILABLE)
+        }
+    }
+}
+
+/// Whether this broker still coordinates `p` at `epoch` (a long task —
+/// writing markers — checks before each step).
+pub fn still_owns_txn(state: &BrokerState, p: i32, epoch: i32) -> bool {
+    state.txns.state(p, epoch) == LoadState::Loaded
+}
+
 /// The coordinator partition of `group` if this broker coordinates it now
 /// (loading it first if it just became its leader), else the error a
 /// client expects: NOT_COORDINATOR (find it again),
 /// COORDINATOR_LOAD_IN_PROGRESS (retry here), COORDINATOR_NOT_AVAILABLE.
 pub async fn owned(state: &Arc<BrokerState>, group: &str) -> Result<Owned, i16> {
     let p = state.offsets.partition_for(group);
-    let (log, replica, epoch) = match state.cluster() {
-        None => {
-            let log = match state.log.partition(OFFSETS_TOPIC, p as u32) {
-                Some(log) => log,
-                None => {
-                    super::off_runtime(state, |s, _| ensure_local_offsets_topic(s))
-                        .await
-                        .unwrap_or(Err(COORDINATOR_NOT_AVAILABLE))?;
-                    state
-                        .log
-                        .partition(OFFSETS_TOPIC, p as u32)
-                        .ok_or(COORDINATOR_NOT_AVAILABLE)?
-                }
-            };
-            // One node: the partition is always led here; epoch 0 names
-            // the one load it ever needs.
-            (log, None, 0)
-        }
-        Some(c) => {
-            let (replica, epoch) = c
-                .replicas
-                .leader_replica(OFFSETS_TOPIC, p, -1)
-                .map_err(|_| NOT_COORDINATOR)?;
-            (replica.log.clone(), Some(replica), epoch)
-        }
-    };
+    let (log, replica, epoch) = led_here(state, Internal::Offsets, p).await?;
     match state.offsets.state(p, epoch) {
         LoadState::Loaded => {}
         LoadState::Loading => return Err(COORDINATOR_LOAD_IN_PROGRESS),
@@ -265,6 +410,22 @@ pub async fn append(
         tracing::error!("encoding offsets: {e}");
         E::UnknownServerError.code()
     })?;
+    let info = append_batch(state, owned, batch).await?;
+    state
+        .offsets
+        .apply(owned.partition, owned.epoch, info.base_offset, &records);
+    Ok(())
+}
+
+/// Appends one batch to a coordinator partition led here and returns once
+/// it is durable (synced on one node; in the whole ISR, at least
+/// `min.insync.replicas`, in a cluster). Errors are what a coordinator's
+/// client is told (see [`commit_error`]).
+pub async fn append_batch(
+    state: &Arc<BrokerState>,
+    owned: &Owned,
+    batch: Bytes,
+) -> Result<sluice_log::AppendInfo, i16> {
     if let (Some(c), Some(replica)) = (state.cluster(), &owned.replica) {
         c.replicas
             .check_enough_replicas(replica)
@@ -281,7 +442,7 @@ pub async fn append(
         };
         let info = log.append(&batch, append_epoch)?;
         if single_node {
-            // One node: a commit is acknowledged once it is on disk.
+            // One node: a coordinator's write is acknowledged once on disk.
             log.flush().map_err(|source| AppendError::Io {
                 partition: log.name().to_string(),
                 source,
@@ -293,11 +454,14 @@ pub async fn append(
     let info = match appended {
         Ok(Ok(info)) => info,
         Ok(Err(e)) => {
-            tracing::warn!(partition = owned.partition, "appending offsets: {e}");
+            tracing::warn!(
+                partition = owned.log.name(),
+                "appending to a coordinator partition: {e}"
+            );
             return Err(commit_error(super::errors::append_error_code(&e)));
         }
         Err(e) => {
-            tracing::error!("offsets append task failed: {e}");
+            tracing::error!("coordinator append task failed: {e}");
             return Err(E::UnknownServerError.code());
         }
     };
@@ -319,10 +483,7 @@ pub async fn append(
     } else {
         state.appended.notify_waiters();
     }
-    state
-        .offsets
-        .apply(owned.partition, owned.epoch, info.base_offset, &records);
-    Ok(())
+    Ok(info)
 }
 
 /// Keeps the coordinated partitions in line with leadership (cluster
@@ -355,6 +516,29 @@ pub async fn sweep(state: &Arc<BrokerState>) {
         };
         if state.offsets.state(p, epoch) == LoadState::Absent {
             let _ = load(state, p, epoch, replica.log.clone()).await;
+        }
+    }
+    for (p, epoch) in state.txns.slots().held() {
+        let led = c
+            .replicas
+            .replica(TRANSACTION_TOPIC, p)
+            .and_then(|r| r.leader_epoch());
+        if led != Some(epoch) && state.txns.slots().unload(p) {
+            tracing::info!(
+                partition = p,
+                "no longer coordinating {TRANSACTION_TOPIC} partition"
+            );
+        }
+    }
+    for p in 0..state.txns.partitions() as i32 {
+        let Some(replica) = c.replicas.replica(TRANSACTION_TOPIC, p) else {
+            continue;
+        };
+        let Some(epoch) = replica.leader_epoch() else {
+            continue;
+        };
+        if state.txns.state(p, epoch) == LoadState::Absent {
+            let _ = load_txn(state, p, epoch, replica.log.clone()).await;
         }
     }
 }

@@ -53,6 +53,9 @@ pub fn append_error_code(e: &AppendError) -> i16 {
         AppendError::InvalidBatch(_) | AppendError::Empty => INVALID_RECORD,
         AppendError::Sequence(SequenceError::OutOfOrder { .. }) => OUT_OF_ORDER_SEQUENCE_NUMBER,
         AppendError::Sequence(SequenceError::FencedEpoch { .. }) => INVALID_PRODUCER_EPOCH,
+        AppendError::Sequence(SequenceError::CoordinatorFenced { .. }) => {
+            E::TransactionCoordinatorFenced.code()
+        }
         AppendError::BatchTooLarge { .. } => MESSAGE_TOO_LARGE,
         AppendError::InvalidTimestamp { .. } => INVALID_TIMESTAMP,
         AppendError::TooLarge { .. } => RECORD_LIST_TOO_LARGE,

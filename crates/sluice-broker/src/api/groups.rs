@@ -35,7 +35,6 @@ use kafka_protocol::messages::{
 
 use super::coordination;
 use super::errors;
-use super::producer_ids::{TRANSACTIONS_REFUSED, TRANSACTIONS_REFUSED_WHY};
 use super::str_bytes as s;
 use crate::coordinator::groups::{JoinRequest, JoinResult, Reply, SyncResult, code};
 use crate::coordinator::offsets::{self, CommitEntry, Committed, MAX_STRING_BYTES};
@@ -51,13 +50,16 @@ pub(crate) async fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let mut out = FindCoordinatorResponse::default();
-    // Key type 1 is a transactional id: refused in a way clients treat as
-    // fatal (api/producer_ids.rs says why).
+    // Key type 1 is a transactional id: the leader of its
+    // `__transaction_state` partition.
     let key_type = r.key_type;
     let lookup = |key: String| async move {
         match key_type {
             0 => coordination::find_group_coordinator(state, &key).await,
-            1 => Err(TRANSACTIONS_REFUSED),
+            1 => {
+                coordination::find_coordinator(state, coordination::Internal::Transactions, &key)
+                    .await
+            }
             // Share groups (2) and anything newer: not a coordinator this
             // broker has, as Kafka answers a key type it does not know.
             _ => Err(errors::INVALID_REQUEST),
@@ -103,9 +105,10 @@ pub(crate) async fn find_coordinator(
     out
 }
 
+const UNSTABLE_OFFSET_COMMIT: i16 = kafka_protocol::ResponseError::UnstableOffsetCommit.code();
+
 fn coordinator_error_message(code: i16) -> &'static str {
     match code {
-        TRANSACTIONS_REFUSED => TRANSACTIONS_REFUSED_WHY,
         errors::INVALID_REQUEST => "unknown coordinator key type",
         _ => "the coordinator is not available yet",
     }
@@ -415,6 +418,12 @@ pub(crate) async fn offset_fetch(
     version: i16,
 ) -> OffsetFetchResponse {
     let mut out = OffsetFetchResponse::default();
+    // KIP-447: a consumer that asks for stable offsets is told to retry
+    // while a transaction holds an offset it has not committed yet.
+    let require_stable = r.require_stable;
+    let unstable = |group: &str, topic: &str, p: i32| {
+        require_stable && state.offsets.has_pending(group, topic, p)
+    };
     if version >= 8 {
         let mut refusals = Vec::with_capacity(r.groups.len());
         for g in &r.groups {
@@ -441,7 +450,8 @@ pub(crate) async fn offset_fetch(
                         .collect()
                 });
                 let mut rg = OffsetFetchResponseGroup::default();
-                rg.topics = committed_for(state, g.group_id.0.as_str(), wanted)
+                let group = g.group_id.0.to_string();
+                rg.topics = committed_for(state, &group, wanted)
                     .into_iter()
                     .map(|(t, parts)| {
                         let mut rt = OffsetFetchResponseTopics::default();
@@ -451,6 +461,12 @@ pub(crate) async fn offset_fetch(
                             .map(|(p, c)| {
                                 let mut rp = OffsetFetchResponsePartitions::default();
                                 rp.partition_index = p;
+                                if unstable(&group, &t, p) {
+                                    rp.error_code = UNSTABLE_OFFSET_COMMIT;
+                                    rp.committed_offset = -1;
+                                    rp.committed_leader_epoch = -1;
+                                    return rp;
+                                }
                                 rp.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
                                 rp.committed_leader_epoch =
                                     c.as_ref().map_or(-1, |c| c.leader_epoch);
@@ -486,6 +502,12 @@ pub(crate) async fn offset_fetch(
                 .map(|(p, c)| {
                     let mut rp = OffsetFetchResponsePartition::default();
                     rp.partition_index = p;
+                    if unstable(r.group_id.0.as_str(), &t, p) {
+                        rp.error_code = UNSTABLE_OFFSET_COMMIT;
+                        rp.committed_offset = -1;
+                        rp.committed_leader_epoch = -1;
+                        return rp;
+                    }
                     rp.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
                     rp.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
                     rp.metadata = Some(s(&c.map(|c| c.metadata).unwrap_or_default()));

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::topics::ensure_topic;
 use super::{Blocking, errors, str_bytes};
-use crate::coordinator::offsets::OFFSETS_TOPIC;
+use crate::coordinator::is_internal_topic;
 use crate::state::{BrokerState, InCluster};
 use kafka_protocol::ResponseError;
 
@@ -80,7 +80,7 @@ pub fn metadata(
         .into_iter()
         .map(|(name, found)| {
             let mut t = MetadataResponseTopic::default();
-            t.is_internal = name == OFFSETS_TOPIC;
+            t.is_internal = is_internal_topic(&name);
             t.name = Some(TopicName(str_bytes(&name)));
             match found {
                 Ok(n) => {
@@ -136,7 +136,7 @@ pub async fn cluster_metadata(
             // its own partition count and configs, never by a Metadata.
             if snapshot.topics.contains_key(name)
                 || sluice_log::validate_topic_name(name).is_err()
-                || name == OFFSETS_TOPIC
+                || is_internal_topic(name)
             {
                 continue;
             }
@@ -204,7 +204,7 @@ pub async fn cluster_metadata(
         .into_iter()
         .map(|name| {
             let mut t = MetadataResponseTopic::default();
-            t.is_internal = name == OFFSETS_TOPIC;
+            t.is_internal = is_internal_topic(&name);
             t.name = Some(TopicName(str_bytes(&name)));
             let Some(info) = snapshot.topics.get(&name) else {
                 t.error_code = match sluice_log::validate_topic_name(&name) {

@@ -27,6 +27,7 @@ mod producer_ids;
 mod producers;
 mod reassign;
 mod topics;
+pub mod transactions;
 mod txn_markers;
 pub mod versions;
 
@@ -217,18 +218,31 @@ pub async fn dispatch(
             })
             .await?,
         ),
+        RequestKind::InitProducerId(r)
+            if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) =>
+        {
+            ResponseKind::InitProducerId(transactions::init_producer_id(state, r, version).await)
+        }
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(
             off_runtime(state, move |s, b| producer_ids::init_producer_id(s, r, b)).await?,
         ),
-        RequestKind::AddPartitionsToTxn(r) => {
-            ResponseKind::AddPartitionsToTxn(producer_ids::add_partitions_to_txn(r))
+        RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
+            transactions::add_partitions_to_txn(state, r, version).await,
+        ),
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(transactions::add_offsets_to_txn(state, r, version).await)
         }
-        RequestKind::AddOffsetsToTxn(_) => {
-            ResponseKind::AddOffsetsToTxn(producer_ids::add_offsets_to_txn())
+        RequestKind::EndTxn(r) => {
+            ResponseKind::EndTxn(transactions::end_txn(state, r, version).await)
         }
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(producer_ids::end_txn(r)),
         RequestKind::TxnOffsetCommit(r) => {
-            ResponseKind::TxnOffsetCommit(producer_ids::txn_offset_commit(r))
+            ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(state, r).await)
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(transactions::describe_transactions(state, r).await)
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(transactions::list_transactions(state, r))
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(state, r, version).await)

@@ -8,7 +8,7 @@ use sluice_log::{AppendError, AppendInfo, FlushPolicy, Partition};
 
 use super::errors::{self, append_error_code};
 use super::{off_runtime, topics};
-use crate::coordinator::offsets::OFFSETS_TOPIC;
+use crate::coordinator::is_internal_topic;
 use crate::state::{BrokerState, InCluster};
 
 /// Validates and appends each partition's batches, on the blocking pool;
@@ -21,6 +21,7 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
         return cluster_produce(state, c, r).await;
     }
     let acks = r.acks;
+    let transactional_id = r.transactional_id.as_ref().map(|t| t.0.to_string());
     let mut out = ProduceResponse::default();
     let mut appended_any = false;
     for topic in r.topic_data {
@@ -28,7 +29,7 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
         // Known topics are a map lookup; creating one touches the disk.
         let found = match state.log.partition_count(&name) {
             // Only the group coordinator appends to the offsets topic.
-            _ if name == OFFSETS_TOPIC => Err(errors::INVALID_TOPIC_EXCEPTION),
+            _ if is_internal_topic(&name) => Err(errors::INVALID_TOPIC_EXCEPTION),
             Some(n) => Ok(n),
             None => {
                 let create = state.config.auto_create_topics;
@@ -60,8 +61,22 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
                     // One broker: the log's own latest epoch (0 unless the
                     // directory once belonged to a cluster).
                     let epoch = part.latest_epoch().unwrap_or(0).max(0);
-                    let appended =
-                        append_partition(state, &part, records, acks, epoch, &name, pd.index).await;
+                    let appended = match verify_transaction(
+                        state,
+                        &part,
+                        &records,
+                        transactional_id.as_deref(),
+                        &name,
+                        pd.index,
+                    )
+                    .await
+                    {
+                        Ok(()) => {
+                            append_partition(state, &part, records, acks, epoch, &name, pd.index)
+                                .await
+                        }
+                        Err(code) => Err(code),
+                    };
                     if appended.is_ok() {
                         appended_any = true;
                     }
@@ -85,6 +100,41 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
         state.appended.notify_waiters();
     }
     (acks != 0).then_some(out)
+}
+
+/// KIP-890 part 1: a transactional batch that would open its producer's
+/// transaction in this partition is taken only if the transaction
+/// coordinator has the partition in that transaction — so a late or
+/// stray write cannot leave a transaction open here that no coordinator
+/// will ever end (a "hanging" transaction holding the last stable offset
+/// back forever).
+async fn verify_transaction(
+    state: &Arc<BrokerState>,
+    part: &Partition,
+    records: &[u8],
+    transactional_id: Option<&str>,
+    topic: &str,
+    index: i32,
+) -> Result<(), i16> {
+    let Ok(h) = sluice_log::batch::BatchHeader::parse(records) else {
+        // The append refuses it with the right error.
+        return Ok(());
+    };
+    if !h.is_transactional() || h.is_control() || h.producer_id < 0 {
+        return Ok(());
+    }
+    if part.open_transaction(h.producer_id).is_some() {
+        return Ok(());
+    }
+    super::transactions::verify_partition(
+        state,
+        transactional_id,
+        h.producer_id,
+        h.producer_epoch,
+        topic,
+        index,
+    )
+    .await
 }
 
 /// Appends one partition's batches on the blocking pool (acks=-1 under an
@@ -143,6 +193,7 @@ async fn cluster_produce(
     r: ProduceRequest,
 ) -> Option<ProduceResponse> {
     let acks = r.acks;
+    let transactional_id = r.transactional_id.as_ref().map(|t| t.0.to_string());
     let timeout = std::time::Duration::from_millis(u64::try_from(r.timeout_ms).unwrap_or(0).max(1));
     let mut out = ProduceResponse::default();
     for topic in r.topic_data {
@@ -157,7 +208,7 @@ async fn cluster_produce(
             p.log_start_offset = -1;
             let records = pd.records.unwrap_or_default();
             let result = async {
-                if name == OFFSETS_TOPIC {
+                if is_internal_topic(&name) {
                     // Only the group coordinator appends to it.
                     return Err(errors::INVALID_TOPIC_EXCEPTION);
                 }
@@ -165,6 +216,15 @@ async fn cluster_produce(
                 if acks == -1 {
                     c.replicas.check_enough_replicas(&replica)?;
                 }
+                verify_transaction(
+                    state,
+                    &replica.log,
+                    &records,
+                    transactional_id.as_deref(),
+                    &name,
+                    pd.index,
+                )
+                .await?;
                 let info =
                     append_partition(state, &replica.log, records, acks, epoch, &name, pd.index)
                         .await?;

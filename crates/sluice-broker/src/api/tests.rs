@@ -197,27 +197,136 @@ async fn list_offsets_answers_max_timestamp_and_the_found_records_timestamp() {
     assert_eq!(answer(call(&f, 7, ask(-2)).await), (0, -1));
 }
 
+fn txn_id(s: &'static str) -> TransactionalId {
+    TransactionalId(StrBytes::from_static_str(s))
+}
+
+async fn init_txn(f: &Fixture, id: &'static str, version: i16) -> InitProducerIdResponse {
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = Some(txn_id(id));
+    req.transaction_timeout_ms = 60_000;
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    call(f, version, req).await
+}
+
+async fn add_to_txn(f: &Fixture, version: i16, pid: i64, epoch: i16, topic: &str) -> i16 {
+    let mut t =
+        kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![0];
+    let mut req = AddPartitionsToTxnRequest::default();
+    req.v3_and_below_transactional_id = txn_id("txn-1");
+    req.v3_and_below_producer_id = ProducerId(pid);
+    req.v3_and_below_producer_epoch = epoch;
+    req.v3_and_below_topics = vec![t];
+    let resp = call(f, version, req).await;
+    resp.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+}
+
+async fn produce_txn(f: &Fixture, topic: &str, pid: i64, epoch: i16, seq: i32) -> (i16, i64) {
+    let mut b = sluice_log::batch::build_batch(sluice_log::now_ms(), &[b"in a transaction"]);
+    let attributes = i16::from_be_bytes([b[21], b[22]]) | 0x10;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    sluice_log::batch::set_producer(&mut b, pid, epoch, seq);
+    let mut pd = PartitionProduceData::default();
+    pd.index = 0;
+    pd.records = Some(Bytes::from(b));
+    let mut td = TopicProduceData::default();
+    td.name = name(topic);
+    td.partition_data.push(pd);
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 1000;
+    req.transactional_id = Some(txn_id("txn-1"));
+    req.topic_data.push(td);
+    let resp = call(f, 9, req).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
 #[tokio::test]
-async fn transactional_producers_are_refused_with_a_fatal_error() {
+async fn a_transaction_runs_from_init_to_commit_and_a_new_init_fences_the_old_producer() {
     let f = fixture(BrokerConfig::default());
+    create(&f, "t", 1).await;
     let mut req = FindCoordinatorRequest::default();
     req.key_type = 1;
     req.coordinator_keys = vec![StrBytes::from_static_str("txn-1")];
     let resp = call(&f, 4, req).await;
     assert_eq!(
-        resp.coordinators[0].error_code,
-        errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        (
+            resp.coordinators[0].error_code,
+            resp.coordinators[0].node_id.0
+        ),
+        (0, f.state.meta.node_id),
+        "one node coordinates every transactional id"
     );
-    let mut req = InitProducerIdRequest::default();
-    req.transactional_id = Some(TransactionalId(StrBytes::from_static_str("txn-1")));
-    req.transaction_timeout_ms = 60_000;
-    req.producer_id = ProducerId(-1);
-    req.producer_epoch = -1;
-    let resp = call(&f, 4, req).await;
+    let first = init_txn(&f, "txn-1", 4).await;
+    assert_eq!((first.error_code, first.producer_epoch), (0, 0));
+    let pid = first.producer_id.0;
+    // KIP-890: data for a partition not added to the transaction is refused.
     assert_eq!(
-        resp.error_code,
-        errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        produce_txn(&f, "t", pid, 0, 0).await.0,
+        kafka_protocol::ResponseError::InvalidTxnState.code()
     );
+    assert_eq!(add_to_txn(&f, 3, pid, 0, "t").await, 0);
+    let (code, offset) = produce_txn(&f, "t", pid, 0, 0).await;
+    assert_eq!((code, offset), (0, 0));
+    let log = f.state.log.partition("t", 0).expect("partition");
+    assert_eq!(log.last_stable_offset(), 0, "the open transaction holds it");
+    // A second producer with the same id: the open transaction is aborted
+    // and the first producer fenced.
+    let second = init_txn(&f, "txn-1", 4).await;
+    assert_eq!(
+        (
+            second.error_code,
+            second.producer_id.0,
+            second.producer_epoch
+        ),
+        (0, pid, 2),
+        "one epoch for the abort's fence, one for the new producer"
+    );
+    assert_eq!(
+        log.last_stable_offset(),
+        log.log_end(),
+        "aborted: stable again"
+    );
+    assert_eq!(log.aborted_transactions(0, log.log_end()), vec![(pid, 0)]);
+    assert_eq!(
+        add_to_txn(&f, 3, pid, 0, "t").await,
+        kafka_protocol::ResponseError::ProducerFenced.code()
+    );
+    assert_eq!(
+        add_to_txn(&f, 1, pid, 0, "t").await,
+        errors::INVALID_PRODUCER_EPOCH,
+        "clients before KIP-588 are told INVALID_PRODUCER_EPOCH"
+    );
+    // The new producer commits.
+    assert_eq!(add_to_txn(&f, 3, pid, 2, "t").await, 0);
+    assert_eq!(produce_txn(&f, "t", pid, 2, 0).await.0, 0);
+    let mut end = EndTxnRequest::default();
+    end.transactional_id = txn_id("txn-1");
+    end.producer_id = ProducerId(pid);
+    end.producer_epoch = 2;
+    end.committed = true;
+    assert_eq!(call(&f, 3, end.clone()).await.error_code, 0);
+    assert_eq!(call(&f, 3, end).await.error_code, 0, "a retried commit");
+    assert_eq!(log.last_stable_offset(), log.log_end());
+    let mut describe = DescribeTransactionsRequest::default();
+    describe.transactional_ids = vec![txn_id("txn-1"), txn_id("nobody")];
+    let resp = call(&f, 0, describe).await;
+    assert_eq!(
+        resp.transaction_states[0].transaction_state.as_str(),
+        "CompleteCommit"
+    );
+    assert_eq!(resp.transaction_states[0].producer_epoch, 2);
+    assert_eq!(
+        resp.transaction_states[1].error_code,
+        kafka_protocol::ResponseError::TransactionalIdNotFound.code()
+    );
+    let resp = call(&f, 1, ListTransactionsRequest::default()).await;
+    assert_eq!(resp.transaction_states.len(), 1);
+    assert_eq!(resp.transaction_states[0].producer_id.0, pid);
     // Idempotent producers still get ids.
     let mut req = InitProducerIdRequest::default();
     req.producer_id = ProducerId(-1);

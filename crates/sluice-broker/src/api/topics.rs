@@ -15,7 +15,9 @@ use sluice_log::{Partition, TopicError};
 use super::errors::{self, topic_error_code};
 use super::{Blocking, configs, str_bytes};
 use crate::cluster::ClusterError;
+use crate::coordinator::is_internal_topic;
 use crate::coordinator::offsets::OFFSETS_TOPIC;
+use crate::coordinator::transactions::TRANSACTION_TOPIC;
 use crate::state::{BrokerState, InCluster};
 use kafka_protocol::ResponseError;
 
@@ -47,10 +49,15 @@ pub fn ensure_topic(
     if !create {
         return Err(errors::UNKNOWN_TOPIC_OR_PARTITION);
     }
-    if name == OFFSETS_TOPIC {
-        // Made by the group coordinator with its own partition count and
+    if name == OFFSETS_TOPIC || name == TRANSACTION_TOPIC {
+        // Made by its coordinator with its own partition count and
         // configs; a client naming it first gets it made that way.
-        super::coordination::ensure_local_offsets_topic(state)
+        let kind = if name == OFFSETS_TOPIC {
+            super::coordination::Internal::Offsets
+        } else {
+            super::coordination::Internal::Transactions
+        };
+        super::coordination::ensure_local_topic(state, kind)
             .map_err(|_| errors::UNKNOWN_TOPIC_OR_PARTITION)?;
         return state
             .log
@@ -150,7 +157,7 @@ pub fn delete_topics(
     let mut out = DeleteTopicsResponse::default();
     for name in names {
         let mut res = DeletableTopicResult::default();
-        if name.0.as_str() == OFFSETS_TOPIC {
+        if is_internal_topic(name.0.as_str()) {
             res.error_code = errors::INVALID_REQUEST;
             res.error_message = Some(str_bytes(INTERNAL_TOPIC_WHY));
         } else if let Err(e) = state.log.delete_topic(name.0.as_str()) {
@@ -174,7 +181,7 @@ pub fn create_partitions(
         let name = t.name.0.to_string();
         res.name = t.name;
         let outcome = match state.log.partition_count(&name) {
-            _ if name == OFFSETS_TOPIC => {
+            _ if is_internal_topic(&name) => {
                 Err((errors::INVALID_REQUEST, INTERNAL_TOPIC_WHY.to_string()))
             }
             None => Err((
@@ -338,7 +345,7 @@ pub async fn cluster_delete_topics(c: &InCluster, r: DeleteTopicsRequest) -> Del
     for name in names {
         let mut res = DeletableTopicResult::default();
         let topic = name.0.to_string();
-        if topic == OFFSETS_TOPIC {
+        if is_internal_topic(&topic) {
             res.error_code = errors::INVALID_REQUEST;
             res.error_message = Some(str_bytes(INTERNAL_TOPIC_WHY));
             res.name = Some(name);
@@ -375,7 +382,7 @@ pub async fn cluster_create_partitions(
                 .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
                 .collect()
         });
-        if name == OFFSETS_TOPIC {
+        if is_internal_topic(&name) {
             res.error_code = errors::INVALID_REQUEST;
             res.error_message = Some(str_bytes(INTERNAL_TOPIC_WHY));
         } else if let Err(e) = c

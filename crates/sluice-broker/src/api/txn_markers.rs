@@ -16,11 +16,12 @@ use sluice_log::Partition;
 
 use super::errors::{self, append_error_code};
 use super::topics;
+use crate::coordinator::offsets::OFFSETS_TOPIC;
 use crate::replication::Replica;
 use crate::state::BrokerState;
 
 /// How long a marker waits for the ISR.
-const MARKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const MARKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Appends one marker to one partition this broker leads; a Kafka error
 /// code.
@@ -76,10 +77,18 @@ pub async fn write_marker(
     state.appended.notify_waiters();
     if let (Some(c), Some(replica)) = (state.cluster(), replica) {
         c.replicas.leader_appended(&replica);
-        return c
+        let code = c
             .replicas
             .wait_replicated(&replica, epoch, info.last_offset + 1, MARKER_TIMEOUT)
             .await;
+        if code != errors::NONE {
+            return code;
+        }
+    }
+    if topic == OFFSETS_TOPIC {
+        // The group coordinator's side: offsets sent in the transaction
+        // count from now on, or never.
+        state.offsets.complete_txn(partition, producer_id, commit);
     }
     errors::NONE
 }

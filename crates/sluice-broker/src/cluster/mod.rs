@@ -28,6 +28,7 @@ pub mod controller;
 mod etcd;
 mod lease;
 pub mod model;
+pub mod peers;
 mod stats;
 pub mod view;
 

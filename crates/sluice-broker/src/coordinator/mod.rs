@@ -9,3 +9,9 @@ pub mod producer_ids;
 pub mod records;
 pub mod slots;
 pub mod transactions;
+
+/// Kafka's internal topics: written only by their coordinators, never
+/// deleted or grown by clients, created by the coordinators themselves.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == offsets::OFFSETS_TOPIC || name == transactions::TRANSACTION_TOPIC
+}

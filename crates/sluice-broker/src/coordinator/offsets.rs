@@ -305,16 +305,38 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<Change> {
 /// non-idempotent producer writes it; the log assigns offsets and the
 /// leader epoch.
 pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> io::Result<Bytes> {
+    encode_batch_as(records, now_ms, None)
+}
+
+/// A TxnOffsetCommit's records: one transactional batch of the producer
+/// (`producer_id`, `producer_epoch`), with no sequence (as Kafka's
+/// coordinator writes it), so that they count only once its transaction
+/// commits.
+pub fn encode_txn_batch(
+    records: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> io::Result<Bytes> {
+    encode_batch_as(records, now_ms, Some((producer_id, producer_epoch)))
+}
+
+fn encode_batch_as(
+    records: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> io::Result<Bytes> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // offset − 1 keeps every record in one batch with base
@@ -381,9 +403,32 @@ pub struct PartitionOffsets {
     /// Each group's latest membership record (only while loading: handed
     /// to the group coordinator once, by [`PartitionOffsets::take_groups`]).
     groups: BTreeMap<String, (Option<GroupSnapshot>, i64)>,
+    /// Offsets committed in a producer's open transaction (TxnOffsetCommit),
+    /// with their log offsets: applied when its COMMIT marker lands,
+    /// dropped on ABORT (Kafka's `pendingTransactionalOffsetCommits`).
+    pending: BTreeMap<i64, Vec<(i64, Change)>>,
 }
 
 impl PartitionOffsets {
+    /// Ends producer `producer_id`'s transaction in this partition.
+    fn complete_txn(&mut self, producer_id: i64, commit: bool) {
+        if let Some(changes) = self.pending.remove(&producer_id)
+            && commit
+        {
+            for (at, change) in changes {
+                self.apply(at, change);
+            }
+        }
+    }
+
+    /// Whether a transaction holds an uncommitted offset for the key.
+    fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending.values().flatten().any(|(_, c)| {
+            matches!(c, Change::Commit { group: g, topic: t, partition: p, .. }
+                if g == group && t == topic && *p == partition)
+        })
+    }
+
     fn apply(&mut self, log_offset: i64, change: Change) {
         match change {
             Change::Commit {
@@ -445,12 +490,27 @@ pub fn load(part: &Partition) -> io::Result<PartitionOffsets> {
     let mut out = PartitionOffsets::default();
     super::records::for_each_record(part, |r| {
         if r.control {
+            // A transaction marker: key = version i16, type i16 (0 abort,
+            // 1 commit).
+            if let Some(key) = &r.key
+                && key.len() >= 4
+            {
+                let commit = i16::from_be_bytes([key[2], key[3]]) == 1;
+                out.complete_txn(r.producer_id, commit);
+            }
             return;
         }
         if let Some(key) = &r.key
             && let Some(change) = decode(key, r.value.as_deref())
         {
-            out.apply(r.offset, change);
+            if r.transactional {
+                out.pending
+                    .entry(r.producer_id)
+                    .or_default()
+                    .push((r.offset, change));
+            } else {
+                out.apply(r.offset, change);
+            }
         }
     })?;
     Ok(out)
@@ -523,6 +583,41 @@ impl OffsetStore {
                 }
             }
         });
+    }
+
+    /// Holds a TxnOffsetCommit's records (appended at `base_offset`, once
+    /// durable) until producer `producer_id`'s transaction ends.
+    pub fn add_pending(
+        &self,
+        p: i32,
+        epoch: i32,
+        producer_id: i64,
+        base_offset: i64,
+        records: &[(Bytes, Option<Bytes>)],
+    ) {
+        self.slots.with_mut_at(p, epoch, |offsets| {
+            let pending = offsets.pending.entry(producer_id).or_default();
+            for (i, (key, value)) in records.iter().enumerate() {
+                if let Some(change @ Change::Commit { .. }) = decode(key, value.as_deref()) {
+                    pending.push((base_offset + i as i64, change));
+                }
+            }
+        });
+    }
+
+    /// A COMMIT or ABORT marker for `producer_id` landed in partition `p`:
+    /// its transactional offsets become committed, or are dropped.
+    pub fn complete_txn(&self, p: i32, producer_id: i64, commit: bool) {
+        self.slots
+            .with_mut(p, |offsets| offsets.complete_txn(producer_id, commit));
+    }
+
+    /// Whether an open transaction holds an offset of the group's for the
+    /// partition (OffsetFetch with `require_stable` answers
+    /// UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.with_group(group, |o| o.has_pending(group, topic, partition))
+            .unwrap_or(false)
     }
 
     fn with_group<T>(&self, group: &str, f: impl FnOnce(&PartitionOffsets) -> T) -> Option<T> {

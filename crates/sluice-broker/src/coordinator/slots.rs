@@ -110,6 +110,14 @@ impl<T> Slots<T> {
         }
     }
 
+    /// `f` over partition `p`'s state, if loaded (any epoch).
+    pub fn with_mut<R>(&self, p: i32, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        match self.lock().get_mut(&p) {
+            Some(Slot::Loaded(_, v)) => Some(f(v)),
+            _ => None,
+        }
+    }
+
     /// `f` over every loaded partition's state.
     pub fn for_each_loaded(&self, mut f: impl FnMut(&T)) {
         for slot in self.lock().values() {

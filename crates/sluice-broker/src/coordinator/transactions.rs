@@ -441,6 +441,38 @@ impl TxnStore {
     }
 }
 
+/// One lock per transactional id: each request reads the id's metadata,
+/// writes the next, and waits for it to be durable before the next request
+/// for the same id looks (Kafka holds the metadata's lock the same way).
+#[derive(Debug, Default)]
+pub struct IdLocks {
+    locks:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl IdLocks {
+    pub async fn lock(&self, transactional_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget the locks nobody holds or waits for, now and then.
+            if locks.len() > 1024 {
+                locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+            }
+            locks
+                .entry(transactional_id.to_string())
+                .or_default()
+                .clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// Whether InitProducerId must hand out a fresh producer id (a new or dead
+/// transactional id, or one whose epochs are used up).
+pub fn needs_new_producer_id(existing: Option<&TxnMetadata>) -> bool {
+    existing.is_none_or(|m| m.state == TxnState::Dead || m.producer_epoch >= MAX_EPOCH)
+}
+
 /// Reads a `__transaction_state` partition: the latest metadata of each
 /// transactional id (a tombstone removes it).
 pub fn load(part: &sluice_log::Partition) -> std::io::Result<BTreeMap<String, TxnMetadata>> {
