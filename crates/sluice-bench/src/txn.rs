@@ -117,6 +117,10 @@ pub struct ProduceWindow {
     pub records_per_txn: Option<f64>,
     pub txn_ms: Option<f64>,
     pub broker_cpu_s_per_gb: Option<f64>,
+    /// Every record acknowledged (idempotent) or committed (transactional)
+    /// on the topic, warm-up and wind-down included: what a reader of the
+    /// whole topic must find.
+    pub records_total: u64,
 }
 
 /// One consume window.
@@ -186,6 +190,67 @@ pub struct TxnBenchReport {
     /// read_committed / read_uncommitted, of the medians (target ≥ 0.95).
     pub consume_ratio: f64,
     pub consume_ratio_by_round: Vec<f64>,
+    /// The consumed topic read once through at each isolation level:
+    /// both must find every committed record (`records_total` of its
+    /// window), the control batches dropped.
+    pub check: Option<Check>,
+}
+
+/// One pass over the consumed topic at each isolation level.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub topic: String,
+    pub committed: u64,
+    pub read_committed: u64,
+    pub read_uncommitted: u64,
+    pub markers: u64,
+    pub ok: bool,
+}
+
+/// Reads every partition of `topic` once from the start at `isolation`:
+/// (records kept, control batches).
+fn read_once(
+    opts: &TxnBenchOptions,
+    topic: &str,
+    isolation: i8,
+) -> Result<(u64, u64), ClientError> {
+    let mut client = Client::connect(opts.broker.as_str())?;
+    let (mut records, mut markers) = (0, 0);
+    for partition in 0..opts.partitions as i32 {
+        let mut offset = client.list_offset(topic, partition, -2)?;
+        let mut filter = ReadCommitted::default();
+        loop {
+            let f =
+                client.fetch_isolated(topic, partition, offset, 0, opts.fetch_bytes, isolation)?;
+            if f.error_code != 0 {
+                return Err(ClientError::Kafka(f.error_code));
+            }
+            filter.add_aborted(&f.aborted);
+            let mut last = None;
+            for b in batches(&f.records) {
+                last = Some(b.header.last_offset());
+                if b.header.last_offset() < offset {
+                    continue;
+                }
+                if b.header.is_control() {
+                    markers += 1;
+                }
+                let keep = if isolation == READ_COMMITTED {
+                    filter.keep(&b.header)
+                } else {
+                    !b.header.is_control()
+                };
+                if keep {
+                    records += b.header.record_count.max(0) as u64;
+                }
+            }
+            match last {
+                Some(last) => offset = last + 1,
+                None => break,
+            }
+        }
+    }
+    Ok((records, markers))
 }
 
 /// Joins `partitions` partitions' ids a connection writes: `conn`, then
@@ -211,6 +276,7 @@ struct ProducerCounts {
     add: Histogram<u64>,
     retries: u64,
     txn_micros: u64,
+    total: u64,
 }
 
 impl ProducerCounts {
@@ -224,6 +290,7 @@ impl ProducerCounts {
             add: histogram(),
             retries: 0,
             txn_micros: 0,
+            total: 0,
         }
     }
 
@@ -233,6 +300,7 @@ impl ProducerCounts {
         self.commits += o.commits;
         self.retries += o.retries;
         self.txn_micros += o.txn_micros;
+        self.total += o.total;
         let _ = self.produce.add(&o.produce);
         let _ = self.commit.add(&o.commit);
         let _ = self.add.add(&o.add);
@@ -284,6 +352,7 @@ impl Pipeline {
             return Ok(());
         };
         match self.client.produce_result(corr) {
+            Ok(_) if count_records => counts.total += records,
             Ok(_) => {}
             Err(ClientError::Kafka(code)) => {
                 return Err(ClientError::Protocol(format!(
@@ -398,6 +467,7 @@ fn producer_thread(
                 let t0 = Instant::now();
                 producer.end(true)?;
                 let commit_took = t0.elapsed();
+                counts.total += in_txn;
                 if flags.measuring.load(Ordering::Relaxed) {
                     counts.records += in_txn;
                     counts.commits += 1;
@@ -552,6 +622,7 @@ fn produce_window(
         records_per_txn: per_commit(total.records as f64),
         txn_ms: per_commit(total.txn_micros as f64 / 1000.0),
         broker_cpu_s_per_gb: broker_cpu_per_gb(cpu, bytes),
+        records_total: total.total,
     };
     Ok((window, total.commit))
 }
@@ -745,7 +816,23 @@ pub fn run(opts: &TxnBenchOptions) -> Result<TxnBenchReport, ClientError> {
         }
     }
     let mut consume = Vec::new();
+    let mut check = None;
     if let Some(topic) = &kept {
+        let committed = produce
+            .iter()
+            .filter(|w| &w.topic == topic)
+            .map(|w| w.records_total)
+            .sum();
+        let (read_committed, markers) = read_once(&opts, topic, READ_COMMITTED)?;
+        let (read_uncommitted, _) = read_once(&opts, topic, READ_UNCOMMITTED)?;
+        check = Some(Check {
+            topic: topic.clone(),
+            committed,
+            read_committed,
+            read_uncommitted,
+            markers,
+            ok: committed == read_committed && committed == read_uncommitted,
+        });
         for round in 0..opts.rounds {
             let order = if round % 2 == 0 {
                 [READ_UNCOMMITTED, READ_COMMITTED]
@@ -810,6 +897,7 @@ pub fn run(opts: &TxnBenchOptions) -> Result<TxnBenchReport, ClientError> {
         read_committed_records_per_s: med(&rc),
         consume_ratio: ratio(med(&rc), med(&ru)),
         consume_ratio_by_round: ru.iter().zip(&rc).map(|(u, c)| ratio(*c, *u)).collect(),
+        check,
         produce,
         consume,
     })
@@ -952,6 +1040,18 @@ pub fn table(r: &TxnBenchReport) -> String {
             r.read_committed_records_per_s,
             r.consume_ratio,
             by_round(&r.consume_ratio_by_round),
+        ));
+    }
+    if let Some(c) = &r.check {
+        out.push_str(&format!(
+            "\ncheck: {} records committed to {}; one pass finds {} read_committed, \
+             {} read_uncommitted ({} markers dropped): {}\n",
+            c.committed,
+            c.topic,
+            c.read_committed,
+            c.read_uncommitted,
+            c.markers,
+            if c.ok { "ok" } else { "MISMATCH" }
         ));
     }
     out

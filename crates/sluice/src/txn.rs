@@ -199,10 +199,20 @@ fn print_description(d: &TxnDescription, coordinator: &Node) {
     println!("producer id       {}", d.producer_id);
     println!("producer epoch    {}", d.producer_epoch);
     println!("timeout ms        {}", d.timeout_ms);
-    if d.start_time_ms >= 0 {
+    let open = matches!(
+        d.state.as_str(),
+        "Ongoing" | "PrepareCommit" | "PrepareAbort" | "PrepareEpochFence"
+    );
+    if d.start_time_ms >= 0 && open {
         let ago = (now_ms() - d.start_time_ms) as f64 / 1000.0;
         println!(
             "start time        {} ({ago:.1} s ago)",
+            utc(d.start_time_ms)
+        );
+    } else if d.start_time_ms >= 0 {
+        // A finished transaction: when the last one started.
+        println!(
+            "start time        {} (last transaction)",
             utc(d.start_time_ms)
         );
     } else {
