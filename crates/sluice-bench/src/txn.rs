@@ -57,14 +57,19 @@ pub struct TxnBenchOptions {
     /// Each produce window's measured length, after `warmup`.
     pub duration: Duration,
     pub warmup: Duration,
-    /// Produce rounds (one idempotent and one transactional window each),
-    /// and consume rounds (one window per isolation level each).
+    /// Produce rounds (one idempotent and one transactional window each).
     pub rounds: usize,
+    /// Consume rounds (one window per isolation level each).
+    pub consume_rounds: usize,
     /// A transaction ends after this many records …
     pub txn_records: Option<u64>,
     /// … or after lasting this long, whichever comes first.
     pub txn_time: Option<Duration>,
     pub txn_timeout_ms: i32,
+    /// Abort every n-th transaction of each producer instead of committing
+    /// it (None: commit all), so read_committed consumers have aborted
+    /// data to drop.
+    pub abort_every: Option<u64>,
     /// Each consume window's length.
     pub consume_duration: Duration,
     pub fetch_bytes: i32,
@@ -121,6 +126,10 @@ pub struct ProduceWindow {
     /// on the topic, warm-up and wind-down included: what a reader of the
     /// whole topic must find.
     pub records_total: u64,
+    /// Transactions aborted in the window (`abort_every`), and every record
+    /// of the topic's aborted transactions.
+    pub aborts: u64,
+    pub aborted_records_total: u64,
 }
 
 /// One consume window.
@@ -161,9 +170,11 @@ pub struct TxnBenchConfig {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub rounds: usize,
+    pub consume_rounds: usize,
     pub txn_records: Option<u64>,
     pub txn_ms: Option<u64>,
     pub txn_timeout_ms: i32,
+    pub abort_every: Option<u64>,
     pub consume_s: f64,
     pub fetch_bytes: i32,
 }
@@ -180,8 +191,11 @@ pub struct TxnBenchReport {
     /// transactional / idempotent, of the medians (target ≥ 0.8 with
     /// 100 ms transactions).
     pub produce_ratio: f64,
-    /// The same ratio round by round.
+    /// The same ratio round by round, and their median (each round's two
+    /// windows are neighbours in time, so this one is less exposed to the
+    /// machine's drift over the run).
     pub produce_ratio_by_round: Vec<f64>,
+    pub produce_ratio_median_of_rounds: f64,
     /// EndTxn(commit) latency over every transactional window.
     pub commit_latency: Latency,
     pub commits: u64,
@@ -190,6 +204,7 @@ pub struct TxnBenchReport {
     /// read_committed / read_uncommitted, of the medians (target ≥ 0.95).
     pub consume_ratio: f64,
     pub consume_ratio_by_round: Vec<f64>,
+    pub consume_ratio_median_of_rounds: f64,
     /// The consumed topic read once through at each isolation level:
     /// both must find every committed record (`records_total` of its
     /// window), the control batches dropped.
@@ -201,6 +216,8 @@ pub struct TxnBenchReport {
 pub struct Check {
     pub topic: String,
     pub committed: u64,
+    /// Records of aborted transactions: read_uncommitted finds them too.
+    pub aborted: u64,
     pub read_committed: u64,
     pub read_uncommitted: u64,
     pub markers: u64,
@@ -277,6 +294,8 @@ struct ProducerCounts {
     retries: u64,
     txn_micros: u64,
     total: u64,
+    aborts: u64,
+    aborted_total: u64,
 }
 
 impl ProducerCounts {
@@ -291,6 +310,8 @@ impl ProducerCounts {
             retries: 0,
             txn_micros: 0,
             total: 0,
+            aborts: 0,
+            aborted_total: 0,
         }
     }
 
@@ -301,6 +322,8 @@ impl ProducerCounts {
         self.retries += o.retries;
         self.txn_micros += o.txn_micros;
         self.total += o.total;
+        self.aborts += o.aborts;
+        self.aborted_total += o.aborted_total;
         let _ = self.produce.add(&o.produce);
         let _ = self.commit.add(&o.commit);
         let _ = self.add.add(&o.add);
@@ -439,7 +462,12 @@ fn producer_thread(
             let mut producer = TxnProducer::init(&opts.broker, txn_id, opts.txn_timeout_ms)?;
             let added: Vec<(String, i32)> = mine.iter().map(|p| (topic.to_string(), *p)).collect();
             flags.ready.fetch_add(1, Ordering::SeqCst);
+            let mut txns = 0u64;
             while !flags.stop.load(Ordering::Relaxed) {
+                txns += 1;
+                let commit = opts
+                    .abort_every
+                    .is_none_or(|k| !txns.is_multiple_of(k.max(1)));
                 let started = Instant::now();
                 let retries_before = producer.retries;
                 producer.add_partitions(&added)?;
@@ -465,8 +493,15 @@ fn producer_thread(
                 }
                 pipe.flush(&mut counts, &flags.measuring, false)?;
                 let t0 = Instant::now();
-                producer.end(true)?;
+                producer.end(commit)?;
                 let commit_took = t0.elapsed();
+                if !commit {
+                    counts.aborted_total += in_txn;
+                    if flags.measuring.load(Ordering::Relaxed) {
+                        counts.aborts += 1;
+                    }
+                    continue;
+                }
                 counts.total += in_txn;
                 if flags.measuring.load(Ordering::Relaxed) {
                     counts.records += in_txn;
@@ -623,6 +658,8 @@ fn produce_window(
         txn_ms: per_commit(total.txn_micros as f64 / 1000.0),
         broker_cpu_s_per_gb: broker_cpu_per_gb(cpu, bytes),
         records_total: total.total,
+        aborts: total.aborts,
+        aborted_records_total: total.aborted_total,
     };
     Ok((window, total.commit))
 }
@@ -780,6 +817,7 @@ pub fn run(opts: &TxnBenchOptions) -> Result<TxnBenchReport, ClientError> {
     opts.partitions = opts.partitions.max(1);
     opts.connections = opts.connections.max(1);
     opts.rounds = opts.rounds.max(1);
+    opts.consume_rounds = opts.consume_rounds.max(1);
     if opts.txn_records.is_none() && opts.txn_time.is_none() {
         opts.txn_time = Some(Duration::from_millis(100));
     }
@@ -823,17 +861,23 @@ pub fn run(opts: &TxnBenchOptions) -> Result<TxnBenchReport, ClientError> {
             .filter(|w| &w.topic == topic)
             .map(|w| w.records_total)
             .sum();
+        let aborted = produce
+            .iter()
+            .filter(|w| &w.topic == topic)
+            .map(|w| w.aborted_records_total)
+            .sum();
         let (read_committed, markers) = read_once(&opts, topic, READ_COMMITTED)?;
         let (read_uncommitted, _) = read_once(&opts, topic, READ_UNCOMMITTED)?;
         check = Some(Check {
             topic: topic.clone(),
             committed,
+            aborted,
             read_committed,
             read_uncommitted,
             markers,
-            ok: committed == read_committed && committed == read_uncommitted,
+            ok: committed == read_committed && committed + aborted == read_uncommitted,
         });
-        for round in 0..opts.rounds {
+        for round in 0..opts.consume_rounds {
             let order = if round % 2 == 0 {
                 [READ_UNCOMMITTED, READ_COMMITTED]
             } else {
@@ -866,6 +910,8 @@ pub fn run(opts: &TxnBenchOptions) -> Result<TxnBenchReport, ClientError> {
     let (ru, rc) = (consumed("read_uncommitted"), consumed("read_committed"));
     let med = |v: &[f64]| median(v.to_vec()).unwrap_or(f64::NAN);
     let commits = produce.iter().map(|w| w.commits).sum();
+    let produce_by_round: Vec<f64> = idem.iter().zip(&txn).map(|(i, t)| ratio(*t, *i)).collect();
+    let consume_by_round: Vec<f64> = ru.iter().zip(&rc).map(|(u, c)| ratio(*c, *u)).collect();
     let config = TxnBenchConfig {
         broker: opts.broker.clone(),
         partitions: opts.partitions,
@@ -879,9 +925,11 @@ pub fn run(opts: &TxnBenchOptions) -> Result<TxnBenchReport, ClientError> {
         duration_s: opts.duration.as_secs_f64(),
         warmup_s: opts.warmup.as_secs_f64(),
         rounds: opts.rounds,
+        consume_rounds: opts.consume_rounds,
         txn_records: opts.txn_records,
         txn_ms: opts.txn_time.map(|t| t.as_millis() as u64),
         txn_timeout_ms: opts.txn_timeout_ms,
+        abort_every: opts.abort_every,
         consume_s: opts.consume_duration.as_secs_f64(),
         fetch_bytes: opts.fetch_bytes,
     };
@@ -890,13 +938,15 @@ pub fn run(opts: &TxnBenchOptions) -> Result<TxnBenchReport, ClientError> {
         idempotent_records_per_s: med(&idem),
         transactional_records_per_s: med(&txn),
         produce_ratio: ratio(med(&txn), med(&idem)),
-        produce_ratio_by_round: idem.iter().zip(&txn).map(|(i, t)| ratio(*t, *i)).collect(),
+        produce_ratio_by_round: produce_by_round.clone(),
+        produce_ratio_median_of_rounds: med(&produce_by_round),
         commit_latency: latency(&commit_hist),
         commits,
         read_uncommitted_records_per_s: med(&ru),
         read_committed_records_per_s: med(&rc),
         consume_ratio: ratio(med(&rc), med(&ru)),
-        consume_ratio_by_round: ru.iter().zip(&rc).map(|(u, c)| ratio(*c, *u)).collect(),
+        consume_ratio_by_round: consume_by_round.clone(),
+        consume_ratio_median_of_rounds: med(&consume_by_round),
         check,
         produce,
         consume,
@@ -920,6 +970,10 @@ pub fn table(r: &TxnBenchReport) -> String {
         (Some(n), None) => format!("{n} records"),
         (None, Some(t)) => format!("{t} ms"),
         (None, None) => "-".to_string(),
+    };
+    let shape = match c.abort_every {
+        Some(k) => format!("{shape}, every {k}th aborted"),
+        None => shape,
     };
     let mut out = format!(
         "produce: {} producers (one connection each) over {} partitions, {} B records, \
@@ -986,13 +1040,14 @@ pub fn table(r: &TxnBenchReport) -> String {
     };
     out.push_str(&format!(
         "\nmedian records/s: idempotent {:.0}, transactional {:.0}: ratio {:.3} \
-         (by round: {}; target ≥ 0.8 with 100 ms transactions)\n\
+         (by round: {}; their median {:.3}; target ≥ 0.8 with 100 ms transactions)\n\
          commit (EndTxn) latency over {} commits: p50 {:.2} ms, p99 {:.2} ms, \
          p99.9 {:.2} ms, max {:.2} ms\n",
         r.idempotent_records_per_s,
         r.transactional_records_per_s,
         r.produce_ratio,
         by_round(&r.produce_ratio_by_round),
+        r.produce_ratio_median_of_rounds,
         r.commits,
         r.commit_latency.p50_ms,
         r.commit_latency.p99_ms,
@@ -1002,8 +1057,8 @@ pub fn table(r: &TxnBenchReport) -> String {
     if !r.consume.is_empty() {
         out.push_str(&format!(
             "\nconsume: the last transactional topic from the start, {} consumers, \
-             {:.0} s windows, interleaved\n\n",
-            c.connections, c.consume_s
+             {} rounds of {:.0} s windows, interleaved\n\n",
+            c.connections, c.consume_rounds, c.consume_s
         ));
         out.push_str(&format!(
             "{:<17} {:>5} {:>12} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>7}\n",
@@ -1035,18 +1090,20 @@ pub fn table(r: &TxnBenchReport) -> String {
         }
         out.push_str(&format!(
             "\nmedian records/s: read_uncommitted {:.0}, read_committed {:.0}: ratio {:.3} \
-             (by round: {}; target ≥ 0.95)\n",
+             (by round: {}; their median {:.3}; target ≥ 0.95)\n",
             r.read_uncommitted_records_per_s,
             r.read_committed_records_per_s,
             r.consume_ratio,
             by_round(&r.consume_ratio_by_round),
+            r.consume_ratio_median_of_rounds,
         ));
     }
     if let Some(c) = &r.check {
         out.push_str(&format!(
-            "\ncheck: {} records committed to {}; one pass finds {} read_committed, \
+            "\ncheck: {} records committed and {} aborted on {}; one pass finds {} read_committed, \
              {} read_uncommitted ({} markers dropped): {}\n",
             c.committed,
+            c.aborted,
             c.topic,
             c.read_committed,
             c.read_uncommitted,

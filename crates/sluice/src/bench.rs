@@ -358,10 +358,17 @@ pub struct LoadProduceArgs {
     /// when neither this nor --txn-records is given: 100).
     #[arg(long, requires = "transactional")]
     txn_ms: Option<u64>,
-    /// Rounds: one idempotent and one transactional produce window each,
-    /// then one read_uncommitted and one read_committed consume window each.
+    /// Produce rounds: one idempotent and one transactional window each.
     #[arg(long, default_value_t = 3, requires = "transactional")]
     rounds: usize,
+    /// Consume rounds: one read_uncommitted and one read_committed window
+    /// each (default: as many as --rounds).
+    #[arg(long, requires = "transactional")]
+    consume_rounds: Option<usize>,
+    /// Abort every K-th transaction of each producer instead of committing
+    /// it, so read_committed consumers have aborted data to drop.
+    #[arg(long, value_name = "K", requires = "transactional")]
+    txn_abort_every: Option<u64>,
     /// Seconds of each consume window (with --transactional).
     #[arg(long, default_value_t = 3, requires = "transactional")]
     consume_s: u64,
@@ -598,9 +605,11 @@ fn bench_produce_transactional(a: LoadProduceArgs) -> Result<()> {
         duration: Duration::from_secs(a.duration_s.max(1)),
         warmup: Duration::from_secs(a.warmup_s),
         rounds: a.rounds.max(1),
+        consume_rounds: a.consume_rounds.unwrap_or(a.rounds).max(1),
         txn_records: a.txn_records.map(|n| n.max(1)),
         txn_time: a.txn_ms.map(|ms| Duration::from_millis(ms.max(1))),
         txn_timeout_ms: a.txn_timeout_ms,
+        abort_every: a.txn_abort_every.map(|k| k.max(1)),
         consume_duration: Duration::from_secs(a.consume_s.max(1)),
         fetch_bytes: a.fetch_size.min(i32::MAX as u64) as i32,
         progress: true,
