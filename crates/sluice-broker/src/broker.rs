@@ -208,6 +208,39 @@ impl Broker {
             "gauge",
             self.net.request_bytes_held() as u64,
         );
+        let txns = &state.txns.counters;
+        page.family(
+            "sluice_transactions_ended_total",
+            "Transactions this broker's coordinator ended, by outcome.",
+            "counter",
+            &[
+                (
+                    "{result=\"commit\"}".to_string(),
+                    txns.committed.load(Ordering::Relaxed),
+                ),
+                (
+                    "{result=\"abort\"}".to_string(),
+                    txns.aborted.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        page.one(
+            "sluice_transactions_timed_out_total",
+            "Transactions the coordinator aborted for running past transaction.timeout.ms.",
+            "counter",
+            txns.timed_out.load(Ordering::Relaxed),
+        );
+        page.one(
+            "sluice_transactions_open",
+            "Transactions open (Ongoing) in the transactional ids coordinated here.",
+            "gauge",
+            state
+                .txns
+                .all()
+                .iter()
+                .filter(|m| m.state == crate::coordinator::transactions::TxnState::Ongoing)
+                .count() as u64,
+        );
         let totals = state.log.cleaner_totals();
         for (name, help, value) in [
             (

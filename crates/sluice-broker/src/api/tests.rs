@@ -312,6 +312,17 @@ async fn a_transaction_runs_from_init_to_commit_and_a_new_init_fences_the_old_pr
     assert_eq!(call(&f, 3, end.clone()).await.error_code, 0);
     assert_eq!(call(&f, 3, end).await.error_code, 0, "a retried commit");
     assert_eq!(log.last_stable_offset(), log.log_end());
+    let counters = &f.state.txns.counters;
+    assert_eq!(
+        (
+            counters
+                .committed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            counters.aborted.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+        (1, 1),
+        "the fenced producer's abort and the commit"
+    );
     let mut describe = DescribeTransactionsRequest::default();
     describe.transactional_ids = vec![txn_id("txn-1"), txn_id("nobody")];
     let resp = call(&f, 0, describe).await;

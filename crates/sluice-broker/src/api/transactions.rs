@@ -461,6 +461,12 @@ async fn finish(
     let done = txn::complete(&prepared, sluice_log::now_ms());
     match write(state, owned, done).await {
         Ok(()) => {
+            let counter = if commit {
+                &state.txns.counters.committed
+            } else {
+                &state.txns.counters.aborted
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(
                 transactional_id = prepared.transactional_id,
                 commit,
@@ -703,6 +709,11 @@ pub async fn abort_timed_out(state: &Arc<BrokerState>) {
             );
             continue;
         }
+        state
+            .txns
+            .counters
+            .timed_out
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !finish(state, &owned, fence.clone(), Instant::now() + END_WAIT).await {
             resume_ending(state, fence);
         }

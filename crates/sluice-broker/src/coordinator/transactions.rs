@@ -388,6 +388,17 @@ use super::slots::{LoadState, Slots};
 pub struct TxnStore {
     partitions: u32,
     slots: Slots<BTreeMap<String, TxnMetadata>>,
+    /// What the coordinator has done, for the metrics page.
+    pub counters: TxnCounters,
+}
+
+/// Transactions ended here since start.
+#[derive(Debug, Default)]
+pub struct TxnCounters {
+    pub committed: std::sync::atomic::AtomicU64,
+    pub aborted: std::sync::atomic::AtomicU64,
+    /// Aborted by the coordinator for running past their timeout.
+    pub timed_out: std::sync::atomic::AtomicU64,
 }
 
 impl TxnStore {
@@ -395,6 +406,7 @@ impl TxnStore {
         TxnStore {
             partitions: partitions.max(1),
             slots: Slots::default(),
+            counters: TxnCounters::default(),
         }
     }
 
