@@ -2,7 +2,8 @@
 //! transaction driven by `sluice_client::TxnProducer` (FindCoordinator,
 //! InitProducerId, AddPartitionsToTxn, transactional produce, EndTxn), and
 //! what a read_committed fetch then shows of a committed and an aborted
-//! transaction.
+//! transaction; and in a three-broker cluster, `txn list` from one broker
+//! finds the transactions every broker coordinates.
 
 mod support;
 
@@ -13,6 +14,7 @@ use kafka_protocol::records::Compression;
 use sluice_client::txn::{READ_COMMITTED, READ_UNCOMMITTED, ReadCommitted};
 use sluice_client::{Client, TxnProducer, batches, encode_batch, plain_record};
 use support::Server;
+use support::cluster::Cluster;
 
 /// Runs `sluice args…`; (success, stdout, stderr).
 fn sluice(args: &[&str]) -> (bool, String, String) {
@@ -163,4 +165,65 @@ fn txn_list_describe_and_producers_show_a_transaction_through_its_life() {
         described.contains("state             CompleteAbort"),
         "{described}"
     );
+}
+
+#[test]
+fn txn_list_and_describe_cover_every_coordinator_of_a_cluster() {
+    let cluster = Cluster::new(3, &[]);
+    cluster.create_topic("ctx", 3, 3, &[]);
+    let first = cluster.addr(1).to_string();
+    let mut boot = Client::connect(first.as_str()).expect("connect");
+    // Enough ids that their `__transaction_state` partitions are led by
+    // more than one broker; each opens a transaction (AddPartitionsToTxn).
+    let mut producers = Vec::new();
+    let mut coordinators = std::collections::BTreeMap::new();
+    for i in 0..9 {
+        let id = format!("ctx-txn-{i}");
+        let mut p = TxnProducer::init(&first, &id, 60_000).expect("init");
+        p.add_partitions(&[("ctx".to_string(), i % 3)])
+            .expect("add partition");
+        let node = boot
+            .find_coordinator(&id, sluice_client::txn::KEY_TYPE_TRANSACTION)
+            .expect("find coordinator");
+        coordinators.insert(id, node.id);
+        producers.push(p);
+    }
+    let distinct: std::collections::BTreeSet<i32> = coordinators.values().copied().collect();
+    assert!(distinct.len() > 1, "coordinators {coordinators:?}");
+
+    let listed = ok(&["txn", "list", "-b", &first, "--state", "Ongoing"]);
+    for (id, node) in &coordinators {
+        let row = listed
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} listed:\n{listed}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[1], node.to_string(), "{id}'s coordinator: {row}");
+        assert_eq!(cols[3], "Ongoing", "{row}");
+    }
+    // Described through a broker that is not the coordinator.
+    let (id, node) = coordinators.iter().next().expect("an id");
+    let other = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| n != node)
+        .expect("another broker");
+    let described = ok(&[
+        "txn",
+        "describe",
+        id,
+        "-b",
+        &cluster.addr(other).to_string(),
+    ]);
+    assert!(
+        described.contains(&format!("coordinator       broker {node} at"))
+            && described.contains("state             Ongoing")
+            && described.contains("partitions        ctx-0"),
+        "{described}"
+    );
+    for p in &mut producers {
+        p.end(true).expect("commit");
+    }
+    let after = ok(&["txn", "list", "-b", &first, "--state", "Ongoing"]);
+    assert!(after.contains("no transactions"), "{after}");
 }
