@@ -20,7 +20,10 @@
 //!   aborted transactions by read_committed, as Kafka's consumers do).
 //!
 //! Every window writes to a fresh topic, deleted after it (the consumed one
-//! after the consume windows).
+//! after the consume windows). Produce and fetch requests go to the broker
+//! given: one broker, as `bench produce` measures (in a cluster it would
+//! have to lead every partition); the transactional producers find their
+//! coordinators themselves.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -270,8 +273,8 @@ fn read_once(
     Ok((records, markers))
 }
 
-/// Joins `partitions` partitions' ids a connection writes: `conn`, then
-/// every `connections`-th after it, round the topic.
+/// The partitions connection `conn` writes, in turn: `conn`, then every
+/// `connections`-th after it, round the topic's `partitions`.
 fn partitions_of(conn: u32, connections: u32, partitions: u32) -> Vec<i32> {
     let mut seen = BTreeSet::new();
     let mut order = Vec::new();
