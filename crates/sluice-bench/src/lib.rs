@@ -15,6 +15,10 @@
 //! - [`harness`] (`bench broker consume | isolation`): scenarios on
 //!   `sluice serve` processes it starts itself through [`process`] — which
 //!   the binary's integration tests use to run their brokers too.
+//! - [`txn`] (`bench produce --transactional`): a transactional producer
+//!   beside an idempotent one in interleaved windows (records/s, commit
+//!   latency), and read_committed consumers beside read_uncommitted ones
+//!   over the same transactional data.
 //! - [`compaction`] (`bench compaction`): the log cleaner's throughput and
 //!   memory, and what it costs a live producer's p99.
 //! - [`chart`] (shared SVG pieces), [`stats`] (the one median), and
@@ -32,6 +36,7 @@ pub mod receiver;
 pub mod report;
 pub mod stats;
 pub mod transfer;
+pub mod txn;
 mod usage;
 
 pub use usage::{CoreTime, Usage, pin_to_cpu};

@@ -94,7 +94,7 @@ pub struct LoadReport {
     pub send_delay: Option<Latency>,
 }
 
-fn latency(h: &Histogram<u64>) -> Latency {
+pub(crate) fn latency(h: &Histogram<u64>) -> Latency {
     let ms = |us: u64| us as f64 / 1000.0;
     Latency {
         p50_ms: ms(h.value_at_quantile(0.50)),
@@ -159,7 +159,7 @@ fn join_counts(
     Ok((sums.0, sums.1, sums.2, hist))
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     // 1 µs .. 60 s, 3 significant digits.
     Histogram::new_with_bounds(1, 60_000_000, 3)
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 digits is valid")))
@@ -353,7 +353,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
 
 /// What a refused produce is counted as: Kafka's name for the broker's
 /// error code, or the client's own description.
-fn error_kind(e: &ClientError) -> String {
+pub(crate) fn error_kind(e: &ClientError) -> String {
     match e {
         ClientError::Kafka(code) => error_name(*code),
         other => other.to_string(),
@@ -446,7 +446,12 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
 
 /// Waits out a measured window: `duration`, or less if `until` is set
 /// first, with a progress bar on a terminal.
-fn wait_window(duration: Duration, until: Option<&AtomicBool>, progress: bool, what: &str) {
+pub(crate) fn wait_window(
+    duration: Duration,
+    until: Option<&AtomicBool>,
+    progress: bool,
+    what: &str,
+) {
     let t0 = Instant::now();
     let bar = progress_bar(duration, progress, what);
     while t0.elapsed() < duration && !until.is_some_and(|u| u.load(Ordering::Relaxed)) {

@@ -15,6 +15,10 @@
 //!   mid-batch) and [`whole_len`] says where the whole ones end.
 //! - [`murmur2`] and [`partition_for_key`]: Kafka's key partitioner.
 //! - [`parse_size`]: `64k`, `1MiB`, `1g`.
+//! - [`txn`]: transactions — FindCoordinator, InitProducerId,
+//!   AddPartitionsToTxn, EndTxn, DescribeTransactions, ListTransactions,
+//!   DescribeProducers, read_committed fetches — and [`TxnProducer`], a
+//!   transactional producer's state machine.
 
 mod admin;
 mod batch;
@@ -22,6 +26,7 @@ mod client;
 mod error;
 mod partition;
 mod size;
+pub mod txn;
 pub mod wire;
 
 pub use admin::{
@@ -33,3 +38,4 @@ pub use client::{Client, Fetched, PartitionReplicas, TopicInfo, produce_request,
 pub use error::{ClientError, error_name};
 pub use partition::{murmur2, partition_for_key};
 pub use size::parse_size;
+pub use txn::{ProducerIdentity, TxnProducer};

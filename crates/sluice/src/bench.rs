@@ -21,7 +21,8 @@ pub enum BenchCommand {
     /// The log's append paths side by side: a mapped, pre-allocated segment
     /// (one memcpy per batch) against pwrite, with RecordBatch v2 batches.
     Append(AppendArgs),
-    /// Load generator: produce pre-encoded batches to a Kafka-compatible broker.
+    /// Load generator: produce pre-encoded batches to a Kafka-compatible broker
+    /// (--transactional: transactions beside the idempotent producer).
     Produce(LoadProduceArgs),
     /// Load generator: consume partitions from the start, counting records.
     Consume(LoadConsumeArgs),
@@ -342,6 +343,41 @@ pub struct LoadProduceArgs {
     /// Also draw the latency percentiles as an SVG chart here.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Transactions against the idempotent producer, in interleaved
+    /// rounds on fresh topics (named after --topic): records/s of each,
+    /// their ratio and the commit (EndTxn) latency; then read_committed
+    /// consumers beside read_uncommitted ones over the last transactional
+    /// topic. acks=all; --duration-s and --warmup-s are per window.
+    #[arg(long)]
+    transactional: bool,
+    /// Records per transaction (with --transactional; batches are made
+    /// smaller if it is less than a batch holds).
+    #[arg(long, requires = "transactional")]
+    txn_records: Option<u64>,
+    /// Milliseconds a transaction lasts (with --transactional; the default
+    /// when neither this nor --txn-records is given: 100).
+    #[arg(long, requires = "transactional")]
+    txn_ms: Option<u64>,
+    /// Produce rounds: one idempotent and one transactional window each.
+    #[arg(long, default_value_t = 3, requires = "transactional")]
+    rounds: usize,
+    /// Consume rounds: one read_uncommitted and one read_committed window
+    /// each (default: as many as --rounds).
+    #[arg(long, requires = "transactional")]
+    consume_rounds: Option<usize>,
+    /// Abort every K-th transaction of each producer instead of committing
+    /// it, so read_committed consumers have aborted data to drop.
+    #[arg(long, value_name = "K", requires = "transactional")]
+    txn_abort_every: Option<u64>,
+    /// Seconds of each consume window (with --transactional).
+    #[arg(long, default_value_t = 3, requires = "transactional")]
+    consume_s: u64,
+    /// transaction.timeout.ms of the transactional producers.
+    #[arg(long, default_value_t = 60_000, requires = "transactional")]
+    txn_timeout_ms: i32,
+    /// Bytes per partition per fetch of the consume windows.
+    #[arg(long, value_parser = parse_size, default_value = "1m", requires = "transactional")]
+    fetch_size: u64,
 }
 
 #[derive(Args)]
@@ -521,6 +557,9 @@ fn write_load_report(
 }
 
 fn bench_produce(a: LoadProduceArgs) -> Result<()> {
+    if a.transactional {
+        return bench_produce_transactional(a);
+    }
     let opts = sluice_bench::load::ProduceOptions {
         broker: a.broker,
         topic: a.topic,
@@ -539,6 +578,53 @@ fn bench_produce(a: LoadProduceArgs) -> Result<()> {
     };
     let report = sluice_bench::load::produce(&opts).context("produce load")?;
     write_load_report(&report, a.json, a.svg)
+}
+
+fn bench_produce_transactional(a: LoadProduceArgs) -> Result<()> {
+    use sluice_bench::txn;
+    if a.rate.is_some() {
+        bail!(
+            "--rate is not supported with --transactional (the producers run as fast as they go)"
+        );
+    }
+    if a.acks != 1 && a.acks != -1 {
+        bail!("--transactional produces with acks=all (-1)");
+    }
+    if a.svg.is_some() {
+        bail!("--svg is not supported with --transactional");
+    }
+    let opts = txn::TxnBenchOptions {
+        broker: a.broker,
+        topic: a.topic,
+        partitions: a.partitions,
+        connections: a.connections,
+        record_bytes: a.record_size as usize,
+        batch_bytes: a.batch_size as usize,
+        compression: a.compression,
+        in_flight: a.in_flight,
+        duration: Duration::from_secs(a.duration_s.max(1)),
+        warmup: Duration::from_secs(a.warmup_s),
+        rounds: a.rounds.max(1),
+        consume_rounds: a.consume_rounds.unwrap_or(a.rounds).max(1),
+        txn_records: a.txn_records.map(|n| n.max(1)),
+        txn_time: a.txn_ms.map(|ms| Duration::from_millis(ms.max(1))),
+        txn_timeout_ms: a.txn_timeout_ms,
+        abort_every: a.txn_abort_every.map(|k| k.max(1)),
+        consume_duration: Duration::from_secs(a.consume_s.max(1)),
+        fetch_bytes: a.fetch_size.min(i32::MAX as u64) as i32,
+        progress: true,
+    };
+    let report = txn::run(&opts).context("transactional produce benchmark")?;
+    print!("{}", txn::table(&report));
+    if let Some(path) = a.json {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).ok();
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("json: {}", path.display());
+    }
+    Ok(())
 }
 
 fn bench_consume(a: LoadConsumeArgs) -> Result<()> {

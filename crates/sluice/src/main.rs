@@ -1,5 +1,6 @@
 //! `sluice`: the single binary — the broker (`serve`), console tools
-//! (`produce`, `consume`, `topic`) and the benchmarks (`bench`).
+//! (`produce`, `consume`, `topic`, `cluster`, `txn`) and the benchmarks
+//! (`bench`).
 
 mod serve;
 
@@ -14,6 +15,7 @@ mod bench;
 mod cluster_status;
 mod tools;
 mod topic;
+mod txn;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -37,6 +39,8 @@ enum Command {
     Topic(topic::TopicArgs),
     /// A cluster's brokers, controller and unhealthy partitions.
     Cluster(cluster_status::ClusterArgs),
+    /// List and describe transactions, and a partition's producers.
+    Txn(txn::TxnArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +55,7 @@ fn main() -> Result<()> {
         Command::Consume(args) => tools::consume(args),
         Command::Topic(args) => topic::run(args),
         Command::Cluster(args) => cluster_status::run(args),
+        Command::Txn(args) => txn::run(args),
         Command::Bench(command) => bench::run(command),
     }
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError as E;
-use sluice_log::{AppendError, Partition, TopicError};
+use sluice_log::{AppendError, FlushPolicy, Partition, TopicError};
 
 use crate::coordinator::offsets::{self, LoadState, OFFSETS_TOPIC};
 use crate::coordinator::transactions::{self, TRANSACTION_TOPIC, TxnMetadata};
@@ -410,7 +410,7 @@ pub async fn append(
         tracing::error!("encoding offsets: {e}");
         E::UnknownServerError.code()
     })?;
-    let info = append_batch(state, owned, batch).await?;
+    let info = append_batch(state, owned, batch, true).await?;
     state
         .offsets
         .apply(owned.partition, owned.epoch, info.base_offset, &records);
@@ -418,13 +418,16 @@ pub async fn append(
 }
 
 /// Appends one batch to a coordinator partition led here and returns once
-/// it is durable (synced on one node; in the whole ISR, at least
-/// `min.insync.replicas`, in a cluster). Errors are what a coordinator's
-/// client is told (see [`commit_error`]).
+/// it is durable: in the whole ISR, at least `min.insync.replicas`, in a
+/// cluster; on one node, synced if `sync`, else as an `acks=all` produce is
+/// under the partition's flush policy (synced by `always`, flushed now
+/// under an interval, left to the OS under `os`). Errors are what a
+/// coordinator's client is told (see [`commit_error`]).
 pub async fn append_batch(
     state: &Arc<BrokerState>,
     owned: &Owned,
     batch: Bytes,
+    sync: bool,
 ) -> Result<sluice_log::AppendInfo, i16> {
     if let (Some(c), Some(replica)) = (state.cluster(), &owned.replica) {
         c.replicas
@@ -441,8 +444,8 @@ pub async fn append_batch(
             epoch
         };
         let info = log.append(&batch, append_epoch)?;
-        if single_node {
-            // One node: a coordinator's write is acknowledged once on disk.
+        let flush_now = sync || matches!(log.config().flush, FlushPolicy::Interval(_));
+        if single_node && flush_now {
             log.flush().map_err(|source| AppendError::Io {
                 partition: log.name().to_string(),
                 source,

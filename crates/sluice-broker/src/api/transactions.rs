@@ -89,6 +89,14 @@ fn with_fenced(code: i16, version: i16, since: i16) -> i16 {
 
 /// Writes one id's metadata to its partition and, once durable, makes it
 /// the metadata served here.
+///
+/// Durable as the data it governs: the ISR has it in a cluster; on one
+/// node it is written as an `acks=all` produce is, under the partition's
+/// flush policy (Kafka does not sync `__transaction_state` either). A
+/// synced record behind every state change was measured: its fsync, queued
+/// behind the data's writeback in the file system's journal, put the commit
+/// p99 at ~100 ms (docs/BENCHMARKS.md, issue 16) — and under the default
+/// `os` policy a power cut could lose the transaction's data anyway.
 async fn write(state: &Arc<BrokerState>, owned: &Owned, m: TxnMetadata) -> Result<(), i16> {
     let record = (
         txn::log_key(&m.transactional_id)?,
@@ -98,7 +106,7 @@ async fn write(state: &Arc<BrokerState>, owned: &Owned, m: TxnMetadata) -> Resul
         tracing::error!("encoding transaction state: {e}");
         E::UnknownServerError.code()
     })?;
-    coordination::append_batch(state, owned, batch)
+    coordination::append_batch(state, owned, batch, false)
         .await
         .map_err(|code| {
             if code == E::InvalidCommitOffsetSize.code() {
@@ -953,7 +961,8 @@ async fn commit_txn_offsets(
         r.producer_epoch,
     )
     .map_err(|_| E::UnknownServerError.code())?;
-    let info = coordination::append_batch(state, &owned, batch).await?;
+    // As durable as the markers that make them count (see `write`).
+    let info = coordination::append_batch(state, &owned, batch, false).await?;
     state.offsets.add_pending(
         owned.partition,
         owned.epoch,
