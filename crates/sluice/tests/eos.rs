@@ -315,11 +315,19 @@ impl Processor {
         }));
         let sink = log.clone();
         let pid = child.id();
-        let _ = writeln!(lines_file, "{:>9.3} [{pid}] started", t0.elapsed().as_secs_f64());
+        let _ = writeln!(
+            lines_file,
+            "{:>9.3} [{pid}] started",
+            t0.elapsed().as_secs_f64()
+        );
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let _ = writeln!(lines_file, "{:>9.3} [{pid}] {line}", t0.elapsed().as_secs_f64());
+                let _ = writeln!(
+                    lines_file,
+                    "{:>9.3} [{pid}] {line}",
+                    t0.elapsed().as_secs_f64()
+                );
                 let mut l = sink.lock().expect("log");
                 if line.starts_with("ready") {
                     l.ready = true;
@@ -740,7 +748,11 @@ fn run(brokers: &mut dyn Brokers, n: u64, label: &str) {
     // Let it finish, unpaced: one more SIGKILL (not counted) and a last
     // incarnation at full speed.
     proc.kill();
-    note(&files, t0, "the kills are over: SIGKILLed the processor, unpaced from now on");
+    note(
+        &files,
+        t0,
+        "the kills are over: SIGKILLed the processor, unpaced from now on",
+    );
     proc = Processor::start(&bootstrap, n, 0, files.path(), t0);
     incarnations += 1;
     let finish = Instant::now();
