@@ -19,8 +19,8 @@ txn_clients.py offsets CLIENT BROKER IN OUT GROUP TXN_ID
       1. offset 10: "pending 10", wait for "go", commit: "committed 10",
          wait for "go"
       2. offset 20: "pending 20", wait for "go", abort: "aborted 20"
-txn_clients.py zombie BROKER TOPIC TXN_ID
-    a confluent-kafka producer opens a transaction, writes "zombie-1-<i>"
+txn_clients.py zombie CLIENT BROKER TOPIC TXN_ID
+    a CLIENT producer opens a transaction, writes "zombie-1-<i>"
     (i < 10) to TOPIC-0 and flushes, prints "produced", waits for "go"
     (meanwhile the test starts another producer with the same
     transactional id), writes "zombie-2-<i>" and tries to commit; prints
@@ -29,6 +29,7 @@ txn_clients.py zombie BROKER TOPIC TXN_ID
 
 import json
 import sys
+import time
 
 
 def step(line):
@@ -187,7 +188,9 @@ def offsets(client, broker, in_topic, out_topic, group, txn_id):
     c.close()
 
 
-def zombie(broker, topic, txn_id):
+def zombie(client, broker, topic, txn_id):
+    if client == "kafka-python":
+        return zombie_kafka_python(broker, topic, txn_id)
     from confluent_kafka import KafkaException
 
     errors = []
@@ -225,6 +228,42 @@ def zombie(broker, topic, txn_id):
     step("result " + json.dumps(result))
 
 
+def zombie_kafka_python(broker, topic, txn_id):
+    from kafka.errors import KafkaError
+
+    p = kafka_python_producer(broker, txn_id)
+    p.begin_transaction()
+    futures = [
+        p.send(topic, key=b"z", value=f"zombie-1-{i}".encode(), partition=0) for i in range(10)
+    ]
+    p.flush(timeout=30)
+    for f in futures:
+        f.get(timeout=30)
+    step("produced")
+    wait_go()
+    result = {"stage": None}
+    try:
+        for i in range(10):
+            p.send(topic, key=b"z", value=f"zombie-2-{i}".encode(), partition=0)
+        p.flush(timeout=10)
+        p.commit_transaction()
+        result["stage"] = "committed"
+    except KafkaError as e:
+        # kafka-python has no fatal flag: its fencing errors are the fatal
+        # ones by type.
+        result.update(stage="commit", code=type(e).__name__, str=str(e))
+        # What the producer says once it has settled: the epoch bump it
+        # may be doing after INVALID_PRODUCER_EPOCH is refused too.
+        time.sleep(1)
+        try:
+            p.abort_transaction()
+            result["abort"] = "aborted"
+        except KafkaError as e:
+            result.update(abort=type(e).__name__, abort_str=str(e))
+    step("result " + json.dumps(result))
+    p.close(timeout=5)
+
+
 def main():
     mode = sys.argv[1]
     if mode == "commit-abort":
@@ -234,8 +273,8 @@ def main():
         client, broker, in_topic, out_topic, group, txn_id = sys.argv[2:8]
         offsets(client, broker, in_topic, out_topic, group, txn_id)
     elif mode == "zombie":
-        broker, topic, txn_id = sys.argv[2:5]
-        zombie(broker, topic, txn_id)
+        client, broker, topic, txn_id = sys.argv[2:6]
+        zombie(client, broker, topic, txn_id)
     else:
         raise SystemExit(f"unknown mode {mode}")
 

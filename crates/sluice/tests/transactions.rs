@@ -9,10 +9,10 @@
 //!   offsets sent with `send_offsets_to_transaction` become the group's
 //!   committed offsets only when the transaction commits (OffsetFetch with
 //!   require_stable answers UNSTABLE_OFFSET_COMMIT meanwhile).
-//! - Zombie fencing: a Python (confluent-kafka) producer with a transaction
-//!   open is fenced by a second producer with the same transactional id;
-//!   its commit fails with a fatal fenced error and none of its records
-//!   become visible.
+//! - Zombie fencing: a Python producer (confluent-kafka, then kafka-python)
+//!   with a transaction open, in its own process, is fenced by a second
+//!   producer with the same transactional id; its commit fails, fenced, and
+//!   none of its records become visible.
 //! - Timeouts: a transaction left open past its transaction.timeout.ms is
 //!   aborted by the coordinator (epoch bumped), the last stable offset moves
 //!   on; a timeout above --transaction-max-timeout-ms is refused.
@@ -697,26 +697,29 @@ fn librdkafka_offsets_sent_to_a_transaction_commit_only_with_it() {
 // ---------------------------------------------------------------------------
 // Fencing
 
-#[test]
-fn a_second_producer_fences_the_first_whose_records_never_show() {
-    const TOPIC: &str = "zombie";
-    const ID: &str = "zombie-id";
+/// A `client` (Python, its own process) producer with a transaction open
+/// is fenced by a librdkafka producer with the same transactional id: its
+/// commit fails, `fenced` holds for what it reported (the script's result
+/// line), and none of its records become visible.
+fn zombie(client: &str, fenced: fn(&serde_json::Value) -> bool) {
+    let topic = format!("zombie-{client}");
+    let id = format!("zombie-id-{client}");
     let server = Server::start(&[]);
     let bootstrap = server.addr.to_string();
-    create_topic(&server, TOPIC, 1);
+    create_topic(&server, &topic, 1);
 
-    // The zombie, in its own process: a transaction open with 10 records.
-    let mut zombie = Script::start(&["zombie", &bootstrap, TOPIC, ID]);
+    // The zombie: a transaction open with 10 records.
+    let mut zombie = Script::start(&["zombie", client, &bootstrap, &topic, &id]);
     zombie.expect("produced");
-    assert_eq!(hw_lso(server.addr, TOPIC, 0), Ok((10, 0)));
+    assert_eq!(hw_lso(server.addr, &topic, 0), Ok((10, 0)));
 
     // Its successor: InitProducerId bumps the epoch and aborts the
     // zombie's open transaction first.
-    let p = TxnProducer::new(&bootstrap, ID, &[]);
+    let p = TxnProducer::new(&bootstrap, &id, &[]);
     assert_eq!(
-        wait_stable(|_| server.addr, TOPIC, 1, Duration::from_secs(10)),
+        wait_stable(|_| server.addr, &topic, 1, Duration::from_secs(10)),
         vec![11],
-        "the zombie's transaction aborted: its 10 records and an ABORT marker"
+        "{client}: the zombie's transaction aborted: its 10 records and an ABORT marker"
     );
 
     // The zombie goes on: its next produce and its commit are refused.
@@ -724,29 +727,53 @@ fn a_second_producer_fences_the_first_whose_records_never_show() {
     let result: serde_json::Value =
         serde_json::from_str(&zombie.expect("result ")).expect("result json");
     zombie.finish();
-    let code = result["code"].as_str().unwrap_or_default();
     assert!(
-        result["stage"] == "commit"
-            && result["fatal"] == true
-            && ["_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"].contains(&code),
-        "the zombie's commit must fail with a fatal fenced error; it got {result}"
+        result["stage"] == "commit" && fenced(&result),
+        "{client}: the zombie's commit must fail, fenced; it got {result}"
     );
 
     p.begin();
-    send_values(&p, TOPIC, "new", 10, 1);
+    send_values(&p, &topic, "new", 10, 1);
     p.commit();
-    wait_stable(|_| server.addr, TOPIC, 1, Duration::from_secs(10));
+    wait_stable(|_| server.addr, &topic, 1, Duration::from_secs(10));
     assert_eq!(
-        read_all(&bootstrap, TOPIC, 1, "read_committed"),
+        read_all(&bootstrap, &topic, 1, "read_committed"),
         expected(&["new"], 10, 1),
-        "none of the zombie's records are visible"
+        "{client}: none of the zombie's records are visible"
     );
     // Its first records are in the log, aborted; its later ones were
     // refused and never written.
     assert_eq!(
-        read_all(&bootstrap, TOPIC, 1, "read_uncommitted"),
-        expected(&["zombie-1", "new"], 10, 1)
+        read_all(&bootstrap, &topic, 1, "read_uncommitted"),
+        expected(&["zombie-1", "new"], 10, 1),
+        "{client}"
     );
+}
+
+#[test]
+fn a_second_producer_fences_a_confluent_kafka_zombie_whose_records_never_show() {
+    // librdkafka reports fencing as the fatal _FENCED (from the broker's
+    // PRODUCER_FENCED or INVALID_PRODUCER_EPOCH).
+    zombie("confluent-kafka", |r| {
+        r["fatal"] == true
+            && ["_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"]
+                .contains(&r["code"].as_str().unwrap_or_default())
+    });
+}
+
+#[test]
+fn a_second_producer_fences_a_kafka_python_zombie_whose_records_never_show() {
+    // kafka-python, as Java's client, takes INVALID_PRODUCER_EPOCH on a
+    // produce as a reason to bump its epoch (KIP-360), which the
+    // coordinator refuses with PRODUCER_FENCED: the commit fails with that
+    // or with the bump under way, and the producer ends in the fatal
+    // ProducerFencedError state either way.
+    zombie("kafka-python", |r| {
+        r["code"] == "ProducerFencedError"
+            || r["abort_str"]
+                .as_str()
+                .is_some_and(|s| s.contains("ProducerFencedError"))
+    });
 }
 
 // ---------------------------------------------------------------------------
