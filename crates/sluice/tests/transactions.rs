@@ -20,7 +20,10 @@
 //!   (scripts/txn_clients.py, driven step by step): the same checks.
 //! - A three-broker cluster: commits and aborts over an RF3 topic's
 //!   partitions, with the group's coordinator on another broker than the
-//!   transaction's.
+//!   transaction's; FindCoordinator for a transactional id answers
+//!   COORDINATOR_NOT_AVAILABLE while fewer brokers are alive than
+//!   `__transaction_state`'s replication factor; a one-broker cluster runs
+//!   transactions with `--transaction-state-log-replication-factor 1`.
 
 mod support;
 
@@ -1111,4 +1114,75 @@ fn three_brokers_commit_and_abort_over_replicated_partitions() {
         .into_iter()
         .collect();
     eprintln!("coordinators: {by:?}");
+}
+
+/// FindCoordinator v3 for a transactional id, asked of `addr` once: its
+/// error code.
+fn txn_coordinator_error(addr: SocketAddr, id: &str) -> Result<i16, String> {
+    let mut req = FindCoordinatorRequest::default();
+    req.key = StrBytes::from_string(id.to_string());
+    req.key_type = 1;
+    Ok(Conn::connect(addr, Duration::from_secs(5))?
+        .call(3, &req)?
+        .error_code)
+}
+
+#[test]
+fn the_transaction_state_topic_waits_for_its_replication_factor() {
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    // Three brokers, one down before any transactional id is used: the
+    // replication factor of __transaction_state (3) cannot be met yet.
+    let mut cluster = Cluster::new(3, &[]);
+    cluster.kill(3);
+    assert!(
+        wait_for(Duration::from_secs(20), || [1, 2].iter().all(|&n| cluster
+            .metadata_from(n, Some(&[]))
+            .is_ok_and(|m| m.brokers.len() == 2))),
+        "brokers 1 and 2 still list broker 3 after its lease"
+    );
+    for node in [1, 2] {
+        assert_eq!(
+            txn_coordinator_error(cluster.addr(node), "waits-id"),
+            Ok(COORDINATOR_NOT_AVAILABLE),
+            "broker {node}, with 2 of the 3 brokers __transaction_state needs alive"
+        );
+    }
+    cluster.start(3);
+    let node = find_coordinator(cluster.addr(1), "waits-id", 1);
+    assert!((1..=3).contains(&node), "coordinator {node}");
+    let p = TxnProducer::new(&cluster.bootstrap(), "waits-id", &[]);
+    cluster.create_topic("waits", 1, 3, &[]);
+    p.begin();
+    send_values(&p, "waits", "w", 5, 1);
+    p.commit();
+    let leader = |_| cluster.addr(cluster.metadata_leader("waits", 0).expect("leader"));
+    wait_stable(leader, "waits", 1, Duration::from_secs(20));
+    assert_eq!(
+        read_all(&cluster.bootstrap(), "waits", 1, "read_committed"),
+        expected(&["w"], 5, 1)
+    );
+}
+
+#[test]
+fn a_one_broker_cluster_runs_transactions_with_replication_factor_one() {
+    let cluster = Cluster::new(1, &["--transaction-state-log-replication-factor", "1"]);
+    let bootstrap = cluster.bootstrap();
+    cluster.create_topic("one", 2, 1, &[]);
+    let p = TxnProducer::new(&bootstrap, "one-id", &[]);
+    p.begin();
+    send_values(&p, "one", "c", 20, 2);
+    p.commit();
+    p.begin();
+    send_values(&p, "one", "a", 20, 2);
+    p.flush();
+    p.abort();
+    wait_stable(|_| cluster.addr(1), "one", 2, Duration::from_secs(20));
+    assert_eq!(
+        read_all(&bootstrap, "one", 2, "read_committed"),
+        expected(&["c"], 20, 2)
+    );
+    assert_eq!(
+        read_all(&bootstrap, "one", 2, "read_uncommitted"),
+        expected(&["c", "a"], 20, 2)
+    );
 }
