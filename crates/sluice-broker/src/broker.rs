@@ -234,12 +234,7 @@ impl Broker {
             "sluice_transactions_open",
             "Transactions open (Ongoing) in the transactional ids coordinated here.",
             "gauge",
-            state
-                .txns
-                .all()
-                .iter()
-                .filter(|m| m.state == crate::coordinator::transactions::TxnState::Ongoing)
-                .count() as u64,
+            state.txns.open_count() as u64,
         );
         let totals = state.log.cleaner_totals();
         for (name, help, value) in [

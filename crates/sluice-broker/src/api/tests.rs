@@ -597,3 +597,114 @@ async fn alter_configs_replaces_and_incremental_alter_edits() {
     let d = call(&f, 4, describe_topic("nope")).await;
     assert_eq!(d.results[0].error_code, errors::UNKNOWN_TOPIC_OR_PARTITION);
 }
+
+#[tokio::test]
+async fn a_coordinator_that_finds_a_prepared_commit_finishes_it_after_a_crash() {
+    use crate::coordinator::offsets::{OFFSETS_TOPIC, encode_batch};
+    use crate::coordinator::transactions::{self as txn, TRANSACTION_TOPIC, TxnState};
+    let f = fixture(BrokerConfig::default());
+    create(&f, "t", 1).await;
+    let pid = init_txn(&f, "txn-1", 4).await.producer_id.0;
+    assert_eq!(add_to_txn(&f, 3, pid, 0, "t").await, 0);
+    assert_eq!(produce_txn(&f, "t", pid, 0, 0).await, (0, 0));
+    // Offsets in the transaction too: group "g" at 5.
+    let mut add = AddOffsetsToTxnRequest::default();
+    add.transactional_id = txn_id("txn-1");
+    add.producer_id = ProducerId(pid);
+    add.producer_epoch = 0;
+    add.group_id = GroupId(StrBytes::from_static_str("g"));
+    assert_eq!(call(&f, 3, add).await.error_code, 0);
+    let mut part = kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestPartition::default();
+    part.partition_index = 0;
+    part.committed_offset = 5;
+    let mut topic =
+        kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic::default();
+    topic.name = name("t");
+    topic.partitions = vec![part];
+    let mut commit = TxnOffsetCommitRequest::default();
+    commit.transactional_id = txn_id("txn-1");
+    commit.group_id = GroupId(StrBytes::from_static_str("g"));
+    commit.producer_id = ProducerId(pid);
+    commit.producer_epoch = 0;
+    commit.generation_id = -1;
+    commit.topics = vec![topic];
+    let resp = call(&f, 3, commit).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+    // The coordinator decided to commit (PrepareCommit written) and died
+    // before any marker.
+    let mut prepared = f.state.txns.get("txn-1").expect("loaded");
+    assert_eq!(prepared.state, TxnState::Ongoing);
+    assert_eq!(
+        prepared.partitions.len(),
+        2,
+        "t-0 and the group's partition"
+    );
+    prepared.state = TxnState::PrepareCommit;
+    let record = (
+        txn::log_key("txn-1").expect("key"),
+        Some(txn::log_value(&prepared).expect("value")),
+    );
+    let p = f.state.txns.partition_for("txn-1");
+    let log = f
+        .state
+        .log
+        .partition(TRANSACTION_TOPIC, p as u32)
+        .expect("partition");
+    log.append(&encode_batch(&[record], 1).expect("batch"), 0)
+        .expect("append");
+    let Fixture { state, _dir: dir } = f;
+    let config = state.config.clone();
+    drop(state);
+    // A new broker on the same directory, without a clean shutdown.
+    let state = Arc::new(
+        BrokerState::open(
+            config,
+            Advertised {
+                host: "kafka.example".into(),
+                port: 19092,
+            },
+        )
+        .expect("reopen"),
+    );
+    let f = Fixture { state, _dir: dir };
+    let t = f.state.log.partition("t", 0).expect("t-0");
+    assert_eq!(t.last_stable_offset(), 0, "still open after the crash");
+    // The first request for the id loads its partition, which finishes the
+    // commit: markers, then CompleteCommit.
+    let mut describe = DescribeTransactionsRequest::default();
+    describe.transactional_ids = vec![txn_id("txn-1")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let resp = call(&f, 0, describe.clone()).await;
+        if resp.transaction_states[0].transaction_state.as_str() == "CompleteCommit" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{resp:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(t.last_stable_offset(), t.log_end(), "committed");
+    assert!(t.aborted_transactions(0, t.log_end()).is_empty());
+    // The group's offset counts now.
+    let mut fetch = OffsetFetchRequest::default();
+    fetch.group_id = GroupId(StrBytes::from_static_str("g"));
+    fetch.require_stable = true;
+    let mut wanted =
+        kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default();
+    wanted.name = name("t");
+    wanted.partition_indexes = vec![0];
+    fetch.topics = Some(vec![wanted]);
+    let resp = call(&f, 7, fetch).await;
+    let got: Vec<(i32, i64, i16)> = resp
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| (p.partition_index, p.committed_offset, p.error_code))
+        .collect();
+    assert_eq!(got, vec![(0, 5, 0)]);
+    let offsets_log = f
+        .state
+        .log
+        .partition(OFFSETS_TOPIC, f.state.offsets.partition_for("g") as u32)
+        .expect("offsets partition");
+    assert_eq!(offsets_log.last_stable_offset(), offsets_log.log_end());
+}

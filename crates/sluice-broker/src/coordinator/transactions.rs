@@ -444,6 +444,18 @@ impl TxnStore {
         });
     }
 
+    /// Transactions open (Ongoing) in the loaded partitions.
+    pub fn open_count(&self) -> usize {
+        let mut n = 0;
+        self.slots.for_each_loaded(|ids| {
+            n += ids
+                .values()
+                .filter(|m| m.state == TxnState::Ongoing)
+                .count()
+        });
+        n
+    }
+
     /// Every loaded id's metadata (timeouts, ListTransactions).
     pub fn all(&self) -> Vec<TxnMetadata> {
         let mut out = Vec::new();
