@@ -35,6 +35,7 @@ pub mod meta_properties;
 pub mod metrics;
 mod net;
 pub mod replication;
+pub mod security;
 pub mod state;
 
 pub use api::{Decoded, decode_request};

@@ -1,0 +1,191 @@
+//! The SCRAM credentials of a single-node broker: one file in the data
+//! directory, `scram-credentials`, holding what Kafka keeps per user and
+//! mechanism (salt, StoredKey, ServerKey, iterations — never a password).
+//!
+//! Format, one line per user and mechanism, sorted:
+//! `<mechanism> <TAB> <user> <TAB> salt=…,stored_key=…,server_key=…,iterations=N`.
+//! Every change rewrites the file whole: written to `scram-credentials.tmp`,
+//! synced, renamed over the old one, and the directory synced, so a crash
+//! leaves either the old file or the new one.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::scram::{Credential, Mechanism};
+
+pub const FILE: &str = "scram-credentials";
+
+/// Whether `user` can be stored: a SASL name without control characters
+/// (tabs and newlines would break the file), at most 255 bytes.
+pub fn valid_user(user: &str) -> bool {
+    !user.is_empty() && user.len() <= 255 && !user.chars().any(char::is_control)
+}
+
+#[derive(Debug)]
+pub struct CredentialStore {
+    path: PathBuf,
+    users: Mutex<BTreeMap<(String, Mechanism), Credential>>,
+}
+
+impl CredentialStore {
+    /// Reads `dir/scram-credentials` (none yet: no users).
+    pub fn open(dir: &Path) -> io::Result<CredentialStore> {
+        let path = dir.join(FILE);
+        let mut users = BTreeMap::new();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for (n, line) in text.lines().enumerate() {
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let bad = || {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: line {} does not parse", path.display(), n + 1),
+                        )
+                    };
+                    let mut parts = line.splitn(3, '\t');
+                    let mechanism = parts
+                        .next()
+                        .and_then(Mechanism::from_name)
+                        .ok_or_else(bad)?;
+                    let user = parts.next().filter(|u| valid_user(u)).ok_or_else(bad)?;
+                    let credential = parts
+                        .next()
+                        .and_then(Credential::from_text)
+                        .ok_or_else(bad)?;
+                    users.insert((user.to_string(), mechanism), credential);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(CredentialStore {
+            path,
+            users: Mutex::new(users),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, Mechanism), Credential>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, user: &str, mechanism: Mechanism) -> Option<Credential> {
+        self.lock().get(&(user.to_string(), mechanism)).cloned()
+    }
+
+    /// Every (user, mechanism, iterations), sorted.
+    pub fn list(&self) -> Vec<(String, Mechanism, u32)> {
+        self.lock()
+            .iter()
+            .map(|((u, m), c)| (u.clone(), *m, c.iterations))
+            .collect()
+    }
+
+    /// Adds or replaces a user's credential for a mechanism, durably.
+    pub fn upsert(
+        &self,
+        user: &str,
+        mechanism: Mechanism,
+        credential: Credential,
+    ) -> io::Result<()> {
+        if !valid_user(user) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a user name is 1 to 255 bytes without control characters",
+            ));
+        }
+        let mut users = self.lock();
+        let mut next = users.clone();
+        next.insert((user.to_string(), mechanism), credential);
+        self.write(&next)?;
+        *users = next;
+        Ok(())
+    }
+
+    /// Removes a user's credential for a mechanism; false if there was none.
+    pub fn delete(&self, user: &str, mechanism: Mechanism) -> io::Result<bool> {
+        let mut users = self.lock();
+        let key = (user.to_string(), mechanism);
+        if !users.contains_key(&key) {
+            return Ok(false);
+        }
+        let mut next = users.clone();
+        next.remove(&key);
+        self.write(&next)?;
+        *users = next;
+        Ok(true)
+    }
+
+    fn write(&self, users: &BTreeMap<(String, Mechanism), Credential>) -> io::Result<()> {
+        let mut text = String::new();
+        for ((user, mechanism), credential) in users {
+            text.push_str(&format!(
+                "{}\t{user}\t{}\n",
+                mechanism.name(),
+                credential.to_text()
+            ));
+        }
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_survive_a_reopen_and_never_hold_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CredentialStore::open(dir.path()).unwrap();
+        assert!(store.list().is_empty());
+        let c = Credential::new(Mechanism::Sha512, b"hunter2-pw", 4096).unwrap();
+        store.upsert("alice", Mechanism::Sha512, c.clone()).unwrap();
+        let c256 = Credential::new(Mechanism::Sha256, b"hunter2-pw", 8192).unwrap();
+        store
+            .upsert("bob=,x", Mechanism::Sha256, c256.clone())
+            .unwrap();
+        assert!(
+            store
+                .upsert("bad\tname", Mechanism::Sha256, c256.clone())
+                .is_err()
+        );
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        let again = CredentialStore::open(dir.path()).unwrap();
+        assert_eq!(again.get("alice", Mechanism::Sha512), Some(c));
+        assert_eq!(again.get("alice", Mechanism::Sha256), None);
+        assert_eq!(
+            again.list(),
+            vec![
+                ("alice".to_string(), Mechanism::Sha512, 4096),
+                ("bob=,x".to_string(), Mechanism::Sha256, 8192)
+            ]
+        );
+        assert!(again.delete("alice", Mechanism::Sha512).unwrap());
+        assert!(!again.delete("alice", Mechanism::Sha512).unwrap());
+        let third = CredentialStore::open(dir.path()).unwrap();
+        assert_eq!(third.list().len(), 1);
+        assert!(!dir.path().join("scram-credentials.tmp").exists());
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), "SCRAM-SHA-256\talice\tsalt=!!\n").unwrap();
+        let err = CredentialStore::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+}
