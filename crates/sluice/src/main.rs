@@ -16,6 +16,7 @@ mod cluster_status;
 mod tools;
 mod topic;
 mod txn;
+mod user;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,8 @@ enum Command {
     Cluster(cluster_status::ClusterArgs),
     /// List and describe transactions, and a partition's producers.
     Txn(txn::TxnArgs),
+    /// SCRAM users of a broker's data directory (before or without a running broker).
+    User(user::UserArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -56,6 +59,7 @@ fn main() -> Result<()> {
         Command::Topic(args) => topic::run(args),
         Command::Cluster(args) => cluster_status::run(args),
         Command::Txn(args) => txn::run(args),
+        Command::User(args) => user::run(args),
         Command::Bench(command) => bench::run(command),
     }
 }

@@ -408,6 +408,94 @@ impl AwaitingProof {
     }
 }
 
+/// The client's side of an exchange (brokers authenticating to each other,
+/// the CLI, tests): client-first, then the proof for the server's
+/// challenge, then the check of the server's signature.
+#[derive(Debug)]
+pub struct ScramClient {
+    mechanism: Mechanism,
+    password: Vec<u8>,
+    bare: String,
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    /// Starts an exchange for `user` (escaped as RFC 5802 requires) with a
+    /// random nonce; returns the client-first message to send.
+    pub fn start(
+        mechanism: Mechanism,
+        user: &str,
+        password: &[u8],
+    ) -> Result<(ScramClient, String), ScramError> {
+        let name = user.replace('=', "=3D").replace(',', "=2C");
+        let bare = format!("n={name},r={}", random_nonce()?);
+        let first = format!("n,,{bare}");
+        Ok((
+            ScramClient {
+                mechanism,
+                password: password.to_vec(),
+                bare,
+                expected_server_signature: None,
+            },
+            first,
+        ))
+    }
+
+    /// The client-final message (with the proof) for the server-first.
+    pub fn respond(&mut self, server_first: &[u8]) -> Result<String, ScramError> {
+        let server_first =
+            std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let (mut nonce, mut salt, mut iterations) = (None, None, None);
+        for f in server_first.split(',') {
+            if let Some(v) = f.strip_prefix("r=") {
+                nonce = Some(v);
+            } else if let Some(v) = f.strip_prefix("s=") {
+                salt = B64.decode(v).ok();
+            } else if let Some(v) = f.strip_prefix("i=") {
+                iterations = v.parse::<u32>().ok();
+            }
+        }
+        let nonce = nonce.ok_or(ScramError::Malformed("no nonce"))?;
+        let own = self.bare.rsplit_once(",r=").map(|(_, n)| n).unwrap_or("");
+        if !nonce.starts_with(own) || nonce.len() == own.len() {
+            return Err(ScramError::Nonce);
+        }
+        let salt = salt.ok_or(ScramError::Malformed("no salt"))?;
+        let iterations = iterations.ok_or(ScramError::Malformed("no iteration count"))?;
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(ScramError::Iterations(iterations));
+        }
+        let m = self.mechanism;
+        let salted = m.salted_password(&self.password, &salt, iterations);
+        let client_key = m.hmac(&salted, b"Client Key");
+        let stored_key = m.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("{},{server_first},{without_proof}", self.bare);
+        let signature = m.hmac(&stored_key, auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = m.hmac(&salted, b"Server Key");
+        self.expected_server_signature = Some(m.hmac(&server_key, auth.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks the server-final message: the server knew the credential.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let v = std::str::from_utf8(server_final)
+            .ok()
+            .and_then(|s| s.strip_prefix("v="))
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or(ScramError::Malformed("no server signature"))?;
+        match &self.expected_server_signature {
+            Some(expected) if constant_time_eq(expected, &v) => Ok(()),
+            _ => Err(ScramError::BadProof),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,37 +529,20 @@ mod tests {
         );
     }
 
-    /// A client's side of the exchange, for the round trips below.
-    fn client_final(
+    /// A whole exchange through [`ScramClient`]: the server's verdict.
+    fn exchange(
         m: Mechanism,
+        user: &str,
         password: &[u8],
-        client_first_bare: &str,
-        server_first: &str,
-    ) -> String {
-        let mut salt = None;
-        let mut iterations = 0;
-        let mut nonce = "";
-        for f in server_first.split(',') {
-            if let Some(v) = f.strip_prefix("s=") {
-                salt = Some(B64.decode(v).unwrap());
-            } else if let Some(v) = f.strip_prefix("i=") {
-                iterations = v.parse().unwrap();
-            } else if let Some(v) = f.strip_prefix("r=") {
-                nonce = v;
-            }
-        }
-        let salted = m.salted_password(password, &salt.unwrap(), iterations);
-        let client_key = m.hmac(&salted, b"Client Key");
-        let stored_key = m.hash(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth = format!("{client_first_bare},{server_first},{without_proof}");
-        let signature = m.hmac(&stored_key, auth.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        format!("{without_proof},p={}", B64.encode(proof))
+        stored: Option<Credential>,
+    ) -> Result<(), ScramError> {
+        let (mut client, first) = ScramClient::start(m, user, password)?;
+        let first = parse_client_first(first.as_bytes())?;
+        assert_eq!(first.user, user);
+        let (sf, waiting) = server_first(m, first, stored, &random_nonce()?);
+        let cf = client.respond(sf.as_bytes())?;
+        let server_final = waiting.finish(cf.as_bytes())?;
+        client.verify(server_final.as_bytes())
     }
 
     #[test]
@@ -481,11 +552,7 @@ mod tests {
             let stored = Credential::from_text(&credential.to_text()).unwrap();
             assert_eq!(stored, credential, "the text form round-trips");
             for (password, ok) in [(&b"s3cret"[..], true), (b"s3cres", false), (b"", false)] {
-                let first = parse_client_first(b"n,,n=alice,r=abc").unwrap();
-                let bare = first.bare.clone();
-                let nonce = random_nonce().unwrap();
-                let (sf, waiting) = server_first(m, first, Some(stored.clone()), &nonce);
-                let result = waiting.finish(client_final(m, password, &bare, &sf).as_bytes());
+                let result = exchange(m, "al=i,ce", password, Some(stored.clone()));
                 assert_eq!(result.is_ok(), ok, "{} {password:?}", m.name());
                 if !ok {
                     assert_eq!(result, Err(ScramError::BadProof));
@@ -498,14 +565,32 @@ mod tests {
     fn an_unknown_user_fails_like_a_wrong_password() {
         let m = Mechanism::Sha512;
         let first = parse_client_first(b"n,,n=mallory,r=abc").unwrap();
-        let bare = first.bare.clone();
-        let (sf, waiting) = server_first(m, first.clone(), None, "xyz");
+        let (sf, _) = server_first(m, first.clone(), None, "xyz");
         let (sf_again, _) = server_first(m, first, None, "xyz");
         assert_eq!(sf, sf_again, "the same made-up salt every time");
         assert!(sf.contains(",i=4096"));
         assert_eq!(
-            waiting.finish(client_final(m, b"guess", &bare, &sf).as_bytes()),
+            exchange(m, "mallory", b"guess", None),
             Err(ScramError::BadProof)
+        );
+    }
+
+    #[test]
+    fn a_client_refuses_a_server_that_does_not_know_the_password() {
+        let m = Mechanism::Sha256;
+        let (mut client, _) = ScramClient::start(m, "u", b"pw").unwrap();
+        assert_eq!(
+            client.respond(b"r=other,s=AAAA,i=4096"),
+            Err(ScramError::Nonce)
+        );
+        let own = client.bare.rsplit_once(",r=").unwrap().1.to_string();
+        let sf = format!("r={own}srv,s=AAAA,i=4096");
+        client.respond(sf.as_bytes()).unwrap();
+        assert_eq!(client.verify(b"v=AAAA"), Err(ScramError::BadProof));
+        let low = format!("r={own}srv,s=AAAA,i=1");
+        assert_eq!(
+            client.respond(low.as_bytes()),
+            Err(ScramError::Iterations(1))
         );
     }
 
