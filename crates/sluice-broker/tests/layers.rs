@@ -1,5 +1,5 @@
 //! The broker's rooms import one way: `net` → `api` → `state` /
-//! `coordinator`, with `metrics`, `config` and `meta_properties` below them
+//! `coordinator` / `security`, with `metrics`, `config` and `meta_properties` below them
 //! all, and nothing importing `net`. This reads the sources and fails on an
 //! import that points the wrong way, so a cycle cannot creep back in.
 
@@ -19,7 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cluster",
         ],
     ),
-    ("net", &["api", "state", "metrics", "config"]),
+    ("net", &["api", "state", "metrics", "config", "security"]),
     (
         "api",
         &[
@@ -31,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "broker_configs",
             "replication",
             "cluster",
+            "security",
         ],
     ),
     (
@@ -43,12 +44,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "meta_properties",
             "broker_configs",
+            "security",
         ],
     ),
     ("replication", &["cluster", "config", "metrics"]),
     ("cluster", &["config", "metrics"]),
     ("broker_configs", &[]),
     ("coordinator", &[]),
+    // SASL/SCRAM and the credentials: pure, below the rooms that use them.
+    ("security", &[]),
     ("metrics", &[]),
     ("config", &[]),
     ("meta_properties", &[]),
