@@ -110,7 +110,7 @@ pub async fn produce(state: &Arc<BrokerState>, r: ProduceRequest) -> Option<Prod
 /// back forever).
 async fn verify_transaction(
     state: &Arc<BrokerState>,
-    part: &Partition,
+    part: &Arc<Partition>,
     records: &[u8],
     transactional_id: Option<&str>,
     topic: &str,
@@ -123,7 +123,7 @@ async fn verify_transaction(
     if !h.is_transactional() || h.is_control() || h.producer_id < 0 {
         return Ok(());
     }
-    if part.open_transaction(h.producer_id).is_some() {
+    if super::transactions::has_open_transaction(part, h.producer_id).await {
         return Ok(());
     }
     super::transactions::verify_partition(

@@ -764,6 +764,17 @@ async fn verify(
         .collect()
 }
 
+/// Whether `producer_id` has a transaction open in `part`, asked on the
+/// blocking pool: the answer takes the partition's appender lock, which an
+/// append may hold across a disk write. (A failed task answers false: the
+/// caller then asks the coordinator, which is always safe.)
+pub async fn has_open_transaction(part: &Arc<sluice_log::Partition>, producer_id: i64) -> bool {
+    let part = part.clone();
+    tokio::task::spawn_blocking(move || part.open_transaction(producer_id).is_some())
+        .await
+        .unwrap_or(false)
+}
+
 /// A leader's check before appending a transactional batch that would
 /// start a transaction in `topic`/`partition`: the coordinator (here, or
 /// asked with AddPartitionsToTxn `verify_only`) must have the partition in
@@ -933,7 +944,7 @@ async fn commit_txn_offsets(
     }
     // KIP-890: the offsets join the producer's transaction only if the
     // coordinator added the group's partition to it (AddOffsetsToTxn).
-    if owned.log().open_transaction(r.producer_id.0).is_none() {
+    if !has_open_transaction(owned.log(), r.producer_id.0).await {
         verify_partition(
             state,
             Some(r.transactional_id.0.as_str()),
