@@ -10,10 +10,11 @@ use std::time::Duration;
 use sluice_log::Log;
 use tokio::net::TcpListener;
 
+use crate::cluster::ListenerAddress;
 use crate::config::BrokerConfig;
 use crate::metrics::{DataPathStats, Page};
-use crate::net::{self, Net};
-use crate::state::{Advertised, BrokerState};
+use crate::net::{self, BoundListener, Net};
+use crate::state::BrokerState;
 
 /// A running broker.
 #[derive(Clone)]
@@ -24,9 +25,9 @@ pub struct Broker {
 
 impl Broker {
     /// Opens the data directory (recovering it if the last run did not shut
-    /// down cleanly) and starts the log's upkeep. `advertised` is the address
-    /// Metadata hands to clients.
-    pub fn open(mut config: BrokerConfig, advertised: Advertised) -> io::Result<Broker> {
+    /// down cleanly) and starts the log's upkeep. `endpoints` are the
+    /// addresses Metadata hands to clients, one per listener.
+    pub fn open(mut config: BrokerConfig, endpoints: Vec<ListenerAddress>) -> io::Result<Broker> {
         if let Some(reason) = config.data_path.unavailable_reason() {
             tracing::warn!(
                 requested = %config.data_path,
@@ -36,8 +37,14 @@ impl Broker {
             );
             config.data_path = sluice_io::DataPath::Sendfile;
         }
-        let net = Arc::new(Net::new(&config));
-        let state = Arc::new(BrokerState::open(config, advertised)?);
+        let net = Arc::new(Net::new(&config).map_err(io::Error::other)?);
+        if net.tls.is_some() && !net.kernel_tls {
+            tracing::info!(
+                "kernel TLS (CONFIG_TLS) is not available: TLS listeners encrypt in user space \
+                 and read Fetch records into memory first"
+            );
+        }
+        let state = Arc::new(BrokerState::open_with_listeners(config, endpoints)?);
         Ok(Broker { state, net })
     }
 
@@ -61,8 +68,14 @@ impl Broker {
         self.state.cluster_id()
     }
 
-    /// Accepts connections until `shutdown` resolves.
-    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Re-reads the TLS certificate and key (SIGHUP); false when no
+    /// listener has TLS.
+    pub fn reload_tls(&self) -> Result<bool, String> {
+        self.net.reload_tls()
+    }
+
+    /// Accepts connections on every listener until `shutdown` resolves.
+    pub async fn serve(&self, listeners: Vec<BoundListener>, shutdown: impl Future<Output = ()>) {
         // The runtime's pulse: a task that asks to wake every millisecond
         // and records how late it was.
         let pulse = {
@@ -125,7 +138,7 @@ impl Broker {
         let _stop_aborter = AbortOnDrop(aborter);
         let _stop_ticker = AbortOnDrop(ticker);
         let _stop_pulse = AbortOnDrop(pulse);
-        net::accept_loop(&self.state, &self.net, listener, shutdown).await;
+        net::accept_loops(&self.state, &self.net, listeners, shutdown).await;
     }
 
     /// Serves the metrics page as Prometheus text on `listener` until
@@ -207,6 +220,66 @@ impl Broker {
             "Request bytes read or being read and not yet answered, all connections.",
             "gauge",
             self.net.request_bytes_held() as u64,
+        );
+        let auth = &state.auth_stats;
+        page.family(
+            "sluice_authentications_total",
+            "SASL authentications, by result (reauthenticated: KIP-368 renewals).",
+            "counter",
+            &[
+                (
+                    "{result=\"success\"}".to_string(),
+                    auth.succeeded.load(Ordering::Relaxed),
+                ),
+                (
+                    "{result=\"failure\"}".to_string(),
+                    auth.failed.load(Ordering::Relaxed),
+                ),
+                (
+                    "{result=\"reauthenticated\"}".to_string(),
+                    auth.reauthenticated.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        page.one(
+            "sluice_connections_closed_unauthenticated_total",
+            "Connections closed for a request sent before authenticating or after the session expired.",
+            "counter",
+            auth.refused_unauthenticated.load(Ordering::Relaxed),
+        );
+        let tls = &self.net.tls_stats;
+        page.one(
+            "sluice_tls_handshakes_total",
+            "TLS handshakes completed.",
+            "counter",
+            tls.handshakes.load(Ordering::Relaxed),
+        );
+        page.one(
+            "sluice_tls_handshakes_failed_total",
+            "TLS handshakes that failed or timed out.",
+            "counter",
+            tls.handshakes_failed.load(Ordering::Relaxed),
+        );
+        page.family(
+            "sluice_tls_bytes_sent_total",
+            "Response bytes sent over TLS, by who encrypted them: kernel (kTLS, zero-copy) or user space (rustls).",
+            "counter",
+            &[
+                (
+                    "{mode=\"kernel\"}".to_string(),
+                    tls.kernel_bytes.load(Ordering::Relaxed),
+                ),
+                (
+                    "{mode=\"user\"}".to_string(),
+                    tls.user_space_bytes.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        page.one(
+            "sluice_kernel_tls_available",
+            "1 if this kernel can encrypt TLS records (CONFIG_TLS).",
+            "gauge",
+            u64::from(self.net.kernel_tls),
         );
         let txns = &state.txns.counters;
         page.family(

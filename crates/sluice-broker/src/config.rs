@@ -10,7 +10,14 @@ use sluice_log::{CleanerConfig, LogConfig};
 /// Everything `sluice serve` can be told.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    pub listen: SocketAddr,
+    /// Where clients connect, each with its security protocol (Kafka's
+    /// `listeners`); never empty. The first is the one `--listen` names.
+    pub listeners: Vec<ListenerConfig>,
+    /// The listener other brokers connect to (`inter.broker.listener.name`);
+    /// its advertised address is the one registered in the cluster.
+    pub inter_broker_listener: String,
+    /// TLS, SASL and authentication settings shared by the listeners.
+    pub security: SecurityConfig,
     /// This broker's id (`node.id`); kept in `meta.properties`.
     pub node_id: i32,
     pub data_dir: PathBuf,
@@ -156,7 +163,12 @@ impl ClusterConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            listeners: vec![ListenerConfig::plaintext(SocketAddr::from((
+                [127, 0, 0, 1],
+                9092,
+            )))],
+            inter_broker_listener: "PLAINTEXT".into(),
+            security: SecurityConfig::default(),
             node_id: 0,
             data_dir: PathBuf::from("sluice-data"),
             auto_create_topics: true,
@@ -184,6 +196,167 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             cleaner: Some(CleanerConfig::default()),
             cluster: None,
+        }
+    }
+}
+
+/// Kafka's security protocols: what a listener speaks before requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub const ALL: [SecurityProtocol; 4] = [
+        SecurityProtocol::Plaintext,
+        SecurityProtocol::Ssl,
+        SecurityProtocol::SaslPlaintext,
+        SecurityProtocol::SaslSsl,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SecurityProtocol> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the connection is wrapped in TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether the client must authenticate with SASL before any request
+    /// but ApiVersions and the SASL ones.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+impl std::fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One listener: a name (`PLAINTEXT`, `SASL_SSL`, or a name of the
+/// operator's mapped to a protocol), its security protocol, the address it
+/// binds and the one clients are given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub bind: SocketAddr,
+    /// HOST:PORT clients are given for this listener; None: the bound
+    /// address (which must not be a wildcard).
+    pub advertised: Option<(String, u16)>,
+}
+
+impl ListenerConfig {
+    pub fn plaintext(bind: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            name: "PLAINTEXT".into(),
+            protocol: SecurityProtocol::Plaintext,
+            bind,
+            advertised: None,
+        }
+    }
+}
+
+/// Parses Kafka's listener form `NAME://HOST:PORT` (`[::1]` for IPv6) into
+/// the name, host and port. An empty host is the wildcard, as in Kafka.
+pub fn parse_listener_url(s: &str) -> Result<(String, String, u16), String> {
+    let (name, rest) = s
+        .split_once("://")
+        .ok_or_else(|| format!("{s:?} is not NAME://HOST:PORT (e.g. SASL_SSL://127.0.0.1:9094)"))?;
+    let valid_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid_name {
+        return Err(format!("{s:?}: {name:?} is not a listener name"));
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} has no port"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+    Ok((name.to_ascii_uppercase(), host.to_string(), port))
+}
+
+/// How a TLS listener asks for client certificates (`ssl.client.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    #[default]
+    None,
+    /// Asked for; a client without one connects as `User:ANONYMOUS`.
+    Requested,
+    /// A connection without a certificate the CA signed is refused.
+    Required,
+}
+
+/// TLS material for the SSL and SASL_SSL listeners (PEM files, re-read on
+/// SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA certificates client certificates are checked against.
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+/// Authentication and authorization settings.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    pub tls: Option<TlsFiles>,
+    /// SASL mechanisms offered (`sasl.enabled.mechanisms`).
+    pub sasl_mechanisms: Vec<String>,
+    /// An authenticated session lasts this long; a client re-authenticates
+    /// on the open connection before then (KIP-368,
+    /// `connections.max.reauth.ms`). None: sessions never expire.
+    pub max_reauth: Option<std::time::Duration>,
+    /// After a failed authentication the next attempt from the same address
+    /// waits this long, doubling per further failure up to 32 times it
+    /// (`connection.failed.authentication.delay.ms`, grown into a per-address
+    /// back-off so passwords cannot be guessed quickly).
+    pub failed_auth_delay: std::time::Duration,
+    /// Largest frame a connection may send before it authenticates
+    /// (`sasl.server.max.receive.size`).
+    pub max_unauthenticated_frame: usize,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            tls: None,
+            sasl_mechanisms: vec![
+                "PLAIN".into(),
+                "SCRAM-SHA-256".into(),
+                "SCRAM-SHA-512".into(),
+            ],
+            max_reauth: None,
+            failed_auth_delay: std::time::Duration::from_millis(100),
+            max_unauthenticated_frame: 512 * 1024,
         }
     }
 }

@@ -10,8 +10,8 @@ use sluice_log::{Cleaner, Log, Upkeep};
 use tokio::sync::Notify;
 
 use crate::broker_configs::DynamicConfigs;
-use crate::cluster::Cluster;
 use crate::cluster::peers::Peers;
+use crate::cluster::{Cluster, ListenerAddress};
 use crate::config::BrokerConfig;
 use crate::coordinator::groups::{Groups, SystemClock};
 use crate::coordinator::legacy_offsets;
@@ -21,6 +21,8 @@ use crate::coordinator::transactions::{IdLocks, TRANSACTION_TOPIC, TxnStore};
 use crate::meta_properties::MetaProperties;
 use crate::metrics::{DataPathStats, Latencies};
 use crate::replication::Replicas;
+use crate::security::credentials::CredentialStore;
+use crate::security::sasl::{AuthStats, FailureBackoff};
 
 /// The host and port clients are told to connect to (Kafka's
 /// `advertised.listeners`): a host name or an IP, never a wildcard.
@@ -80,7 +82,16 @@ pub struct BrokerState {
     pub log: Arc<Log>,
     /// This data directory's identity (`meta.properties`).
     pub meta: MetaProperties,
+    /// The inter-broker listener's advertised address (the one registered
+    /// in a cluster, and other brokers connect to).
     pub advertised: Advertised,
+    /// Every listener's advertised address, by listener name.
+    pub endpoints: Vec<ListenerAddress>,
+    /// SCRAM users (single node: the data directory's file).
+    pub credentials: Arc<CredentialStore>,
+    /// Failed authentications per address, to slow the next ones.
+    pub auth_failures: FailureBackoff,
+    pub auth_stats: AuthStats,
     /// Woken after every append (and, in a cluster, whenever a high
     /// watermark moves), so parked fetches re-check their partitions.
     pub appended: Arc<Notify>,
@@ -116,6 +127,29 @@ impl BrokerState {
     /// down cleanly), its identity and the coordinators' stores, and starts
     /// the log's upkeep.
     pub fn open(config: BrokerConfig, advertised: Advertised) -> io::Result<BrokerState> {
+        let endpoints = vec![ListenerAddress {
+            name: config.inter_broker_listener.clone(),
+            host: advertised.host,
+            port: advertised.port,
+        }];
+        BrokerState::open_with_listeners(config, endpoints)
+    }
+
+    /// Opens the state for a broker advertising `endpoints` (one per
+    /// listener, the inter-broker listener's among them).
+    pub fn open_with_listeners(
+        config: BrokerConfig,
+        endpoints: Vec<ListenerAddress>,
+    ) -> io::Result<BrokerState> {
+        let advertised = endpoints
+            .iter()
+            .find(|e| e.name == config.inter_broker_listener)
+            .or(endpoints.first())
+            .map(|e| Advertised {
+                host: e.host.clone(),
+                port: e.port,
+            })
+            .ok_or_else(|| io::Error::other("a broker needs a listener"))?;
         // The identity first: a directory refused for a damaged
         // meta.properties is left as it was (opening the log would take its
         // clean-shutdown marker and force a full recovery next time).
@@ -158,11 +192,17 @@ impl BrokerState {
                 .unwrap_or(config.transaction_state_log_num_partitions),
         ));
         let groups = Groups::new(config.group_initial_rebalance_delay, Arc::new(SystemClock));
+        let credentials = Arc::new(CredentialStore::open(&config.data_dir)?);
+        let auth_failures = FailureBackoff::new(config.security.failed_auth_delay);
         Ok(BrokerState {
             config,
             log,
             meta,
             advertised,
+            endpoints,
+            credentials,
+            auth_failures,
+            auth_stats: AuthStats::default(),
             appended: Arc::new(Notify::new()),
             stats: DataPathStats::default(),
             latencies: Latencies::default(),
@@ -189,6 +229,7 @@ impl BrokerState {
             self.config.node_id,
             self.advertised.host.clone(),
             self.advertised.port,
+            self.endpoints.clone(),
             cfg,
         )
         .await
@@ -208,6 +249,22 @@ impl BrokerState {
         );
         let _ = self.cluster.set(InCluster { cluster, replicas });
         Ok(())
+    }
+
+    /// Where a client on `listener` reaches broker `node` (this one, or one
+    /// the cluster knows); None if it has no such listener or is unknown.
+    pub fn endpoint(&self, node: i32, listener: &str) -> Option<(String, u16)> {
+        if node == self.meta.node_id {
+            return self
+                .endpoints
+                .iter()
+                .find(|e| e.name == listener)
+                .map(|e| (e.host.clone(), e.port));
+        }
+        let c = self.cluster()?;
+        let snapshot = c.cluster.snapshot();
+        let b = snapshot.brokers.get(&node)?;
+        b.endpoint(listener).map(|(h, p)| (h.to_string(), p))
     }
 
     /// The cluster this broker is in; None for a single-node broker.

@@ -142,6 +142,7 @@ async fn start(etcd: &Etcd, prefix: &str, id: i32) -> Arc<Cluster> {
         id,
         "127.0.0.1".into(),
         9000 + id as u16,
+        Vec::new(),
         &config(etcd, prefix),
     )
     .await

@@ -58,6 +58,7 @@
 pub mod cache;
 mod counters;
 mod error;
+pub mod ktls;
 pub mod offload;
 mod path;
 mod sender;

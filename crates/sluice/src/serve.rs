@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use std::sync::Arc;
+
+use sluice_broker::api::ListenerInfo;
+use sluice_broker::cluster::ListenerAddress;
+use sluice_broker::config::{
+    ClientAuth, ListenerConfig, SecurityConfig, SecurityProtocol, TlsFiles, parse_listener_url,
+};
+use sluice_broker::net::BoundListener;
 use sluice_broker::{
     Advertised, AppendPath, Broker, BrokerConfig, ClusterConfig, DataPath, FlushPolicy, LogConfig,
 };
@@ -22,14 +30,72 @@ pub struct ServeArgs {
     /// A TOML file of settings (keys are the flag names without dashes' prefix).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on (127.0.0.1:0 picks a free port).
-    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
-    pub listen: SocketAddr,
-    /// HOST:PORT given to clients in Metadata (Kafka's advertised.listeners):
-    /// a host name or IP they can reach. Defaults to the listening address;
-    /// required when that is a wildcard (0.0.0.0 or ::).
-    #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
-    pub advertised_listener: Option<Advertised>,
+    /// A PLAINTEXT listener's address (127.0.0.1:0 picks a free port); the
+    /// shorthand for `--listener PLAINTEXT://ADDR`. Default 127.0.0.1:9092
+    /// when no --listener is given.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// A listener, as Kafka's `listeners` names them: PROTOCOL://HOST:PORT
+    /// with PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, or NAME://HOST:PORT
+    /// with NAME mapped by --listener-security-protocol-map. Repeatable.
+    #[arg(long = "listener", env = "SLUICE_LISTENERS", value_delimiter = ',')]
+    pub listeners: Vec<String>,
+    /// NAME:PROTOCOL pairs for listeners not named after their protocol
+    /// (listener.security.protocol.map), e.g. INTERNAL:SASL_SSL.
+    #[arg(
+        long,
+        env = "SLUICE_LISTENER_SECURITY_PROTOCOL_MAP",
+        value_delimiter = ','
+    )]
+    pub listener_security_protocol_map: Vec<String>,
+    /// The address clients are given for a listener (Kafka's
+    /// advertised.listeners): NAME://HOST:PORT, or HOST:PORT for the first
+    /// listener. Defaults to the bound address; required for a wildcard
+    /// (0.0.0.0 or ::). Repeatable.
+    #[arg(
+        long = "advertised-listener",
+        env = "SLUICE_ADVERTISED_LISTENER",
+        value_delimiter = ','
+    )]
+    pub advertised_listeners: Vec<String>,
+    /// The listener other brokers connect to (inter.broker.listener.name);
+    /// default PLAINTEXT if there is one, else the first listener.
+    #[arg(long, env = "SLUICE_INTER_BROKER_LISTENER_NAME")]
+    pub inter_broker_listener_name: Option<String>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners (re-read on SIGHUP).
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (re-read on SIGHUP).
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates client certificates must chain to (mTLS).
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Client certificates (ssl.client.auth): none, requested or required.
+    /// Default: required when --tls-client-ca is given, else none.
+    #[arg(long, env = "SLUICE_TLS_CLIENT_AUTH")]
+    pub tls_client_auth: Option<String>,
+    /// SASL mechanisms offered (sasl.enabled.mechanisms).
+    #[arg(
+        long,
+        env = "SLUICE_SASL_ENABLED_MECHANISMS",
+        value_delimiter = ',',
+        default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    )]
+    pub sasl_enabled_mechanisms: Vec<String>,
+    /// A SASL session's lifetime; the client re-authenticates on its open
+    /// connection before it ends (connections.max.reauth.ms, KIP-368). 0: never.
+    #[arg(long, env = "SLUICE_CONNECTIONS_MAX_REAUTH_MS", default_value_t = 0)]
+    pub connections_max_reauth_ms: u64,
+    /// After a failed authentication, the next attempt from that address
+    /// waits this long, doubling per further failure up to 32 times
+    /// (connection.failed.authentication.delay.ms).
+    #[arg(
+        long,
+        env = "SLUICE_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS",
+        default_value_t = 100
+    )]
+    pub connection_failed_authentication_delay_ms: u64,
     /// Data directory (created if missing).
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
     pub data_dir: PathBuf,
@@ -281,17 +347,24 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         args.segment_bytes <= 2 << 30,
         "--segment-bytes is at most 2 GiB"
     );
-    // Clients cannot connect to a wildcard: refuse to guess which of the
-    // machine's names they should be given.
-    let advertised = match args.advertised_listener.clone() {
-        Some(a) => Some(a),
-        None if args.listen.ip().is_unspecified() => anyhow::bail!(
-            "--listen {} is a wildcard address: set --advertised-listener HOST:PORT \
-             (or SLUICE_ADVERTISED_LISTENER) to the name clients should connect to",
-            args.listen
-        ),
-        None => None,
+    let listeners = listeners_of(&args)?;
+    let inter_broker_listener = match &args.inter_broker_listener_name {
+        Some(name) => {
+            let name = name.to_ascii_uppercase();
+            anyhow::ensure!(
+                listeners.iter().any(|l| l.name == name),
+                "--inter-broker-listener-name {name}: no such listener"
+            );
+            name
+        }
+        None => listeners
+            .iter()
+            .find(|l| l.name == "PLAINTEXT")
+            .unwrap_or(&listeners[0])
+            .name
+            .clone(),
     };
+    let security = security_of(&args)?;
     let cluster = match &args.cluster {
         None => None,
         Some(_) if args.node_id < 0 => {
@@ -319,7 +392,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| default_max_connections(file_limit))
         .max(1);
     let config = BrokerConfig {
-        listen: args.listen,
+        listeners,
+        inter_broker_listener,
+        security,
         data_dir: args.data_dir,
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions.max(1),
@@ -383,15 +458,37 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .context("starting the runtime")?;
     let metrics_listen = args.metrics_listen;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
-        let bound = listener.local_addr()?;
-        let advertised = advertised.unwrap_or_else(|| Advertised {
-            host: bound.ip().to_string(),
-            port: bound.port(),
-        });
-        let broker = Broker::open(config.clone(), advertised.clone())
+        let mut bound_listeners = Vec::new();
+        let mut endpoints = Vec::new();
+        for l in &config.listeners {
+            let tcp = tokio::net::TcpListener::bind(l.bind)
+                .await
+                .with_context(|| format!("listening on {} ({})", l.bind, l.name))?;
+            let bound = tcp.local_addr()?;
+            let (host, port) = l
+                .advertised
+                .clone()
+                .unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+            endpoints.push(ListenerAddress {
+                name: l.name.clone(),
+                host,
+                port,
+            });
+            bound_listeners.push(BoundListener {
+                info: Arc::new(ListenerInfo {
+                    name: l.name.clone(),
+                    protocol: l.protocol,
+                }),
+                tcp,
+            });
+        }
+        let bound = bound_listeners[0].tcp.local_addr()?;
+        let advertised = endpoints
+            .iter()
+            .map(|e| format!("{}://{}:{}", e.name, e.host, e.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let broker = Broker::open(config.clone(), endpoints)
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
         broker.join_cluster().await.context("joining the cluster")?;
         tracing::info!(
@@ -405,8 +502,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             append = %config.log.append_path,
             "sluice is serving"
         );
-        // Lines for scripts and tests that start the broker on port 0.
+        // Lines for scripts and tests that start the broker on port 0: the
+        // first listener's address, then every listener's.
         println!("sluice listening on {bound}");
+        for l in &bound_listeners {
+            println!("sluice listener {} on {}", l.info.name, l.tcp.local_addr()?);
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if let Some(addr) = metrics_listen {
             let metrics = tokio::net::TcpListener::bind(addr)
@@ -428,8 +529,26 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         // On SIGINT/SIGTERM a cluster broker first hands its leaderships
         // over (still serving), then stops.
         let handing_over = broker.clone();
+        // SIGHUP re-reads the TLS certificate and key.
+        let reloading = broker.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP: TLS files will not be reloaded");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match reloading.reload_tls() {
+                    Ok(true) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                    Ok(false) => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: TLS files not reloaded, keeping the old ones: {e}")
+                    }
+                }
+            }
+        });
         broker
-            .serve(listener, async move {
+            .serve(bound_listeners, async move {
                 shutdown_signal().await;
                 handing_over.controlled_shutdown().await;
             })
@@ -439,6 +558,114 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down: flushing and marking a clean shutdown");
         broker.close().context("closing the log")?;
         Ok(())
+    })
+}
+
+/// The listeners from `--listen` and `--listener`, with their protocols and
+/// advertised addresses.
+fn listeners_of(args: &ServeArgs) -> Result<Vec<ListenerConfig>> {
+    let mut map: HashMap<String, SecurityProtocol> = SecurityProtocol::ALL
+        .iter()
+        .map(|p| (p.name().to_string(), *p))
+        .collect();
+    for pair in &args.listener_security_protocol_map {
+        let (name, proto) = pair
+            .split_once(':')
+            .with_context(|| format!("{pair:?} is not NAME:PROTOCOL"))?;
+        let proto = SecurityProtocol::from_name(proto)
+            .with_context(|| format!("{pair:?}: {proto:?} is not a security protocol"))?;
+        map.insert(name.to_ascii_uppercase(), proto);
+    }
+    let mut listeners = Vec::new();
+    if args.listen.is_some() || args.listeners.is_empty() {
+        let addr = args
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        listeners.push(ListenerConfig::plaintext(addr));
+    }
+    for url in &args.listeners {
+        let (name, host, port) = parse_listener_url(url).map_err(anyhow::Error::msg)?;
+        let protocol = *map.get(&name).with_context(|| {
+            format!("listener {name}: not a protocol name; map it with --listener-security-protocol-map {name}:PROTOCOL")
+        })?;
+        let ip: IpAddr = if host.is_empty() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            host.parse().with_context(|| {
+                format!("{url:?}: bind to an IP address (host names are for --advertised-listener)")
+            })?
+        };
+        anyhow::ensure!(
+            listeners.iter().all(|l: &ListenerConfig| l.name != name),
+            "listener {name} is given twice"
+        );
+        listeners.push(ListenerConfig {
+            name,
+            protocol,
+            bind: SocketAddr::new(ip, port),
+            advertised: None,
+        });
+    }
+    for a in &args.advertised_listeners {
+        let (name, rest) = match a.split_once("://") {
+            Some((name, rest)) => (name.to_ascii_uppercase(), rest),
+            None => (listeners[0].name.clone(), a.as_str()),
+        };
+        let addr: Advertised = rest.parse().map_err(anyhow::Error::msg)?;
+        let l = listeners
+            .iter_mut()
+            .find(|l| l.name == name)
+            .with_context(|| format!("--advertised-listener {a}: no listener {name}"))?;
+        l.advertised = Some((addr.host, addr.port));
+    }
+    // Clients cannot connect to a wildcard: refuse to guess which of the
+    // machine's names they should be given.
+    if let Some(l) = listeners
+        .iter()
+        .find(|l| l.advertised.is_none() && l.bind.ip().is_unspecified())
+    {
+        anyhow::bail!(
+            "listener {} on {} is a wildcard address: set --advertised-listener {}://HOST:PORT \
+             (or SLUICE_ADVERTISED_LISTENER) to the name clients should connect to",
+            l.name,
+            l.bind,
+            l.name
+        );
+    }
+    Ok(listeners)
+}
+
+fn security_of(args: &ServeArgs) -> Result<SecurityConfig> {
+    let client_auth = match args.tls_client_auth.as_deref() {
+        None if args.tls_client_ca.is_some() => ClientAuth::Required,
+        None | Some("none") => ClientAuth::None,
+        Some("requested") => ClientAuth::Requested,
+        Some("required") => ClientAuth::Required,
+        Some(other) => anyhow::bail!("--tls-client-auth {other}: none, requested or required"),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+            client_auth,
+        }),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
+    for m in &args.sasl_enabled_mechanisms {
+        anyhow::ensure!(
+            sluice_broker::security::sasl::SaslMechanism::from_name(m).is_some(),
+            "--sasl-enabled-mechanisms: {m} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+        );
+    }
+    Ok(SecurityConfig {
+        tls,
+        sasl_mechanisms: args.sasl_enabled_mechanisms.clone(),
+        max_reauth: (args.connections_max_reauth_ms > 0)
+            .then(|| Duration::from_millis(args.connections_max_reauth_ms)),
+        failed_auth_delay: Duration::from_millis(args.connection_failed_authentication_delay_ms),
+        ..SecurityConfig::default()
     })
 }
 

@@ -64,6 +64,7 @@ pub fn describe_cluster(
     state: &BrokerState,
     r: DescribeClusterRequest,
     version: i16,
+    listener: &str,
 ) -> DescribeClusterResponse {
     let mut out = DescribeClusterResponse::default();
     out.endpoint_type = ENDPOINT_BROKERS;
@@ -92,13 +93,14 @@ pub fn describe_cluster(
         out.brokers = snapshot
             .brokers
             .values()
-            .map(|b| {
+            .filter_map(|b| {
+                let (host, port) = b.endpoint(listener)?;
                 let mut broker = DescribeClusterBroker::default();
                 broker.broker_id = BrokerId(b.id);
-                broker.host = str_bytes(&b.host);
-                broker.port = i32::from(b.port);
+                broker.host = str_bytes(host);
+                broker.port = i32::from(port);
                 broker.rack = b.rack.as_deref().map(str_bytes);
-                broker
+                Some(broker)
             })
             .collect();
         out.cluster_id = str_bytes(&snapshot.cluster_id);
@@ -107,8 +109,11 @@ pub fn describe_cluster(
         let node = BrokerId(state.meta.node_id);
         let mut broker = DescribeClusterBroker::default();
         broker.broker_id = node;
-        broker.host = str_bytes(&state.advertised.host);
-        broker.port = i32::from(state.advertised.port);
+        let (host, port) = state
+            .endpoint(node.0, listener)
+            .unwrap_or_else(|| (state.advertised.host.clone(), state.advertised.port));
+        broker.host = str_bytes(&host);
+        broker.port = i32::from(port);
         out.brokers = vec![broker];
         out.cluster_id = str_bytes(&state.meta.cluster_id);
         out.controller_id = node;

@@ -171,15 +171,47 @@ fn broker_entries(state: &BrokerState) -> Vec<Entry> {
         ),
         (
             "advertised.listeners",
-            format!("PLAINTEXT://{}", state.advertised),
+            state
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let host = if e.host.contains(':') {
+                        format!("[{}]", e.host)
+                    } else {
+                        e.host.clone()
+                    };
+                    format!("{}://{host}:{}", e.name, e.port)
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             ConfigType::String,
-            "The address clients are given (--advertised-listener).",
+            "The addresses clients are given, per listener (--advertised-listener).",
         ),
         (
             "listeners",
-            format!("PLAINTEXT://{}", c.listen),
+            c.listeners
+                .iter()
+                .map(|l| format!("{}://{}", l.name, l.bind))
+                .collect::<Vec<_>>()
+                .join(","),
             ConfigType::String,
-            "The address the broker listens on (--listen).",
+            "The addresses the broker listens on (--listener, --listen).",
+        ),
+        (
+            "inter.broker.listener.name",
+            c.inter_broker_listener.clone(),
+            ConfigType::String,
+            "The listener other brokers connect to.",
+        ),
+        (
+            "listener.security.protocol.map",
+            c.listeners
+                .iter()
+                .map(|l| format!("{}:{}", l.name, l.protocol))
+                .collect::<Vec<_>>()
+                .join(","),
+            ConfigType::String,
+            "Each listener's security protocol.",
         ),
         (
             "num.partitions",

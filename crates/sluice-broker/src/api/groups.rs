@@ -48,13 +48,14 @@ pub(crate) async fn find_coordinator(
     state: &Arc<BrokerState>,
     r: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
     let mut out = FindCoordinatorResponse::default();
     // Key type 1 is a transactional id: the leader of its
     // `__transaction_state` partition.
     let key_type = r.key_type;
     let lookup = |key: String| async move {
-        match key_type {
+        let found = match key_type {
             0 => coordination::find_group_coordinator(state, &key).await,
             1 => {
                 coordination::find_coordinator(state, coordination::Internal::Transactions, &key)
@@ -63,7 +64,13 @@ pub(crate) async fn find_coordinator(
             // Share groups (2) and anything newer: not a coordinator this
             // broker has, as Kafka answers a key type it does not know.
             _ => Err(errors::INVALID_REQUEST),
-        }
+        };
+        // The coordinator's address on the listener the client came in on.
+        let (node, _, _) = found?;
+        state
+            .endpoint(node, listener)
+            .map(|(host, port)| (node, host, port))
+            .ok_or(kafka_protocol::ResponseError::CoordinatorNotAvailable.code())
     };
     if version >= 4 {
         for key in r.coordinator_keys {

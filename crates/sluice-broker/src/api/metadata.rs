@@ -36,6 +36,7 @@ pub fn metadata(
     r: MetadataRequest,
     version: i16,
     blocking: Option<&Blocking>,
+    listener: &str,
 ) -> MetadataResponse {
     let create = may_create(state, &r, version);
     // Null asks for every topic; so does an empty list in v0.
@@ -71,8 +72,11 @@ pub fn metadata(
     let mut out = MetadataResponse::default();
     let mut broker = MetadataResponseBroker::default();
     broker.node_id = node;
-    broker.host = str_bytes(&state.advertised.host);
-    broker.port = i32::from(state.advertised.port);
+    let (host, port) = state
+        .endpoint(node.0, listener)
+        .unwrap_or_else(|| (state.advertised.host.clone(), state.advertised.port));
+    broker.host = str_bytes(&host);
+    broker.port = i32::from(port);
     out.brokers = vec![broker];
     out.cluster_id = Some(str_bytes(&state.meta.cluster_id));
     out.controller_id = node;
@@ -114,6 +118,7 @@ pub async fn cluster_metadata(
     c: &InCluster,
     r: MetadataRequest,
     version: i16,
+    listener: &str,
 ) -> MetadataResponse {
     let create = may_create(state, &r, version);
     let every =
@@ -189,13 +194,15 @@ pub async fn cluster_metadata(
     out.brokers = snapshot
         .brokers
         .values()
-        .map(|b| {
+        // A broker without the client's listener is left out, as Kafka does.
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
             let mut m = MetadataResponseBroker::default();
             m.node_id = BrokerId(b.id);
-            m.host = str_bytes(&b.host);
-            m.port = i32::from(b.port);
+            m.host = str_bytes(host);
+            m.port = i32::from(port);
             m.rack = b.rack.as_deref().map(str_bytes);
-            m
+            Some(m)
         })
         .collect();
     out.cluster_id = Some(str_bytes(&snapshot.cluster_id));

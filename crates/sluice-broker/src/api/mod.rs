@@ -26,6 +26,8 @@ mod produce;
 mod producer_ids;
 mod producers;
 mod reassign;
+pub mod sasl;
+pub mod session;
 mod topics;
 pub mod transactions;
 mod txn_markers;
@@ -43,6 +45,7 @@ use kafka_protocol::protocol::StrBytes;
 
 pub use decode::{Decoded, decode_request};
 pub use fetch_writer::{Part, PartitionData, RecordsRegion, TopicData};
+pub use session::{ListenerInfo, Session};
 
 use crate::state::BrokerState;
 
@@ -53,6 +56,9 @@ pub enum Reply {
     Respond(Vec<Part>),
     /// Produce with acks=0: Kafka sends nothing back.
     NoResponse,
+    /// Send this, then close the connection for the reason given (a failed
+    /// authentication).
+    RespondThenClose(Vec<Part>, String),
 }
 
 /// A frame that cannot be answered: the connection that sent it is closed.
@@ -65,6 +71,10 @@ pub enum ApiError {
     /// encoder refused a field).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The session may not send this request now (before authentication,
+    /// or after its session expired).
+    #[error("{0}")]
+    Unauthenticated(String),
 }
 
 /// Who sent a request, as the group coordinator reports members.
@@ -75,16 +85,53 @@ pub struct ClientAddr(pub SocketAddr);
 /// for the disk stalls no other connection. Made only by `off_runtime`.
 pub struct Blocking(());
 
-/// Decodes and answers one request frame (without its size prefix).
+/// Decodes and answers one request frame (without its size prefix) from
+/// the connection whose identity is `session`.
 pub async fn handle(
     state: &Arc<BrokerState>,
     frame: Bytes,
-    peer: SocketAddr,
+    session: &mut Session,
 ) -> Result<Reply, ApiError> {
+    // The session's rules first, from the API key alone: before it has
+    // authenticated, a connection gets no further than that.
+    let key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
+    let api = key.and_then(|k| ApiKey::try_from(k).ok());
+    if let Some(why) = session.refuses(api, std::time::Instant::now()) {
+        state
+            .auth_stats
+            .refused_unauthenticated
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::Unauthenticated(why));
+    }
     match decode_request(frame).map_err(ApiError::Malformed)? {
-        Decoded::Request(header, request) => {
-            dispatch(state, header, *request, ClientAddr(peer)).await
-        }
+        Decoded::Request(header, request) => match *request {
+            RequestKind::SaslHandshake(r) => {
+                let version = header.request_api_version;
+                let response = sasl::handshake(state, session, r, version);
+                encode::response(
+                    ApiKey::SaslHandshake,
+                    version,
+                    header.correlation_id,
+                    &ResponseKind::SaslHandshake(response),
+                )
+                .map(Reply::Respond)
+            }
+            RequestKind::SaslAuthenticate(r) => {
+                let version = header.request_api_version;
+                let done = sasl::authenticate(state, session, r).await;
+                let parts = encode::response(
+                    ApiKey::SaslAuthenticate,
+                    version,
+                    header.correlation_id,
+                    &ResponseKind::SaslAuthenticate(done.response),
+                )?;
+                Ok(match done.close {
+                    Some(reason) => Reply::RespondThenClose(parts, reason),
+                    None => Reply::Respond(parts),
+                })
+            }
+            request => dispatch(state, header, request, session).await,
+        },
         // KIP-511: answer in v0 with error 35 and our ranges, so the client
         // can retry with a version we speak.
         Decoded::UnsupportedApiVersions { correlation_id } => Ok(Reply::Respond(
@@ -98,8 +145,9 @@ pub async fn dispatch(
     state: &Arc<BrokerState>,
     header: RequestHeader,
     request: RequestKind,
-    client: ClientAddr,
+    session: &Session,
 ) -> Result<Reply, ApiError> {
+    let client = ClientAddr(session.peer);
     let version = header.request_api_version;
     let correlation = header.correlation_id;
     let api = ApiKey::try_from(header.request_api_key)
@@ -125,22 +173,25 @@ pub async fn dispatch(
             let c = state
                 .cluster()
                 .ok_or_else(|| ApiError::Internal("no cluster".into()))?;
-            ResponseKind::Metadata(metadata::cluster_metadata(state, c, r, version).await)
+            ResponseKind::Metadata(
+                metadata::cluster_metadata(state, c, r, version, &session.listener.name).await,
+            )
         }
         RequestKind::Metadata(r) => {
             // Only creating a topic touches the disk; naming topics that
             // exist (every client's periodic refresh) is answered here,
             // without a blocking-pool thread: a refresh from every client at
             // once grew the pool by a thread each (docs/BENCHMARKS.md, soak).
+            let listener = session.listener.name.clone();
             if metadata::creates_topics(state, &r, version) {
                 ResponseKind::Metadata(
                     off_runtime(state, move |s, b| {
-                        metadata::metadata(s, r, version, Some(b))
+                        metadata::metadata(s, r, version, Some(b), &listener)
                     })
                     .await?,
                 )
             } else {
-                ResponseKind::Metadata(metadata::metadata(state, r, version, None))
+                ResponseKind::Metadata(metadata::metadata(state, r, version, None, &listener))
             }
         }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(
@@ -194,9 +245,12 @@ pub async fn dispatch(
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
             off_runtime(state, move |s, b| topics::create_partitions(s, r, b)).await?,
         ),
-        RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(admin::describe_cluster(state, r, version))
-        }
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(admin::describe_cluster(
+            state,
+            r,
+            version,
+            &session.listener.name,
+        )),
         RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(
             off_runtime(state, move |s, b| admin::describe_log_dirs(s, r, b)).await?,
         ),
@@ -244,9 +298,9 @@ pub async fn dispatch(
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(transactions::list_transactions(state, r))
         }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(state, r, version).await)
-        }
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
+            groups::find_coordinator(state, r, version, &session.listener.name).await,
+        ),
         RequestKind::JoinGroup(r) => {
             let client_id = header
                 .client_id

@@ -19,7 +19,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Request, StrBytes};
 use sluice_log::batch::build_batch_with_deltas;
 
-use super::{ClientAddr, Part, Reply, dispatch, errors};
+use super::{ListenerInfo, Part, Reply, Session, dispatch, errors};
 use crate::config::BrokerConfig;
 use crate::state::{Advertised, BrokerState};
 
@@ -55,14 +55,17 @@ async fn call<R: Request + Into<RequestKind>>(f: &Fixture, version: i16, req: R)
     header.request_api_key = R::KEY;
     header.request_api_version = version;
     header.correlation_id = 7;
-    let reply = dispatch(
-        &f.state,
-        header,
-        req.into(),
-        ClientAddr("127.0.0.1:5555".parse().expect("addr")),
-    )
-    .await
-    .expect("answered");
+    let session = Session::new(
+        Arc::new(ListenerInfo {
+            name: "PLAINTEXT".into(),
+            protocol: crate::config::SecurityProtocol::Plaintext,
+        }),
+        "127.0.0.1:5555".parse().expect("addr"),
+        None,
+    );
+    let reply = dispatch(&f.state, header, req.into(), &session)
+        .await
+        .expect("answered");
     let Reply::Respond(parts) = reply else {
         panic!("no response")
     };

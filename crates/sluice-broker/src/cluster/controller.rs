@@ -1320,6 +1320,7 @@ mod tests {
                     port: 9092,
                     rack: None,
                     incarnation: rev,
+                    listeners: Vec::new(),
                 },
             );
             self.view.broker_revs.insert(id, rev);

@@ -56,6 +56,7 @@ pub(crate) async fn register(shared: &Shared, generation: u64) -> Result<LeaseSt
         rack: shared.cfg.rack.clone(),
         // Readers take the key's mod_revision; this is for humans.
         incarnation: now_ms(),
+        listeners: shared.listeners.clone(),
     };
     let value = serde_json::to_vec(&info).map_err(|e| EtcdError::Other(e.to_string()))?;
     let key = etcd.keys.broker(shared.node_id);

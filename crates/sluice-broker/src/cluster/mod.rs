@@ -44,7 +44,10 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use controller::{assign_replicas, validate_assignment};
-pub use model::{BrokerInfo, PartitionState, ReassignRequest, TopicInfo, UNCLEAN_LEADER_ELECTION};
+pub use model::{
+    BrokerInfo, ListenerAddress, PartitionState, ReassignRequest, TopicInfo,
+    UNCLEAN_LEADER_ELECTION,
+};
 pub use stats::ClusterMetrics;
 pub use view::ClusterSnapshot;
 
@@ -130,6 +133,7 @@ pub(crate) struct Shared {
     pub(crate) node_id: i32,
     pub(crate) host: String,
     pub(crate) port: u16,
+    pub(crate) listeners: Vec<ListenerAddress>,
     pub(crate) cfg: ClusterConfig,
     pub(crate) etcd: Etcd,
     pub(crate) store: ViewStore,
@@ -266,6 +270,7 @@ impl Cluster {
         node_id: i32,
         host: String,
         port: u16,
+        listeners: Vec<ListenerAddress>,
         cfg: &ClusterConfig,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let stats = Arc::new(ClusterMetrics::default());
@@ -287,6 +292,7 @@ impl Cluster {
             node_id,
             host,
             port,
+            listeners,
             cfg: cfg.clone(),
             etcd,
             store: ViewStore::new(keys, View::default()),

@@ -23,6 +23,33 @@ pub struct BrokerInfo {
     /// a larger one, and the controller treats it as having died and come
     /// back (Kafka's broker epoch, KIP-380).
     pub incarnation: i64,
+    /// Every listener's advertised address, by listener name; `host` and
+    /// `port` are the inter-broker listener's. Empty in registrations
+    /// written before listeners had names: then `host:port` serves all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerAddress>,
+}
+
+/// One advertised listener of a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerAddress {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerInfo {
+    /// Where a client that came in on `listener` reaches this broker; None
+    /// when it has no such listener (Kafka then leaves the broker out).
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map(|l| (l.host.as_str(), l.port))
+    }
 }
 
 /// `topics/<name>`: a topic's identity, replica assignment and configs

@@ -1,16 +1,28 @@
-//! One client connection: frames in, replies out through the data path.
+//! One client connection: the TLS handshake where the listener has TLS,
+//! then frames in and replies out, with the session's authentication rules.
+//!
+//! Replies leave through one of two paths. On a plain socket (PLAINTEXT,
+//! SASL_PLAINTEXT) the `sluice_io::Sender` writes them, Fetch's records
+//! going file → socket without a copy into user space. Under user-space TLS
+//! the records must pass through the encryption, so file regions are read
+//! into a buffer and written through rustls.
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use sluice_io::{Chunk, FileRegion, Message, Sender};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use super::Net;
 use super::frame::read_frame;
-use crate::api::{self, Part, Reply};
+use super::tls::principal_of;
+use crate::api::{self, ApiError, ListenerInfo, Part, Reply, Session};
 use crate::state::BrokerState;
 
 /// Why a connection ended.
@@ -23,6 +35,11 @@ pub(super) enum Close {
     Slow(String),
     Protocol(String),
     Io(String),
+    /// The TLS handshake failed or did not finish in time.
+    Handshake(String),
+    /// A request the session may not send (before authentication, after
+    /// its session expired), or a failed authentication.
+    Unauthenticated(String),
 }
 
 impl std::fmt::Display for Close {
@@ -33,8 +50,23 @@ impl std::fmt::Display for Close {
             Close::Slow(why) => write!(f, "frame too slow: {why}"),
             Close::Protocol(why) => write!(f, "protocol error: {why}"),
             Close::Io(why) => write!(f, "I/O error: {why}"),
+            Close::Handshake(why) => write!(f, "TLS handshake failed: {why}"),
+            Close::Unauthenticated(why) => write!(f, "{why}"),
         }
     }
+}
+
+/// The socket, as replies are written to it.
+enum Transport {
+    Plain {
+        stream: TcpStream,
+        sender: Box<Sender>,
+    },
+    Tls {
+        stream: Box<TlsStream<TcpStream>>,
+        /// Reused for file regions on their way into rustls.
+        staging: Vec<u8>,
+    },
 }
 
 pub(super) async fn serve(
@@ -42,20 +74,107 @@ pub(super) async fn serve(
     net: &Net,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<ListenerInfo>,
 ) -> Result<(), Close> {
     let _ = stream.set_nodelay(true);
-    let mut sender = Sender::new(stream.as_fd(), state.config.data_path)
-        .map_err(|e| Close::Io(e.to_string()))?;
-    tracing::debug!(%peer, "connection opened");
+    let (transport, session) = if listener.protocol.tls() {
+        let Some(tls) = &net.tls else {
+            return Err(Close::Handshake("no TLS configured".into()));
+        };
+        let acceptor = tls.acceptor();
+        let accepted = tokio::time::timeout(net.limits.frame_read_timeout, acceptor.accept(stream))
+            .await
+            .map_err(|_| {
+                Close::Handshake(format!(
+                    "not finished within {:?}",
+                    net.limits.frame_read_timeout
+                ))
+            })
+            .and_then(|r| r.map_err(|e| Close::Handshake(e.to_string())));
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                net.tls_stats
+                    .handshakes_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        net.tls_stats.handshakes.fetch_add(1, Ordering::Relaxed);
+        let principal = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(principal_of);
+        let session = Session::new(listener, peer, principal);
+        (
+            Transport::Tls {
+                stream: Box::new(stream),
+                staging: Vec::new(),
+            },
+            session,
+        )
+    } else {
+        let sender = Sender::new(stream.as_fd(), state.config.data_path)
+            .map_err(|e| Close::Io(e.to_string()))?;
+        (
+            Transport::Plain {
+                stream,
+                sender: Box::new(sender),
+            },
+            Session::new(listener, peer, None),
+        )
+    };
+    tracing::debug!(%peer, principal = %session.principal, "connection opened");
+    run(state, net, transport, session).await
+}
+
+async fn run(
+    state: &Arc<BrokerState>,
+    net: &Net,
+    mut transport: Transport,
+    mut session: Session,
+) -> Result<(), Close> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let unauthenticated_max = state
+        .config
+        .security
+        .max_unauthenticated_frame
+        .min(net.limits.max_frame_bytes);
     loop {
+        let max = if session.authenticated() {
+            net.limits.max_frame_bytes
+        } else {
+            unauthenticated_max
+        };
         // The permit keeps the frame's bytes counted until it is answered.
-        let (frame, _room) = read_frame(net, &stream, &mut buf).await?;
+        let (frame, _room) = match &mut transport {
+            Transport::Plain { stream, .. } => read_frame(net, stream, &mut buf, max).await?,
+            Transport::Tls { stream, .. } => {
+                read_frame(net, stream.as_mut(), &mut buf, max).await?
+            }
+        };
         let received = std::time::Instant::now();
+        if session.expects_raw_token() {
+            // After a v0 SaslHandshake: a bare token, answered bare.
+            match api::sasl::raw_token(state, &mut session, &frame).await {
+                Ok(reply) => {
+                    send_parts(state, net, &mut transport, vec![Part::Bytes(reply)]).await?
+                }
+                Err(reason) => return Err(Close::Unauthenticated(reason)),
+            }
+            continue;
+        }
         let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
-        match api::handle(state, frame, peer).await {
-            Ok(Reply::Respond(parts)) => send_parts(state, &mut sender, &stream, parts).await?,
+        match api::handle(state, frame, &mut session).await {
+            Ok(Reply::Respond(parts)) => send_parts(state, net, &mut transport, parts).await?,
             Ok(Reply::NoResponse) => {}
+            Ok(Reply::RespondThenClose(parts, reason)) => {
+                send_parts(state, net, &mut transport, parts).await?;
+                return Err(Close::Unauthenticated(reason));
+            }
+            Err(ApiError::Unauthenticated(why)) => return Err(Close::Unauthenticated(why)),
             Err(e) => return Err(Close::Protocol(e.to_string())),
         }
         if let Some(key) = api_key {
@@ -66,17 +185,10 @@ pub(super) async fn serve(
 
 async fn send_parts(
     state: &BrokerState,
-    sender: &mut Sender,
-    stream: &TcpStream,
+    net: &Net,
+    transport: &mut Transport,
     parts: Vec<Part>,
 ) -> Result<(), Close> {
-    let chunks: Vec<Chunk<'_>> = parts
-        .iter()
-        .map(|p| match p {
-            Part::Bytes(b) => Chunk::Bytes(b),
-            Part::File(r) => Chunk::File(FileRegion::new(r.segment.file(), r.position, r.len)),
-        })
-        .collect();
     let (mut record_bytes, mut encoded_bytes) = (0, 0);
     for p in &parts {
         match p {
@@ -84,12 +196,71 @@ async fn send_parts(
             Part::File(r) => record_bytes += r.len,
         }
     }
-    let mut msg = Message::new(chunks);
-    let result = sender.send_async(stream, &mut msg).await;
-    state.stats.add(msg.counters(), record_bytes, encoded_bytes);
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_peer_closed() => Err(Close::PeerGone),
-        Err(e) => Err(Close::Io(e.to_string())),
+    match transport {
+        Transport::Plain { stream, sender } => {
+            let chunks: Vec<Chunk<'_>> = parts
+                .iter()
+                .map(|p| match p {
+                    Part::Bytes(b) => Chunk::Bytes(b),
+                    Part::File(r) => {
+                        Chunk::File(FileRegion::new(r.segment.file(), r.position, r.len))
+                    }
+                })
+                .collect();
+            let mut msg = Message::new(chunks);
+            let result = sender.send_async(&*stream, &mut msg).await;
+            state.stats.add(msg.counters(), record_bytes, encoded_bytes);
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_peer_closed() => Err(Close::PeerGone),
+                Err(e) => Err(Close::Io(e.to_string())),
+            }
+        }
+        Transport::Tls { stream, staging } => {
+            let written = send_tls(stream, staging, &parts).await;
+            net.tls_stats
+                .user_space_bytes
+                .fetch_add(encoded_bytes + record_bytes, Ordering::Relaxed);
+            written.map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::UnexpectedEof => Close::PeerGone,
+                _ => Close::Io(e.to_string()),
+            })
+        }
     }
+}
+
+/// Bytes as they are; file regions read (from the page cache, where Fetch
+/// put them) into `staging` a slice at a time, then encrypted by rustls.
+async fn send_tls(
+    stream: &mut TlsStream<TcpStream>,
+    staging: &mut Vec<u8>,
+    parts: &[Part],
+) -> std::io::Result<()> {
+    const SLICE: usize = 256 * 1024;
+    for p in parts {
+        match p {
+            Part::Bytes(b) => stream.write_all(b).await?,
+            Part::File(r) => {
+                let file = r.segment.file();
+                let mut at = r.position;
+                let end = r.position + r.len;
+                while at < end {
+                    let n = ((end - at) as usize).min(SLICE);
+                    staging.resize(n, 0);
+                    file.read_exact_at(&mut staging[..n], at)?;
+                    stream.write_all(&staging[..n]).await?;
+                    at += n as u64;
+                }
+            }
+        }
+    }
+    stream.flush().await?;
+    // A large staging buffer is not kept by an idle connection.
+    if staging.capacity() > SLICE {
+        staging.truncate(0);
+        staging.shrink_to(SLICE);
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::Net;
 use super::connection::Close;
@@ -16,14 +16,15 @@ use super::connection::Close;
 /// Until the frame's first byte arrives the connection may be idle for
 /// `idle_timeout`; from then on the whole frame must arrive within
 /// `frame_read_timeout`, so a peer trickling bytes cannot hold a connection
-/// (or request memory) for long.
-pub(super) async fn read_frame<'a>(
+/// (or request memory) for long. `max` is the largest frame accepted now
+/// (smaller before a SASL client has authenticated).
+pub(super) async fn read_frame<'a, R: AsyncRead + Unpin>(
     net: &'a Net,
-    stream: &TcpStream,
+    stream: &mut R,
     buf: &mut BytesMut,
+    max: usize,
 ) -> Result<(Bytes, Option<tokio::sync::SemaphorePermit<'a>>), Close> {
     let config = &net.limits;
-    let max = config.max_frame_bytes;
     let mut need = 4usize;
     let mut held: Option<tokio::sync::SemaphorePermit<'a>> = None;
     let mut started = !buf.is_empty();
@@ -66,8 +67,8 @@ pub(super) async fn read_frame<'a>(
             }
             buf.reserve(grow);
         }
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Ok(ready) => ready.map_err(|e| Close::Io(e.to_string()))?,
+        let read = match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(read) => read,
             Err(_) if started => {
                 return Err(Close::Slow(format!(
                     "{} of {need} bytes within {:?}",
@@ -76,8 +77,8 @@ pub(super) async fn read_frame<'a>(
                 )));
             }
             Err(_) => return Err(Close::Idle(config.idle_timeout)),
-        }
-        match stream.try_read_buf(buf) {
+        };
+        match read {
             Ok(0) => {
                 return if buf.is_empty() {
                     Err(Close::PeerGone)
@@ -94,6 +95,10 @@ pub(super) async fn read_frame<'a>(
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // rustls: the peer's TLS records do not decrypt or parse.
+                return Err(Close::Protocol(format!("bad TLS record: {e}")));
+            }
             Err(e) => return Err(Close::Io(e.to_string())),
         }
     }

@@ -9,21 +9,41 @@
 
 mod connection;
 mod frame;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::api::ListenerInfo;
 use crate::config::BrokerConfig;
 use crate::metrics::ConnectionCounts;
 use crate::state::BrokerState;
 use connection::Close;
+use tls::Tls;
+
+/// A bound listener, ready to accept.
+pub struct BoundListener {
+    pub info: Arc<ListenerInfo>,
+    pub tcp: TcpListener,
+}
+
+/// What TLS connections cost and how their bytes left.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    pub handshakes: AtomicU64,
+    pub handshakes_failed: AtomicU64,
+    /// Response bytes encrypted by rustls in user space.
+    pub user_space_bytes: AtomicU64,
+    /// Response bytes the kernel encrypted (kTLS), sent zero-copy.
+    pub kernel_bytes: AtomicU64,
+}
 
 /// The limits `net` enforces, from the broker's configuration.
 #[derive(Debug, Clone)]
@@ -71,16 +91,45 @@ pub struct Net {
     pub counts: ConnectionCounts,
     /// Open connections per source address.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// The TLS listeners' acceptor, when any listener has TLS.
+    pub tls: Option<Tls>,
+    pub tls_stats: TlsStats,
+    /// Whether the kernel can take TLS records over (`CONFIG_TLS`).
+    pub kernel_tls: bool,
 }
 
 impl Net {
-    pub fn new(config: &BrokerConfig) -> Net {
+    /// The connections' shared state; loads the TLS files when a listener
+    /// needs them.
+    pub fn new(config: &BrokerConfig) -> Result<Net, String> {
         let limits = NetLimits::from_config(config);
-        Net {
+        let needs_tls = config.listeners.iter().any(|l| l.protocol.tls());
+        let tls = match (&config.security.tls, needs_tls) {
+            (Some(files), true) => Some(Tls::load(files)?),
+            (None, true) => {
+                return Err(
+                    "an SSL or SASL_SSL listener needs --tls-cert and --tls-key".to_string()
+                );
+            }
+            (_, false) => None,
+        };
+        Ok(Net {
             request_memory: Semaphore::new(limits.request_memory),
             limits,
             counts: ConnectionCounts::default(),
             per_ip: Mutex::new(HashMap::new()),
+            tls,
+            tls_stats: TlsStats::default(),
+            kernel_tls: needs_tls && sluice_io::ktls::kernel_tls_available(),
+        })
+    }
+
+    /// Re-reads the TLS files (SIGHUP). New handshakes use them; open
+    /// connections keep the keys they have.
+    pub fn reload_tls(&self) -> Result<bool, String> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
         }
     }
 
@@ -142,18 +191,27 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Accepts connections until `shutdown` resolves.
-pub async fn accept_loop(
+/// Accepts connections on every listener until `shutdown` resolves.
+pub async fn accept_loops(
     state: &Arc<BrokerState>,
     net: &Arc<Net>,
-    listener: TcpListener,
+    listeners: Vec<BoundListener>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let (state, net) = (state.clone(), net.clone());
+        loops.spawn(async move { accept_loop(&state, &net, listener).await });
+    }
+    shutdown.await;
+    loops.abort_all();
+}
+
+async fn accept_loop(state: &Arc<BrokerState>, net: &Arc<Net>, listener: BoundListener) {
+    let BoundListener { info, tcp } = listener;
     loop {
         tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
+            accepted = tcp.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let open = match net.admit(peer.ip()) {
                         Ok(open) => open,
@@ -162,10 +220,10 @@ pub async fn accept_loop(
                             continue;
                         }
                     };
-                    let (state, net) = (state.clone(), net.clone());
+                    let (state, net, info) = (state.clone(), net.clone(), info.clone());
                     tokio::spawn(async move {
                         let _open = open;
-                        match connection::serve(&state, &net, stream, peer).await {
+                        match connection::serve(&state, &net, stream, peer, info.clone()).await {
                             Err(Close::PeerGone) | Ok(()) => {
                                 tracing::debug!(%peer, "connection closed by the peer");
                             }
@@ -176,6 +234,12 @@ pub async fn accept_loop(
                             Err(reason @ Close::Slow(_)) => {
                                 net.counts.closed_slow.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(%peer, "closing connection: {reason}");
+                            }
+                            Err(reason @ Close::Unauthenticated(_)) => {
+                                tracing::warn!(%peer, listener = %info.name, "closing connection: {reason}");
+                            }
+                            Err(reason @ Close::Handshake(_)) => {
+                                tracing::warn!(%peer, listener = %info.name, "closing connection: {reason}");
                             }
                             Err(reason) => tracing::warn!(%peer, "closing connection: {reason}"),
                         }

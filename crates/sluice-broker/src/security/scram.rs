@@ -134,6 +134,14 @@ impl Credential {
         Ok(Credential::derive(mechanism, password, &salt, iterations))
     }
 
+    /// Whether `password` is the one this credential was derived from
+    /// (SASL/PLAIN checks against the SCRAM store), compared in constant
+    /// time.
+    pub fn matches_password(&self, mechanism: Mechanism, password: &[u8]) -> bool {
+        let derived = Credential::derive(mechanism, password, &self.salt, self.iterations);
+        constant_time_eq(&derived.stored_key, &self.stored_key)
+    }
+
     /// Kafka's text form: `salt=…,stored_key=…,server_key=…,iterations=N`
     /// (base64 values).
     pub fn to_text(&self) -> String {
@@ -377,7 +385,11 @@ impl AwaitingProof {
         if B64.decode(binding).ok().as_deref() != Some(self.first.gs2_header.as_bytes()) {
             return Err(ScramError::BindingEcho);
         }
-        if nonce != self.nonce {
+        // RFC 5802 wants the combined nonce echoed as it was; librdkafka
+        // sends its own nonce before it again, and Kafka accepts any nonce
+        // that ends with the combined one (ScramSaslServer). The proof
+        // signs the message as sent, so this loosens nothing it protects.
+        if !nonce.ends_with(&self.nonce) {
             return Err(ScramError::Nonce);
         }
         let proof = B64
@@ -630,6 +642,16 @@ mod tests {
         };
         assert_eq!(
             fresh().finish(b"c=biws,r=abcX,p=AAAA"),
+            Err(ScramError::Nonce)
+        );
+        // librdkafka repeats its own nonce before the combined one; Kafka
+        // takes that, so the exchange goes on to the proof.
+        assert_eq!(
+            fresh().finish(b"c=biws,r=abcabcdef,p=AAAA"),
+            Err(ScramError::BadProof)
+        );
+        assert_eq!(
+            fresh().finish(b"c=biws,r=abcdefX,p=AAAA"),
             Err(ScramError::Nonce)
         );
         assert_eq!(
