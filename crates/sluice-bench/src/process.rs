@@ -137,6 +137,7 @@ impl BrokerLaunch {
             .ok_or_else(|| std::io::Error::other("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let (mut addr, mut metrics) = (None, None);
+        let mut listeners = std::collections::BTreeMap::new();
         while addr.is_none() || metrics.is_none() {
             let Some(line) = lines.next().transpose()? else {
                 let _ = child.wait();
@@ -149,6 +150,11 @@ impl BrokerLaunch {
                 addr = Some(parse(a)?);
             } else if let Some(a) = line.strip_prefix("sluice metrics on ") {
                 metrics = Some(parse(a)?);
+            } else if let Some((name, a)) = line
+                .strip_prefix("sluice listener ")
+                .and_then(|l| l.split_once(" on "))
+            {
+                listeners.insert(name.to_string(), parse(a)?);
             }
         }
         // Keep draining stdout so the broker never blocks on a full pipe
@@ -158,6 +164,7 @@ impl BrokerLaunch {
             child,
             addr: addr.unwrap_or_else(|| unreachable!("loop ends with both set")),
             metrics: metrics.unwrap_or_else(|| unreachable!("loop ends with both set")),
+            listeners,
             data_dir: self.data_dir,
         })
     }
@@ -187,6 +194,8 @@ pub struct BrokerProcess {
     pub addr: SocketAddr,
     /// The metrics page.
     pub metrics: SocketAddr,
+    /// Every listener's bound address, by name (`PLAINTEXT`, `SASL_SSL`, …).
+    pub listeners: std::collections::BTreeMap<String, SocketAddr>,
     /// The data directory it serves.
     pub data_dir: PathBuf,
 }

@@ -88,6 +88,15 @@ impl Server {
         self.process.pid()
     }
 
+    /// The bound address of listener `name` (`SASL_SSL`, …).
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        *self
+            .process
+            .listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name}: {:?}", self.process.listeners))
+    }
+
     /// The broker's exit status if it has exited, without waiting.
     pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
         self.process.try_wait()
