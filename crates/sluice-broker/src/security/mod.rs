@@ -3,6 +3,7 @@
 //! no sockets; `net` and `api` call into them.
 
 pub mod credentials;
+pub mod quotas;
 pub mod scram;
 
 /// Who sent a request, as Kafka's `KafkaPrincipal` names it: a type
@@ -47,7 +48,9 @@ impl std::str::FromStr for Principal {
                 kind: kind.to_string(),
                 name: name.to_string(),
             }),
-            _ => Err(format!("{s:?} is not a principal (TYPE:NAME, e.g. User:alice)")),
+            _ => Err(format!(
+                "{s:?} is not a principal (TYPE:NAME, e.g. User:alice)"
+            )),
         }
     }
 }
