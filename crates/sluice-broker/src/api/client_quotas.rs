@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{Blocking, errors, str_bytes};
-use crate::security::quotas::{Alteration, FilterComponent, QuotaFilter};
+use crate::security::quotas::{Alteration, FilterComponent, QuotaFilter, QuotaKey};
 use crate::state::BrokerState;
 
 /// DescribeClientQuotas (v0–1): the entities the filter matches, with
@@ -159,6 +159,13 @@ pub fn throttle_for(
     client_id: &str,
     bytes: u64,
 ) -> i32 {
+    let key = match direction {
+        Direction::Produce => QuotaKey::ProducerByteRate,
+        Direction::Fetch => QuotaKey::ConsumerByteRate,
+    };
+    if !state.quotas.any(key) {
+        return 0;
+    }
     let now = Instant::now();
     let throttle = match direction {
         Direction::Produce => state.quotas.record_produce(user, client_id, bytes, now),
@@ -169,14 +176,18 @@ pub fn throttle_for(
 
 /// Records the time spent handling a request (`request_percentage`) and
 /// returns its `throttle_time_ms` (at most one quota window, as Kafka).
-/// Kafka takes the larger of this and the byte-rate throttle for Produce
-/// and Fetch, and does not meter acks=0 Produce nor ApiVersions.
+/// Kafka answers Produce and Fetch with the larger of this and the
+/// byte-rate throttle, and exempts acks=0 Produce and inter-broker
+/// requests.
 pub fn request_throttle_for(
     state: &BrokerState,
     user: &str,
     client_id: &str,
     handler_nanos: u64,
 ) -> i32 {
+    if !state.quotas.any(QuotaKey::RequestPercentage) {
+        return 0;
+    }
     millis(
         state
             .quotas

@@ -614,7 +614,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Quotas {
     /// No quotas, kept only in memory (tests, tools).
-    pub fn in_memory(config: QuotaConfig) -> Quotas {
+    pub fn new(config: QuotaConfig) -> Quotas {
         Quotas::with(config, None, BTreeMap::new())
     }
 
@@ -657,6 +657,12 @@ impl Quotas {
 
     pub fn config(&self) -> QuotaConfig {
         self.config
+    }
+
+    /// Whether some entity sets `key`: one atomic load, for callers that
+    /// would rather not read the clock when nothing is metered.
+    pub fn any(&self, key: QuotaKey) -> bool {
+        self.enabled.load(Ordering::Acquire) & (1 << key.index()) != 0
     }
 
     fn install(&self, entities: BTreeMap<Entity, Values>) {
@@ -1103,7 +1109,7 @@ mod tests {
     const REQUEST: &str = "request_percentage";
 
     fn quotas() -> Quotas {
-        Quotas::in_memory(QuotaConfig::default())
+        Quotas::new(QuotaConfig::default())
     }
 
     fn at(t0: Instant, ms: u64) -> Instant {
@@ -1198,8 +1204,10 @@ mod tests {
             Duration::ZERO
         );
         assert_eq!(q.budgets(), 0);
+        assert!(QuotaKey::ALL.into_iter().all(|k| !q.any(k)));
         // A consumer quota does not meter producers.
         ok(&q, &[set(&[(USER, None)], &[(FETCH, Some(1.0))])]);
+        assert!(q.any(QuotaKey::ConsumerByteRate) && !q.any(QuotaKey::ProducerByteRate));
         assert_eq!(q.record_produce("a", "c", 1 << 40, t0), Duration::ZERO);
         assert_eq!(q.budgets(), 0);
         assert_eq!(q.fetch_max_bytes("a", "c"), Some(10));
@@ -1251,7 +1259,7 @@ mod tests {
 
     #[test]
     fn a_small_window_configuration_is_measured_with_its_own_windows() {
-        let q = Quotas::in_memory(QuotaConfig {
+        let q = Quotas::new(QuotaConfig {
             window_num: 3,
             window_size: Duration::from_millis(500),
         });
