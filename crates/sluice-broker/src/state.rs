@@ -22,6 +22,7 @@ use crate::meta_properties::MetaProperties;
 use crate::metrics::{DataPathStats, Latencies};
 use crate::replication::Replicas;
 use crate::security::credentials::CredentialStore;
+use crate::security::quotas::{QuotaConfig, Quotas};
 use crate::security::sasl::{AuthStats, FailureBackoff};
 
 /// The host and port clients are told to connect to (Kafka's
@@ -107,6 +108,8 @@ pub struct BrokerState {
     pub peers: Arc<Peers>,
     /// Broker configs changed at run time (AlterConfigs on the broker).
     pub dynamic: DynamicConfigs,
+    /// Client quotas (`client-quotas` in the data directory).
+    pub quotas: Arc<Quotas>,
     /// The log cleaner's threads (compacted topics), when enabled; taken
     /// and dropped (stopped) before the log closes.
     cleaner: std::sync::Mutex<Option<Cleaner>>,
@@ -164,6 +167,7 @@ impl BrokerState {
                 format!("stored dynamic broker config refused: {e}"),
             )
         })?;
+        let quotas = Arc::new(Quotas::open(&config.data_dir, QuotaConfig::default())?);
         let log = Arc::new(Log::open(&config.data_dir, defaults)?);
         let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
         let cleaner = match &config.cleaner {
@@ -213,6 +217,7 @@ impl BrokerState {
             txn_locks: IdLocks::default(),
             peers: Arc::new(Peers::default()),
             dynamic,
+            quotas,
             cleaner: std::sync::Mutex::new(cleaner),
             cluster: std::sync::OnceLock::new(),
             _upkeep: upkeep,

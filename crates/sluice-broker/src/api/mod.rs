@@ -11,6 +11,7 @@
 //! `off_runtime` makes: they cannot be called on an async worker.
 
 mod admin;
+pub mod client_quotas;
 mod configs;
 pub mod coordination;
 mod decode;
@@ -331,6 +332,15 @@ pub async fn dispatch(
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::offset_delete(state, r).await)
         }
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(client_quotas::describe_client_quotas(state, r))
+        }
+        RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(
+            off_runtime(state, move |s, b| {
+                client_quotas::alter_client_quotas(s, r, b)
+            })
+            .await?,
+        ),
         other => {
             return Err(ApiError::Malformed(format!("no handler for {other:?}")));
         }

@@ -3,6 +3,7 @@
 //! no sockets; `net` and `api` call into them.
 
 pub mod credentials;
+pub mod quotas;
 pub mod sasl;
 pub mod scram;
 
