@@ -395,13 +395,17 @@ async fn over_the_wire<R: Request + Encodable>(f: &Fixture, version: i16, req: R
         .encode(&mut buf, api.request_header_version(version))
         .expect("header");
     req.encode(&mut buf, version).expect("body");
-    let reply = handle(
-        &f.state,
-        buf.freeze(),
+    let mut session = crate::api::Session::new(
+        std::sync::Arc::new(crate::api::ListenerInfo {
+            name: "PLAINTEXT".into(),
+            protocol: crate::config::SecurityProtocol::Plaintext,
+        }),
         "127.0.0.1:5555".parse().expect("addr"),
-    )
-    .await
-    .expect("answered");
+        None,
+    );
+    let reply = handle(&f.state, buf.freeze(), &mut session)
+        .await
+        .expect("answered");
     let Reply::Respond(parts) = reply else {
         panic!("no response")
     };
