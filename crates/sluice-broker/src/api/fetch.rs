@@ -14,12 +14,17 @@ use crate::state::BrokerState;
 
 /// Fetch: gathers a file region per partition; parks until `min_bytes` are
 /// there or `max_wait_ms` passes, woken by appends.
+/// `throttle` is given the response's record bytes and returns the
+/// consumer byte-rate quota's `throttle_time_ms`; a throttled response is
+/// sent without records (Kafka's KIP-219 behaviour: the client waits out the
+/// throttle before fetching again). Returns the parts and the throttle.
 pub async fn fetch(
     state: &Arc<BrokerState>,
     r: FetchRequest,
     version: i16,
     correlation: i32,
-) -> Vec<Part> {
+    throttle: impl FnOnce(u64) -> i32,
+) -> (Vec<Part>, i32) {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0));
     let min_bytes = u64::try_from(r.min_bytes).unwrap_or(0);
@@ -57,7 +62,17 @@ pub async fn fetch(
         };
         let now = tokio::time::Instant::now();
         if total >= min_bytes.max(1) || any_error || now >= deadline {
-            return encode_fetch_response(version, correlation, 0, errors::NONE, 0, &topics);
+            let throttle_ms = throttle(total);
+            let mut topics = topics;
+            if throttle_ms > 0 {
+                for p in topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                    p.records = None;
+                    p.aborted_transactions.clear();
+                }
+            }
+            let parts =
+                encode_fetch_response(version, correlation, throttle_ms, errors::NONE, 0, &topics);
+            return (parts, throttle_ms);
         }
         tokio::select! {
             _ = &mut notified => {}

@@ -97,6 +97,8 @@ pub async fn handle(
     // authenticated, a connection gets no further than that.
     let key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
     let api = key.and_then(|k| ApiKey::try_from(k).ok());
+    session.request_bytes = frame.len();
+    session.mute_for = std::time::Duration::ZERO;
     if let Some(why) = session.refuses(api, std::time::Instant::now()) {
         state
             .auth_stats
@@ -146,9 +148,18 @@ pub async fn dispatch(
     state: &Arc<BrokerState>,
     header: RequestHeader,
     request: RequestKind,
-    session: &Session,
+    session: &mut Session,
 ) -> Result<Reply, ApiError> {
     let client = ClientAddr(session.peer);
+    let started = std::time::Instant::now();
+    // Quotas are kept per principal name and client id (Kafka's quota
+    // entities); inter-broker requests are never throttled.
+    let quota_user = session.principal.name.clone();
+    let quota_client = header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     let version = header.request_api_version;
     let correlation = header.correlation_id;
     let api = ApiKey::try_from(header.request_api_key)
@@ -161,15 +172,61 @@ pub async fn dispatch(
                 errors::NONE,
             )));
         }
-        RequestKind::Fetch(r) => {
-            return Ok(Reply::Respond(
-                fetch::fetch(state, r, version, correlation).await,
-            ));
+        RequestKind::Fetch(mut r) => {
+            let follower = r.replica_id.0 >= 0 || r.replica_state.replica_id.0 >= 0;
+            // A consumer with a byte-rate quota gets at most what its quota
+            // allows over the quota window in one response (Kafka's
+            // getMaxValueInQuotaWindow), so one Fetch alone is never over.
+            if !follower && let Some(cap) = state.quotas.fetch_max_bytes(&quota_user, &quota_client)
+            {
+                let cap = i32::try_from(cap.max(1)).unwrap_or(i32::MAX);
+                r.max_bytes = r.max_bytes.min(cap);
+            }
+            let (parts, throttle_ms) = fetch::fetch(state, r, version, correlation, |bytes| {
+                if follower {
+                    return 0;
+                }
+                let ms = client_quotas::throttle_for(
+                    state,
+                    client_quotas::Direction::Fetch,
+                    &quota_user,
+                    &quota_client,
+                    bytes,
+                );
+                if ms > 0 {
+                    // A throttled answer carries no records: they were not
+                    // sent, so they do not count (Kafka unrecords them too).
+                    state.quotas.unrecord_fetch(
+                        &quota_user,
+                        &quota_client,
+                        bytes,
+                        std::time::Instant::now(),
+                    );
+                }
+                ms
+            })
+            .await;
+            session.mute_for = millis(throttle_ms);
+            return Ok(Reply::Respond(parts));
         }
-        RequestKind::Produce(r) => match produce::produce(state, r).await {
-            Some(response) => ResponseKind::Produce(response),
-            None => return Ok(Reply::NoResponse),
-        },
+        RequestKind::Produce(r) => {
+            // Charged by the request's size, as Kafka does, acks=0 too.
+            let throttle_ms = client_quotas::throttle_for(
+                state,
+                client_quotas::Direction::Produce,
+                &quota_user,
+                &quota_client,
+                session.request_bytes as u64,
+            );
+            session.mute_for = millis(throttle_ms);
+            match produce::produce(state, r).await {
+                Some(mut response) => {
+                    response.throttle_time_ms = throttle_ms;
+                    ResponseKind::Produce(response)
+                }
+                None => return Ok(Reply::NoResponse),
+            }
+        }
         RequestKind::Metadata(r) if state.cluster().is_some() => {
             let c = state
                 .cluster()
@@ -345,7 +402,81 @@ pub async fn dispatch(
             return Err(ApiError::Malformed(format!("no handler for {other:?}")));
         }
     };
+    let mut response = response;
+    // The request quota (request_percentage): the time this request took,
+    // answered as throttle_time_ms (the larger of it and a byte-rate
+    // throttle already set), and the connection muted for it.
+    let request_ms = client_quotas::request_throttle_for(
+        state,
+        &quota_user,
+        &quota_client,
+        u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+    );
+    if request_ms > 0 {
+        let ms = raise_throttle(&mut response, request_ms);
+        session.mute_for = session.mute_for.max(millis(ms));
+    }
     encode::response(api, version, correlation, &response).map(Reply::Respond)
+}
+
+fn millis(ms: i32) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Raises a response's `throttle_time_ms` to at least `ms`; returns what it
+/// is now (`ms` for a response without the field).
+fn raise_throttle(response: &mut ResponseKind, ms: i32) -> i32 {
+    macro_rules! raise {
+        ($($variant:ident),* $(,)?) => {
+            match response {
+                $(ResponseKind::$variant(r) => {
+                    r.throttle_time_ms = r.throttle_time_ms.max(ms);
+                    r.throttle_time_ms
+                })*
+                _ => ms,
+            }
+        };
+    }
+    raise!(
+        Produce,
+        Metadata,
+        ListOffsets,
+        OffsetForLeaderEpoch,
+        CreateTopics,
+        DeleteTopics,
+        CreatePartitions,
+        DescribeConfigs,
+        AlterConfigs,
+        IncrementalAlterConfigs,
+        DescribeCluster,
+        DescribeLogDirs,
+        DescribeTopicPartitions,
+        DeleteRecords,
+        InitProducerId,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
+        DescribeTransactions,
+        ListTransactions,
+        DescribeProducers,
+        FindCoordinator,
+        JoinGroup,
+        SyncGroup,
+        Heartbeat,
+        LeaveGroup,
+        OffsetCommit,
+        OffsetFetch,
+        ListGroups,
+        DescribeGroups,
+        DeleteGroups,
+        OffsetDelete,
+        ElectLeaders,
+        AlterPartitionReassignments,
+        ListPartitionReassignments,
+        DescribeClientQuotas,
+        AlterClientQuotas,
+    )
 }
 
 /// Runs a handler that may wait for the disk on the blocking pool, handing

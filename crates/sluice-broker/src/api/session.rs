@@ -28,6 +28,11 @@ pub struct Session {
     /// certificate's subject on an SSL listener).
     pub principal: Principal,
     pub(super) auth: Auth,
+    /// The size of the request being handled (Produce's quota charge).
+    pub(super) request_bytes: usize,
+    /// How long `net` reads nothing more from this connection after the
+    /// answer it is sending (a quota's throttle, KIP-219).
+    pub mute_for: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -67,6 +72,8 @@ impl Session {
             peer,
             principal: principal.unwrap_or_else(Principal::anonymous),
             auth,
+            request_bytes: 0,
+            mute_for: std::time::Duration::ZERO,
         }
     }
 

@@ -56,7 +56,7 @@ async fn call<R: Request + Into<RequestKind>>(f: &Fixture, version: i16, req: R)
     header.request_api_key = R::KEY;
     header.request_api_version = version;
     header.correlation_id = 7;
-    let session = Session::new(
+    let mut session = Session::new(
         Arc::new(ListenerInfo {
             name: "PLAINTEXT".into(),
             protocol: crate::config::SecurityProtocol::Plaintext,
@@ -64,7 +64,7 @@ async fn call<R: Request + Into<RequestKind>>(f: &Fixture, version: i16, req: R)
         "127.0.0.1:5555".parse().expect("addr"),
         None,
     );
-    let reply = dispatch(&f.state, header, req.into(), &session)
+    let reply = dispatch(&f.state, header, req.into(), &mut session)
         .await
         .expect("answered");
     let Reply::Respond(parts) = reply else {

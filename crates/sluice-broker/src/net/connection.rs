@@ -180,6 +180,11 @@ async fn run(
         if let Some(key) = api_key {
             state.latencies.observe_request(key, received.elapsed());
         }
+        // Over a quota: nothing more is read from this client until its
+        // throttle has passed (KIP-219), whether or not it waits itself.
+        if !session.mute_for.is_zero() {
+            tokio::time::sleep(session.mute_for).await;
+        }
     }
 }
 
