@@ -2,6 +2,7 @@
 //! certificates), what it may do (ACLs) and how fast (quotas). Pure parts:
 //! no sockets; `net` and `api` call into them.
 
+pub mod acl;
 pub mod credentials;
 pub mod scram;
 
@@ -47,7 +48,9 @@ impl std::str::FromStr for Principal {
                 kind: kind.to_string(),
                 name: name.to_string(),
             }),
-            _ => Err(format!("{s:?} is not a principal (TYPE:NAME, e.g. User:alice)")),
+            _ => Err(format!(
+                "{s:?} is not a principal (TYPE:NAME, e.g. User:alice)"
+            )),
         }
     }
 }
