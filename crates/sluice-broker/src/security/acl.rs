@@ -7,11 +7,11 @@
 //! File format, one line per binding, sorted:
 //! `<resource type> <TAB> <pattern type> <TAB> <resource name> <TAB>
 //! <principal> <TAB> <host> <TAB> <operation> <TAB> <permission>`, e.g.
-//! `Topic	LITERAL	orders	User:alice	*	Read	Allow`. In the name,
-//! principal and host a backslash, tab, newline and carriage return are
-//! written `\\`, `\t`, `\n`, `\r`. Every change rewrites the file whole, as
-//! `security::credentials` does: `acls.tmp` written and synced, renamed over
-//! `acls`, the directory synced.
+//! `Topic<TAB>LITERAL<TAB>orders<TAB>User:alice<TAB>*<TAB>Read<TAB>Allow`.
+//! In the name, principal and host a backslash, tab, newline and carriage
+//! return are written `\\`, `\t`, `\n`, `\r`. Every change rewrites the
+//! file whole, as `security::credentials` does: `acls.tmp` written and
+//! synced, renamed over `acls`, the directory synced.
 //!
 //! Reads never wait for a writer's disk I/O: the bindings and their index
 //! are an immutable snapshot behind an `Arc`, which a writer replaces (under
