@@ -21,6 +21,7 @@ use crate::coordinator::transactions::{IdLocks, TRANSACTION_TOPIC, TxnStore};
 use crate::meta_properties::MetaProperties;
 use crate::metrics::{DataPathStats, Latencies};
 use crate::replication::Replicas;
+use crate::security::acl::{AclStore, Authorizer};
 
 /// The host and port clients are told to connect to (Kafka's
 /// `advertised.listeners`): a host name or an IP, never a wildcard.
@@ -96,6 +97,9 @@ pub struct BrokerState {
     pub peers: Arc<Peers>,
     /// Broker configs changed at run time (AlterConfigs on the broker).
     pub dynamic: DynamicConfigs,
+    /// The ACLs and who may do what (`--authorizer acl`); None: no
+    /// authorizer (the ACL APIs answer SECURITY_DISABLED).
+    pub authorizer: Option<Arc<Authorizer>>,
     /// The log cleaner's threads (compacted topics), when enabled; taken
     /// and dropped (stopped) before the log closes.
     cleaner: std::sync::Mutex<Option<Cleaner>>,
@@ -130,6 +134,16 @@ impl BrokerState {
                 format!("stored dynamic broker config refused: {e}"),
             )
         })?;
+        // Refused for a damaged `acls` before the log opens, as above.
+        let authorizer = if config.authorizer_acl {
+            Some(Arc::new(Authorizer::new(
+                AclStore::open(&config.data_dir)?,
+                config.super_users.clone(),
+                config.allow_everyone_if_no_acl_found,
+            )))
+        } else {
+            None
+        };
         let log = Arc::new(Log::open(&config.data_dir, defaults)?);
         let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
         let cleaner = match &config.cleaner {
@@ -173,6 +187,7 @@ impl BrokerState {
             txn_locks: IdLocks::default(),
             peers: Arc::new(Peers::default()),
             dynamic,
+            authorizer,
             cleaner: std::sync::Mutex::new(cleaner),
             cluster: std::sync::OnceLock::new(),
             _upkeep: upkeep,
