@@ -23,6 +23,7 @@ use super::{ClientAddr, Part, Reply, dispatch, errors};
 use crate::config::BrokerConfig;
 use crate::state::{Advertised, BrokerState};
 
+mod acls;
 mod admin;
 
 struct Fixture {
