@@ -211,7 +211,12 @@ pub struct ServeArgs {
     pub authorizer: String,
     /// A principal allowed everything whatever the ACLs say (super.users),
     /// `User:NAME`; repeatable, or `;`-separated as Kafka writes them.
-    #[arg(long = "super-user", env = "SLUICE_SUPER_USER", value_delimiter = ';')]
+    #[arg(
+        long = "super-user",
+        env = "SLUICE_SUPER_USER",
+        value_delimiter = ';',
+        value_name = "PRINCIPAL"
+    )]
     pub super_users: Vec<Principal>,
     /// With --authorizer acl, a resource no ACL applies to is open to
     /// everyone (allow.everyone.if.no.acl.found).
