@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use sluice_io::DataPath;
 use sluice_log::{CleanerConfig, LogConfig};
 
+use crate::security::Principal;
+
 /// Everything `sluice serve` can be told.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -96,6 +98,15 @@ pub struct BrokerConfig {
     /// Cluster mode (`--cluster etcd://…`); None is the single-node broker,
     /// which leads every partition and needs no etcd.
     pub cluster: Option<ClusterConfig>,
+    /// Authorize with ACLs (`--authorizer acl`, Kafka's StandardAuthorizer),
+    /// kept in `acls` in the data directory; off: no authorizer, and the
+    /// ACL APIs answer SECURITY_DISABLED.
+    pub authorizer_acl: bool,
+    /// Principals allowed everything whatever the ACLs say (`super.users`).
+    pub super_users: Vec<Principal>,
+    /// A resource no ACL applies to is open to everyone
+    /// (`allow.everyone.if.no.acl.found`).
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 /// How a broker joins a cluster coordinated by etcd.
@@ -196,6 +207,9 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             cleaner: Some(CleanerConfig::default()),
             cluster: None,
+            authorizer_acl: false,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
         }
     }
 }

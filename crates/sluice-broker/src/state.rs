@@ -21,6 +21,7 @@ use crate::coordinator::transactions::{IdLocks, TRANSACTION_TOPIC, TxnStore};
 use crate::meta_properties::MetaProperties;
 use crate::metrics::{DataPathStats, Latencies};
 use crate::replication::Replicas;
+use crate::security::acl::{AclStore, Authorizer};
 use crate::security::credentials::CredentialStore;
 use crate::security::quotas::{QuotaConfig, Quotas};
 use crate::security::sasl::{AuthStats, FailureBackoff};
@@ -110,6 +111,9 @@ pub struct BrokerState {
     pub dynamic: DynamicConfigs,
     /// Client quotas (`client-quotas` in the data directory).
     pub quotas: Arc<Quotas>,
+    /// The ACLs and who may do what (`--authorizer acl`); None: no
+    /// authorizer (the ACL APIs answer SECURITY_DISABLED).
+    pub authorizer: Option<Arc<Authorizer>>,
     /// The log cleaner's threads (compacted topics), when enabled; taken
     /// and dropped (stopped) before the log closes.
     cleaner: std::sync::Mutex<Option<Cleaner>>,
@@ -168,6 +172,16 @@ impl BrokerState {
             )
         })?;
         let quotas = Arc::new(Quotas::open(&config.data_dir, QuotaConfig::default())?);
+        // Refused for a damaged `acls` before the log opens, as above.
+        let authorizer = if config.authorizer_acl {
+            Some(Arc::new(Authorizer::new(
+                AclStore::open(&config.data_dir)?,
+                config.super_users.clone(),
+                config.allow_everyone_if_no_acl_found,
+            )))
+        } else {
+            None
+        };
         let log = Arc::new(Log::open(&config.data_dir, defaults)?);
         let upkeep = log.start_upkeep(std::time::Duration::from_secs(60))?;
         let cleaner = match &config.cleaner {
@@ -218,6 +232,7 @@ impl BrokerState {
             peers: Arc::new(Peers::default()),
             dynamic,
             quotas,
+            authorizer,
             cleaner: std::sync::Mutex::new(cleaner),
             cluster: std::sync::OnceLock::new(),
             _upkeep: upkeep,

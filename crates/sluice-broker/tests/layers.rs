@@ -54,7 +54,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // SASL/SCRAM and the credentials: pure, below the rooms that use them.
     ("security", &[]),
     ("metrics", &[]),
-    ("config", &[]),
+    // The super users are principals.
+    ("config", &["security"]),
     ("meta_properties", &[]),
 ];
 

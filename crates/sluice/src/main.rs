@@ -11,6 +11,7 @@ mod serve;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod acl;
 mod bench;
 mod cluster_status;
 mod tools;
@@ -44,6 +45,8 @@ enum Command {
     Txn(txn::TxnArgs),
     /// SCRAM users of a broker's data directory (before or without a running broker).
     User(user::UserArgs),
+    /// Add, list and remove ACLs on a running broker (kafka-acls.sh style).
+    Acl(acl::AclArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -60,6 +63,7 @@ fn main() -> Result<()> {
         Command::Cluster(args) => cluster_status::run(args),
         Command::Txn(args) => txn::run(args),
         Command::User(args) => user::run(args),
+        Command::Acl(args) => acl::run(args),
         Command::Bench(command) => bench::run(command),
     }
 }

@@ -15,6 +15,7 @@ use sluice_broker::config::{
     ClientAuth, ListenerConfig, SecurityConfig, SecurityProtocol, TlsFiles, parse_listener_url,
 };
 use sluice_broker::net::BoundListener;
+use sluice_broker::security::Principal;
 use sluice_broker::{
     Advertised, AppendPath, Broker, BrokerConfig, ClusterConfig, DataPath, FlushPolicy, LogConfig,
 };
@@ -269,6 +270,24 @@ pub struct ServeArgs {
         default_value_t = 300_000
     )]
     pub leader_imbalance_check_interval_ms: u64,
+    /// Authorize with ACLs kept in the data directory (`acl`, Kafka's
+    /// StandardAuthorizer; managed with `sluice acl`), or not at all (`none`:
+    /// the ACL APIs answer SECURITY_DISABLED).
+    #[arg(long, env = "SLUICE_AUTHORIZER", default_value = "none", value_parser = ["acl", "none"])]
+    pub authorizer: String,
+    /// A principal allowed everything whatever the ACLs say (super.users),
+    /// `User:NAME`; repeatable, or `;`-separated as Kafka writes them.
+    #[arg(
+        long = "super-user",
+        env = "SLUICE_SUPER_USER",
+        value_delimiter = ';',
+        value_name = "PRINCIPAL"
+    )]
+    pub super_users: Vec<Principal>,
+    /// With --authorizer acl, a resource no ACL applies to is open to
+    /// everyone (allow.everyone.if.no.acl.found).
+    #[arg(long, env = "SLUICE_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 /// `max.connections.per.ip.overrides`: address → limit.
@@ -444,6 +463,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         max_partitions_per_fetch: args.max_partitions_per_fetch.max(1),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms.max(1)),
         frame_read_timeout: Duration::from_millis(args.frame_read_timeout_ms.max(1)),
+        authorizer_acl: args.authorizer == "acl",
+        super_users: args.super_users,
+        allow_everyone_if_no_acl_found: args.allow_everyone_if_no_acl_found,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -10,6 +10,7 @@
 //! and header reads, fsyncs) take a [`Blocking`] token, which only
 //! `off_runtime` makes: they cannot be called on an async worker.
 
+mod acls;
 mod admin;
 pub mod client_quotas;
 mod configs;
@@ -397,6 +398,15 @@ pub async fn dispatch(
                 client_quotas::alter_client_quotas(s, r, b)
             })
             .await?,
+        ),
+        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(
+            off_runtime(state, move |s, b| acls::create_acls(s, r, version, b)).await?,
+        ),
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(acls::describe_acls(state, r, version))
+        }
+        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(
+            off_runtime(state, move |s, b| acls::delete_acls(s, r, version, b)).await?,
         ),
         other => {
             return Err(ApiError::Malformed(format!("no handler for {other:?}")));

@@ -23,6 +23,7 @@ use super::{ListenerInfo, Part, Reply, Session, dispatch, errors};
 use crate::config::BrokerConfig;
 use crate::state::{Advertised, BrokerState};
 
+mod acls;
 mod admin;
 mod client_quotas;
 

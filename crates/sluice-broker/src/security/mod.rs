@@ -2,6 +2,7 @@
 //! certificates), what it may do (ACLs) and how fast (quotas). Pure parts:
 //! no sockets; `net` and `api` call into them.
 
+pub mod acl;
 pub mod credentials;
 pub mod quotas;
 pub mod sasl;
