@@ -10,6 +10,9 @@ command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 # The security tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The rdkafka crate's librdkafka links OpenSSL (TLS and SCRAM interop tests).
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need_apt[*]}"
   SUDO=""
