@@ -95,6 +95,11 @@ pub(super) async fn read_frame<'a, R: AsyncRead + Unpin>(
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // rustls: the peer closed without a close_notify (most Kafka
+            // clients do) between frames.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && buf.is_empty() => {
+                return Err(Close::PeerGone);
+            }
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 // rustls: the peer's TLS records do not decrypt or parse.
                 return Err(Close::Protocol(format!("bad TLS record: {e}")));
