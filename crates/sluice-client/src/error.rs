@@ -14,15 +14,41 @@ pub enum ClientError {
     /// A Kafka error code with the broker's message (admin answers carry one).
     #[error("broker answered with Kafka error {code} ({name}): {message}", name = error_name(*.code))]
     Refused { code: i16, message: String },
+    /// The TLS session could not be set up or broke: a certificate the CA
+    /// does not vouch for, a name it does not hold, files that do not
+    /// read, a client certificate the broker refused.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// SASL authentication failed: the broker's SASL_AUTHENTICATION_FAILED
+    /// with its message, or the broker's SCRAM answer did not check out.
+    #[error("SASL authentication failed (SASL_AUTHENTICATION_FAILED, {mechanism}): {message}")]
+    Authentication { mechanism: String, message: String },
+    /// Security settings that do not parse or contradict each other.
+    #[error("client security settings: {0}")]
+    Config(String),
 }
 
 impl ClientError {
-    /// The Kafka error code, when the broker answered with one.
+    /// The Kafka error code, when the broker answered with one (an
+    /// authentication failure is SASL_AUTHENTICATION_FAILED).
     pub fn kafka_code(&self) -> Option<i16> {
         match self {
             ClientError::Kafka(code) | ClientError::Refused { code, .. } => Some(*code),
+            ClientError::Authentication { .. } => Some(58),
             _ => None,
         }
+    }
+}
+
+/// An I/O error, as a [`ClientError::Tls`] when it is rustls's (a fatal
+/// alert from the broker, a record that does not decrypt).
+pub(crate) fn io_error(e: std::io::Error) -> ClientError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => ClientError::Tls(tls.to_string()),
+        None => ClientError::Io(e),
     }
 }
 
