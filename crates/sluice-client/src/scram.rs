@@ -56,6 +56,15 @@ impl Mechanism {
         Mechanism::ALL.into_iter().find(|m| m.kafka_id() == id)
     }
 
+    /// The hash's output length: that of a salted password, a StoredKey and
+    /// a ServerKey.
+    pub fn hash_len(self) -> usize {
+        match self {
+            Mechanism::Sha256 => 32,
+            Mechanism::Sha512 => 64,
+        }
+    }
+
     fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         match self {
             Mechanism::Sha256 => {
@@ -84,12 +93,12 @@ impl Mechanism {
     pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             Mechanism::Sha256 => {
-                let mut out = vec![0u8; 32];
+                let mut out = vec![0u8; self.hash_len()];
                 pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
                 out
             }
             Mechanism::Sha512 => {
-                let mut out = vec![0u8; 64];
+                let mut out = vec![0u8; self.hash_len()];
                 pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
                 out
             }

@@ -27,6 +27,7 @@ mod producer_ids;
 mod producers;
 mod reassign;
 pub mod sasl;
+mod scram_credentials;
 pub mod session;
 mod topics;
 pub mod transactions;
@@ -331,6 +332,15 @@ pub async fn dispatch(
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::offset_delete(state, r).await)
         }
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            off_runtime(state, move |s, b| {
+                scram_credentials::alter_user_scram_credentials(s, r, b)
+            })
+            .await?,
+        ),
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            scram_credentials::describe_user_scram_credentials(state, r),
+        ),
         other => {
             return Err(ApiError::Malformed(format!("no handler for {other:?}")));
         }

@@ -24,6 +24,7 @@ use crate::config::BrokerConfig;
 use crate::state::{Advertised, BrokerState};
 
 mod admin;
+mod scram_credentials;
 
 struct Fixture {
     state: Arc<BrokerState>,
