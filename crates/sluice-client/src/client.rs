@@ -150,7 +150,7 @@ fn tls_readable(
         let state = s
             .conn
             .process_new_packets()
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+            .map_err(|e| ClientError::tls(e.to_string()))?;
         if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
             return Ok(true);
         }
@@ -209,11 +209,14 @@ impl Client {
             None => Stream::Plain(sock),
             Some(mut conn) => {
                 while conn.is_handshaking() {
-                    conn.complete_io(&mut sock).map_err(|e| match io_error(e) {
-                        ClientError::Tls(why) => {
-                            ClientError::Tls(format!("handshake with {addr} failed: {why}"))
+                    conn.complete_io(&mut sock).map_err(|e| {
+                        let e = io_error(e);
+                        match e.tls_failure() {
+                            Some(why) => {
+                                ClientError::tls(format!("handshake with {addr} failed: {why}"))
+                            }
+                            None => e,
                         }
-                        other => other,
                     })?;
                 }
                 Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock)))
@@ -243,7 +246,7 @@ impl Client {
     /// connection: its session state cannot be shared by two handles.
     pub fn try_clone(&self) -> Result<Client, ClientError> {
         let Stream::Plain(stream) = &self.stream else {
-            return Err(ClientError::Tls(
+            return Err(ClientError::tls(
                 "a TLS connection cannot be split into a reading and a writing handle \
                  (try_clone): open a second connection instead"
                     .into(),

@@ -18,7 +18,8 @@
 //! - [`scram`]: SCRAM-SHA-256/512, both sides (the broker's server side
 //!   uses it too), and [`security`]: TLS and SASL for a connection
 //!   ([`Client::connect_secure`], [`ClientSecurity`]), configured as
-//!   librdkafka's properties say.
+//!   librdkafka's properties say; SCRAM users over the protocol
+//!   (AlterUserScramCredentials, DescribeUserScramCredentials: [`ScramUser`]).
 //! - [`txn`]: transactions — FindCoordinator, InitProducerId,
 //!   AddPartitionsToTxn, EndTxn, DescribeTransactions, ListTransactions,
 //!   DescribeProducers, read_committed fetches — and [`TxnProducer`], a
@@ -33,6 +34,7 @@ pub mod scram;
 pub mod security;
 mod size;
 pub mod txn;
+mod users;
 pub mod wire;
 
 pub use admin::{
@@ -41,8 +43,9 @@ pub use admin::{
 };
 pub use batch::{Batch, Batches, batches, encode_batch, plain_record, whole_len};
 pub use client::{Client, Fetched, PartitionReplicas, TopicInfo, produce_request, topic_name};
-pub use error::{ClientError, error_name};
+pub use error::{ClientError, SecurityConfigError, TlsError, error_name};
 pub use partition::{murmur2, partition_for_key};
 pub use security::{ClientSecurity, SaslConfig, SaslMechanism, SecurityProtocol};
 pub use size::parse_size;
 pub use txn::{ProducerIdentity, TxnProducer};
+pub use users::ScramUser;

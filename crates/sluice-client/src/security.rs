@@ -31,6 +31,7 @@ use rustls::{
     CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
 };
 
+use crate::error::SASL_AUTHENTICATION_FAILED;
 use crate::scram::{self, ScramClient};
 use crate::{Client, ClientError};
 
@@ -177,7 +178,7 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ClientError
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err(ClientError::Config(format!(
+            return Err(ClientError::config(format!(
                 "line {}: not key=value: {:?}",
                 n + 1,
                 // A line without `=` may be a stray password: show its start only.
@@ -186,7 +187,7 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ClientError
         };
         let key = key.trim();
         if key.is_empty() {
-            return Err(ClientError::Config(format!("line {}: no key", n + 1)));
+            return Err(ClientError::config(format!("line {}: no key", n + 1)));
         }
         out.push((key.to_string(), value.trim().to_string()));
     }
@@ -271,7 +272,7 @@ impl ClientSecurity {
             match key {
                 "security.protocol" => {
                     s.protocol = SecurityProtocol::from_name(value).ok_or_else(|| {
-                        ClientError::Config(format!(
+                        ClientError::config(format!(
                             "security.protocol {value:?}: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
                         ))
                     })?;
@@ -293,7 +294,7 @@ impl ClientSecurity {
                         "https" => true,
                         "none" | "" => false,
                         other => {
-                            return Err(ClientError::Config(format!(
+                            return Err(ClientError::config(format!(
                                 "ssl.endpoint.identification.algorithm {other:?}: https or none"
                             )));
                         }
@@ -301,7 +302,7 @@ impl ClientSecurity {
                 }
                 "sasl.mechanism" | "sasl.mechanisms" => {
                     mechanism = Some(SaslMechanism::from_name(value).ok_or_else(|| {
-                        ClientError::Config(format!(
+                        ClientError::config(format!(
                             "{key} {value:?}: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
                         ))
                     })?);
@@ -318,14 +319,14 @@ impl ClientSecurity {
                     }
                 }
                 "ssl.key.password" => {
-                    return Err(ClientError::Config(
+                    return Err(ClientError::config(
                         "ssl.key.password: encrypted private keys are not supported; \
                          give an unencrypted PEM key (ssl.key.location)"
                             .into(),
                     ));
                 }
                 k if k.starts_with("ssl.truststore.") || k.starts_with("ssl.keystore.") => {
-                    return Err(ClientError::Config(format!(
+                    return Err(ClientError::config(format!(
                         "{k}: Java key stores are not supported; give PEM files \
                          (ssl.ca.location, ssl.certificate.location, ssl.key.location)"
                     )));
@@ -337,7 +338,7 @@ impl ClientSecurity {
         let password = password.or(jaas_password);
         if s.protocol.sasl() {
             let missing = |what: &str| {
-                ClientError::Config(format!(
+                ClientError::config(format!(
                     "security.protocol {} needs {what}",
                     s.protocol.name()
                 ))
@@ -350,14 +351,14 @@ impl ClientSecurity {
                 password: password.ok_or_else(|| missing("sasl.password"))?,
             });
         } else if mechanism.is_some() || username.is_some() || password.is_some() {
-            return Err(ClientError::Config(format!(
+            return Err(ClientError::config(format!(
                 "SASL settings are given but security.protocol is {}: \
                  use SASL_PLAINTEXT or SASL_SSL",
                 s.protocol.name()
             )));
         }
         if !s.protocol.tls() && !tls_settings.is_empty() {
-            return Err(ClientError::Config(format!(
+            return Err(ClientError::config(format!(
                 "{} given but security.protocol is {}: use SSL or SASL_SSL",
                 tls_settings.join(", "),
                 s.protocol.name()
@@ -371,9 +372,9 @@ impl ClientSecurity {
     /// [`parse_properties`].
     pub fn from_file(path: &Path) -> Result<(ClientSecurity, Vec<String>), ClientError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+            .map_err(|e| ClientError::config(format!("{}: {e}", path.display())))?;
         let pairs = parse_properties(&text)
-            .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+            .map_err(|e| ClientError::config(format!("{}: {e}", path.display())))?;
         ClientSecurity::from_properties(pairs)
     }
 
@@ -382,24 +383,24 @@ impl ClientSecurity {
     pub fn validate(&self) -> Result<(), ClientError> {
         match (&self.sasl, self.protocol.sasl()) {
             (None, true) => {
-                return Err(ClientError::Config(format!(
+                return Err(ClientError::config(format!(
                     "security.protocol {} needs SASL settings (sasl.mechanism, sasl.username, sasl.password)",
                     self.protocol
                 )));
             }
             (Some(_), false) => {
-                return Err(ClientError::Config(format!(
+                return Err(ClientError::config(format!(
                     "SASL settings are given but security.protocol is {}",
                     self.protocol
                 )));
             }
             (Some(sasl), true) if sasl.username.is_empty() => {
-                return Err(ClientError::Config("sasl.username is empty".into()));
+                return Err(ClientError::config("sasl.username is empty".into()));
             }
             _ => {}
         }
         if self.cert.is_some() != self.key.is_some() {
-            return Err(ClientError::Config(
+            return Err(ClientError::config(
                 "a client certificate needs its key: give both ssl.certificate.location \
                  and ssl.key.location"
                     .into(),
@@ -415,7 +416,7 @@ impl ClientSecurity {
         let ca = match &self.ca {
             Some(ca) => ca.clone(),
             None => system_bundle().ok_or_else(|| {
-                ClientError::Tls(
+                ClientError::tls(
                     "no CA to check the broker's certificate against: give ssl.ca.location \
                      (--tls-ca)"
                         .into(),
@@ -426,17 +427,17 @@ impl ClientSecurity {
         for cert in read_certs(&ca)? {
             roots
                 .add(cert)
-                .map_err(|e| ClientError::Tls(format!("{}: {e}", ca.display())))?;
+                .map_err(|e| ClientError::tls(format!("{}: {e}", ca.display())))?;
         }
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+            .map_err(|e| ClientError::tls(e.to_string()))?;
         let builder = if self.verify_hostname {
             builder.with_root_certificates(roots)
         } else {
             let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
+                .map_err(|e| ClientError::tls(e.to_string()))?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
@@ -445,10 +446,10 @@ impl ClientSecurity {
             (Some(cert), Some(key)) => {
                 let certs = read_certs(cert)?;
                 let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| ClientError::Tls(format!("{}: {e}", key.display())))?;
+                    .map_err(|e| ClientError::tls(format!("{}: {e}", key.display())))?;
                 builder
                     .with_client_auth_cert(certs, key)
-                    .map_err(|e| ClientError::Tls(format!("{} and its key: {e}", cert.display())))?
+                    .map_err(|e| ClientError::tls(format!("{} and its key: {e}", cert.display())))?
             }
             _ => builder.with_no_client_auth(),
         };
@@ -459,9 +460,9 @@ impl ClientSecurity {
     pub(crate) fn tls_connection(&self, host: &str) -> Result<ClientConnection, ClientError> {
         let name = self.server_name.as_deref().unwrap_or(host);
         let server_name = ServerName::try_from(name.to_string())
-            .map_err(|e| ClientError::Tls(format!("server name {name:?}: {e}")))?;
+            .map_err(|e| ClientError::tls(format!("server name {name:?}: {e}")))?;
         ClientConnection::new(Arc::new(self.tls_config()?), server_name)
-            .map_err(|e| ClientError::Tls(e.to_string()))
+            .map_err(|e| ClientError::tls(e.to_string()))
     }
 }
 
@@ -480,9 +481,9 @@ fn system_bundle() -> Option<PathBuf> {
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ClientError::Tls(format!("{}: {e}", path.display())))?;
+        .map_err(|e| ClientError::tls(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(ClientError::Tls(format!(
+        return Err(ClientError::tls(format!(
             "{}: no certificate in it",
             path.display()
         )));
@@ -538,8 +539,6 @@ impl ServerCertVerifier for AnyName {
     }
 }
 
-/// SASL_AUTHENTICATION_FAILED.
-const SASL_AUTHENTICATION_FAILED: i16 = 58;
 /// UNSUPPORTED_SASL_MECHANISM.
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 
@@ -566,9 +565,11 @@ pub(crate) fn authenticate(client: &mut Client, sasl: &SaslConfig) -> Result<(),
     if resp.error_code != 0 {
         return Err(ClientError::Kafka(resp.error_code));
     }
-    let failed = |message: String| ClientError::Authentication {
-        mechanism: sasl.mechanism.name().to_string(),
-        message,
+    // The broker's side of SCRAM did not check out: not a refusal by the
+    // broker, a broker that does not follow the protocol (or is not the
+    // one it claims to be).
+    let failed = |message: String| {
+        ClientError::Protocol(format!("{} with the broker: {message}", sasl.mechanism))
     };
     match sasl.mechanism {
         SaslMechanism::Plain => {
@@ -610,12 +611,16 @@ fn sasl_round(
     let resp = client.call(2, &r)?;
     match resp.error_code {
         0 => Ok(resp.auth_bytes),
-        SASL_AUTHENTICATION_FAILED => Err(ClientError::Authentication {
-            mechanism: sasl.mechanism.name().to_string(),
-            message: resp
-                .error_message
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "no reason given".into()),
+        SASL_AUTHENTICATION_FAILED => Err(ClientError::Refused {
+            code: SASL_AUTHENTICATION_FAILED,
+            message: format!(
+                "{} as {:?}: {}",
+                sasl.mechanism,
+                sasl.username,
+                resp.error_message
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "no reason given".into())
+            ),
         }),
         code => Err(ClientError::Refused {
             code,
@@ -761,7 +766,7 @@ mod tests {
             ..ClientSecurity::plaintext()
         };
         let err = s.tls_connection("127.0.0.1").unwrap_err();
-        assert!(matches!(err, ClientError::Tls(_)), "{err:?}");
+        assert!(err.tls_failure().is_some(), "{err:?}");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 }

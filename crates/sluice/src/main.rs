@@ -12,6 +12,7 @@ mod serve;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod client_security;
 mod cluster_status;
 mod tools;
 mod topic;
