@@ -67,6 +67,22 @@ impl Stream {
     }
 }
 
+/// A TLS session ends with close_notify, so the broker sees an orderly
+/// close rather than a truncation.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            while s.conn.wants_write() {
+                match s.conn.write_tls(&mut s.sock) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {

@@ -8,8 +8,10 @@ pub enum ClientError {
     /// Also what a TLS failure ([`TlsError`] inside) and unusable security
     /// settings ([`SecurityConfigError`] inside) come as, each shown by its
     /// own message: the variants stay the four that callers match on.
+    /// (No `source`: the message already is the I/O error's, and a chain
+    /// would print it twice.)
     #[error("{}", describe_io(.0))]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("broker answered with Kafka error {0} ({name})", name = error_name(*.0))]
@@ -42,6 +44,12 @@ fn describe_io(e: &std::io::Error) -> String {
         }
         Some(inner) if inner.is::<rustls::Error>() => format!("TLS: {inner}"),
         _ => format!("I/O error talking to the broker: {e}"),
+    }
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> ClientError {
+        ClientError::Io(e)
     }
 }
 
