@@ -2,9 +2,9 @@
 //! console tools (`sluice produce`, `sluice consume`, `sluice topic`) and the
 //! load generator need, against Sluice or any Kafka-compatible broker.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -18,8 +18,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 
-use crate::ClientError;
-use crate::wire;
+use crate::error::io_error;
+use crate::security::{self, ClientSecurity};
+use crate::{ClientError, wire};
 
 /// A topic as Metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +47,82 @@ pub struct PartitionReplicas {
 
 /// One connection to a broker.
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     correlation: i32,
     client_id: StrBytes,
+}
+
+/// The bytes' way to the broker: a TCP stream, or a TLS session over one.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+/// A TLS session ends with close_notify, so the broker sees an orderly
+/// close rather than a truncation.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            while s.conn.wants_write() {
+                match s.conn.write_tls(&mut s.sock) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A TCP connection as every client has it: TCP_NODELAY, a 60 s read
+/// timeout.
+fn tcp(addr: impl ToSocketAddrs) -> Result<TcpStream, ClientError> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    Ok(stream)
+}
+
+/// The host part of `HOST:PORT` (`[::1]:9093` gives `::1`).
+fn host_of(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(h, _)| h);
+    }
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
 /// What a fetch of one partition returned.
@@ -75,6 +149,43 @@ pub fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -
     r
 }
 
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Whether decrypted response bytes are waiting (or the session ended),
+/// reading TLS records off the socket until `deadline`.
+fn tls_readable(
+    s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    deadline: Instant,
+) -> Result<bool, ClientError> {
+    loop {
+        let state = s
+            .conn
+            .process_new_packets()
+            .map_err(|e| ClientError::tls(e.to_string()))?;
+        if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+            return Ok(true);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        s.sock
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        match s.conn.read_tls(&mut s.sock) {
+            // The broker closed the connection.
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if timed_out(&e) => return Ok(false),
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+}
+
 /// A topic name as the protocol types hold it.
 pub fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -83,28 +194,82 @@ pub fn topic_name(s: &str) -> TopicName {
 impl Client {
     /// Connects (TCP_NODELAY, a 60 s read timeout).
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(Client {
+        Ok(Client::over(Stream::Plain(tcp(addr)?)))
+    }
+
+    fn over(stream: Stream) -> Client {
+        Client {
             stream,
             correlation: 0,
             client_id: StrBytes::from_static_str("sluice-cli"),
-        })
+        }
+    }
+
+    /// Connects to `addr` (`HOST:PORT`) as `security` says: TCP as
+    /// [`connect`](Self::connect) does, then for SSL and SASL_SSL a TLS
+    /// session (the broker's certificate checked against the CA and, unless
+    /// turned off, for the host of `addr` or `security.server_name`; the
+    /// client certificate if one is given), then for SASL_PLAINTEXT and
+    /// SASL_SSL the SASL exchange. With PLAINTEXT it is `connect`.
+    pub fn connect_secure(addr: &str, security: &ClientSecurity) -> Result<Client, ClientError> {
+        security.validate()?;
+        // Before the socket: settings that do not load fail without a
+        // connection attempt.
+        let tls = if security.protocol.tls() {
+            Some(security.tls_connection(host_of(addr))?)
+        } else {
+            None
+        };
+        let mut sock = tcp(addr)?;
+        let stream = match tls {
+            None => Stream::Plain(sock),
+            Some(mut conn) => {
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut sock).map_err(|e| {
+                        let e = io_error(e);
+                        match e.tls_failure() {
+                            Some(why) => {
+                                ClientError::tls(format!("handshake with {addr} failed: {why}"))
+                            }
+                            None => e,
+                        }
+                    })?;
+                }
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock)))
+            }
+        };
+        let mut client = Client::over(stream);
+        if let Some(sasl) = &security.sasl {
+            security::authenticate(&mut client, sasl)?;
+        }
+        Ok(client)
+    }
+
+    /// Whether the connection is wrapped in TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
     }
 
     /// How long a read may wait for the broker (60 s from `connect`).
     pub fn set_read_timeout(&self, timeout: Duration) -> Result<(), ClientError> {
-        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.tcp().set_read_timeout(Some(timeout))?;
         Ok(())
     }
 
     /// A second handle on the same connection, so one thread can write
     /// requests while another reads their responses (in order). The clone
-    /// starts from the same correlation id as this handle.
+    /// starts from the same correlation id as this handle. Not for a TLS
+    /// connection: its session state cannot be shared by two handles.
     pub fn try_clone(&self) -> Result<Client, ClientError> {
+        let Stream::Plain(stream) = &self.stream else {
+            return Err(ClientError::tls(
+                "a TLS connection cannot be split into a reading and a writing handle \
+                 (try_clone): open a second connection instead"
+                    .into(),
+            ));
+        };
         Ok(Client {
-            stream: self.stream.try_clone()?,
+            stream: Stream::Plain(stream.try_clone()?),
             correlation: self.correlation,
             client_id: self.client_id.clone(),
         })
@@ -115,7 +280,8 @@ impl Client {
         self.correlation += 1;
         let frame =
             wire::encode_request(req, version, self.correlation, Some(self.client_id.clone()))?;
-        self.stream.write_all(&frame)?;
+        self.stream.write_all(&frame).map_err(io_error)?;
+        self.stream.flush().map_err(io_error)?;
         Ok(self.correlation)
     }
 
@@ -126,27 +292,26 @@ impl Client {
     }
 
     /// Whether the broker has started answering (bytes are waiting, or the
-    /// connection closed), waiting up to `timeout`; consumes nothing. Lets a
-    /// caller parked on a long-poll give up on it without reading half a
-    /// response.
-    pub fn readable_within(&self, timeout: Duration) -> Result<bool, ClientError> {
-        let previous = self.stream.read_timeout()?;
-        self.stream
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-        let peeked = self.stream.peek(&mut [0u8; 1]);
-        self.stream.set_read_timeout(previous)?;
-        match peeked {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(false)
+    /// connection closed), waiting up to `timeout`; consumes nothing of the
+    /// response. Lets a caller parked on a long-poll give up on it without
+    /// reading half a response. Over TLS, records are taken in (and
+    /// decrypted) until one carries response bytes.
+    pub fn readable_within(&mut self, timeout: Duration) -> Result<bool, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let previous = self.stream.tcp().read_timeout()?;
+        let result = match &mut self.stream {
+            Stream::Plain(s) => {
+                s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+                match s.peek(&mut [0u8; 1]) {
+                    Ok(_) => Ok(true),
+                    Err(e) if timed_out(&e) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
             }
-            Err(e) => Err(e.into()),
-        }
+            Stream::Tls(s) => tls_readable(s, deadline),
+        };
+        self.stream.tcp().set_read_timeout(previous)?;
+        result
     }
 
     /// Sends a request and decodes its response.
@@ -162,7 +327,11 @@ impl Client {
         version: i16,
         correlation: i32,
     ) -> Result<R::Response, ClientError> {
-        let frame = wire::read_frame(&mut self.stream, wire::MAX_RESPONSE_BYTES)?;
+        let frame =
+            wire::read_frame(&mut self.stream, wire::MAX_RESPONSE_BYTES).map_err(|e| match e {
+                ClientError::Io(e) => io_error(e),
+                other => other,
+            })?;
         wire::decode_response::<R>(frame, version, correlation)
     }
 
@@ -405,5 +574,18 @@ impl Client {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_of_an_address_names_the_tls_server() {
+        assert_eq!(host_of("127.0.0.1:9093"), "127.0.0.1");
+        assert_eq!(host_of("broker-1.example:9093"), "broker-1.example");
+        assert_eq!(host_of("[::1]:9093"), "::1");
+        assert_eq!(host_of("localhost"), "localhost");
     }
 }

@@ -5,24 +5,109 @@ use kafka_protocol::ResponseError;
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("I/O error talking to the broker: {0}")]
-    Io(#[from] std::io::Error),
+    /// Also what a TLS failure ([`TlsError`] inside) and unusable security
+    /// settings ([`SecurityConfigError`] inside) come as, each shown by its
+    /// own message: the variants stay the four that callers match on.
+    /// (No `source`: the message already is the I/O error's, and a chain
+    /// would print it twice.)
+    #[error("{}", describe_io(.0))]
+    Io(std::io::Error),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("broker answered with Kafka error {0} ({name})", name = error_name(*.0))]
     Kafka(i16),
-    /// A Kafka error code with the broker's message (admin answers carry one).
+    /// A Kafka error code with the broker's message (admin answers carry
+    /// one, and so does a failed SASL authentication: code 58,
+    /// SASL_AUTHENTICATION_FAILED).
     #[error("broker answered with Kafka error {code} ({name}): {message}", name = error_name(*.code))]
     Refused { code: i16, message: String },
 }
 
+/// The TLS session could not be set up or broke: a certificate the CA does
+/// not vouch for, a name it does not hold, files that do not read, a client
+/// certificate the broker refused. Comes inside [`ClientError::Io`] (kind
+/// `InvalidData`); [`ClientError::tls_failure`] finds it.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsError(pub String);
+
+/// Security settings that do not parse or contradict each other. Comes
+/// inside [`ClientError::Io`] (kind `InvalidInput`).
+#[derive(Debug, thiserror::Error)]
+#[error("client security settings: {0}")]
+pub struct SecurityConfigError(pub String);
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.get_ref() {
+        Some(inner) if inner.is::<TlsError>() || inner.is::<SecurityConfigError>() => {
+            inner.to_string()
+        }
+        Some(inner) if inner.is::<rustls::Error>() => format!("TLS: {inner}"),
+        _ => format!("I/O error talking to the broker: {e}"),
+    }
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> ClientError {
+        ClientError::Io(e)
+    }
+}
+
 impl ClientError {
+    /// A TLS failure.
+    pub fn tls(why: String) -> ClientError {
+        ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            TlsError(why),
+        ))
+    }
+
+    /// Unusable security settings.
+    pub fn config(why: String) -> ClientError {
+        ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            SecurityConfigError(why),
+        ))
+    }
+
+    /// Why TLS failed, if that is what this is.
+    pub fn tls_failure(&self) -> Option<String> {
+        let ClientError::Io(e) = self else {
+            return None;
+        };
+        let inner = e.get_ref()?;
+        if let Some(t) = inner.downcast_ref::<TlsError>() {
+            return Some(t.0.clone());
+        }
+        inner.downcast_ref::<rustls::Error>().map(|t| t.to_string())
+    }
+
+    /// Whether the broker refused the credentials (SASL_AUTHENTICATION_FAILED).
+    pub fn is_authentication_failure(&self) -> bool {
+        self.kafka_code() == Some(SASL_AUTHENTICATION_FAILED)
+    }
+
     /// The Kafka error code, when the broker answered with one.
     pub fn kafka_code(&self) -> Option<i16> {
         match self {
             ClientError::Kafka(code) | ClientError::Refused { code, .. } => Some(*code),
             _ => None,
         }
+    }
+}
+
+/// SASL_AUTHENTICATION_FAILED.
+pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+
+/// An I/O error, as a [`TlsError`] when it is rustls's (a fatal alert from
+/// the broker, a record that does not decrypt).
+pub(crate) fn io_error(e: std::io::Error) -> ClientError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => ClientError::tls(tls.to_string()),
+        None => ClientError::Io(e),
     }
 }
 

@@ -54,7 +54,18 @@ pub fn read_frame(stream: &mut impl Read, max: usize) -> Result<Bytes, ClientErr
     let len = usize::try_from(size)
         .ok()
         .filter(|&n| n <= max)
-        .ok_or_else(|| ClientError::Protocol(format!("response size {size}")))?;
+        .ok_or_else(|| {
+            // A TLS record header (handshake or alert, version 3.x): a
+            // plaintext client on a TLS listener.
+            if matches!(size.to_be_bytes(), [0x15 | 0x16, 0x03, 0..=0x04, _]) {
+                ClientError::Protocol(format!(
+                    "response size {size}: the broker answered in TLS; \
+                     connect with security.protocol SSL or SASL_SSL"
+                ))
+            } else {
+                ClientError::Protocol(format!("response size {size}"))
+            }
+        })?;
     // `take` + `read_to_end` reads into spare capacity without zeroing it
     // first (a fetch response may be megabytes).
     let mut frame = Vec::with_capacity(len);

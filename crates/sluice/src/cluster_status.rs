@@ -4,7 +4,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use sluice_client::{Client, PartitionReplicas};
+use sluice_client::PartitionReplicas;
+
+use crate::client_security::{self, SecurityArgs};
 
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
@@ -17,6 +19,8 @@ pub struct ClusterArgs {
         global = true
     )]
     pub broker: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     #[command(subcommand)]
     pub command: ClusterCommand,
 }
@@ -40,8 +44,8 @@ fn health(p: &PartitionReplicas) -> Option<&'static str> {
 }
 
 pub fn run(args: ClusterArgs) -> Result<()> {
-    let mut client = Client::connect(args.broker.as_str())
-        .with_context(|| format!("connecting to {}", args.broker))?;
+    let security = args.security.resolve()?;
+    let mut client = client_security::connect(&args.broker, &security)?;
     match args.command {
         ClusterCommand::Status => {
             let cluster = client

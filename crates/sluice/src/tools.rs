@@ -10,11 +10,15 @@ use clap::Args;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 use sluice_client::{Client, encode_batch, error_name, partition_for_key, plain_record, whole_len};
 
+use crate::client_security::{self, SecurityArgs};
+
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
     /// Broker address.
     #[arg(short, long, env = "SLUICE_BROKER", default_value = "127.0.0.1:9092")]
     pub broker: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// Topic to write to.
     #[arg(short, long)]
     pub topic: String,
@@ -41,6 +45,8 @@ pub struct ConsumeArgs {
     /// Broker address.
     #[arg(short, long, env = "SLUICE_BROKER", default_value = "127.0.0.1:9092")]
     pub broker: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// Topic to read.
     #[arg(short, long)]
     pub topic: String,
@@ -74,8 +80,8 @@ pub(crate) fn parse_compression(s: &str) -> Result<Compression, String> {
 }
 
 pub fn produce(args: ProduceArgs) -> Result<()> {
-    let mut client = Client::connect(args.broker.as_str())
-        .with_context(|| format!("connecting to {}", args.broker))?;
+    let security = args.security.resolve()?;
+    let mut client = client_security::connect(&args.broker, &security)?;
     let partitions = client
         .partitions(&args.topic)
         .context("looking up the topic")? as i32;
@@ -185,8 +191,8 @@ fn render(format: &str, topic: &str, partition: i32, r: &Record) -> Vec<u8> {
 }
 
 pub fn consume(args: ConsumeArgs) -> Result<()> {
-    let mut client = Client::connect(args.broker.as_str())
-        .with_context(|| format!("connecting to {}", args.broker))?;
+    let security = args.security.resolve()?;
+    let mut client = client_security::connect(&args.broker, &security)?;
     let count = client
         .partitions(&args.topic)
         .context("looking up the topic")? as i32;

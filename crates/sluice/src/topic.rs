@@ -6,7 +6,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use sluice_client::{Client, ConfigChange, ConfigOp, RESOURCE_TOPIC};
+use sluice_client::{Client, ClientSecurity, ConfigChange, ConfigOp, RESOURCE_TOPIC};
+
+use crate::client_security::{self, SecurityArgs};
 
 #[derive(Args, Debug)]
 pub struct TopicArgs {
@@ -19,6 +21,8 @@ pub struct TopicArgs {
         global = true
     )]
     pub broker: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     #[command(subcommand)]
     pub command: TopicCommand,
 }
@@ -295,8 +299,8 @@ fn reassign(
 }
 
 pub fn run(args: TopicArgs) -> Result<()> {
-    let mut client = Client::connect(args.broker.as_str())
-        .with_context(|| format!("connecting to {}", args.broker))?;
+    let security = args.security.resolve()?;
+    let mut client = client_security::connect(&args.broker, &security)?;
     match args.command {
         TopicCommand::Reassign {
             name,
@@ -338,7 +342,7 @@ pub fn run(args: TopicArgs) -> Result<()> {
             let topics = client
                 .describe_topics(names.as_deref())
                 .context("describing topics")?;
-            let mut leaders = Leaders::new(&mut client)?;
+            let mut leaders = Leaders::new(&mut client, &security)?;
             for t in topics {
                 println!(
                     "topic {}  partitions {}{}",
@@ -440,10 +444,12 @@ pub fn run(args: TopicArgs) -> Result<()> {
 struct Leaders {
     addresses: std::collections::HashMap<i32, String>,
     open: std::collections::HashMap<i32, Client>,
+    /// Each leader is connected to as the bootstrap broker was.
+    security: ClientSecurity,
 }
 
 impl Leaders {
-    fn new(client: &mut Client) -> Result<Leaders> {
+    fn new(client: &mut Client, security: &ClientSecurity) -> Result<Leaders> {
         let cluster = client
             .describe_cluster()
             .context("describing the cluster")?;
@@ -454,6 +460,7 @@ impl Leaders {
                 .map(|b| (b.id, format!("{}:{}", b.host, b.port)))
                 .collect(),
             open: std::collections::HashMap::new(),
+            security: security.clone(),
         })
     }
 
@@ -475,7 +482,7 @@ impl Leaders {
         match self.open.entry(leader) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(e) => {
-                Ok(e.insert(Client::connect(addr.as_str())?))
+                Ok(e.insert(Client::connect_secure(addr, &self.security)?))
             }
         }
     }

@@ -7,7 +7,9 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use sluice_client::txn::{KEY_TYPE_TRANSACTION, Node, TxnDescription};
-use sluice_client::{Client, error_name};
+use sluice_client::{Client, ClientSecurity, error_name};
+
+use crate::client_security::{self, SecurityArgs};
 
 #[derive(Args, Debug)]
 pub struct TxnArgs {
@@ -20,6 +22,8 @@ pub struct TxnArgs {
         global = true
     )]
     pub broker: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     #[command(subcommand)]
     pub command: TxnCommand,
 }
@@ -57,8 +61,12 @@ pub enum TxnCommand {
 }
 
 pub fn run(args: TxnArgs) -> Result<()> {
-    let mut client = Client::connect(args.broker.as_str())
-        .with_context(|| format!("connecting to {}", args.broker))?;
+    let security = args.security.resolve()?;
+    let mut client = client_security::connect(&args.broker, &security)?;
+    let bootstrap = Bootstrap {
+        addr: &args.broker,
+        security: &security,
+    };
     match args.command {
         TxnCommand::List {
             states,
@@ -66,34 +74,41 @@ pub fn run(args: TxnArgs) -> Result<()> {
             min_duration_ms,
         } => list(
             &mut client,
-            &args.broker,
+            bootstrap,
             &states,
             &producer_ids,
             min_duration_ms,
         ),
         TxnCommand::Describe { transactional_id } => {
-            describe(&mut client, &args.broker, &transactional_id)
+            describe(&mut client, bootstrap, &transactional_id)
         }
         TxnCommand::Producers { topic, partition } => {
-            producers(&mut client, &args.broker, &topic, partition)
+            producers(&mut client, bootstrap, &topic, partition)
         }
     }
 }
 
+/// The broker first connected to, and how every broker is connected to.
+#[derive(Clone, Copy)]
+struct Bootstrap<'a> {
+    addr: &'a str,
+    security: &'a ClientSecurity,
+}
+
 /// A connection to `node`; the bootstrap connection when it is the only
 /// broker or `node` is at the bootstrap address.
-fn connect_to(node: &Node, bootstrap: &str) -> Result<Option<Client>> {
-    if node.addr() == bootstrap {
+fn connect_to(node: &Node, bootstrap: Bootstrap<'_>) -> Result<Option<Client>> {
+    if node.addr() == bootstrap.addr {
         return Ok(None);
     }
-    Client::connect(node.addr().as_str())
+    Client::connect_secure(&node.addr(), bootstrap.security)
         .map(Some)
         .with_context(|| format!("connecting to broker {} at {}", node.id, node.addr()))
 }
 
 fn list(
     client: &mut Client,
-    bootstrap: &str,
+    bootstrap: Bootstrap<'_>,
     states: &[String],
     producer_ids: &[i64],
     min_duration_ms: Option<i64>,
@@ -230,7 +245,7 @@ fn print_description(d: &TxnDescription, coordinator: &Node) {
     }
 }
 
-fn describe(client: &mut Client, bootstrap: &str, id: &str) -> Result<()> {
+fn describe(client: &mut Client, bootstrap: Bootstrap<'_>, id: &str) -> Result<()> {
     let node = client
         .find_coordinator(id, KEY_TYPE_TRANSACTION)
         .with_context(|| format!("FindCoordinator (transaction) of {id:?}"))?;
@@ -254,7 +269,12 @@ fn describe(client: &mut Client, bootstrap: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
-fn producers(client: &mut Client, bootstrap: &str, topic: &str, only: Option<i32>) -> Result<()> {
+fn producers(
+    client: &mut Client,
+    bootstrap: Bootstrap<'_>,
+    topic: &str,
+    only: Option<i32>,
+) -> Result<()> {
     let topics = client
         .describe_topics(Some(&[topic.to_string()]))
         .with_context(|| format!("describing topic {topic}"))?;

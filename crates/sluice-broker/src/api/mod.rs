@@ -29,6 +29,7 @@ mod producer_ids;
 mod producers;
 mod reassign;
 pub mod sasl;
+mod scram_credentials;
 pub mod session;
 mod topics;
 pub mod transactions;
@@ -407,6 +408,15 @@ pub async fn dispatch(
         }
         RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(
             off_runtime(state, move |s, b| acls::delete_acls(s, r, version, b)).await?,
+        ),
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            off_runtime(state, move |s, b| {
+                scram_credentials::alter_user_scram_credentials(s, r, b)
+            })
+            .await?,
+        ),
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            scram_credentials::describe_user_scram_credentials(state, r),
         ),
         other => {
             return Err(ApiError::Malformed(format!("no handler for {other:?}")));

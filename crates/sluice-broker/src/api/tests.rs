@@ -26,6 +26,7 @@ use crate::state::{Advertised, BrokerState};
 mod acls;
 mod admin;
 mod client_quotas;
+mod scram_credentials;
 
 struct Fixture {
     state: Arc<BrokerState>,

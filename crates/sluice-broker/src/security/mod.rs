@@ -6,7 +6,9 @@ pub mod acl;
 pub mod credentials;
 pub mod quotas;
 pub mod sasl;
-pub mod scram;
+/// The SCRAM math lives in `sluice-client` (the client side needs it too);
+/// the broker's paths (`security::scram::…`) keep working through this.
+pub use sluice_client::scram;
 
 /// Who sent a request, as Kafka's `KafkaPrincipal` names it: a type
 /// (`User`) and a name. Connections that did not authenticate (PLAINTEXT

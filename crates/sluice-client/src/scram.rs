@@ -1,11 +1,13 @@
-//! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677), the server side,
-//! as Kafka speaks them inside SaslAuthenticate: credentials derived and
-//! stored as Kafka stores them (salt, StoredKey, ServerKey, iterations —
-//! never the password), and the three-message exchange checked in
-//! constant time.
+//! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677) as Kafka speaks
+//! them inside SaslAuthenticate, both sides: credentials derived and stored
+//! as Kafka stores them (salt, StoredKey, ServerKey, iterations — never the
+//! password), the server's check of the three-message exchange in constant
+//! time ([`parse_client_first`], [`server_first`], [`AwaitingProof`]), and
+//! the client's side ([`ScramClient`]). The broker uses it as
+//! `sluice_broker::security::scram`.
 //!
-//! Pure: no sockets, no clock. The caller feeds each client message in and
-//! sends each answer out.
+//! Pure: no sockets, no clock. The caller feeds each message in and sends
+//! each answer out.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -54,6 +56,15 @@ impl Mechanism {
         Mechanism::ALL.into_iter().find(|m| m.kafka_id() == id)
     }
 
+    /// The hash's output length: that of a salted password, a StoredKey and
+    /// a ServerKey.
+    pub fn hash_len(self) -> usize {
+        match self {
+            Mechanism::Sha256 => 32,
+            Mechanism::Sha512 => 64,
+        }
+    }
+
     fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         match self {
             Mechanism::Sha256 => {
@@ -76,16 +87,18 @@ impl Mechanism {
         }
     }
 
-    /// RFC 5802's Hi(): PBKDF2 with HMAC of the mechanism's hash.
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    /// RFC 5802's Hi(): PBKDF2 with HMAC of the mechanism's hash — what a
+    /// client sends in AlterUserScramCredentials (KIP-554), so the password
+    /// itself never leaves it.
+    pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             Mechanism::Sha256 => {
-                let mut out = vec![0u8; 32];
+                let mut out = vec![0u8; self.hash_len()];
                 pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
                 out
             }
             Mechanism::Sha512 => {
-                let mut out = vec![0u8; 64];
+                let mut out = vec![0u8; self.hash_len()];
                 pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
                 out
             }
@@ -111,11 +124,24 @@ impl Credential {
         iterations: u32,
     ) -> Credential {
         let salted = mechanism.salted_password(password, salt, iterations);
-        let client_key = mechanism.hmac(&salted, b"Client Key");
+        Credential::from_salted_password(mechanism, salt, &salted, iterations)
+    }
+
+    /// The stored form from a salted password ([`Mechanism::salted_password`]),
+    /// as a broker derives it from an AlterUserScramCredentials upsertion:
+    /// StoredKey = H(HMAC(salted, "Client Key")), ServerKey = HMAC(salted,
+    /// "Server Key").
+    pub fn from_salted_password(
+        mechanism: Mechanism,
+        salt: &[u8],
+        salted_password: &[u8],
+        iterations: u32,
+    ) -> Credential {
+        let client_key = mechanism.hmac(salted_password, b"Client Key");
         Credential {
             salt: salt.to_vec(),
             stored_key: mechanism.hash(&client_key),
-            server_key: mechanism.hmac(&salted, b"Server Key"),
+            server_key: mechanism.hmac(salted_password, b"Server Key"),
             iterations,
         }
     }
@@ -129,8 +155,7 @@ impl Credential {
         if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
             return Err(ScramError::Iterations(iterations));
         }
-        let mut salt = [0u8; 32];
-        getrandom::fill(&mut salt).map_err(|e| ScramError::Random(e.to_string()))?;
+        let salt = random_salt()?;
         Ok(Credential::derive(mechanism, password, &salt, iterations))
     }
 
@@ -339,6 +364,13 @@ pub fn server_first(
             credential,
         },
     )
+}
+
+/// A fresh 32-byte salt, as Kafka's tools make one.
+pub fn random_salt() -> Result<[u8; 32], ScramError> {
+    let mut salt = [0u8; 32];
+    getrandom::fill(&mut salt).map_err(|e| ScramError::Random(e.to_string()))?;
+    Ok(salt)
 }
 
 /// A fresh server nonce: 32 random bytes, base64 (printable, no commas).
@@ -570,6 +602,18 @@ mod tests {
                     assert_eq!(result, Err(ScramError::BadProof));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_salted_password_gives_the_credential_the_password_gives() {
+        for m in Mechanism::ALL {
+            let salt = random_salt().unwrap();
+            let salted = m.salted_password(b"pw", &salt, 4096);
+            assert_eq!(
+                Credential::from_salted_password(m, &salt, &salted, 4096),
+                Credential::derive(m, b"pw", &salt, 4096)
+            );
         }
     }
 
