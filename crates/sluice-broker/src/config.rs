@@ -135,6 +135,10 @@ pub struct ClusterConfig {
     /// is off (`auto.leader.rebalance.enable`), checked this often
     /// (`leader.imbalance.check.interval.seconds`); None: never.
     pub leader_rebalance_interval: Option<std::time::Duration>,
+    /// How this broker connects to the others' inter-broker listener
+    /// (replication, transaction markers): its protocol, TLS trust and
+    /// SASL credentials.
+    pub inter_broker_client: sluice_client::security::ClientSecurity,
 }
 
 impl Default for ClusterConfig {
@@ -148,6 +152,7 @@ impl Default for ClusterConfig {
             replica_lag_time_max: std::time::Duration::from_secs(30),
             replica_fetch_wait_max: std::time::Duration::from_millis(500),
             leader_rebalance_interval: Some(std::time::Duration::from_secs(300)),
+            inter_broker_client: sluice_client::security::ClientSecurity::default(),
         }
     }
 }

@@ -211,6 +211,13 @@ impl BrokerState {
         ));
         let groups = Groups::new(config.group_initial_rebalance_delay, Arc::new(SystemClock));
         let credentials = Arc::new(CredentialStore::open(&config.data_dir)?);
+        let peers = Arc::new(Peers::new(
+            config
+                .cluster
+                .as_ref()
+                .map(|c| c.inter_broker_client.clone())
+                .unwrap_or_default(),
+        ));
         let auth_failures = FailureBackoff::new(config.security.failed_auth_delay);
         Ok(BrokerState {
             config,
@@ -229,7 +236,7 @@ impl BrokerState {
             offsets,
             txns,
             txn_locks: IdLocks::default(),
-            peers: Arc::new(Peers::default()),
+            peers,
             dynamic,
             quotas,
             authorizer,

@@ -63,6 +63,14 @@ pub struct ServeArgs {
     /// default PLAINTEXT if there is one, else the first listener.
     #[arg(long, env = "SLUICE_INTER_BROKER_LISTENER_NAME")]
     pub inter_broker_listener_name: Option<String>,
+    /// How this broker connects to the others' inter-broker listener, as
+    /// librdkafka-style properties (security.protocol, ssl.ca.location,
+    /// ssl.certificate.location, ssl.key.location, sasl.mechanism,
+    /// sasl.username, sasl.password); needed when that listener is not
+    /// PLAINTEXT. The principal it authenticates as must be a super user
+    /// when --authorizer acl is on.
+    #[arg(long, env = "SLUICE_INTER_BROKER_CLIENT_CONFIG")]
+    pub inter_broker_client_config: Option<PathBuf>,
     /// PEM certificate chain of the SSL and SASL_SSL listeners (re-read on SIGHUP).
     #[arg(long, env = "SLUICE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -384,6 +392,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .clone(),
     };
     let security = security_of(&args)?;
+    let inter_broker_client = inter_broker_client_of(&args, &listeners, &inter_broker_listener)?;
     let cluster = match &args.cluster {
         None => None,
         Some(_) if args.node_id < 0 => {
@@ -403,6 +412,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             leader_rebalance_interval: args
                 .auto_leader_rebalance
                 .then(|| Duration::from_millis(args.leader_imbalance_check_interval_ms.max(100))),
+            inter_broker_client,
         }),
     };
     let file_limit = raise_file_limit();
@@ -655,6 +665,40 @@ fn listeners_of(args: &ServeArgs) -> Result<Vec<ListenerConfig>> {
         );
     }
     Ok(listeners)
+}
+
+/// How this broker connects to the others: from
+/// --inter-broker-client-config, which must speak the inter-broker
+/// listener's protocol.
+fn inter_broker_client_of(
+    args: &ServeArgs,
+    listeners: &[ListenerConfig],
+    inter_broker: &str,
+) -> Result<sluice_client::ClientSecurity> {
+    let protocol = listeners
+        .iter()
+        .find(|l| l.name == inter_broker)
+        .map(|l| l.protocol)
+        .unwrap_or(SecurityProtocol::Plaintext);
+    let Some(path) = &args.inter_broker_client_config else {
+        anyhow::ensure!(
+            protocol == SecurityProtocol::Plaintext || args.cluster.is_none(),
+            "the inter-broker listener {inter_broker} is {protocol}: give \
+             --inter-broker-client-config with the settings brokers connect with"
+        );
+        return Ok(sluice_client::ClientSecurity::default());
+    };
+    let (client, ignored) = sluice_client::ClientSecurity::from_file(path)
+        .with_context(|| format!("--inter-broker-client-config {}", path.display()))?;
+    for key in ignored {
+        tracing::warn!("--inter-broker-client-config: {key} is not a setting Sluice uses");
+    }
+    anyhow::ensure!(
+        client.protocol.name() == protocol.name(),
+        "--inter-broker-client-config says {} but the inter-broker listener {inter_broker} is {protocol}",
+        client.protocol.name()
+    );
+    Ok(client)
 }
 
 fn security_of(args: &ServeArgs) -> Result<SecurityConfig> {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use kafka_protocol::protocol::Request;
 use sluice_client::Client;
+use sluice_client::security::ClientSecurity;
 
 use super::Cluster;
 
@@ -21,9 +22,19 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Peers {
     idle: Mutex<HashMap<i32, Vec<Client>>>,
+    /// How this broker connects to the others (the inter-broker listener's
+    /// protocol and credentials).
+    security: Arc<ClientSecurity>,
 }
 
 impl Peers {
+    pub fn new(security: ClientSecurity) -> Peers {
+        Peers {
+            idle: Mutex::default(),
+            security: Arc::new(security),
+        }
+    }
+
     /// Sends `req` to broker `node` and waits for its answer; an error (no
     /// such live broker, a refused connection, a timeout, a bad frame) is
     /// a reason to retry later, said in words for the log.
@@ -45,6 +56,7 @@ impl Peers {
             .map(|b| format!("{}:{}", b.host, b.port))
             .ok_or_else(|| format!("broker {node} is not alive"))?;
         let peers = self.clone();
+        let security = self.security.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = peers
                 .idle
@@ -55,7 +67,8 @@ impl Peers {
             let mut client = match pooled {
                 Some(c) => c,
                 None => {
-                    let c = Client::connect(broker.as_str()).map_err(|e| e.to_string())?;
+                    let c = Client::connect_secure(broker.as_str(), &security)
+                        .map_err(|e| e.to_string())?;
                     c.set_read_timeout(READ_TIMEOUT)
                         .map_err(|e| e.to_string())?;
                     c

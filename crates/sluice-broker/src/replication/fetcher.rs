@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest};
+use sluice_client::security::ClientSecurity;
 use sluice_client::{Client, topic_name};
 
 use super::{Replica, Replicas, Role, TopicPartition};
@@ -49,14 +50,18 @@ struct FetcherThread {
 pub struct Fetchers {
     node_id: i32,
     wait: Duration,
+    /// How this broker connects to leaders (the inter-broker listener's
+    /// protocol and credentials).
+    security: Arc<ClientSecurity>,
     threads: Mutex<HashMap<i32, Arc<FetcherThread>>>,
 }
 
 impl Fetchers {
-    pub fn new(node_id: i32, wait: Duration) -> Fetchers {
+    pub fn new(node_id: i32, wait: Duration, security: ClientSecurity) -> Fetchers {
         Fetchers {
             node_id,
             wait,
+            security: Arc::new(security),
             threads: Mutex::new(HashMap::new()),
         }
     }
@@ -90,9 +95,10 @@ impl Fetchers {
                 let run = t.clone();
                 let weak = Arc::downgrade(&replicas);
                 let (node_id, wait) = (self.node_id, self.wait);
+                let security = self.security.clone();
                 if let Err(e) = std::thread::Builder::new()
                     .name(format!("sluice-fetch-{leader}"))
-                    .spawn(move || run.run(weak, node_id, wait))
+                    .spawn(move || run.run(weak, node_id, wait, &security))
                 {
                     tracing::error!(leader, "starting a fetcher thread: {e}");
                 }
@@ -142,7 +148,13 @@ impl Fetchers {
 }
 
 impl FetcherThread {
-    fn run(self: Arc<Self>, replicas: Weak<Replicas>, node_id: i32, wait: Duration) {
+    fn run(
+        self: Arc<Self>,
+        replicas: Weak<Replicas>,
+        node_id: i32,
+        wait: Duration,
+        security: &ClientSecurity,
+    ) {
         let mut client: Option<(String, Client)> = None;
         let mut last_error_log: Option<Instant> = None;
         let mut rotation = 0usize;
@@ -201,7 +213,7 @@ impl FetcherThread {
                 client = None;
             }
             if client.is_none() {
-                match connect(&addr, wait) {
+                match connect(&addr, wait, security) {
                     Ok(c) => client = Some((addr.clone(), c)),
                     Err(e) => {
                         log_rarely(
@@ -452,8 +464,12 @@ fn fetch_request(
 
 /// A connection to a leader whose reads give up a little after the longest
 /// a fetch may wait there (a paused leader must not hold the thread long).
-fn connect(addr: &str, wait: Duration) -> Result<Client, sluice_client::ClientError> {
-    let c = Client::connect(addr)?;
+fn connect(
+    addr: &str,
+    wait: Duration,
+    security: &ClientSecurity,
+) -> Result<Client, sluice_client::ClientError> {
+    let c = Client::connect_secure(addr, security)?;
     c.set_read_timeout(wait + Duration::from_secs(3))?;
     Ok(c)
 }

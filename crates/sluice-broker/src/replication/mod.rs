@@ -182,7 +182,11 @@ impl Replicas {
         let node_id = cluster.node_id();
         let replicas = Arc::new(Replicas {
             node_id,
-            fetchers: Fetchers::new(node_id, config.replica_fetch_wait_max),
+            fetchers: Fetchers::new(
+                node_id,
+                config.replica_fetch_wait_max,
+                config.inter_broker_client.clone(),
+            ),
             log,
             cluster: cluster.clone(),
             config,

@@ -773,6 +773,9 @@ pub fn partition_in(
 struct Broker {
     node: i32,
     addr: SocketAddr,
+    /// The inter-broker listener's fixed address, when it is not the
+    /// PLAINTEXT one (`Cluster::with_inter_broker`).
+    inter_broker_addr: SocketAddr,
     data_dir: PathBuf,
     log: PathBuf,
     pidfile: PathBuf,
@@ -798,6 +801,9 @@ pub struct Cluster {
     args: Vec<String>,
     root: PathBuf,
     temp: Option<tempfile::TempDir>,
+    /// The inter-broker listener's protocol when brokers talk to each other
+    /// on a listener of their own (SASL_SSL, …).
+    inter_broker: Option<String>,
 }
 
 static CLUSTERS: AtomicU64 = AtomicU64::new(0);
@@ -809,6 +815,20 @@ impl Cluster {
     /// --default-replication-factor min(n, 3)` plus `extra` (which may
     /// override those four defaults), and waits until every one listens.
     pub fn new(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::with_inter_broker(n, extra, None, |_| {})
+    }
+
+    /// As [`Cluster::new`], with the brokers talking to each other on a
+    /// second listener of `protocol` (each on a fixed port of its own,
+    /// `--inter-broker-listener-name`); clients keep the PLAINTEXT one.
+    /// `prepare` runs on each broker's data directory before its first
+    /// start (to add the inter-broker user).
+    pub fn with_inter_broker(
+        n: usize,
+        extra: &[&str],
+        protocol: Option<&str>,
+        mut prepare: impl FnMut(&Path),
+    ) -> Cluster {
         assert!(n >= 1, "a cluster has brokers");
         let temp = tempfile::Builder::new()
             .prefix("sluice-cluster-")
@@ -843,6 +863,7 @@ impl Cluster {
             .map(|node| Broker {
                 node,
                 addr: SocketAddr::from(([127, 0, 0, 1], fixed_port())),
+                inter_broker_addr: SocketAddr::from(([127, 0, 0, 1], fixed_port())),
                 data_dir: root.join(format!("broker-{node}")),
                 log: root.join(format!("broker-{node}.log")),
                 pidfile: root.join(format!("broker-{node}.pid")),
@@ -858,8 +879,10 @@ impl Cluster {
             args,
             root,
             temp: Some(temp),
+            inter_broker: protocol.map(str::to_string),
         };
         for node in 1..=n as i32 {
+            prepare(&c.data_dir(node));
             c.start(node);
         }
         // Every broker sees every other registered before a test begins (a
@@ -951,6 +974,17 @@ impl Cluster {
             "--advertised-listener".to_string(),
             self.addr(node).to_string(),
         ];
+        if let Some(protocol) = &self.inter_broker {
+            let url = format!("{protocol}://{}", self.broker(node).inter_broker_addr);
+            args.extend([
+                "--listener".to_string(),
+                url.clone(),
+                "--advertised-listener".to_string(),
+                url,
+                "--inter-broker-listener-name".to_string(),
+                protocol.clone(),
+            ]);
+        }
         args.extend(self.args.iter().cloned());
         let b = self.broker_mut(node);
         assert!(
