@@ -1266,6 +1266,7 @@ fn produce_run(
         in_flight: s.in_flight,
         until: None,
         progress: false,
+        security: Default::default(),
     })
     .map_err(|e| format!("{}: {e}", cfg.label))?;
     let wall = t0.elapsed().as_secs_f64();
@@ -1469,6 +1470,7 @@ fn etcd_window(
                 in_flight: s.in_flight,
                 until: None,
                 progress: false,
+                security: Default::default(),
             })
             .map_err(|e| format!("etcd window under load: {e}"))?
             .records

@@ -258,6 +258,7 @@ fn latency_run(s: &CompactionScenario, round: usize, cleaner: bool) -> Result<La
         in_flight: 4,
         until: None,
         progress: false,
+        security: Default::default(),
     })
     .map_err(err)?;
     let read_after = broker

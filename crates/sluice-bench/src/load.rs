@@ -14,6 +14,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use kafka_protocol::records::{Compression, Record};
 use serde::Serialize;
+use sluice_client::security::ClientSecurity;
 use sluice_client::{
     Client, ClientError, batches, encode_batch, error_name, plain_record, whole_len,
 };
@@ -40,6 +41,10 @@ pub struct ProduceOptions {
     pub until: Option<Arc<AtomicBool>>,
     /// Show a progress line on a terminal.
     pub progress: bool,
+    /// How to connect (TLS, SASL); plaintext by default. Over TLS a
+    /// connection cannot be split into a writer and a reader, so each
+    /// waits for its answer before the next request (as `in_flight` 1).
+    pub security: ClientSecurity,
 }
 
 /// What `sluice bench consume` runs.
@@ -56,6 +61,8 @@ pub struct ConsumeOptions {
     pub once: bool,
     /// Show a progress line on a terminal.
     pub progress: bool,
+    /// How to connect (TLS, SASL); plaintext by default.
+    pub security: ClientSecurity,
 }
 
 /// Latency percentiles in milliseconds.
@@ -192,7 +199,7 @@ pub fn encoded_batch(
 
 /// Runs the produce load and returns its report.
 pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
-    let mut admin = Client::connect(opts.broker.as_str())?;
+    let mut admin = Client::connect_secure(opts.broker.as_str(), &opts.security)?;
     let partitions = admin.partitions(&opts.topic)?.max(1);
     let partitions = partitions.min(opts.partitions.max(1));
     let (batch, per_batch) = encoded_batch(opts.record_bytes, opts.batch_bytes, opts.compression);
@@ -210,7 +217,9 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
         let (send_delays, refused) = (send_delays.clone(), refused.clone());
         handles.push(std::thread::spawn(
             move || -> Result<ThreadCounts, ClientError> {
-                let mut client = Client::connect(opts.broker.as_str())?;
+                let mut client = Client::connect_secure(opts.broker.as_str(), &opts.security)?;
+                // One stream, one thread: TLS cannot be split.
+                let in_line = opts.security.protocol.tls();
                 // Responses are read on a thread of their own, so a response
                 // is timed when it arrives, not when the sender next looks.
                 // The sender takes a credit per request and the reader gives
@@ -221,7 +230,8 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                 for _ in 0..window {
                     let _ = credit.send(());
                 }
-                let reader = (opts.acks != 0)
+                let refused_inline = refused.clone();
+                let reader = (opts.acks != 0 && !in_line)
                     .then(|| client.try_clone())
                     .transpose()?
                     .map(|mut responses| {
@@ -260,6 +270,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                         })
                     });
                 let (mut records, mut requests) = (0u64, 0u64);
+                let (mut inline_hist, mut inline_errors) = (histogram(), 0u64);
                 let mut partition = conn % partitions;
                 let start = Instant::now();
                 let mut sent = 0u64;
@@ -282,6 +293,26 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                         if measured {
                             records += per_batch;
                             requests += 1;
+                        }
+                    } else if in_line {
+                        let result =
+                            client.produce(&opts.topic, partition as i32, batch.clone(), opts.acks);
+                        if measured {
+                            match result {
+                                Ok(_) => {
+                                    records += per_batch;
+                                    requests += 1;
+                                    let _ =
+                                        inline_hist.record(t0.elapsed().as_micros().max(1) as u64);
+                                }
+                                Err(ClientError::Io(e)) => return Err(ClientError::Io(e)),
+                                Err(e) => {
+                                    inline_errors += 1;
+                                    if let Ok(mut kinds) = refused_inline.lock() {
+                                        *kinds.entry(error_kind(&e)).or_default() += 1;
+                                    }
+                                }
+                            }
                         }
                     } else {
                         if credits.recv().is_err() {
@@ -311,7 +342,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<LoadReport, ClientError> {
                     Some(reader) => reader
                         .join()
                         .map_err(|_| ClientError::Protocol("response reader panicked".into()))?,
-                    None => Ok((records, requests, 0, histogram())),
+                    None => Ok((records, requests, inline_errors, inline_hist)),
                 }
             },
         ));
@@ -373,7 +404,7 @@ fn count_records(records: &[u8]) -> (u64, u64) {
 /// Runs the consume load: each connection reads its partitions from the start
 /// (wrapping to the start again at the end) for the duration.
 pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
-    let mut admin = Client::connect(opts.broker.as_str())?;
+    let mut admin = Client::connect_secure(opts.broker.as_str(), &opts.security)?;
     let partitions = admin
         .partitions(&opts.topic)?
         .max(1)
@@ -385,7 +416,7 @@ pub fn consume(opts: &ConsumeOptions) -> Result<LoadReport, ClientError> {
         let (opts, stop, total_bytes) = (opts.clone(), stop.clone(), total_bytes.clone());
         handles.push(std::thread::spawn(
             move || -> Result<ThreadCounts, ClientError> {
-                let mut client = Client::connect(opts.broker.as_str())?;
+                let mut client = Client::connect_secure(opts.broker.as_str(), &opts.security)?;
                 let mut hist = histogram();
                 let partition = (conn % partitions) as i32;
                 let start_offset = client.list_offset(&opts.topic, partition, -2)?;

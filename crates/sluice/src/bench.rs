@@ -161,6 +161,35 @@ pub enum BrokerBench {
     /// Produce p99 at a fixed rate while one consumer catches up on evicted
     /// data, against the producer alone; cold-read isolation on and off.
     Isolation(BrokerIsolationArgs),
+    /// What TLS costs: consume and produce through a PLAINTEXT and an SSL
+    /// listener of one broker, interleaved, with broker CPU per GB.
+    Tls(BrokerTlsArgs),
+}
+
+#[derive(Args)]
+pub struct BrokerTlsArgs {
+    /// Directory for the broker's data and the throwaway certificate.
+    #[arg(long, default_value = "sluice-bench-data")]
+    dir: PathBuf,
+    /// Bytes to produce before the consume windows.
+    #[arg(long, value_parser = parse_size, default_value = "1g")]
+    fill: u64,
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Milliseconds each window measures.
+    #[arg(long, default_value_t = 3000)]
+    run_ms: u64,
+    #[arg(long, value_parser = parse_size, default_value = "1m")]
+    fetch_size: u64,
+    /// Producer connections (each one request at a time).
+    #[arg(long, default_value_t = 4)]
+    producers: u32,
+    #[arg(long, value_parser = parse_size, default_value = "256k")]
+    batch_size: u64,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -456,6 +485,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Compaction(args) => bench_compaction(args),
         BenchCommand::Cluster(args) => bench_cluster(args),
         BenchCommand::Broker(BrokerBench::Consume(args)) => bench_broker_consume(args),
+        BenchCommand::Broker(BrokerBench::Tls(args)) => bench_broker_tls(args),
         BenchCommand::Broker(BrokerBench::Isolation(args)) => bench_broker_isolation(args),
         BenchCommand::TransferReceiver { unix_path, cpu } => {
             sluice_bench::receiver::run_receiver(&unix_path, cpu).context("receiver")
@@ -575,6 +605,7 @@ fn bench_produce(a: LoadProduceArgs) -> Result<()> {
         in_flight: a.in_flight,
         until: None,
         progress: true,
+        security: Default::default(),
     };
     let report = sluice_bench::load::produce(&opts).context("produce load")?;
     write_load_report(&report, a.json, a.svg)
@@ -637,6 +668,7 @@ fn bench_consume(a: LoadConsumeArgs) -> Result<()> {
         fetch_bytes: a.fetch_size.min(i32::MAX as u64) as i32,
         once: false,
         progress: true,
+        security: Default::default(),
     };
     let report = sluice_bench::load::consume(&opts).context("consume load")?;
     write_load_report(&report, a.json, a.svg)
@@ -709,6 +741,28 @@ fn bench_broker_consume(a: BrokerConsumeArgs) -> Result<()> {
     print!("{}", harness::consume_table(&report));
     let text = serde_json::to_string_pretty(&report)?;
     write_json_and_svg(&report, text, a.json, &a.svg, harness::write_consume_svg)
+}
+
+fn bench_broker_tls(a: BrokerTlsArgs) -> Result<()> {
+    use sluice_bench::harness;
+    let scenario = harness::TlsScenario {
+        exe: std::env::current_exe().context("locating the sluice binary")?,
+        dir: a.dir,
+        fill_bytes: a.fill,
+        partitions: a.partitions.max(1),
+        repeats: a.repeats.max(1),
+        run: Duration::from_millis(a.run_ms.max(100)),
+        fetch_bytes: a.fetch_size.min(i32::MAX as u64) as i32,
+        producers: a.producers.max(1),
+        batch_bytes: a.batch_size as usize,
+    };
+    let report = harness::tls(&scenario).map_err(|e| anyhow::anyhow!(e))?;
+    print!("{}", harness::tls_table(&report));
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn bench_broker_isolation(a: BrokerIsolationArgs) -> Result<()> {

@@ -240,6 +240,7 @@ fn consume_run(
         fetch_bytes: s.fetch_bytes,
         once: false,
         progress: false,
+        security: Default::default(),
     })
     .map_err(|e| format!("consume on {path}: {e}"))?;
     let cpu = broker.cpu_seconds() - cpu0;

@@ -184,6 +184,7 @@ fn isolation_run(
         in_flight: 4,
         until,
         progress: false,
+        security: Default::default(),
     };
     // With the consumer: it starts reading the evicted backlog once the
     // producer's warm-up is over, and the measured window ends when it has
@@ -207,6 +208,7 @@ fn isolation_run(
                 fetch_bytes: 1 << 20,
                 once: true,
                 progress: false,
+                security: Default::default(),
             });
             done.store(true, Ordering::Relaxed);
             r

@@ -29,12 +29,14 @@ use crate::process::{BrokerLaunch, BrokerProcess};
 pub mod consume;
 pub mod isolation;
 pub mod present;
+pub mod tls;
 
 pub use consume::{
     BaselineRun, ConsumeReport, ConsumeRow, ConsumeRun, ConsumeScenario, bare_sendfile, consume,
 };
 pub use isolation::{IsolationReport, IsolationRun, IsolationScenario, isolation};
 pub use present::{consume_table, isolation_table, write_consume_svg, write_isolation_svg};
+pub use tls::{TlsReport, TlsScenario, tls, tls_table};
 
 /// Starts a broker for a scenario: `exe serve` on `data_dir` with `args`,
 /// quiet below warnings, optionally on one CPU.
