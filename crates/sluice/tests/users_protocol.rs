@@ -361,6 +361,49 @@ fn users_are_managed_over_the_protocol_and_the_cli_speaks_sasl_ssl() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "orders");
 
+    // The certificate must name the host asked for, unless the check is
+    // off (ssl.endpoint.identification.algorithm=none); the CA still counts.
+    let bob = config(tmp.path(), &ca, "SCRAM-SHA-512", "bob", "bob-secret");
+    let elsewhere = |config: &Path| {
+        sluice(
+            &[
+                "topic",
+                "list",
+                "-b",
+                &secure,
+                "--command-config",
+                config.to_str().expect("path"),
+                "--tls-server-name",
+                "kafka.example.com",
+            ],
+            "",
+            &[],
+        )
+    };
+    let (ok, _, err) = elsewhere(&bob);
+    assert!(!ok);
+    assert!(err.contains("not valid for name"), "{err}");
+    let lax = tmp.path().join("bob-lax.properties");
+    let text = std::fs::read_to_string(&bob).expect("config");
+    std::fs::write(
+        &lax,
+        format!("{text}ssl.endpoint.identification.algorithm=none\n"),
+    )
+    .expect("config");
+    let (ok, out, err) = elsewhere(&lax);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "orders");
+    let lax_other = tmp.path().join("bob-lax-other.properties");
+    std::fs::write(
+        &lax_other,
+        std::fs::read_to_string(&lax)
+            .expect("config")
+            .replace(ca.to_str().expect("path"), other_ca.to_str().expect("path")),
+    )
+    .expect("config");
+    let (ok, _, err) = elsewhere(&lax_other);
+    assert!(!ok && err.contains("UnknownIssuer"), "{err}");
+
     // A wrong password: the broker's refusal, said plainly.
     let wrong = config(tmp.path(), &ca, "SCRAM-SHA-256", "bob", "bob-secreT!");
     let (ok, _, err) = topic_list(&secure, &wrong);
