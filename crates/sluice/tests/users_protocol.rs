@@ -30,8 +30,10 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA (`NAME-ca.pem`) and, if `server`, a server certificate it signed
-/// for IP 127.0.0.1 and localhost (`NAME-server.pem`, `NAME-server.key`).
+/// A CA (`NAME-ca.pem`), a client certificate it signed
+/// (`NAME-client.pem`, `NAME-client.key`, subject `CN=NAME-client`) and, if
+/// `server`, a server certificate for IP 127.0.0.1 and localhost
+/// (`NAME-server.pem`, `NAME-server.key`).
 fn make_ca(dir: &Path, name: &str, server: bool) -> PathBuf {
     let ca_key = format!("{name}-ca.key");
     let ca = format!("{name}-ca.pem");
@@ -59,16 +61,24 @@ fn make_ca(dir: &Path, name: &str, server: bool) -> PathBuf {
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
-    if server {
-        let key = format!("{name}-server.key");
-        let csr = format!("{name}-server.csr");
-        let ext = format!("{name}-server.ext");
+    let roles: &[(&str, &str)] = if server {
+        &[
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ]
+    } else {
+        &[("client", "extendedKeyUsage=clientAuth\n")]
+    };
+    for (role, usage) in roles {
+        let key = format!("{name}-{role}.key");
+        let csr = format!("{name}-{role}.csr");
+        let ext = format!("{name}-{role}.ext");
         std::fs::write(
             dir.join(&ext),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
-             basicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\n",
+            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{usage}"),
         )
         .expect("ext file");
         openssl(
@@ -85,7 +95,7 @@ fn make_ca(dir: &Path, name: &str, server: bool) -> PathBuf {
                 "-out",
                 &csr,
                 "-subj",
-                "/CN=localhost",
+                &format!("/CN={name}-{role}"),
             ],
         );
         openssl(
@@ -101,7 +111,7 @@ fn make_ca(dir: &Path, name: &str, server: bool) -> PathBuf {
                 &ca_key,
                 "-CAcreateserial",
                 "-out",
-                &format!("{name}-server.pem"),
+                &format!("{name}-{role}.pem"),
                 "-days",
                 "2",
                 "-extfile",
@@ -131,9 +141,17 @@ impl Broker {
                 "PLAINTEXT://127.0.0.1:0",
                 "--listener",
                 "SASL_SSL://127.0.0.1:0",
+                "--listener",
+                "SSL://127.0.0.1:0",
                 "--connection-failed-authentication-delay-ms",
                 "10",
+                // Client certificates checked when presented (SASL_SSL
+                // clients here present none).
+                "--tls-client-auth",
+                "requested",
             ])
+            .arg("--tls-client-ca")
+            .arg(certs.join("good-ca.pem"))
             .arg("--tls-cert")
             .arg(certs.join("good-server.pem"))
             .arg("--tls-key")
@@ -145,7 +163,7 @@ impl Broker {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut listeners = BTreeMap::new();
-        while listeners.len() < 2 {
+        while listeners.len() < 3 {
             let line = lines
                 .next()
                 .expect("sluice serve exited before listening")
@@ -343,6 +361,49 @@ fn users_are_managed_over_the_protocol_and_the_cli_speaks_sasl_ssl() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "orders");
 
+    // The certificate must name the host asked for, unless the check is
+    // off (ssl.endpoint.identification.algorithm=none); the CA still counts.
+    let bob = config(tmp.path(), &ca, "SCRAM-SHA-512", "bob", "bob-secret");
+    let elsewhere = |config: &Path| {
+        sluice(
+            &[
+                "topic",
+                "list",
+                "-b",
+                &secure,
+                "--command-config",
+                config.to_str().expect("path"),
+                "--tls-server-name",
+                "kafka.example.com",
+            ],
+            "",
+            &[],
+        )
+    };
+    let (ok, _, err) = elsewhere(&bob);
+    assert!(!ok);
+    assert!(err.contains("not valid for name"), "{err}");
+    let lax = tmp.path().join("bob-lax.properties");
+    let text = std::fs::read_to_string(&bob).expect("config");
+    std::fs::write(
+        &lax,
+        format!("{text}ssl.endpoint.identification.algorithm=none\n"),
+    )
+    .expect("config");
+    let (ok, out, err) = elsewhere(&lax);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "orders");
+    let lax_other = tmp.path().join("bob-lax-other.properties");
+    std::fs::write(
+        &lax_other,
+        std::fs::read_to_string(&lax)
+            .expect("config")
+            .replace(ca.to_str().expect("path"), other_ca.to_str().expect("path")),
+    )
+    .expect("config");
+    let (ok, _, err) = elsewhere(&lax_other);
+    assert!(!ok && err.contains("UnknownIssuer"), "{err}");
+
     // A wrong password: the broker's refusal, said plainly.
     let wrong = config(tmp.path(), &ca, "SCRAM-SHA-256", "bob", "bob-secreT!");
     let (ok, _, err) = topic_list(&secure, &wrong);
@@ -356,6 +417,41 @@ fn users_are_managed_over_the_protocol_and_the_cli_speaks_sasl_ssl() {
     let (ok, _, err) = topic_list(&secure, &untrusted);
     assert!(!ok);
     assert!(err.contains("TLS") && err.contains("handshake"), "{err}");
+    // mTLS on the SSL listener: a certificate the broker's CA signed is
+    // taken, one another CA signed is not.
+    let ssl = broker.addr("SSL");
+    let with_cert = |who: &str| {
+        sluice(
+            &[
+                "topic",
+                "list",
+                "-b",
+                &ssl,
+                "--security-protocol",
+                "SSL",
+                "--tls-ca",
+                ca.to_str().expect("path"),
+                "--tls-cert",
+                certs
+                    .join(format!("{who}-client.pem"))
+                    .to_str()
+                    .expect("path"),
+                "--tls-key",
+                certs
+                    .join(format!("{who}-client.key"))
+                    .to_str()
+                    .expect("path"),
+            ],
+            "",
+            &[],
+        )
+    };
+    let (ok, out, err) = with_cert("good");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "orders");
+    let (ok, _, err) = with_cert("other");
+    assert!(!ok);
+    assert!(err.contains("TLS"), "{err}");
     // Without SASL settings a SASL_SSL listener is not reached at all.
     let (ok, _, err) = sluice(
         &[
