@@ -275,16 +275,22 @@ impl Fixup {
 
 /// Splits `items` into those `refuse` lets through and, with their
 /// positions, the answers for those it refuses.
-fn split<T, R>(items: Vec<T>, mut refuse: impl FnMut(&T) -> Option<R>) -> (Vec<T>, Refused<R>) {
-    let mut kept = Vec::with_capacity(items.len());
+fn split<T, R>(mut items: Vec<T>, mut refuse: impl FnMut(&T) -> Option<R>) -> (Vec<T>, Refused<R>) {
+    // In place: a request with nothing refused costs no allocation.
     let mut refused = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        match refuse(&item) {
-            Some(r) => refused.push((i, r)),
-            None => kept.push(item),
-        }
-    }
-    (kept, refused)
+    let mut i = 0;
+    items.retain(|item| {
+        let kept = match refuse(item) {
+            Some(r) => {
+                refused.push((i, r));
+                false
+            }
+            None => true,
+        };
+        i += 1;
+        kept
+    });
+    (items, refused)
 }
 
 /// Puts refused items back where they were asked (the handler answers
@@ -1553,8 +1559,10 @@ impl Fixup {
     /// items put back, listings filtered, authorized-operations fields
     /// filled in. `version` is the request's.
     pub fn apply(self, az: &Authz, version: i16, response: &mut ResponseKind) {
-        let c = az.checker();
-        let describe_topic = |name: &str| c.authorize(Op::Describe, Rt::Topic, name);
+        // The ACLs are loaded only for an answer that needs a check.
+        let checker = std::cell::OnceCell::new();
+        let c = || checker.get_or_init(|| az.checker());
+        let describe_topic = |name: &str| c().authorize(Op::Describe, Rt::Topic, name);
         match (self, response) {
             (Fixup::None, _) => {}
             (Fixup::Produce(refused), ResponseKind::Produce(out)) => {
@@ -1585,14 +1593,14 @@ impl Fixup {
                     for t in &mut out.topics {
                         if let Some(name) = &t.name {
                             t.topic_authorized_operations =
-                                authorized_operations(&c, Rt::Topic, name.0.as_str());
+                                authorized_operations(c(), Rt::Topic, name.0.as_str());
                         }
                     }
                 }
                 out.topics.extend(refused);
                 if cluster_operations {
-                    out.cluster_authorized_operations = if cluster(&c, Op::Describe) {
-                        authorized_operations(&c, Rt::Cluster, CLUSTER_NAME)
+                    out.cluster_authorized_operations = if cluster(c(), Op::Describe) {
+                        authorized_operations(c(), Rt::Cluster, CLUSTER_NAME)
                     } else {
                         0
                     };
@@ -1629,14 +1637,14 @@ impl Fixup {
                         .filter(|g| g.error_code == errors::NONE)
                     {
                         g.authorized_operations =
-                            authorized_operations(&c, Rt::Group, g.group_id.0.as_str());
+                            authorized_operations(c(), Rt::Group, g.group_id.0.as_str());
                     }
                 }
                 reinsert(&mut out.groups, refused);
             }
             (Fixup::ListGroups, ResponseKind::ListGroups(out)) => out
                 .groups
-                .retain(|g| c.authorize(Op::Describe, Rt::Group, g.group_id.0.as_str())),
+                .retain(|g| c().authorize(Op::Describe, Rt::Group, g.group_id.0.as_str())),
             (Fixup::DeleteGroups(refused), ResponseKind::DeleteGroups(out)) => {
                 reinsert(&mut out.results, refused)
             }
@@ -1688,7 +1696,7 @@ impl Fixup {
             }
             (Fixup::ListTransactions, ResponseKind::ListTransactions(out)) => {
                 out.transaction_states.retain(|t| {
-                    c.authorize(
+                    c().authorize(
                         Op::Describe,
                         Rt::TransactionalId,
                         t.transactional_id.0.as_str(),
@@ -1713,7 +1721,7 @@ impl Fixup {
                     }
                     if let Some(name) = &t.name {
                         t.topic_authorized_operations =
-                            authorized_operations(&c, Rt::Topic, name.0.as_str());
+                            authorized_operations(c(), Rt::Topic, name.0.as_str());
                     }
                 }
             }
