@@ -40,6 +40,9 @@ pub enum BenchCommand {
     /// commits across SIGKILLs of its coordinator, and controlled shutdown
     /// times (--sections picks some).
     Cluster(ClusterArgs),
+    /// Authorization's cost per check: `Authorizer::authorize` over ACL
+    /// sets of each size, on one thread and on several at once.
+    Authz(crate::bench_authz::AuthzArgs),
     /// The receiver process the transfer benchmark starts (reads and discards).
     #[command(hide = true)]
     TransferReceiver {
@@ -484,6 +487,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::E2e(args) => bench_e2e(args),
         BenchCommand::Compaction(args) => bench_compaction(args),
         BenchCommand::Cluster(args) => bench_cluster(args),
+        BenchCommand::Authz(args) => crate::bench_authz::run(args),
         BenchCommand::Broker(BrokerBench::Consume(args)) => bench_broker_consume(args),
         BenchCommand::Broker(BrokerBench::Tls(args)) => bench_broker_tls(args),
         BenchCommand::Broker(BrokerBench::Isolation(args)) => bench_broker_isolation(args),

@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod acl;
 mod bench;
+mod bench_authz;
 mod client_security;
 mod cluster_status;
 mod tools;

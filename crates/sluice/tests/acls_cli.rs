@@ -58,7 +58,17 @@ const TXN_ANYONE: &str =
 fn acls_added_with_the_cli_are_listed_removed_and_survive_a_restart() {
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("data");
-    let flags = ["--authorizer", "acl", "--super-user", "User:admin"];
+    // `sluice acl` connects over PLAINTEXT, as User:ANONYMOUS: with the
+    // authorizer on it needs Alter and Describe on the cluster, here as a
+    // super user.
+    let flags = [
+        "--authorizer",
+        "acl",
+        "--super-user",
+        "User:admin",
+        "--super-user",
+        "User:ANONYMOUS",
+    ];
     let mut server = Server::start_in(&dir, &flags);
     let b = server.addr.to_string();
 

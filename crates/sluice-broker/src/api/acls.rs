@@ -1,6 +1,9 @@
 //! The ACL APIs: CreateAcls, DescribeAcls and DeleteAcls (KIP-140), as
 //! Kafka's broker answers them, over `security::acl`'s store. Without an
-//! authorizer (`--authorizer acl`) each answers SECURITY_DISABLED.
+//! authorizer (`--authorizer acl`) each answers SECURITY_DISABLED. With
+//! one, `authz` has checked the principal first: Describe on the cluster
+//! for DescribeAcls, Alter on it for CreateAcls and DeleteAcls (else
+//! CLUSTER_AUTHORIZATION_FAILED, and these never run).
 //!
 //! v1–v3 only: v0 (no pattern type) was removed by Kafka 4.0 (KIP-896) and
 //! `kafka-protocol` does not encode it.
@@ -89,7 +92,6 @@ pub fn create_acls(
     _version: i16,
     _b: &Blocking,
 ) -> CreateAclsResponse {
-    // authz: Alter on Cluster
     let mut out = CreateAclsResponse::default();
     let result = |(code, message): (i16, Option<StrBytes>)| {
         let mut r = AclCreationResult::default();
@@ -144,7 +146,6 @@ pub fn describe_acls(
     r: DescribeAclsRequest,
     _version: i16,
 ) -> DescribeAclsResponse {
-    // authz: Describe on Cluster
     let mut out = DescribeAclsResponse::default();
     let Some(authorizer) = &state.authorizer else {
         (out.error_code, out.error_message) = security_disabled();
@@ -205,7 +206,6 @@ pub fn delete_acls(
     _version: i16,
     _b: &Blocking,
 ) -> DeleteAclsResponse {
-    // authz: Alter on Cluster
     let mut out = DeleteAclsResponse::default();
     let failed = |(code, message): (i16, Option<StrBytes>)| {
         let mut f = DeleteAclsFilterResult::default();

@@ -212,10 +212,13 @@ fn volume_space(dir: &Path) -> std::io::Result<(i64, i64)> {
 /// next cursor where the answer stopped. Named topics that do not exist are
 /// answered UNKNOWN_TOPIC_OR_PARTITION (INVALID_TOPIC_EXCEPTION for an
 /// impossible name); a cursor naming a topic not in a non-empty list is an
-/// INVALID_REQUEST for every topic named.
+/// INVALID_REQUEST for every topic named. Topics not `describable` (by the
+/// principal asking, `authz`) are left out, or, named, answered
+/// TOPIC_AUTHORIZATION_FAILED whether they exist or not; they take no room.
 pub fn describe_topic_partitions(
     state: &BrokerState,
     r: DescribeTopicPartitionsRequest,
+    describable: impl Fn(&str) -> bool,
 ) -> DescribeTopicPartitionsResponse {
     let mut out = DescribeTopicPartitionsResponse::default();
     let all = r.topics.is_empty();
@@ -244,6 +247,10 @@ pub fn describe_topic_partitions(
             .collect();
         return out;
     }
+    // Kafka pages only the topics the principal may Describe; the named
+    // ones it may not follow every page's topics, refused.
+    let (names, refused): (Vec<String>, Vec<String>) =
+        names.into_iter().partition(|n| describable(n));
     let node = BrokerId(state.meta.node_id);
     let mut remaining = r.response_partition_limit.min(MAX_PARTITIONS_PER_DESCRIBE);
     for name in names {
@@ -297,6 +304,14 @@ pub fn describe_topic_partitions(
             break;
         }
         remaining -= given;
+    }
+    if !all {
+        out.topics.extend(refused.into_iter().map(|name| {
+            let mut t = DescribeTopicPartitionsResponseTopic::default();
+            t.name = Some(TopicName(str_bytes(&name)));
+            t.error_code = errors::TOPIC_AUTHORIZATION_FAILED;
+            t
+        }));
     }
     out
 }

@@ -18,13 +18,18 @@ use crate::state::BrokerState;
 /// consumer byte-rate quota's `throttle_time_ms`; a throttled response is
 /// sent without records (Kafka's KIP-219 behaviour: the client waits out the
 /// throttle before fetching again). Returns the parts and the throttle.
+/// `refused` are topics the authorizer refused (`authz`), answered in
+/// their place as they are; a fetch with nothing else in it is answered at
+/// once.
 pub async fn fetch(
     state: &Arc<BrokerState>,
     r: FetchRequest,
     version: i16,
     correlation: i32,
+    mut refused: Vec<(usize, TopicData)>,
     throttle: impl FnOnce(u64) -> i32,
 ) -> (Vec<Part>, i32) {
+    let only_refused = r.topics.is_empty() && !refused.is_empty();
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0));
     let min_bytes = u64::try_from(r.min_bytes).unwrap_or(0);
@@ -61,9 +66,10 @@ pub async fn fetch(
             }
         };
         let now = tokio::time::Instant::now();
-        if total >= min_bytes.max(1) || any_error || now >= deadline {
+        if total >= min_bytes.max(1) || any_error || only_refused || now >= deadline {
             let throttle_ms = throttle(total);
             let mut topics = topics;
+            super::authz::reinsert(&mut topics, std::mem::take(&mut refused));
             if throttle_ms > 0 {
                 for p in topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
                     p.records = None;

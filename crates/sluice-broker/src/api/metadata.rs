@@ -12,7 +12,7 @@ use crate::coordinator::is_internal_topic;
 use crate::state::{BrokerState, InCluster};
 use kafka_protocol::ResponseError;
 
-fn may_create(state: &BrokerState, r: &MetadataRequest, version: i16) -> bool {
+pub(super) fn may_create(state: &BrokerState, r: &MetadataRequest, version: i16) -> bool {
     state.config.auto_create_topics && (version < 4 || r.allow_auto_topic_creation)
 }
 

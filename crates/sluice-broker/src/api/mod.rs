@@ -12,6 +12,7 @@
 
 mod acls;
 mod admin;
+pub mod authz;
 pub mod client_quotas;
 mod configs;
 pub mod coordination;
@@ -166,6 +167,28 @@ pub async fn dispatch(
     let correlation = header.correlation_id;
     let api = ApiKey::try_from(header.request_api_key)
         .map_err(|_| ApiError::Malformed("unknown API key after decoding".into()))?;
+    // With an authorizer, Kafka's rules first (`authz`): what is refused
+    // is never served. Without one, nothing here is checked.
+    let az = authz::Authz::new(state, &session.principal, session.peer.ip());
+    let (request, mut fixup) = match &az {
+        None => (request, authz::Fixup::None),
+        Some(az) => match authz::gate(az, state, version, request) {
+            authz::Gate::Serve(request, fixup) => (request, fixup),
+            authz::Gate::Answer(response) => {
+                let mut response = response;
+                charge_request_time(
+                    state,
+                    session,
+                    &quota_user,
+                    &quota_client,
+                    started,
+                    &mut response,
+                );
+                return encode::response(api, version, correlation, &response).map(Reply::Respond);
+            }
+            authz::Gate::Silent => return Ok(Reply::NoResponse),
+        },
+    };
     let response = match request {
         RequestKind::ApiVersions(_) => {
             return Ok(Reply::Respond(versions::api_versions_response(
@@ -184,30 +207,32 @@ pub async fn dispatch(
                 let cap = i32::try_from(cap.max(1)).unwrap_or(i32::MAX);
                 r.max_bytes = r.max_bytes.min(cap);
             }
-            let (parts, throttle_ms) = fetch::fetch(state, r, version, correlation, |bytes| {
-                if follower {
-                    return 0;
-                }
-                let ms = client_quotas::throttle_for(
-                    state,
-                    client_quotas::Direction::Fetch,
-                    &quota_user,
-                    &quota_client,
-                    bytes,
-                );
-                if ms > 0 {
-                    // A throttled answer carries no records: they were not
-                    // sent, so they do not count (Kafka unrecords them too).
-                    state.quotas.unrecord_fetch(
+            let refused = fixup.take_fetch();
+            let (parts, throttle_ms) =
+                fetch::fetch(state, r, version, correlation, refused, |bytes| {
+                    if follower {
+                        return 0;
+                    }
+                    let ms = client_quotas::throttle_for(
+                        state,
+                        client_quotas::Direction::Fetch,
                         &quota_user,
                         &quota_client,
                         bytes,
-                        std::time::Instant::now(),
                     );
-                }
-                ms
-            })
-            .await;
+                    if ms > 0 {
+                        // A throttled answer carries no records: they were not
+                        // sent, so they do not count (Kafka unrecords them too).
+                        state.quotas.unrecord_fetch(
+                            &quota_user,
+                            &quota_client,
+                            bytes,
+                            std::time::Instant::now(),
+                        );
+                    }
+                    ms
+                })
+                .await;
             session.mute_for = millis(throttle_ms);
             return Ok(Reply::Respond(parts));
         }
@@ -315,7 +340,23 @@ pub async fn dispatch(
             off_runtime(state, move |s, b| admin::describe_log_dirs(s, r, b)).await?,
         ),
         RequestKind::DescribeTopicPartitions(r) => {
-            ResponseKind::DescribeTopicPartitions(admin::describe_topic_partitions(state, r))
+            // Topics the principal may not Describe are left out (or, named,
+            // refused) as the answer is paged, so a cursor never names one.
+            let checker = az.as_ref().map(authz::Authz::checker);
+            let describable = |topic: &str| {
+                checker.as_ref().is_none_or(|c| {
+                    c.authorize(
+                        crate::security::acl::AclOperation::Describe,
+                        crate::security::acl::ResourceType::Topic,
+                        topic,
+                    )
+                })
+            };
+            ResponseKind::DescribeTopicPartitions(admin::describe_topic_partitions(
+                state,
+                r,
+                describable,
+            ))
         }
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(
             off_runtime(state, move |s, b| admin::delete_records(s, r, b)).await?,
@@ -423,20 +464,41 @@ pub async fn dispatch(
         }
     };
     let mut response = response;
-    // The request quota (request_percentage): the time this request took,
-    // answered as throttle_time_ms (the larger of it and a byte-rate
-    // throttle already set), and the connection muted for it.
-    let request_ms = client_quotas::request_throttle_for(
+    if let Some(az) = &az {
+        fixup.apply(az, version, &mut response);
+    }
+    charge_request_time(
         state,
+        session,
         &quota_user,
         &quota_client,
+        started,
+        &mut response,
+    );
+    encode::response(api, version, correlation, &response).map(Reply::Respond)
+}
+
+/// The request quota (request_percentage): the time this request took,
+/// answered as throttle_time_ms (the larger of it and a byte-rate
+/// throttle already set), and the connection muted for it.
+fn charge_request_time(
+    state: &BrokerState,
+    session: &mut Session,
+    quota_user: &str,
+    quota_client: &str,
+    started: std::time::Instant,
+    response: &mut ResponseKind,
+) {
+    let request_ms = client_quotas::request_throttle_for(
+        state,
+        quota_user,
+        quota_client,
         u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
     );
     if request_ms > 0 {
-        let ms = raise_throttle(&mut response, request_ms);
+        let ms = raise_throttle(response, request_ms);
         session.mute_for = session.mute_for.max(millis(ms));
     }
-    encode::response(api, version, correlation, &response).map(Reply::Respond)
 }
 
 fn millis(ms: i32) -> std::time::Duration {

@@ -25,6 +25,7 @@ use crate::state::{Advertised, BrokerState};
 
 mod acls;
 mod admin;
+mod authz;
 mod client_quotas;
 mod scram_credentials;
 
@@ -54,6 +55,16 @@ fn name(s: &str) -> TopicName {
 /// Sends `req` at `version` through `dispatch` and decodes the answer; file
 /// regions (Fetch) are read back from their segments.
 async fn call<R: Request + Into<RequestKind>>(f: &Fixture, version: i16, req: R) -> R::Response {
+    call_as(f, None, version, req).await
+}
+
+/// `call` from a connection of `principal` (None: `User:ANONYMOUS`).
+async fn call_as<R: Request + Into<RequestKind>>(
+    f: &Fixture,
+    principal: Option<crate::security::Principal>,
+    version: i16,
+    req: R,
+) -> R::Response {
     let mut header = RequestHeader::default();
     header.request_api_key = R::KEY;
     header.request_api_version = version;
@@ -64,7 +75,7 @@ async fn call<R: Request + Into<RequestKind>>(f: &Fixture, version: i16, req: R)
             protocol: crate::config::SecurityProtocol::Plaintext,
         }),
         "127.0.0.1:5555".parse().expect("addr"),
-        None,
+        principal,
     );
     let reply = dispatch(&f.state, header, req.into(), &mut session)
         .await

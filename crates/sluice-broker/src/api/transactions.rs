@@ -228,7 +228,7 @@ async fn new_producer_id(state: &Arc<BrokerState>) -> Result<i64, i16> {
 
 /// Whether `topic`/`partition` exists (a transaction may only hold real
 /// partitions).
-fn partition_exists(state: &BrokerState, topic: &str, partition: i32) -> bool {
+pub(super) fn partition_exists(state: &BrokerState, topic: &str, partition: i32) -> bool {
     if partition < 0 {
         return false;
     }

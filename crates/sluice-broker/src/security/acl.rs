@@ -13,9 +13,11 @@
 //! file whole, as `security::credentials` does: `acls.tmp` written and
 //! synced, renamed over `acls`, the directory synced.
 //!
-//! Reads never wait for a writer's disk I/O: the bindings and their index
-//! are an immutable snapshot behind an `Arc`, which a writer replaces (under
-//! the lock for a pointer swap only) after its file is durable.
+//! Reads never wait for a writer, nor for each other: the bindings and
+//! their index are an immutable snapshot behind an `ArcSwap` (a load is a
+//! few atomic operations on the reading thread's own slot, no lock and no
+//! shared reference count), which a writer replaces after its file is
+//! durable.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -23,7 +25,9 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
 
 use crate::security::Principal;
 
@@ -515,7 +519,7 @@ pub struct AclStore {
     path: Option<PathBuf>,
     /// Serialises writers (a read-modify-write of the file).
     writer: Mutex<()>,
-    current: RwLock<Arc<Snapshot>>,
+    current: ArcSwap<Snapshot>,
 }
 
 impl AclStore {
@@ -545,7 +549,7 @@ impl AclStore {
         Ok(AclStore {
             path: Some(path),
             writer: Mutex::new(()),
-            current: RwLock::new(Arc::new(Snapshot::new(bindings))),
+            current: ArcSwap::from_pointee(Snapshot::new(bindings)),
         })
     }
 
@@ -554,15 +558,12 @@ impl AclStore {
         AclStore {
             path: None,
             writer: Mutex::new(()),
-            current: RwLock::new(Arc::new(Snapshot::default())),
+            current: ArcSwap::from_pointee(Snapshot::default()),
         }
     }
 
-    fn snapshot(&self) -> Arc<Snapshot> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn snapshot(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
     }
 
     /// How many bindings there are.
@@ -580,7 +581,7 @@ impl AclStore {
     /// error is the file's: then nothing was added.
     pub fn create(&self, bindings: &[AclBinding]) -> io::Result<Vec<Result<(), String>>> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.snapshot();
+        let old = self.current.load_full();
         let mut next = old.bindings.clone();
         let results = bindings
             .iter()
@@ -612,7 +613,7 @@ impl AclStore {
     /// The error is the file's: then nothing was removed.
     pub fn delete(&self, filters: &[AclBindingFilter]) -> io::Result<Vec<Vec<AclBinding>>> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.snapshot();
+        let old = self.current.load_full();
         let results: Vec<Vec<AclBinding>> = filters
             .iter()
             .map(|f| {
@@ -641,8 +642,7 @@ impl AclStore {
         if let Some(path) = &self.path {
             write_file(path, &bindings)?;
         }
-        let next = Arc::new(Snapshot::new(bindings));
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        self.current.store(Arc::new(Snapshot::new(bindings)));
         Ok(())
     }
 }
@@ -707,13 +707,7 @@ impl Authorizer {
     }
 
     /// Whether `principal`, connected from `host`, may do `op` to the
-    /// resource `resource_type`/`resource_name`. The ACLs that apply are
-    /// the literal one of that name, the literal `*` and every prefixed one
-    /// the name starts with; of those naming the principal (or `User:*`)
-    /// and the host (or `*`), a DENY for the operation (or All) refuses, an
-    /// ALLOW for it (or one implying it, or All) allows. With none of those
-    /// the answer is no, unless no ACL applies to the resource at all and
-    /// `allow_everyone_if_no_acl_found`. `Any` as operation or type: no.
+    /// resource `resource_type`/`resource_name` (see [`Checker::authorize`]).
     pub fn authorize(
         &self,
         principal: &Principal,
@@ -722,20 +716,82 @@ impl Authorizer {
         resource_type: ResourceType,
         resource_name: &str,
     ) -> bool {
+        self.checker(principal, host)
+            .authorize(op, resource_type, resource_name)
+    }
+
+    /// Whether `principal` may do `op` to at least one resource of
+    /// `resource_type` (see [`Checker::authorize_any_of_type`]).
+    pub fn authorize_any_of_type(
+        &self,
+        principal: &Principal,
+        host: IpAddr,
+        op: AclOperation,
+        resource_type: ResourceType,
+    ) -> bool {
+        self.checker(principal, host)
+            .authorize_any_of_type(op, resource_type)
+    }
+
+    /// The checks of one principal at one host against the ACLs as they
+    /// are now: one snapshot load for as many checks as a request needs
+    /// (hold it for a batch, not across an `await`: a long-held load pins
+    /// the snapshot and takes one of the thread's fast slots).
+    pub fn checker<'a>(&'a self, principal: &'a Principal, host: IpAddr) -> Checker<'a> {
+        Checker {
+            authorizer: self,
+            super_user: self.is_super_user(principal),
+            principal,
+            host: host.to_canonical(),
+            snapshot: self.store.snapshot(),
+        }
+    }
+}
+
+/// [`Authorizer`]'s answers for one principal at one host, over one
+/// snapshot of the ACLs.
+pub struct Checker<'a> {
+    authorizer: &'a Authorizer,
+    principal: &'a Principal,
+    /// Canonical (an IPv4-mapped IPv6 address as IPv4).
+    host: IpAddr,
+    super_user: bool,
+    snapshot: Guard<Arc<Snapshot>>,
+}
+
+impl Checker<'_> {
+    pub fn principal(&self) -> &Principal {
+        self.principal
+    }
+
+    /// Whether the principal may do `op` to the resource
+    /// `resource_type`/`resource_name`. The ACLs that apply are the literal
+    /// one of that name, the literal `*` and every prefixed one the name
+    /// starts with; of those naming the principal (or `User:*`) and the
+    /// host (or `*`), a DENY for the operation (or All) refuses, an ALLOW
+    /// for it (or one implying it, or All) allows. With none of those the
+    /// answer is no, unless no ACL applies to the resource at all and
+    /// `allow_everyone_if_no_acl_found`. `Any` as operation or type: no.
+    pub fn authorize(
+        &self,
+        op: AclOperation,
+        resource_type: ResourceType,
+        resource_name: &str,
+    ) -> bool {
         if op == AclOperation::Any || resource_type == ResourceType::Any {
             return false;
         }
-        if self.is_super_user(principal) {
+        if self.super_user {
             return true;
         }
-        let host = host.to_canonical();
-        let snapshot = self.store.snapshot();
-        let Some(t) = snapshot.by_type.get(&resource_type) else {
-            return self.allow_everyone_if_no_acl_found;
+        let everyone = self.authorizer.allow_everyone_if_no_acl_found;
+        let Some(t) = self.snapshot.by_type.get(&resource_type) else {
+            return everyone;
         };
+        let (principal, host) = (self.principal, self.host);
         let mut found = false;
         let mut allowed = false;
-        // Some(false): a DENY matched, nothing else matters.
+        // True: a DENY matched, nothing else matters.
         let mut check = |entries: Option<&Vec<Entry>>| -> bool {
             for e in entries.into_iter().flatten() {
                 found = true;
@@ -765,36 +821,29 @@ impl Authorizer {
         } else if found {
             false
         } else {
-            self.allow_everyone_if_no_acl_found
+            everyone
         }
     }
 
-    /// Whether `principal` may do `op` to at least one resource of
+    /// Whether the principal may do `op` to at least one resource of
     /// `resource_type` (Kafka's `Authorizer.authorizeByResourceType`: e.g.
     /// an idempotent producer needs IdempotentWrite on the cluster or Write
     /// on some topic). Implied operations do not count here, as in Kafka;
     /// an ALLOW counts unless a DENY covers everything it names (the same
     /// literal name, a prefix of it, or `*`).
-    pub fn authorize_any_of_type(
-        &self,
-        principal: &Principal,
-        host: IpAddr,
-        op: AclOperation,
-        resource_type: ResourceType,
-    ) -> bool {
+    pub fn authorize_any_of_type(&self, op: AclOperation, resource_type: ResourceType) -> bool {
         if op == AclOperation::Any || resource_type == ResourceType::Any {
             return false;
         }
         // As Kafka: a made-up name answers for super users, and for no ACLs
         // at all with allow_everyone_if_no_acl_found.
-        if self.authorize(principal, host, op, resource_type, "hardcode") {
+        if self.authorize(op, resource_type, "hardcode") {
             return true;
         }
-        let host = host.to_canonical();
-        let snapshot = self.store.snapshot();
-        let Some(t) = snapshot.by_type.get(&resource_type) else {
+        let Some(t) = self.snapshot.by_type.get(&resource_type) else {
             return false;
         };
+        let (principal, host) = (self.principal, self.host);
         let relevant = |e: &Entry| {
             e.applies_to(principal, host) && (e.operation == op || e.operation == AclOperation::All)
         };
