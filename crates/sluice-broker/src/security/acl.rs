@@ -19,7 +19,7 @@
 //! shared reference count), which a writer replaces after its file is
 //! durable.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -475,11 +475,41 @@ impl Entry {
     }
 }
 
+/// The entries of one resource pattern, by whom they name: a check looks
+/// at those for everyone and those for its principal only, however many
+/// other principals' ACLs the resource has.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// `User:*`.
+    everyone: Vec<Entry>,
+    by_principal: HashMap<Principal, Vec<Entry>>,
+}
+
+impl Bucket {
+    fn push(&mut self, e: Entry) {
+        if e.everyone {
+            self.everyone.push(e);
+        } else {
+            self.by_principal
+                .entry(e.principal.clone())
+                .or_default()
+                .push(e);
+        }
+    }
+
+    /// The entries naming `principal`, or everyone.
+    fn naming<'a>(&'a self, principal: &Principal) -> impl Iterator<Item = &'a Entry> {
+        self.everyone
+            .iter()
+            .chain(self.by_principal.get(principal).into_iter().flatten())
+    }
+}
+
 /// One resource type's bindings, by pattern and name.
 #[derive(Debug, Default)]
 struct TypeIndex {
-    literal: BTreeMap<String, Vec<Entry>>,
-    prefixed: BTreeMap<String, Vec<Entry>>,
+    literal: HashMap<String, Bucket>,
+    prefixed: HashMap<String, Bucket>,
     /// The lengths (bytes) of the prefixed names, so a lookup tries only
     /// those prefixes of a resource name.
     prefix_lens: BTreeSet<usize>,
@@ -789,12 +819,16 @@ impl Checker<'_> {
             return everyone;
         };
         let (principal, host) = (self.principal, self.host);
+        // Whether any ACL applies to the resource (for anyone).
         let mut found = false;
         let mut allowed = false;
         // True: a DENY matched, nothing else matters.
-        let mut check = |entries: Option<&Vec<Entry>>| -> bool {
-            for e in entries.into_iter().flatten() {
-                found = true;
+        let mut check = |bucket: Option<&Bucket>| -> bool {
+            let Some(bucket) = bucket else {
+                return false;
+            };
+            found = true;
+            for e in bucket.naming(principal) {
                 match e.verdict(principal, host, op) {
                     Some(false) => return true,
                     Some(true) => allowed = true,
@@ -853,8 +887,8 @@ impl Checker<'_> {
         let mut allow_prefixed: Vec<&str> = Vec::new();
         let mut allow_wildcard = false;
         for (prefixed, map) in [(false, &t.literal), (true, &t.prefixed)] {
-            for (name, entries) in map {
-                for e in entries.iter().filter(|e| relevant(e)) {
+            for (name, bucket) in map {
+                for e in bucket.naming(principal).filter(|e| relevant(e)) {
                     let deny = e.permission == PermissionType::Deny;
                     match (prefixed, deny) {
                         (false, true) if name == WILDCARD => return false,
