@@ -475,6 +475,36 @@ impl Entry {
     }
 }
 
+/// FNV-1a: names and principals are short, and SipHash's setup cost
+/// dominated a check (the maps are the administrator's; a client only
+/// looks names up in them).
+#[derive(Debug, Default, Clone, Copy)]
+struct Fnv;
+
+struct FnvHasher(u64);
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, Fnv>;
+
 /// The entries of one resource pattern, by whom they name: a check looks
 /// at those for everyone and those for its principal only, however many
 /// other principals' ACLs the resource has.
@@ -482,7 +512,7 @@ impl Entry {
 struct Bucket {
     /// `User:*`.
     everyone: Vec<Entry>,
-    by_principal: HashMap<Principal, Vec<Entry>>,
+    by_principal: FnvMap<Principal, Vec<Entry>>,
 }
 
 impl Bucket {
@@ -508,8 +538,8 @@ impl Bucket {
 /// One resource type's bindings, by pattern and name.
 #[derive(Debug, Default)]
 struct TypeIndex {
-    literal: HashMap<String, Bucket>,
-    prefixed: HashMap<String, Bucket>,
+    literal: FnvMap<String, Bucket>,
+    prefixed: FnvMap<String, Bucket>,
     /// The lengths (bytes) of the prefixed names, so a lookup tries only
     /// those prefixes of a resource name.
     prefix_lens: BTreeSet<usize>,
