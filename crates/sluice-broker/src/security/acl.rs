@@ -540,9 +540,9 @@ impl Bucket {
 struct TypeIndex {
     literal: FnvMap<String, Bucket>,
     prefixed: FnvMap<String, Bucket>,
-    /// The lengths (bytes) of the prefixed names, so a lookup tries only
-    /// those prefixes of a resource name.
-    prefix_lens: BTreeSet<usize>,
+    /// The lengths (bytes) of the prefixed names, ascending, so a lookup
+    /// tries only those prefixes of a resource name.
+    prefix_lens: Vec<usize>,
 }
 
 /// An immutable snapshot: the bindings and their index.
@@ -559,7 +559,7 @@ impl Snapshot {
             let t = by_type.entry(b.resource_type).or_default();
             let map = match b.pattern_type {
                 PatternType::Prefixed => {
-                    t.prefix_lens.insert(b.resource_name.len());
+                    t.prefix_lens.push(b.resource_name.len());
                     &mut t.prefixed
                 }
                 _ => &mut t.literal,
@@ -567,6 +567,10 @@ impl Snapshot {
             map.entry(b.resource_name.clone())
                 .or_default()
                 .push(Entry::of(b));
+        }
+        for t in by_type.values_mut() {
+            t.prefix_lens.sort_unstable();
+            t.prefix_lens.dedup();
         }
         Snapshot { bindings, by_type }
     }
@@ -873,7 +877,11 @@ impl Checker<'_> {
         if resource_name != WILDCARD && check(t.literal.get(WILDCARD)) {
             return false;
         }
-        for &len in t.prefix_lens.range(1..=resource_name.len()) {
+        for &len in t
+            .prefix_lens
+            .iter()
+            .take_while(|len| **len <= resource_name.len())
+        {
             if let Some(prefix) = resource_name.get(..len)
                 && check(t.prefixed.get(prefix))
             {
