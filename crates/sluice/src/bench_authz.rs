@@ -201,6 +201,155 @@ pub fn run(args: AuthzArgs) -> Result<()> {
             "{n:>7}  {prefixed:>14.1}  {literal:>13.1}  {missing:>12.1}  {super_user:>10.1}  {batched:>16.1}  {parallel:>22.1}"
         );
     }
+    per_request(args.checks / 10)
+}
+
+/// What `dispatch` adds to a request with an authorizer: `authz::gate`
+/// and the answer's `Fixup`, over a broker state whose authorizer holds
+/// the ACL set of the produce benchmark (docs/bench/issue17/make_acls.py:
+/// 1000 ACLs, the anonymous producer allowed by a prefixed ALL), less the
+/// cost of the request's and answer's copies every round makes.
+fn per_request(rounds: u64) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-authz-{}", std::process::id()));
+    let result = per_request_in(&dir, rounds);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn per_request_in(dir: &std::path::Path, rounds: u64) -> Result<()> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{
+        FetchRequest, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+        RequestKind, ResponseKind, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_broker::api::authz::{Authz, Gate, gate};
+
+    let config = sluice_broker::config::BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        authorizer_acl: true,
+        ..Default::default()
+    };
+    let advertised = sluice_broker::state::Advertised {
+        host: "127.0.0.1".into(),
+        port: 9092,
+    };
+    let state = sluice_broker::state::BrokerState::open(config, advertised)?;
+    let mut acls = vec![
+        binding(
+            Rt::Topic,
+            PatternType::Prefixed,
+            "bench",
+            "User:ANONYMOUS",
+            Op::All,
+            PermissionType::Allow,
+        ),
+        binding(
+            Rt::Cluster,
+            PatternType::Literal,
+            "kafka-cluster",
+            "User:ANONYMOUS",
+            Op::Describe,
+            PermissionType::Allow,
+        ),
+    ];
+    acls.extend(acl_set(1000).into_iter().skip(2).take(998));
+    if let Some(a) = &state.authorizer {
+        a.store().create(&acls)?;
+    }
+    let anonymous = Principal::anonymous();
+    let host: IpAddr = "127.0.0.1".parse()?;
+    let Some(az) = Authz::new(&state, &anonymous, host) else {
+        bail!("no authorizer");
+    };
+    let topic = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
+    let batch = bytes::Bytes::from(vec![0u8; 16 * 1024]);
+
+    let mut produce = ProduceRequest::default();
+    produce.acks = 1;
+    let mut pd = PartitionProduceData::default();
+    pd.records = Some(batch);
+    let mut td = TopicProduceData::default();
+    td.name = topic("bench");
+    td.partition_data.push(pd);
+    produce.topic_data.push(td);
+    let mut produced = ProduceResponse::default();
+    let mut tr = TopicProduceResponse::default();
+    tr.name = topic("bench");
+    tr.partition_responses
+        .push(PartitionProduceResponse::default());
+    produced.responses.push(tr);
+
+    let mut fetch = FetchRequest::default();
+    fetch.replica_id = (-1).into();
+    for p in 0..4 {
+        let mut ft = FetchTopic::default();
+        ft.topic = topic(&format!("bench-{p}"));
+        ft.partitions.push(FetchPartition::default());
+        fetch.topics.push(ft);
+    }
+
+    let mut every = MetadataResponse::default();
+    every.topics = (0..100)
+        .map(|i| {
+            let mut t = MetadataResponseTopic::default();
+            t.name = Some(topic(&if i % 2 == 0 {
+                format!("bench-{i}")
+            } else {
+                format!("topic-{i}")
+            }));
+            t
+        })
+        .collect();
+
+    let round = |request: &RequestKind, response: &ResponseKind, check: bool| -> bool {
+        let (request, mut response) = (request.clone(), response.clone());
+        if !check {
+            return black_box((request, response)).1 != ResponseKind::Produce(Default::default());
+        }
+        match gate(&az, &state, 9, request) {
+            Gate::Serve(r, fixup) => {
+                black_box(r);
+                fixup.apply(&az, 9, &mut response);
+                black_box(response) != ResponseKind::Produce(Default::default())
+            }
+            Gate::Answer(_) | Gate::Silent => false,
+        }
+    };
+    let cases = [
+        (
+            "Produce, 1 topic",
+            RequestKind::Produce(produce),
+            ResponseKind::Produce(produced),
+        ),
+        (
+            "Fetch, 4 topics",
+            RequestKind::Fetch(fetch),
+            ResponseKind::Fetch(Default::default()),
+        ),
+        (
+            "Metadata, every topic (100, half visible)",
+            RequestKind::Metadata({
+                let mut r = MetadataRequest::default();
+                r.topics = None;
+                r
+            }),
+            ResponseKind::Metadata(every),
+        ),
+    ];
+    println!();
+    println!("authz::gate + Fixup::apply per request, 1000 ACLs ({rounds} rounds each)");
+    println!("{:<42}  {:>10}", "request", "ns");
+    for (what, request, response) in &cases {
+        let copies = time(rounds, || round(request, response, false));
+        let checked = time(rounds, || round(request, response, true));
+        println!("{what:<42}  {:>10.1}", (checked - copies).max(0.0));
+    }
     Ok(())
 }
 

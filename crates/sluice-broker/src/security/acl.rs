@@ -475,14 +475,49 @@ impl Entry {
     }
 }
 
+/// FNV-1a (the `fnv` crate): names and principals are short, and
+/// SipHash's setup cost dominated a check (the maps are the
+/// administrator's; a client only looks names up in them).
+type FnvMap<K, V> = fnv::FnvHashMap<K, V>;
+
+/// The entries of one resource pattern, by whom they name: a check looks
+/// at those for everyone and those for its principal only, however many
+/// other principals' ACLs the resource has.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// `User:*`.
+    everyone: Vec<Entry>,
+    by_principal: FnvMap<Principal, Vec<Entry>>,
+}
+
+impl Bucket {
+    fn push(&mut self, e: Entry) {
+        if e.everyone {
+            self.everyone.push(e);
+        } else {
+            self.by_principal
+                .entry(e.principal.clone())
+                .or_default()
+                .push(e);
+        }
+    }
+
+    /// The entries naming `principal`, or everyone.
+    fn naming<'a>(&'a self, principal: &Principal) -> impl Iterator<Item = &'a Entry> {
+        self.everyone
+            .iter()
+            .chain(self.by_principal.get(principal).into_iter().flatten())
+    }
+}
+
 /// One resource type's bindings, by pattern and name.
 #[derive(Debug, Default)]
 struct TypeIndex {
-    literal: BTreeMap<String, Vec<Entry>>,
-    prefixed: BTreeMap<String, Vec<Entry>>,
-    /// The lengths (bytes) of the prefixed names, so a lookup tries only
-    /// those prefixes of a resource name.
-    prefix_lens: BTreeSet<usize>,
+    literal: FnvMap<String, Bucket>,
+    prefixed: FnvMap<String, Bucket>,
+    /// The lengths (bytes) of the prefixed names, ascending, so a lookup
+    /// tries only those prefixes of a resource name.
+    prefix_lens: Vec<usize>,
 }
 
 /// An immutable snapshot: the bindings and their index.
@@ -499,7 +534,7 @@ impl Snapshot {
             let t = by_type.entry(b.resource_type).or_default();
             let map = match b.pattern_type {
                 PatternType::Prefixed => {
-                    t.prefix_lens.insert(b.resource_name.len());
+                    t.prefix_lens.push(b.resource_name.len());
                     &mut t.prefixed
                 }
                 _ => &mut t.literal,
@@ -507,6 +542,10 @@ impl Snapshot {
             map.entry(b.resource_name.clone())
                 .or_default()
                 .push(Entry::of(b));
+        }
+        for t in by_type.values_mut() {
+            t.prefix_lens.sort_unstable();
+            t.prefix_lens.dedup();
         }
         Snapshot { bindings, by_type }
     }
@@ -789,12 +828,16 @@ impl Checker<'_> {
             return everyone;
         };
         let (principal, host) = (self.principal, self.host);
+        // Whether any ACL applies to the resource (for anyone).
         let mut found = false;
         let mut allowed = false;
         // True: a DENY matched, nothing else matters.
-        let mut check = |entries: Option<&Vec<Entry>>| -> bool {
-            for e in entries.into_iter().flatten() {
-                found = true;
+        let mut check = |bucket: Option<&Bucket>| -> bool {
+            let Some(bucket) = bucket else {
+                return false;
+            };
+            found = true;
+            for e in bucket.naming(principal) {
                 match e.verdict(principal, host, op) {
                     Some(false) => return true,
                     Some(true) => allowed = true,
@@ -809,7 +852,11 @@ impl Checker<'_> {
         if resource_name != WILDCARD && check(t.literal.get(WILDCARD)) {
             return false;
         }
-        for &len in t.prefix_lens.range(1..=resource_name.len()) {
+        for &len in t
+            .prefix_lens
+            .iter()
+            .take_while(|len| **len <= resource_name.len())
+        {
             if let Some(prefix) = resource_name.get(..len)
                 && check(t.prefixed.get(prefix))
             {
@@ -853,8 +900,8 @@ impl Checker<'_> {
         let mut allow_prefixed: Vec<&str> = Vec::new();
         let mut allow_wildcard = false;
         for (prefixed, map) in [(false, &t.literal), (true, &t.prefixed)] {
-            for (name, entries) in map {
-                for e in entries.iter().filter(|e| relevant(e)) {
+            for (name, bucket) in map {
+                for e in bucket.naming(principal).filter(|e| relevant(e)) {
                     let deny = e.permission == PermissionType::Deny;
                     match (prefixed, deny) {
                         (false, true) if name == WILDCARD => return false,
