@@ -165,7 +165,7 @@ pub fn run(args: AuthzArgs) -> Result<()> {
     let bench = Principal::user("bench");
     let admin = Principal::user("admin");
     println!(
-        "Authorizer::authorize, ns per check ({} checks each)",
+        "Authorizer::authorize, ns on the CPU per check ({} checks each)",
         args.checks
     );
     println!(
