@@ -694,7 +694,7 @@ fn inter_broker_client_of(
         tracing::warn!("--inter-broker-client-config: {key} is not a setting Sluice uses");
     }
     anyhow::ensure!(
-        client.protocol.name() == protocol.name(),
+        client.protocol == protocol,
         "--inter-broker-client-config says {} but the inter-broker listener {inter_broker} is {protocol}",
         client.protocol.name()
     );
