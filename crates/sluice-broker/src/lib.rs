@@ -19,6 +19,9 @@
 //!   roles, follower fetchers, high watermarks, ISR changes, `acks=all`.
 //! - [`cluster`]: the metadata plane — registration under an etcd lease,
 //!   the controller, topic and partition state watched from etcd.
+//! - [`security`]: principals, SASL, credentials, ACLs and quotas — pure
+//!   parts, files in single-node mode; [`security_sync`] keeps them in etcd
+//!   in a cluster.
 //! - [`metrics`]: counters, histograms and the Prometheus page.
 //! - [`broker_configs`]: the dynamic broker configs (log defaults changed at
 //!   run time), stored in the data directory.
@@ -36,6 +39,7 @@ pub mod metrics;
 pub mod net;
 pub mod replication;
 pub mod security;
+pub mod security_sync;
 pub mod state;
 
 pub use api::{Decoded, decode_request};

@@ -268,6 +268,15 @@ impl BrokerState {
                 "the cluster's id (from etcd) is the one clients are told"
             );
         }
+        crate::security_sync::start(
+            cluster.clone(),
+            crate::security_sync::Stores {
+                credentials: self.credentials.clone(),
+                quotas: self.quotas.clone(),
+                acls: self.authorizer.clone(),
+            },
+        )
+        .await?;
         let replicas = Replicas::start(
             self.log.clone(),
             cluster.clone(),

@@ -561,7 +561,9 @@ fn a_cluster_replicates_only_while_the_inter_broker_principal_may_cluster_action
     // one is let in on it for want of ACLs (allow.everyone.if.no.acl.found).
     let close_cluster = |cluster: &Cluster| {
         for n in cluster.nodes() {
-            // Each broker keeps its own ACLs.
+            // The ACLs are the cluster's (etcd); creating one through each
+            // broker (the same binding: no change after the first) means
+            // each has it when its own request returns.
             let mut c = Client::connect(cluster.addr(n));
             create_acls(
                 &mut c,

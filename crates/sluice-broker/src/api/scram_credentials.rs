@@ -1,7 +1,8 @@
 //! AlterUserScramCredentials (v0) and DescribeUserScramCredentials (v0):
 //! SCRAM users managed over the protocol (KIP-554), against the broker's
-//! credential store (`security::credentials`, the data directory's
-//! `scram-credentials`), which `sluice user --data-dir` writes offline.
+//! credential store (`security::credentials`: the data directory's
+//! `scram-credentials`, which `sluice user --data-dir` writes offline; in a
+//! cluster, etcd, so a user changed through one broker holds on all).
 //!
 //! The password never reaches the broker: an upsertion carries the salt,
 //! the iteration count and the salted password (PBKDF2, computed by the
@@ -36,16 +37,6 @@ use crate::state::BrokerState;
 
 /// A user's refusal: (error code, message).
 type Refusal = (i16, String);
-
-/// In a cluster the credentials would be cluster metadata (etcd), which
-/// Sluice does not keep yet: each broker's file is its own, so changing
-/// one over the protocol would authenticate a user at one broker only.
-/// Kafka answers UNSUPPORTED_VERSION when SCRAM is unavailable ("The
-/// current metadata.version does not support SCRAM"), so that is the answer
-/// here too, with a message that says why.
-const CLUSTER_UNSUPPORTED: &str = "SCRAM credentials are not managed over the protocol in a \
-     cluster yet (they would live in etcd); this works on a single-node broker, and \
-     `sluice user --data-dir` writes a broker's store";
 
 /// What a request does to one user.
 enum Change {
@@ -89,7 +80,6 @@ pub(super) fn alter_user_scram_credentials(
 ) -> AlterUserScramCredentialsResponse {
     // authz: Alter on Cluster (Kafka's ControllerApis refuses every user
     // with CLUSTER_AUTHORIZATION_FAILED otherwise).
-    let in_cluster = state.cluster().is_some();
     let mut order: Vec<String> = Vec::new();
     let mut changes: HashMap<String, Change> = HashMap::new();
     let mut refused: HashMap<String, Refusal> = HashMap::new();
@@ -111,14 +101,7 @@ pub(super) fn alter_user_scram_credentials(
             refused.insert(name, duplicate());
             continue;
         }
-        let checked = if in_cluster {
-            Err((
-                E::UnsupportedVersion.code(),
-                CLUSTER_UNSUPPORTED.to_string(),
-            ))
-        } else {
-            check_name(&name).and_then(|()| mechanism_of(d.mechanism))
-        };
+        let checked = check_name(&name).and_then(|()| mechanism_of(d.mechanism));
         let checked = checked.and_then(|m| match state.credentials.get(&name, m) {
             Some(_) => Ok(m),
             None => Err((
@@ -147,14 +130,7 @@ pub(super) fn alter_user_scram_credentials(
             refused.insert(name, duplicate());
             continue;
         }
-        let checked = if in_cluster {
-            Err((
-                E::UnsupportedVersion.code(),
-                CLUSTER_UNSUPPORTED.to_string(),
-            ))
-        } else {
-            check_name(&name).and_then(|()| mechanism_of(u.mechanism))
-        };
+        let checked = check_name(&name).and_then(|()| mechanism_of(u.mechanism));
         let checked = checked.and_then(|m| {
             let unacceptable = |why: &str| Err((E::UnacceptableCredential.code(), why.to_string()));
             if u.iterations < MIN_ITERATIONS as i32 {
@@ -261,11 +237,6 @@ pub(super) fn describe_user_scram_credentials(
     // at the top level otherwise).
     let mut out = DescribeUserScramCredentialsResponse::default();
     out.error_message = None;
-    if state.cluster().is_some() {
-        out.error_code = E::UnsupportedVersion.code();
-        out.error_message = Some(str_bytes(CLUSTER_UNSUPPORTED));
-        return out;
-    }
     let stored = state.credentials.list();
     // (user, named more than once).
     let mut users: Vec<(String, bool)> = Vec::new();

@@ -40,7 +40,46 @@ pub(crate) enum Key {
     Shutdown(i32),
     /// A controller candidate's election key (`controller/<lease>`).
     Candidate,
+    /// A line of shared security metadata (`security/<store>/<identity>`:
+    /// SCRAM credentials, ACLs, client quotas), the identity decoded.
+    Security(String, String),
     Unknown,
+}
+
+/// Bytes a key segment keeps as they are; every other byte (`/`, `%`,
+/// spaces, tabs, non-ASCII) is written `%XX`, so an identity is one
+/// segment and `etcdctl get --prefix` output stays readable.
+fn plain_in_key(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._-=:@,*+".contains(&b)
+}
+
+pub(crate) fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if plain_in_key(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(crate) fn decode_segment(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl Keys {
@@ -108,6 +147,22 @@ impl Keys {
         format!("{}isr-requests/{topic}/", self.root)
     }
 
+    /// A line of shared security metadata.
+    pub(crate) fn security(&self, store: &str, identity: &str) -> String {
+        format!(
+            "{}security/{}/{}",
+            self.root,
+            encode_segment(store),
+            encode_segment(identity)
+        )
+    }
+
+    /// Present once some broker has imported its files into a new
+    /// cluster's security metadata; no broker imports after that.
+    pub(crate) fn security_bootstrapped(&self) -> String {
+        format!("{}security-bootstrapped", self.root)
+    }
+
     /// The election name: candidates' keys are `<prefix>/controller/<lease>`.
     pub(crate) fn election(&self) -> String {
         format!("{}controller", self.root)
@@ -139,6 +194,12 @@ impl Keys {
                 .parse()
                 .map_or(Key::Unknown, |p| Key::IsrRequest((*topic).to_string(), p)),
             ["controller", candidate] if !candidate.is_empty() => Key::Candidate,
+            ["security", store, identity] if !store.is_empty() => {
+                match (decode_segment(store), decode_segment(identity)) {
+                    (Some(store), Some(identity)) => Key::Security(store, identity),
+                    _ => Key::Unknown,
+                }
+            }
             _ => Key::Unknown,
         }
     }
@@ -450,6 +511,16 @@ mod tests {
             keys.parse(format!("{}/694d7d1b2a", keys.election()).as_bytes()),
             Key::Candidate
         );
+        // Identities hold tabs, spaces, slashes and non-ASCII: one segment.
+        let acl = "TOPIC\tPREFIXED\ta/b%c\tUser:CN=x, O=ü\t*\tREAD\tALLOW";
+        let key = keys.security("acls", acl);
+        assert!(!key["/sluice/security/acls/".len()..].contains(['/', '\t', ' ']));
+        assert_eq!(
+            keys.parse(key.as_bytes()),
+            Key::Security("acls".into(), acl.into())
+        );
+        assert_eq!(keys.parse(b"/sluice/security/acls/%4"), Key::Unknown);
+        assert_eq!(keys.parse(b"/sluice/security/acls/%FF"), Key::Unknown);
         assert_eq!(keys.parse(b"/sluice2/brokers/1"), Key::Unknown);
         assert_eq!(keys.parse(b"/sluice/brokers/x"), Key::Unknown);
         assert!(keys.partition("a", 0).starts_with(&keys.partitions_of("a")));

@@ -52,6 +52,10 @@ pub use stats::ClusterMetrics;
 pub use view::ClusterSnapshot;
 
 use crate::config::ClusterConfig;
+
+/// The most keys one security metadata transaction writes (etcd refuses
+/// more than 128 operations in a transaction by default).
+pub const SECURITY_TXN_OPS: usize = 100;
 use etcd::{Etcd, EtcdError};
 use lease::LeaseState;
 use model::IsrRequest;
@@ -992,6 +996,86 @@ impl Cluster {
             }
         }
         Err(ClusterError::Timeout)
+    }
+
+    /// Writes lines of shared security metadata (SCRAM credentials, ACLs,
+    /// client quotas) of one store: `puts` as (identity, line), `deletes`
+    /// by identity. Each line is its own key, so changes made through
+    /// different brokers at once do not overwrite each other. The revision
+    /// of the last write; a write of more than [`SECURITY_TXN_OPS`] keys is
+    /// several transactions.
+    pub async fn write_security(
+        &self,
+        store: &str,
+        puts: Vec<(String, String)>,
+        deletes: Vec<String>,
+    ) -> Result<i64, ClusterError> {
+        let keys = &self.shared.etcd.keys;
+        let mut ops: Vec<(TxnOp, usize)> = Vec::with_capacity(puts.len() + deletes.len());
+        for (identity, line) in puts {
+            let key = keys.security(store, &identity);
+            let bytes = key.len() + line.len();
+            ops.push((TxnOp::put(key, line, None), bytes));
+        }
+        for identity in deletes {
+            let key = keys.security(store, &identity);
+            let bytes = key.len();
+            ops.push((TxnOp::delete(key, None), bytes));
+        }
+        let mut revision = 0;
+        for chunk in ops.chunks(SECURITY_TXN_OPS) {
+            let bytes = chunk.iter().map(|(_, b)| b).sum();
+            let txn =
+                Txn::new().and_then(chunk.iter().map(|(op, _)| op.clone()).collect::<Vec<_>>());
+            let resp = self.shared.etcd.txn(txn, bytes).await?;
+            revision = resp.header().map_or(revision, |h| h.revision());
+        }
+        Ok(revision)
+    }
+
+    /// Imports a broker's own security files into a new cluster (Kafka's
+    /// `kafka-storage format --add-scram`: the first user must exist before
+    /// any broker serves). Only the first broker ever to call this imports:
+    /// the `security-bootstrapped` marker goes in with the first lines, so a
+    /// broker restarted later with an old file cannot bring back a user or
+    /// ACL deleted since. `lines` are (store, identity, line). The revision
+    /// written, or None if the cluster had been bootstrapped already.
+    pub async fn bootstrap_security(
+        &self,
+        lines: Vec<(String, String, String)>,
+    ) -> Result<Option<i64>, ClusterError> {
+        let keys = &self.shared.etcd.keys;
+        let marker = keys.security_bootstrapped();
+        let mut ops: Vec<TxnOp> = lines
+            .iter()
+            .map(|(store, identity, line)| {
+                TxnOp::put(keys.security(store, identity), line.clone(), None)
+            })
+            .collect();
+        let rest = ops.split_off(ops.len().min(SECURITY_TXN_OPS - 1));
+        ops.push(TxnOp::put(
+            marker.clone(),
+            self.shared.node_id.to_string(),
+            None,
+        ));
+        let bytes: usize = lines.iter().map(|(_, i, l)| i.len() + l.len() + 32).sum();
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(marker, CompareOp::Equal, 0)])
+            .and_then(ops);
+        let resp = self.shared.etcd.txn(txn, bytes).await?;
+        if !resp.succeeded() {
+            return Ok(None);
+        }
+        let mut revision = resp.header().map_or(0, |h| h.revision());
+        for chunk in rest.chunks(SECURITY_TXN_OPS) {
+            let resp = self
+                .shared
+                .etcd
+                .txn(Txn::new().and_then(chunk.to_vec()), bytes)
+                .await?;
+            revision = resp.header().map_or(revision, |h| h.revision());
+        }
+        Ok(Some(revision))
     }
 
     /// Kafka's AlterPartition: the leader asks the controller for a new

@@ -47,6 +47,11 @@ pub struct ClusterSnapshot {
     pub elect_pending: std::collections::BTreeSet<(String, i32)>,
     /// Partition reassignments in progress.
     pub reassignments: BTreeMap<(String, i32), ReassignRequest>,
+    /// Shared security metadata, by store (`scram-credentials`, `acls`,
+    /// `client-quotas`): identity → line. Each store's map is shared, so a
+    /// snapshot copies it only when it changes and a reader can tell a
+    /// change by the pointer.
+    pub security: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     /// The etcd revision this snapshot reflects.
     pub revision: i64,
 }
@@ -184,6 +189,14 @@ impl View {
                 }
                 None => self.remove(keys, kv.key()),
             },
+            Key::Security(store, identity) => {
+                let line = String::from_utf8_lossy(kv.value()).into_owned();
+                let lines = Arc::make_mut(&mut self.snap)
+                    .security
+                    .entry(store)
+                    .or_default();
+                Arc::make_mut(lines).insert(identity, line);
+            }
             Key::Candidate => {
                 let broker = std::str::from_utf8(kv.value())
                     .ok()
@@ -232,6 +245,19 @@ impl View {
                 let at = (topic, p);
                 self.elect_requests.remove(&at);
                 Arc::make_mut(&mut self.snap).elect_pending.remove(&at);
+            }
+            Key::Security(store, identity) => {
+                if self
+                    .snap
+                    .security
+                    .get(&store)
+                    .is_some_and(|lines| lines.contains_key(&identity))
+                {
+                    let snap = Arc::make_mut(&mut self.snap);
+                    if let Some(lines) = snap.security.get_mut(&store) {
+                        Arc::make_mut(lines).remove(&identity);
+                    }
+                }
             }
             Key::Candidate => {
                 self.candidates.remove(key);

@@ -25,11 +25,12 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
 
 use crate::security::Principal;
+use crate::security::shared::{Kind, Lines, SharedMetadata, diff};
 
 /// The file in the data directory.
 pub const FILE: &str = "acls";
@@ -559,6 +560,19 @@ pub struct AclStore {
     /// Serialises writers (a read-modify-write of the file).
     writer: Mutex<()>,
     current: ArcSwap<Snapshot>,
+    /// In a cluster: where changes go instead of the file.
+    shared: OnceLock<Arc<dyn SharedMetadata>>,
+}
+
+/// The bindings as shared lines; a binding is its own identity.
+fn lines_of(bindings: &BTreeSet<AclBinding>) -> Lines {
+    bindings
+        .iter()
+        .map(|b| {
+            let line = b.to_line();
+            (line.clone(), line)
+        })
+        .collect()
 }
 
 impl AclStore {
@@ -589,6 +603,7 @@ impl AclStore {
             path: Some(path),
             writer: Mutex::new(()),
             current: ArcSwap::from_pointee(Snapshot::new(bindings)),
+            shared: OnceLock::new(),
         })
     }
 
@@ -598,11 +613,39 @@ impl AclStore {
             path: None,
             writer: Mutex::new(()),
             current: ArcSwap::from_pointee(Snapshot::default()),
+            shared: OnceLock::new(),
         }
     }
 
     fn snapshot(&self) -> Guard<Arc<Snapshot>> {
         self.current.load()
+    }
+
+    /// The bindings as lines by identity (what a cluster shares).
+    pub fn lines(&self) -> Lines {
+        lines_of(&self.snapshot().bindings)
+    }
+
+    /// From now on changes go to `shared`, and the store holds what
+    /// [`install`](Self::install) gives it; the file is left alone.
+    pub fn share(&self, shared: Arc<dyn SharedMetadata>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Replaces the bindings with the cluster's. A line that does not parse
+    /// is skipped with a warning.
+    pub fn install(&self, lines: &Lines) {
+        let bindings = lines
+            .values()
+            .filter_map(|line| {
+                let b = AclBinding::from_line(line);
+                if b.is_none() {
+                    tracing::warn!("ignoring the ACL {line:?}: it does not parse");
+                }
+                b
+            })
+            .collect();
+        self.current.store(Arc::new(Snapshot::new(bindings)));
     }
 
     /// How many bindings there are.
@@ -678,6 +721,10 @@ impl AclStore {
 
     /// Writes `bindings` (the writer lock held), then makes them current.
     fn commit(&self, bindings: BTreeSet<AclBinding>) -> io::Result<()> {
+        if let Some(shared) = self.shared.get() {
+            let (puts, deletes) = diff(&self.lines(), &lines_of(&bindings));
+            return shared.write(Kind::Acls, puts, deletes);
+        }
         if let Some(path) = &self.path {
             write_file(path, &bindings)?;
         }

@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::scram::{Credential, Mechanism};
+use super::shared::{Kind, Lines, SharedMetadata, diff};
 
 pub const FILE: &str = "scram-credentials";
 
@@ -23,10 +24,42 @@ pub fn valid_user(user: &str) -> bool {
     !user.is_empty() && user.len() <= 255 && !user.chars().any(char::is_control)
 }
 
+type Users = BTreeMap<(String, Mechanism), Credential>;
+
 #[derive(Debug)]
 pub struct CredentialStore {
     path: PathBuf,
-    users: Mutex<BTreeMap<(String, Mechanism), Credential>>,
+    /// One change at a time (held across the write, which no reader waits
+    /// for).
+    writer: Mutex<()>,
+    users: Mutex<Arc<Users>>,
+    /// In a cluster: where changes go instead of the file.
+    shared: OnceLock<Arc<dyn SharedMetadata>>,
+}
+
+/// A stored line: `<mechanism> TAB <user> TAB <credential>`.
+fn line_of(user: &str, mechanism: Mechanism, credential: &Credential) -> String {
+    format!("{}\t{user}\t{}", mechanism.name(), credential.to_text())
+}
+
+fn parse_line(line: &str) -> Option<((String, Mechanism), Credential)> {
+    let mut parts = line.splitn(3, '\t');
+    let mechanism = parts.next().and_then(Mechanism::from_name)?;
+    let user = parts.next().filter(|u| valid_user(u))?;
+    let credential = parts.next().and_then(Credential::from_text)?;
+    Some(((user.to_string(), mechanism), credential))
+}
+
+/// A line's identity: its mechanism and user.
+fn identity(user: &str, mechanism: Mechanism) -> String {
+    format!("{}\t{user}", mechanism.name())
+}
+
+fn lines_of(users: &Users) -> Lines {
+    users
+        .iter()
+        .map(|((u, m), c)| (identity(u, *m), line_of(u, *m, c)))
+        .collect()
 }
 
 impl CredentialStore {
@@ -40,23 +73,13 @@ impl CredentialStore {
                     if line.is_empty() {
                         continue;
                     }
-                    let bad = || {
+                    let (key, credential) = parse_line(line).ok_or_else(|| {
                         io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!("{}: line {} does not parse", path.display(), n + 1),
                         )
-                    };
-                    let mut parts = line.splitn(3, '\t');
-                    let mechanism = parts
-                        .next()
-                        .and_then(Mechanism::from_name)
-                        .ok_or_else(bad)?;
-                    let user = parts.next().filter(|u| valid_user(u)).ok_or_else(bad)?;
-                    let credential = parts
-                        .next()
-                        .and_then(Credential::from_text)
-                        .ok_or_else(bad)?;
-                    users.insert((user.to_string(), mechanism), credential);
+                    })?;
+                    users.insert(key, credential);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -64,24 +87,53 @@ impl CredentialStore {
         }
         Ok(CredentialStore {
             path,
-            users: Mutex::new(users),
+            writer: Mutex::new(()),
+            users: Mutex::new(Arc::new(users)),
+            shared: OnceLock::new(),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, Mechanism), Credential>> {
-        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    fn current(&self) -> Arc<Users> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn get(&self, user: &str, mechanism: Mechanism) -> Option<Credential> {
-        self.lock().get(&(user.to_string(), mechanism)).cloned()
+        self.current().get(&(user.to_string(), mechanism)).cloned()
     }
 
     /// Every (user, mechanism, iterations), sorted.
     pub fn list(&self) -> Vec<(String, Mechanism, u32)> {
-        self.lock()
+        self.current()
             .iter()
             .map(|((u, m), c)| (u.clone(), *m, c.iterations))
             .collect()
+    }
+
+    /// The credentials as lines by identity (what a cluster shares).
+    pub fn lines(&self) -> Lines {
+        lines_of(&self.current())
+    }
+
+    /// From now on changes go to `shared`, and the store holds what
+    /// [`install`](Self::install) gives it; the file is left alone.
+    pub fn share(&self, shared: Arc<dyn SharedMetadata>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Replaces the credentials with the cluster's. A line that does not
+    /// parse is skipped with a warning (one bad key must not lock everyone
+    /// out).
+    pub fn install(&self, lines: &Lines) {
+        let mut users = BTreeMap::new();
+        for (id, line) in lines {
+            match parse_line(line) {
+                Some((key, credential)) => {
+                    users.insert(key, credential);
+                }
+                None => tracing::warn!("ignoring the SCRAM credential {id:?}: it does not parse"),
+            }
+        }
+        *self.users.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
     }
 
     /// Adds or replaces a user's credential for a mechanism, durably.
@@ -97,36 +149,41 @@ impl CredentialStore {
                 "a user name is 1 to 255 bytes without control characters",
             ));
         }
-        let mut users = self.lock();
-        let mut next = users.clone();
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = (*self.current()).clone();
         next.insert((user.to_string(), mechanism), credential);
-        self.write(&next)?;
-        *users = next;
-        Ok(())
+        self.commit(next)
     }
 
     /// Removes a user's credential for a mechanism; false if there was none.
     pub fn delete(&self, user: &str, mechanism: Mechanism) -> io::Result<bool> {
-        let mut users = self.lock();
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let key = (user.to_string(), mechanism);
-        if !users.contains_key(&key) {
+        let mut next = (*self.current()).clone();
+        if next.remove(&key).is_none() {
             return Ok(false);
         }
-        let mut next = users.clone();
-        next.remove(&key);
-        self.write(&next)?;
-        *users = next;
+        self.commit(next)?;
         Ok(true)
     }
 
-    fn write(&self, users: &BTreeMap<(String, Mechanism), Credential>) -> io::Result<()> {
+    /// Makes `next` the credentials (the writer lock held): through the
+    /// cluster, or the file and then memory.
+    fn commit(&self, next: Users) -> io::Result<()> {
+        if let Some(shared) = self.shared.get() {
+            let (puts, deletes) = diff(&self.lines(), &lines_of(&next));
+            return shared.write(Kind::Credentials, puts, deletes);
+        }
+        self.write(&next)?;
+        *self.users.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    fn write(&self, users: &Users) -> io::Result<()> {
         let mut text = String::new();
-        for ((user, mechanism), credential) in users {
-            text.push_str(&format!(
-                "{}\t{user}\t{}\n",
-                mechanism.name(),
-                credential.to_text()
-            ));
+        for line in lines_of(users).values() {
+            text.push_str(line);
+            text.push('\n');
         }
         let tmp = self.path.with_extension("tmp");
         {

@@ -6,6 +6,7 @@ pub mod acl;
 pub mod credentials;
 pub mod quotas;
 pub mod sasl;
+pub mod shared;
 /// The SCRAM math lives in `sluice-client` (the client side needs it too);
 /// the broker's paths (`security::scram::…`) keep working through this.
 pub use sluice_client::scram;

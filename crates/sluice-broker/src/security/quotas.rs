@@ -49,10 +49,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
+
+use super::shared::{Kind, Lines, SharedMetadata, diff};
 
 /// The file in the data directory.
 pub const FILE: &str = "client-quotas";
@@ -606,6 +608,8 @@ pub struct Quotas {
     /// One AlterClientQuotas at a time (held across the file write, which
     /// the request path never waits for).
     writer: Mutex<()>,
+    /// In a cluster: where changes go instead of the file.
+    shared: OnceLock<Arc<dyn SharedMetadata>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -650,8 +654,9 @@ impl Quotas {
                 sweep_at: SWEEP_MIN,
             }),
             writer: Mutex::new(()),
+            shared: OnceLock::new(),
         };
-        quotas.install(entities);
+        quotas.set(entities);
         quotas
     }
 
@@ -665,7 +670,40 @@ impl Quotas {
         self.enabled.load(Ordering::Acquire) & (1 << key.index()) != 0
     }
 
-    fn install(&self, entities: BTreeMap<Entity, Values>) {
+    /// The quotas as lines by identity (what a cluster shares): an
+    /// entity's line, by its entity fields.
+    pub fn lines(&self) -> Lines {
+        lines_of(
+            &self
+                .snapshot
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .entities,
+        )
+    }
+
+    /// From now on changes go to `shared`, and the quotas are what
+    /// [`install`](Self::install) gives; the file is left alone.
+    pub fn share(&self, shared: Arc<dyn SharedMetadata>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Replaces the quotas with the cluster's. A line that does not parse
+    /// is skipped with a warning.
+    pub fn install(&self, lines: &Lines) {
+        let mut entities = BTreeMap::new();
+        for line in lines.values() {
+            match parse_line(line) {
+                Ok((entity, values)) => {
+                    entities.insert(entity, values);
+                }
+                Err(why) => tracing::warn!("ignoring the client quota {line:?}: {why}"),
+            }
+        }
+        self.set(entities);
+    }
+
+    fn set(&self, entities: BTreeMap<Entity, Values>) {
         let mut bits = 0u8;
         for v in entities.values() {
             for k in QuotaKey::ALL {
@@ -848,6 +886,24 @@ impl Quotas {
         if validate_only || next == current {
             return results;
         }
+        let written = match self.shared.get() {
+            Some(shared) => {
+                let (puts, deletes) = diff(&lines_of(&current), &lines_of(&next));
+                shared.write(Kind::Quotas, puts, deletes)
+            }
+            None => Ok(()),
+        };
+        if let Err(e) = written {
+            tracing::error!("writing the client quotas to the cluster: {e}");
+            let why = format!("writing the client quotas to the cluster: {e}");
+            return results
+                .into_iter()
+                .map(|r| r.and_then(|()| Err((UNKNOWN_SERVER_ERROR, why.clone()))))
+                .collect();
+        }
+        if self.shared.get().is_some() {
+            return results;
+        }
         if let Some(path) = &self.path
             && let Err(e) = write_file(path, &next)
         {
@@ -858,7 +914,7 @@ impl Quotas {
                 .map(|r| r.and_then(|()| Err((UNKNOWN_SERVER_ERROR, why.clone()))))
                 .collect();
         }
-        self.install(next);
+        self.set(next);
         results
     }
 }
@@ -994,25 +1050,42 @@ fn decode_name(text: &str) -> Result<Option<String>, String> {
         .map_err(|_| format!("{text:?} is not UTF-8"))
 }
 
+/// An entity's fields in a line (its identity among the shared lines).
+fn entity_fields(e: &Entity) -> Vec<String> {
+    let mut fields = Vec::new();
+    if let Some(u) = &e.user {
+        fields.push(format!("{USER}={}", encode_name(u)));
+    }
+    if let Some(c) = &e.client_id {
+        fields.push(format!("{CLIENT_ID}={}", encode_name(c)));
+    }
+    fields
+}
+
+fn entity_line(e: &Entity, v: &Values) -> String {
+    let mut fields = entity_fields(e);
+    for k in QuotaKey::ALL {
+        if let Some(x) = v[k.index()] {
+            // Rust's shortest form that reads back as the same f64.
+            fields.push(format!("{}={x}", k.name()));
+        }
+    }
+    fields.join(" ")
+}
+
+fn lines_of(entities: &BTreeMap<Entity, Values>) -> Lines {
+    entities
+        .iter()
+        .map(|(e, v)| (entity_fields(e).join(" "), entity_line(e, v)))
+        .collect()
+}
+
 fn file_text(entities: &BTreeMap<Entity, Values>) -> String {
     let mut text = String::from(
         "# Client quotas, written by sluice (DescribeClientQuotas / AlterClientQuotas).\n",
     );
     for (e, v) in entities {
-        let mut fields = Vec::new();
-        if let Some(u) = &e.user {
-            fields.push(format!("{USER}={}", encode_name(u)));
-        }
-        if let Some(c) = &e.client_id {
-            fields.push(format!("{CLIENT_ID}={}", encode_name(c)));
-        }
-        for k in QuotaKey::ALL {
-            if let Some(x) = v[k.index()] {
-                // Rust's shortest form that reads back as the same f64.
-                fields.push(format!("{}={x}", k.name()));
-            }
-        }
-        text.push_str(&fields.join(" "));
+        text.push_str(&entity_line(e, v));
         text.push('\n');
     }
     text

@@ -944,6 +944,11 @@ impl Cluster {
         self.broker(node).data_dir.clone()
     }
 
+    /// Broker `node`'s inter-broker listener (with `with_inter_broker`).
+    pub fn inter_broker_addr(&self, node: i32) -> SocketAddr {
+        self.broker(node).inter_broker_addr
+    }
+
     pub fn log_path(&self, node: i32) -> PathBuf {
         self.broker(node).log.clone()
     }
