@@ -230,6 +230,13 @@ pub struct BrokerConsumeArgs {
     /// earlier build, for a before/after comparison with the same load).
     #[arg(long, value_name = "PATH")]
     broker_bin: Option<PathBuf>,
+    /// `SSL`: measure consume (and produce) through an SSL listener beside
+    /// a PLAINTEXT one of the same broker, interleaved, with broker CPU per
+    /// GB — `bench broker tls` with these --dir, --fill, --partitions,
+    /// --repeats, --run-ms, --fetch-size and --json. `PLAINTEXT` (the
+    /// default) is the data-path comparison.
+    #[arg(long, value_name = "PROTOCOL", default_value = "PLAINTEXT")]
+    listener_security: String,
 }
 
 #[derive(Args)]
@@ -714,6 +721,26 @@ fn write_json_and_svg<T>(
 
 fn bench_broker_consume(a: BrokerConsumeArgs) -> Result<()> {
     use sluice_bench::harness;
+    match a.listener_security.to_ascii_uppercase().as_str() {
+        "PLAINTEXT" => {}
+        "SSL" => {
+            return bench_broker_tls(BrokerTlsArgs {
+                dir: a.dir,
+                fill: a.fill,
+                partitions: a.partitions,
+                repeats: a.repeats,
+                run_ms: a.run_ms,
+                fetch_size: a.fetch_size,
+                producers: 4,
+                batch_size: 256 * 1024,
+                json: a.json,
+            });
+        }
+        other => bail!(
+            "--listener-security {other}: PLAINTEXT (the data paths) or SSL (TLS beside \
+             plaintext); SASL adds only the login to a connection's cost"
+        ),
+    }
     if let Some(saved) = &a.redraw {
         let text = std::fs::read_to_string(saved)
             .with_context(|| format!("reading {}", saved.display()))?;
