@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Request, StrBytes};
 
 use crate::error::io_error;
-use crate::security::{self, ClientSecurity};
+use crate::security::{self, ClientSecurity, SaslConfig};
 use crate::{ClientError, wire};
 
 /// A topic as Metadata describes it.
@@ -46,10 +46,29 @@ pub struct PartitionReplicas {
 }
 
 /// One connection to a broker.
+///
+/// Over SASL it keeps its session alive as Kafka's clients do (KIP-368):
+/// when the broker gives the session a lifetime, the client logs in again
+/// on the open connection (SaslHandshake, SaslAuthenticate) before the
+/// first request it sends after a random 85–95 % of that lifetime — and
+/// only when no response is outstanding, so re-authentication never comes
+/// between a request and its response.
 pub struct Client {
     stream: Stream,
     correlation: i32,
     client_id: StrBytes,
+    /// Requests written whose responses have not been read.
+    outstanding: usize,
+    /// The login to repeat and when, while the session has a lifetime.
+    reauth: Option<Reauth>,
+    /// Re-authentications done on this connection.
+    reauthentications: u64,
+}
+
+/// KIP-368: how this connection logged in, and when to log in again.
+struct Reauth {
+    sasl: SaslConfig,
+    due: Instant,
 }
 
 /// The bytes' way to the broker: a TCP stream, or a TLS session over one.
@@ -202,6 +221,9 @@ impl Client {
             stream,
             correlation: 0,
             client_id: StrBytes::from_static_str("sluice-cli"),
+            outstanding: 0,
+            reauth: None,
+            reauthentications: 0,
         }
     }
 
@@ -240,9 +262,50 @@ impl Client {
         };
         let mut client = Client::over(stream);
         if let Some(sasl) = &security.sasl {
-            security::authenticate(&mut client, sasl)?;
+            client.login(sasl.clone())?;
         }
         Ok(client)
+    }
+
+    /// Authenticates with SASL and, if the broker gave the session a
+    /// lifetime, remembers when to do it again (KIP-368). `reauth` is None
+    /// meanwhile, so the exchange's own requests do not re-enter here.
+    fn login(&mut self, sasl: SaslConfig) -> Result<(), ClientError> {
+        self.reauth = None;
+        let lifetime = security::authenticate(self, &sasl)?;
+        self.reauth = lifetime.map(|lifetime| Reauth {
+            sasl,
+            due: security::reauthentication_due(Instant::now(), lifetime),
+        });
+        Ok(())
+    }
+
+    /// Logs in again if the session is due for it and nothing is in flight.
+    fn reauthenticate_if_due(&mut self) -> Result<(), ClientError> {
+        let due = self
+            .reauth
+            .as_ref()
+            .is_some_and(|r| self.outstanding == 0 && Instant::now() >= r.due);
+        if !due {
+            return Ok(());
+        }
+        let Some(Reauth { sasl, .. }) = self.reauth.take() else {
+            return Ok(());
+        };
+        self.login(sasl).map_err(|e| match e {
+            ClientError::Refused { code, message } => ClientError::Refused {
+                code,
+                message: format!("re-authenticating (KIP-368): {message}"),
+            },
+            other => other,
+        })?;
+        self.reauthentications += 1;
+        Ok(())
+    }
+
+    /// How many times this connection has re-authenticated (KIP-368).
+    pub fn reauthentications(&self) -> u64 {
+        self.reauthentications
     }
 
     /// Whether the connection is wrapped in TLS.
@@ -260,7 +323,13 @@ impl Client {
     /// requests while another reads their responses (in order). The clone
     /// starts from the same correlation id as this handle. Not for a TLS
     /// connection: its session state cannot be shared by two handles.
-    pub fn try_clone(&self) -> Result<Client, ClientError> {
+    ///
+    /// A split connection does not re-authenticate (KIP-368): the writing
+    /// handle cannot know when the reading one has every response, nor read
+    /// the broker's SASL answers itself. Neither handle does, from here on;
+    /// with a session lifetime the broker closes the connection once it
+    /// has passed.
+    pub fn try_clone(&mut self) -> Result<Client, ClientError> {
         let Stream::Plain(stream) = &self.stream else {
             return Err(ClientError::tls(
                 "a TLS connection cannot be split into a reading and a writing handle \
@@ -268,27 +337,43 @@ impl Client {
                     .into(),
             ));
         };
+        let stream = Stream::Plain(stream.try_clone()?);
+        self.reauth = None;
         Ok(Client {
-            stream: Stream::Plain(stream.try_clone()?),
             correlation: self.correlation,
             client_id: self.client_id.clone(),
+            ..Client::over(stream)
         })
     }
 
-    /// Encodes and writes one request; returns its correlation id.
-    fn write_request<R: Request>(&mut self, version: i16, req: &R) -> Result<i32, ClientError> {
+    /// Encodes and writes one request, re-authenticating first if that is
+    /// due; returns its correlation id. `answered`: a response will come
+    /// (not so for Produce with acks=0).
+    fn write_request<R: Request>(
+        &mut self,
+        version: i16,
+        req: &R,
+        answered: bool,
+    ) -> Result<i32, ClientError> {
+        self.reauthenticate_if_due()?;
         self.correlation += 1;
         let frame =
             wire::encode_request(req, version, self.correlation, Some(self.client_id.clone()))?;
         self.stream.write_all(&frame).map_err(io_error)?;
         self.stream.flush().map_err(io_error)?;
+        if answered {
+            self.outstanding += 1;
+        }
         Ok(self.correlation)
     }
 
     /// Writes one request without waiting; returns its correlation id, to
-    /// read the response with [`Client::read_response`].
+    /// read the response with [`Client::read_response`]. The response
+    /// counts as outstanding until it is read (re-authentication waits for
+    /// that), so a Produce with acks=0, which gets none, goes by
+    /// [`send_produce`](Self::send_produce) instead.
     pub fn send<R: Request>(&mut self, version: i16, req: &R) -> Result<i32, ClientError> {
-        self.write_request(version, req)
+        self.write_request(version, req, true)
     }
 
     /// Whether the broker has started answering (bytes are waiting, or the
@@ -316,7 +401,7 @@ impl Client {
 
     /// Sends a request and decodes its response.
     pub fn call<R: Request>(&mut self, version: i16, req: &R) -> Result<R::Response, ClientError> {
-        let correlation = self.write_request(version, req)?;
+        let correlation = self.write_request(version, req, true)?;
         self.read_response::<R>(version, correlation)
     }
 
@@ -332,6 +417,7 @@ impl Client {
                 ClientError::Io(e) => io_error(e),
                 other => other,
             })?;
+        self.outstanding = self.outstanding.saturating_sub(1);
         wire::decode_response::<R>(frame, version, correlation)
     }
 
@@ -345,7 +431,7 @@ impl Client {
         acks: i16,
     ) -> Result<i32, ClientError> {
         let r = produce_request(topic, partition, records, acks);
-        self.write_request(9, &r)
+        self.write_request(9, &r, acks != 0)
     }
 
     /// The result of a Produce sent with [`Client::send_produce`].
@@ -580,6 +666,192 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::{SaslConfig, SaslMechanism, SecurityProtocol};
+    use bytes::BytesMut;
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateResponse, SaslHandshakeResponse,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use std::net::TcpListener;
+
+    /// What a scripted broker saw: each request's API and, for Produce,
+    /// its acks.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Seen {
+        Handshake,
+        Authenticate,
+        Produce(i16),
+    }
+
+    fn answer(
+        stream: &mut TcpStream,
+        key: ApiKey,
+        version: i16,
+        correlation: i32,
+        body: &impl Encodable,
+    ) {
+        let mut h = ResponseHeader::default();
+        h.correlation_id = correlation;
+        let mut buf = BytesMut::from(&[0u8; 4][..]);
+        h.encode(&mut buf, key.response_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        stream.write_all(&buf).unwrap();
+    }
+
+    /// A broker for one connection, following a script: SASL/PLAIN logins
+    /// succeed with a session of `lifetime_ms` (the `refuse_login`th one,
+    /// counting from 1, is refused), Produce is answered unless acks=0.
+    /// Returns what it saw once the client hangs up.
+    fn scripted_broker(
+        lifetime_ms: i64,
+        refuse_login: usize,
+    ) -> (String, std::thread::JoinHandle<Vec<Seen>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let (mut seen, mut logins, mut offset) = (Vec::new(), 0, 0);
+            while let Ok(mut frame) = wire::read_frame(&mut stream, 1 << 20) {
+                let key = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).unwrap();
+                let version = i16::from_be_bytes([frame[2], frame[3]]);
+                let header =
+                    RequestHeader::decode(&mut frame, key.request_header_version(version)).unwrap();
+                let correlation = header.correlation_id;
+                match key {
+                    ApiKey::SaslHandshake => {
+                        seen.push(Seen::Handshake);
+                        answer(
+                            &mut stream,
+                            key,
+                            version,
+                            correlation,
+                            &SaslHandshakeResponse::default(),
+                        );
+                    }
+                    ApiKey::SaslAuthenticate => {
+                        seen.push(Seen::Authenticate);
+                        logins += 1;
+                        let mut r = SaslAuthenticateResponse::default();
+                        if logins == refuse_login {
+                            r.error_code = crate::error::SASL_AUTHENTICATION_FAILED;
+                        } else {
+                            r.session_lifetime_ms = lifetime_ms;
+                        }
+                        answer(&mut stream, key, version, correlation, &r);
+                    }
+                    ApiKey::Produce => {
+                        let req = ProduceRequest::decode(&mut frame, version).unwrap();
+                        seen.push(Seen::Produce(req.acks));
+                        if req.acks != 0 {
+                            let mut p = PartitionProduceResponse::default();
+                            p.base_offset = offset;
+                            offset += 1;
+                            let mut t = TopicProduceResponse::default();
+                            t.partition_responses = vec![p];
+                            let mut r = kafka_protocol::messages::ProduceResponse::default();
+                            r.responses = vec![t];
+                            answer(&mut stream, key, version, correlation, &r);
+                        }
+                    }
+                    other => panic!("the script has no {other:?}"),
+                }
+            }
+            seen
+        });
+        (addr, handle)
+    }
+
+    fn sasl_plain() -> ClientSecurity {
+        ClientSecurity {
+            protocol: SecurityProtocol::SaslPlaintext,
+            sasl: Some(SaslConfig {
+                mechanism: SaslMechanism::Plain,
+                username: "alice".into(),
+                password: "pw".into(),
+            }),
+            ..ClientSecurity::plaintext()
+        }
+    }
+
+    #[test]
+    fn reauthentication_waits_for_outstanding_responses_and_comes_before_the_next_request() {
+        use Seen::{Authenticate as A, Handshake as H, Produce as P};
+        let (addr, broker) = scripted_broker(200, 0);
+        let mut c = Client::connect_secure(&addr, &sasl_plain()).unwrap();
+        let records = Bytes::from_static(b"r");
+        // Two in flight when the re-authentication falls due (at most
+        // 95 % of 200 ms): a third is pipelined behind them, not preceded
+        // by a login.
+        let a = c.send_produce("t", 0, records.clone(), 1).unwrap();
+        let b = c.send_produce("t", 0, records.clone(), 1).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        let d = c.send_produce("t", 0, records.clone(), 1).unwrap();
+        assert_eq!(c.reauthentications(), 0);
+        assert_eq!(
+            [a, b, d].map(|corr| c.produce_result(corr).unwrap()),
+            [0, 1, 2]
+        );
+        // Nothing outstanding: the next request logs in again first.
+        assert_eq!(c.produce("t", 0, records.clone(), 1).unwrap(), 3);
+        assert_eq!(c.reauthentications(), 1);
+        // acks=0 gets no response, so it leaves nothing outstanding: past
+        // the next deadline the login still comes first.
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(c.produce("t", 0, records.clone(), 0).unwrap(), -1);
+        assert_eq!(c.produce("t", 0, records, 0).unwrap(), -1);
+        assert_eq!(c.reauthentications(), 2);
+        drop(c);
+        assert_eq!(
+            broker.join().unwrap(),
+            [H, A, P(1), P(1), P(1), H, A, P(1), H, A, P(0), P(0)]
+        );
+    }
+
+    #[test]
+    fn no_lifetime_no_reauthentication_and_a_refused_one_is_an_error() {
+        use Seen::{Authenticate as A, Handshake as H, Produce as P};
+        // Lifetime 0: the session never expires.
+        let (addr, broker) = scripted_broker(0, 0);
+        let mut c = Client::connect_secure(&addr, &sasl_plain()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        c.produce("t", 0, Bytes::from_static(b"r"), 1).unwrap();
+        drop(c);
+        assert_eq!(broker.join().unwrap(), [H, A, P(1)]);
+
+        // The second login is refused: the request is not sent, and the
+        // error says what failed.
+        let (addr, broker) = scripted_broker(100, 2);
+        let mut c = Client::connect_secure(&addr, &sasl_plain()).unwrap();
+        std::thread::sleep(Duration::from_millis(120));
+        let err = c.produce("t", 0, Bytes::from_static(b"r"), 1).unwrap_err();
+        assert!(err.is_authentication_failure(), "{err:?}");
+        assert!(err.to_string().contains("re-authenticating"), "{err}");
+        drop(c);
+        assert_eq!(broker.join().unwrap(), [H, A, H, A]);
+    }
+
+    #[test]
+    fn reauthentication_falls_due_at_85_to_95_percent_of_the_lifetime() {
+        let start = Instant::now();
+        let lifetime = Duration::from_secs(100);
+        let dues: Vec<Duration> = (0..200)
+            .map(|_| security::reauthentication_due(start, lifetime) - start)
+            .collect();
+        assert!(
+            dues.iter()
+                .all(|d| (Duration::from_secs(85)..=Duration::from_secs(95)).contains(d)),
+            "{dues:?}"
+        );
+        // Spread out, not one point.
+        let (min, max) = (dues.iter().min().unwrap(), dues.iter().max().unwrap());
+        assert!(*max - *min > Duration::from_secs(5), "{min:?}..{max:?}");
+    }
 
     #[test]
     fn the_host_of_an_address_names_the_tls_server() {

@@ -241,7 +241,7 @@ fn per_request_in(dir: &std::path::Path, rounds: u64) -> Result<()> {
         PartitionProduceResponse, TopicProduceResponse,
     };
     use kafka_protocol::messages::{
-        FetchRequest, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+        ApiKey, FetchRequest, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
         RequestKind, ResponseKind, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
@@ -324,33 +324,38 @@ fn per_request_in(dir: &std::path::Path, rounds: u64) -> Result<()> {
         })
         .collect();
 
-    let round = |request: &RequestKind, response: &ResponseKind, check: bool| -> bool {
-        let (request, mut response) = (request.clone(), response.clone());
-        if !check {
-            return black_box((request, response)).1 != ResponseKind::Produce(Default::default());
-        }
-        match gate(&az, &state, 9, request) {
-            Gate::Serve(r, fixup) => {
-                black_box(r);
-                fixup.apply(&az, 9, &mut response);
-                black_box(response) != ResponseKind::Produce(Default::default())
+    let round =
+        |api: ApiKey, request: &RequestKind, response: &ResponseKind, check: bool| -> bool {
+            let (request, mut response) = (request.clone(), response.clone());
+            if !check {
+                return black_box((request, response)).1
+                    != ResponseKind::Produce(Default::default());
             }
-            Gate::Answer(_) | Gate::Silent => false,
-        }
-    };
+            match gate(&az, &state, api, 9, request) {
+                Gate::Serve(r, fixup) => {
+                    black_box(r);
+                    fixup.apply(&az, 9, &mut response);
+                    black_box(response) != ResponseKind::Produce(Default::default())
+                }
+                Gate::Answer(_) | Gate::Silent | Gate::Refuse(_) => false,
+            }
+        };
     let cases = [
         (
             "Produce, 1 topic",
+            ApiKey::Produce,
             RequestKind::Produce(produce),
             ResponseKind::Produce(produced),
         ),
         (
             "Fetch, 4 topics",
+            ApiKey::Fetch,
             RequestKind::Fetch(fetch),
             ResponseKind::Fetch(Default::default()),
         ),
         (
             "Metadata, every topic (100, half visible)",
+            ApiKey::Metadata,
             RequestKind::Metadata({
                 let mut r = MetadataRequest::default();
                 r.topics = None;
@@ -364,9 +369,9 @@ fn per_request_in(dir: &std::path::Path, rounds: u64) -> Result<()> {
         "authz::gate + Fixup::apply, ns on the CPU per request, 1000 ACLs ({rounds} rounds each)"
     );
     println!("{:<42}  {:>10}", "request", "ns");
-    for (what, request, response) in &cases {
-        let copies = time(rounds, || round(request, response, false));
-        let checked = time(rounds, || round(request, response, true));
+    for (what, api, request, response) in &cases {
+        let copies = time(rounds, || round(*api, request, response, false));
+        let checked = time(rounds, || round(*api, request, response, true));
         println!("{what:<42}  {:>10.1}", (checked - copies).max(0.0));
     }
     Ok(())

@@ -1,7 +1,9 @@
 //! Three brokers whose inter-broker traffic is SASL_SSL (issue 17): the
 //! followers fetch from leaders over TLS, authenticated with SCRAM-SHA-512
-//! as the `broker` user; acknowledged records survive the leader's SIGKILL;
-//! a broker given the wrong inter-broker password cannot replicate.
+//! as the `broker` user, re-authenticating on their open connections as
+//! sessions end (KIP-368, 2 s sessions); acknowledged records survive the
+//! leader's SIGKILL; a broker given the wrong inter-broker password cannot
+//! replicate.
 
 mod support;
 
@@ -44,6 +46,8 @@ fn three_brokers_replicate_over_sasl_ssl_and_keep_every_acknowledged_record() {
         key.as_str(),
         "--inter-broker-client-config",
         good.as_str(),
+        "--connections-max-reauth-ms",
+        "2000",
     ];
     let mut cluster = Cluster::with_inter_broker(3, &extra, Some("SASL_SSL"), |dir| {
         add_user(dir, "broker", "SCRAM-SHA-512", PASSWORD)
@@ -115,6 +119,36 @@ fn three_brokers_replicate_over_sasl_ssl_and_keep_every_acknowledged_record() {
     assert!(missing.is_empty(), "acknowledged records lost: {missing:?}");
     // The restarted broker catches up over SASL_SSL and rejoins the ISR.
     cluster.wait_isr("secure", 0, &[1, 2, 3], Duration::from_secs(60));
+
+    // Meanwhile the followers' connections outlived their 2 s sessions by
+    // re-authenticating: the current leader counted renewals, and no broker
+    // closed a connection for an expired session.
+    let leader = cluster
+        .partition_from(1, "secure", 0)
+        .expect("state")
+        .leader;
+    let renewed = wait_for(Duration::from_secs(10), || {
+        cluster
+            .metric(
+                leader,
+                "sluice_authentications_total{result=\"reauthenticated\"}",
+            )
+            .is_ok_and(|v| v.unwrap_or(0.0) >= 1.0)
+    });
+    assert!(
+        renewed,
+        "leader {leader}: no inter-broker re-authentication"
+    );
+    for node in cluster.nodes() {
+        let expired = cluster
+            .metric(node, "sluice_connections_closed_unauthenticated_total")
+            .expect("metrics")
+            .unwrap_or(0.0);
+        assert_eq!(
+            expired, 0.0,
+            "broker {node} closed connections for expired sessions"
+        );
+    }
 }
 
 #[test]

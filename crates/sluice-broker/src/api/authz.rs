@@ -5,7 +5,12 @@
 //! (`--authorizer acl`). Without one `dispatch` never calls in here and
 //! nothing changes.
 //!
-//! `dispatch` hands each decoded request to [`gate`] before it is served:
+//! `dispatch` hands each decoded request to [`gate`] before it is served.
+//! Every API has an explicit [`Rule`] ([`rule_for`]); an API without one is
+//! never served — the connection is closed — so an API added to the
+//! broker is refused until its rule is written (a test walks every API
+//! `versions::SUPPORTED` advertises and checks that each has a rule and an
+//! arm in [`gate`]). Then:
 //!
 //! - a request refused as a whole (JoinGroup without Read on its group,
 //!   a follower Fetch without ClusterAction, …) is [`Gate::Answer`]ed with
@@ -195,6 +200,96 @@ pub fn authorized_operations(c: &Checker, resource_type: Rt, name: &str) -> i32 
         .fold(0, |bits, op| bits | (1 << op.code()))
 }
 
+/// Kafka's authorization rule for an API: the documentation's "Operations
+/// and Resources on Protocols" table, as `KafkaApis` (and `ControllerApis`)
+/// apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Served to every principal: ApiVersions is part of the handshake,
+    /// before authentication, and SaslHandshake and SaslAuthenticate are
+    /// authentication itself (`handle` serves those two before `dispatch`).
+    Open,
+    /// [`gate`]'s arm for the API checks these operations on these
+    /// resources (some only for some requests: a follower's Fetch, a
+    /// transactional Produce, an auto-created topic) and refuses — or
+    /// leaves out of a listing — what the principal may not do.
+    Acl(&'static [(Op, Rt)]),
+}
+
+/// The rule for `api`; None: [`gate`] never serves it. Every API in
+/// `versions::SUPPORTED` has one.
+pub fn rule_for(api: ApiKey) -> Option<Rule> {
+    use ApiKey as K;
+    use Op::{
+        Alter, AlterConfigs, ClusterAction, Create, Delete, Describe, DescribeConfigs,
+        IdempotentWrite, Read, Write,
+    };
+    use Rt::{Cluster, Group, Topic, TransactionalId};
+    let acl: &'static [(Op, Rt)] = match api {
+        K::ApiVersions | K::SaslHandshake | K::SaslAuthenticate => return Some(Rule::Open),
+        // Idempotent batches need nothing more since KIP-679.
+        K::Produce => &[(Write, Topic), (Write, TransactionalId)],
+        K::Fetch => &[(Read, Topic), (ClusterAction, Cluster)],
+        K::ListOffsets => &[(Describe, Topic)],
+        K::OffsetForLeaderEpoch => &[(Describe, Topic), (ClusterAction, Cluster)],
+        K::Metadata => &[(Describe, Topic), (Create, Cluster), (Create, Topic)],
+        K::DescribeTopicPartitions => &[(Describe, Topic)],
+        K::CreateTopics => &[(Create, Cluster), (Create, Topic), (DescribeConfigs, Topic)],
+        K::DeleteTopics => &[(Delete, Cluster), (Delete, Topic), (Describe, Topic)],
+        K::CreatePartitions => &[(Alter, Topic)],
+        K::DeleteRecords => &[(Delete, Topic)],
+        K::DescribeConfigs => &[
+            (DescribeConfigs, Cluster),
+            (DescribeConfigs, Topic),
+            (DescribeConfigs, Group),
+        ],
+        K::AlterConfigs => &[(AlterConfigs, Cluster), (AlterConfigs, Topic)],
+        K::IncrementalAlterConfigs => &[
+            (AlterConfigs, Cluster),
+            (AlterConfigs, Topic),
+            (AlterConfigs, Group),
+        ],
+        K::FindCoordinator => &[(Describe, Group), (Describe, TransactionalId)],
+        K::JoinGroup | K::SyncGroup | K::Heartbeat | K::LeaveGroup => &[(Read, Group)],
+        K::OffsetCommit => &[(Read, Group), (Read, Topic)],
+        K::OffsetFetch => &[(Describe, Group), (Describe, Topic)],
+        K::OffsetDelete => &[(Delete, Group), (Read, Topic)],
+        K::DescribeGroups => &[(Describe, Group)],
+        K::ListGroups => &[(Describe, Cluster), (Describe, Group)],
+        K::DeleteGroups => &[(Delete, Group)],
+        // Write on any topic will do instead of IdempotentWrite (KIP-679).
+        K::InitProducerId => &[
+            (Write, TransactionalId),
+            (IdempotentWrite, Cluster),
+            (Write, Topic),
+        ],
+        // v4+ is inter-broker: ClusterAction.
+        K::AddPartitionsToTxn => &[
+            (Write, TransactionalId),
+            (Write, Topic),
+            (ClusterAction, Cluster),
+        ],
+        K::AddOffsetsToTxn => &[(Write, TransactionalId), (Read, Group)],
+        K::EndTxn => &[(Write, TransactionalId)],
+        K::TxnOffsetCommit => &[(Write, TransactionalId), (Read, Group), (Read, Topic)],
+        // Alter for an admin's abort (KIP-664), else ClusterAction.
+        K::WriteTxnMarkers => &[(Alter, Cluster), (ClusterAction, Cluster)],
+        K::DescribeTransactions | K::ListTransactions => &[(Describe, TransactionalId)],
+        K::DescribeProducers => &[(Read, Topic)],
+        // Describe only decides the authorized-operations field.
+        K::DescribeCluster => &[(Describe, Cluster)],
+        K::DescribeLogDirs | K::ListPartitionReassignments => &[(Describe, Cluster)],
+        K::ElectLeaders | K::AlterPartitionReassignments => &[(Alter, Cluster)],
+        K::DescribeClientQuotas => &[(DescribeConfigs, Cluster)],
+        K::AlterClientQuotas => &[(AlterConfigs, Cluster)],
+        K::DescribeAcls | K::DescribeUserScramCredentials => &[(Describe, Cluster)],
+        K::CreateAcls | K::DeleteAcls | K::AlterUserScramCredentials => &[(Alter, Cluster)],
+        // Everything else: not served, whatever the ACLs say.
+        _ => return None,
+    };
+    Some(Rule::Acl(acl))
+}
+
 /// What [`gate`] decided.
 pub enum Gate {
     /// Serve this (what is left of the request), then apply the fixup to
@@ -204,6 +299,8 @@ pub enum Gate {
     Answer(ResponseKind),
     /// Send nothing: an acks=0 Produce refused.
     Silent,
+    /// Close the connection, for the reason given: an API without a rule.
+    Refuse(String),
 }
 
 /// Items refused, to be put back into the answer at the position (in the
@@ -306,9 +403,20 @@ fn msg(s: &str) -> Option<StrBytes> {
     Some(str_bytes(s))
 }
 
-/// Decides what of `request` the principal may have served (see the
-/// module documentation). `version` is the request's.
-pub fn gate(az: &Authz, state: &BrokerState, version: i16, request: RequestKind) -> Gate {
+/// Decides what of `request` (of `api`, at `version`) the principal may
+/// have served, by the API's [`Rule`] (see the module documentation).
+pub fn gate(
+    az: &Authz,
+    state: &BrokerState,
+    api: ApiKey,
+    version: i16,
+    request: RequestKind,
+) -> Gate {
+    match rule_for(api) {
+        None => return Gate::Refuse(format!("{api:?} has no authorization rule: not served")),
+        Some(Rule::Open) => return Gate::Serve(request, Fixup::None),
+        Some(Rule::Acl(_)) => {}
+    }
     let c = az.checker();
     let serve = |r: RequestKind| Gate::Serve(r, Fixup::None);
     match request {
@@ -933,9 +1041,11 @@ pub fn gate(az: &Authz, state: &BrokerState, version: i16, request: RequestKind)
                 .collect();
             Gate::Answer(ResponseKind::AlterUserScramCredentials(out))
         }
-        // ApiVersions, and SaslHandshake/SaslAuthenticate (which `handle`
-        // serves before `dispatch`): open to everyone, as in Kafka.
-        other => serve(other),
+        // An API whose rule has no arm here is refused, never served
+        // unchecked (the test that walks every supported API finds it).
+        _ => Gate::Refuse(format!(
+            "{api:?} has an authorization rule but no check: not served"
+        )),
     }
 }
 

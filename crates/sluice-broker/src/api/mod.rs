@@ -79,6 +79,10 @@ pub enum ApiError {
     /// or after its session expired).
     #[error("{0}")]
     Unauthenticated(String),
+    /// Authorization has no rule for this API (`authz::rule_for`): it is
+    /// never served.
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 /// Who sent a request, as the group coordinator reports members.
@@ -172,7 +176,7 @@ pub async fn dispatch(
     let az = authz::Authz::new(state, &session.principal, session.peer.ip());
     let (request, mut fixup) = match &az {
         None => (request, authz::Fixup::None),
-        Some(az) => match authz::gate(az, state, version, request) {
+        Some(az) => match authz::gate(az, state, api, version, request) {
             authz::Gate::Serve(request, fixup) => (request, fixup),
             authz::Gate::Answer(response) => {
                 let mut response = response;
@@ -187,6 +191,7 @@ pub async fn dispatch(
                 return encode::response(api, version, correlation, &response).map(Reply::Respond);
             }
             authz::Gate::Silent => return Ok(Reply::NoResponse),
+            authz::Gate::Refuse(why) => return Err(ApiError::Unauthorized(why)),
         },
     };
     let response = match request {

@@ -20,7 +20,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Fixture, call_as, fixture, name, records};
-use crate::api::errors;
+use crate::api::authz::{self, Authz, Gate, Rule, rule_for};
+use crate::api::versions::SUPPORTED;
+use crate::api::{ApiError, ListenerInfo, Session, dispatch, errors};
 use crate::config::BrokerConfig;
 use crate::security::Principal;
 use crate::security::acl::{
@@ -811,4 +813,77 @@ async fn scram_credentials_need_alter_and_describe_on_the_cluster() {
     )
     .await;
     assert_eq!(described.error_code, 0);
+}
+
+/// A request of `api` as the decoder makes one from filler bytes, at the
+/// first version in `lo..=hi` where that decodes: a request of each kind
+/// without this file naming the kinds.
+fn filler_request(api: ApiKey, lo: i16, hi: i16) -> Option<(i16, RequestKind)> {
+    (lo..=hi).find_map(|version| {
+        [0u8, 1].into_iter().find_map(|fill| {
+            let mut bytes = Bytes::from(vec![fill; 4096]);
+            RequestKind::decode(api, &mut bytes, version)
+                .ok()
+                .map(|r| (version, r))
+        })
+    })
+}
+
+#[tokio::test]
+async fn every_advertised_api_has_an_explicit_rule_and_a_check_in_the_gate() {
+    let f = authz_on(false);
+    let alice = Principal::user("alice");
+    let az = Authz::new(&f.state, &alice, "127.0.0.1".parse().expect("ip")).expect("authorizer");
+    for &(api, lo, hi) in SUPPORTED {
+        // A rule, written down: an API added to SUPPORTED without one
+        // fails here (and is refused by the gate).
+        let rule = rule_for(api);
+        assert!(rule.is_some(), "{api:?} is advertised but has no rule");
+        if let Some(Rule::Acl(checks)) = rule {
+            assert!(
+                !checks.is_empty(),
+                "{api:?}: an ACL rule that checks nothing"
+            );
+            // Operations on resources, not the filters' wildcards.
+            for (op, rt) in checks {
+                assert!(
+                    !matches!(op, Op::Any | Op::All) && *rt != Rt::Any,
+                    "{api:?}: {op} on {rt} is not a check"
+                );
+            }
+        }
+        // And the gate has an arm that applies it: a request of the kind is
+        // decided (served, answered or silenced), not refused for want of one.
+        let (version, request) = filler_request(api, lo, hi)
+            .unwrap_or_else(|| panic!("no {api:?} request decodes from filler bytes"));
+        if let Gate::Refuse(why) = authz::gate(&az, &f.state, api, version, request) {
+            panic!("{api:?} v{version}: {why}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_api_without_a_rule_is_refused_even_to_a_super_user() {
+    let f = authz_on(true);
+    // Delegation tokens: a real Kafka API that Sluice does not serve.
+    let api = ApiKey::CreateDelegationToken;
+    assert!(SUPPORTED.iter().all(|(k, _, _)| *k != api));
+    assert_eq!(rule_for(api), None);
+    let (version, request) = filler_request(api, 0, 3).expect("decodes");
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    let mut session = Session::new(
+        std::sync::Arc::new(ListenerInfo {
+            name: "PLAINTEXT".into(),
+            protocol: crate::config::SecurityProtocol::Plaintext,
+        }),
+        "127.0.0.1:5555".parse().expect("addr"),
+        admin(),
+    );
+    match dispatch(&f.state, header, request, &mut session).await {
+        Err(ApiError::Unauthorized(why)) => assert!(why.contains("no authorization rule"), "{why}"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("{api:?} was served"),
+    }
 }
