@@ -25,9 +25,9 @@ use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    CreateAclsRequest, CreateTopicsRequest, DescribeLogDirsRequest, FetchRequest,
-    InitProducerIdRequest, JoinGroupRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    SaslAuthenticateRequest, SaslHandshakeRequest, TransactionalId,
+    CreateAclsRequest, CreateTopicsRequest, DescribeAclsRequest, DescribeLogDirsRequest,
+    FetchRequest, InitProducerIdRequest, JoinGroupRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use support::{Client, Server, fetch_req, name, produce_req, python};
@@ -560,23 +560,37 @@ fn a_cluster_replicates_only_while_the_inter_broker_principal_may_cluster_action
     // An ACL on the cluster resource (for someone else): from then on no
     // one is let in on it for want of ACLs (allow.everyone.if.no.acl.found).
     let close_cluster = |cluster: &Cluster| {
-        for n in cluster.nodes() {
-            // The ACLs are the cluster's (etcd); creating one through each
-            // broker (the same binding: no change after the first) means
-            // each has it when its own request returns.
-            let mut c = Client::connect(cluster.addr(n));
-            create_acls(
-                &mut c,
-                vec![acl(
-                    CLUSTER,
-                    LITERAL,
-                    "kafka-cluster",
-                    "User:ops",
-                    ALL,
-                    ALLOW,
-                )],
-            );
-        }
+        // The ACLs are the cluster's (etcd): created through broker 1, they
+        // reach every broker.
+        let mut c = Client::connect(cluster.addr(1));
+        create_acls(
+            &mut c,
+            vec![acl(
+                CLUSTER,
+                LITERAL,
+                "kafka-cluster",
+                "User:ops",
+                ALL,
+                ALLOW,
+            )],
+        );
+        // A broker has it once it describes it (to a super user) or
+        // refuses an anonymous Describe on the cluster (to anyone else).
+        let everywhere = wait_for(Duration::from_secs(10), || {
+            cluster.nodes().iter().all(|&n| {
+                let mut req = DescribeAclsRequest::default();
+                req.resource_type_filter = CLUSTER;
+                req.resource_name_filter = None;
+                req.pattern_type_filter = LITERAL;
+                req.principal_filter = None;
+                req.host_filter = None;
+                req.operation = 1; // ANY
+                req.permission_type = 1; // ANY
+                let r = Client::connect(cluster.addr(n)).call(3, &req);
+                r.error_code == 31 || r.resources.len() == 1
+            })
+        });
+        assert!(everywhere, "the cluster ACL did not reach every broker");
     };
 
     // Without the super user: replicated while nothing names the cluster,
