@@ -25,6 +25,9 @@
 //! - **etcd traffic**: etcd's own gRPC byte counters (received + sent, every
 //!   client) over a window with the cluster idle and a window under paced
 //!   produce load (RF 3, acks=all), and what that is per produced record.
+//! - **Security metadata**: a client quota set through each broker in turn
+//!   (AlterClientQuotas: written to etcd, answered once the broker's own
+//!   watch has it), and the time until the other two describe it.
 //! - **Group coordinator failover**: one group member built from raw
 //!   protocol requests (FindCoordinator, JoinGroup, SyncGroup) commits a
 //!   steadily increasing offset every 20 ms and heartbeats every second;
@@ -57,9 +60,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
+use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -69,8 +74,9 @@ use kafka_protocol::messages::offset_fetch_request::{
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, ElectLeadersRequest, FindCoordinatorRequest, GroupId,
-    HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    AlterClientQuotasRequest, BrokerId, CreateTopicsRequest, DescribeClientQuotasRequest,
+    ElectLeadersRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::records::Compression;
@@ -89,16 +95,18 @@ pub enum Section {
     Produce,
     Failover,
     Etcd,
+    Security,
     Groups,
     Shutdown,
 }
 
 impl Section {
     /// Every section, in the order they run.
-    pub const ALL: [Section; 5] = [
+    pub const ALL: [Section; 6] = [
         Section::Produce,
         Section::Failover,
         Section::Etcd,
+        Section::Security,
         Section::Groups,
         Section::Shutdown,
     ];
@@ -108,12 +116,13 @@ impl Section {
             Section::Produce => "produce",
             Section::Failover => "failover",
             Section::Etcd => "etcd",
+            Section::Security => "security",
             Section::Groups => "groups",
             Section::Shutdown => "shutdown",
         }
     }
 
-    /// `produce`, `failover`, `etcd`, `groups` or `shutdown`.
+    /// `produce`, `failover`, `etcd`, `security`, `groups` or `shutdown`.
     pub fn parse(s: &str) -> Result<Section, String> {
         Section::ALL
             .into_iter()
@@ -422,6 +431,26 @@ pub struct EtcdWindow {
     pub isr_expands: f64,
 }
 
+/// Security metadata shared through etcd: a client quota set through one
+/// broker (AlterClientQuotas, a new value each round, each broker in turn),
+/// then described by the other two until they show it. Credentials and
+/// ACLs take the same path (one key per line, the same watch).
+#[derive(Clone, Debug, Serialize)]
+pub struct SecurityPropagation {
+    pub rounds: usize,
+    /// AlterClientQuotas at the broker that took it: the etcd write and its
+    /// own watch bringing it back (answered only then), ms.
+    pub alter_ms: Stat,
+    pub alter_p99_ms: f64,
+    /// From that answer until another broker describes the new value, ms
+    /// (both other brokers of every round; the polling itself is one
+    /// loopback request, ~0.1 ms).
+    pub visible_ms: Stat,
+    pub visible_p99_ms: f64,
+    /// Rounds in which a broker did not show the value within 10 s.
+    pub missed: usize,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct EtcdTraffic {
     pub idle: EtcdWindow,
@@ -472,6 +501,7 @@ pub struct ClusterReport {
     pub failover: Vec<FailoverRound>,
     pub failover_summary: Option<FailoverSummary>,
     pub etcd: Option<EtcdTraffic>,
+    pub security: Option<SecurityPropagation>,
     pub groups: Vec<GroupRound>,
     pub groups_summary: Option<GroupSummary>,
     pub shutdown: Vec<ShutdownRound>,
@@ -2373,6 +2403,13 @@ fn run(s: &ClusterScenario, root: &Path) -> Result<ClusterReport, String> {
         None
     };
 
+    // 3b. Security metadata through etcd.
+    let security = if runs(Section::Security) {
+        Some(security_propagation(&c)?)
+    } else {
+        None
+    };
+
     // 4. Group coordinator failover.
     let mut groups = Vec::new();
     let mut groups_summary = None;
@@ -2480,6 +2517,7 @@ fn run(s: &ClusterScenario, root: &Path) -> Result<ClusterReport, String> {
         failover,
         failover_summary,
         etcd,
+        security,
         groups,
         groups_summary,
         shutdown,
@@ -2487,6 +2525,101 @@ fn run(s: &ClusterScenario, root: &Path) -> Result<ClusterReport, String> {
         log_findings,
         dir: root.display().to_string(),
         kept: s.keep,
+    })
+}
+
+const SECURITY_ROUNDS: usize = 60;
+const SECURITY_USER: &str = "bench-propagation";
+
+/// The producer byte rate broker `addr` describes for [`SECURITY_USER`].
+fn described_quota(c: &mut Client) -> Result<Option<f64>, ClientError> {
+    let mut component = ComponentData::default();
+    component.entity_type = StrBytes::from_static_str("user");
+    component.match_type = 0; // exact
+    component._match = Some(StrBytes::from_static_str(SECURITY_USER));
+    let mut req = DescribeClientQuotasRequest::default();
+    req.components = vec![component];
+    let r = c.call(1, &req)?;
+    Ok(r.entries
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|e| e.values.iter())
+        .find(|v| v.key.as_str() == "producer_byte_rate")
+        .map(|v| v.value))
+}
+
+/// 99th percentile (nearest rank) of `v`; NaN when empty.
+fn p99(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() * 99).div_ceil(100)).saturating_sub(1)]
+}
+
+fn security_propagation(c: &Cluster) -> Result<SecurityPropagation, String> {
+    eprintln!(
+        "security metadata: {SECURITY_ROUNDS} quota changes, each through one broker, seen by the others"
+    );
+    let mut clients: Vec<(i32, Client)> = c
+        .nodes
+        .iter()
+        .map(|n| connect(n.addr).map(|cl| (n.id, cl)).map_err(err))
+        .collect::<Result<_, _>>()?;
+    let (mut alter_ms, mut visible_ms, mut missed) = (Vec::new(), Vec::new(), 0);
+    for round in 0..SECURITY_ROUNDS {
+        let value = 1_000_000.0 + round as f64;
+        let writer = round % clients.len();
+        let mut entity = EntityData::default();
+        entity.entity_type = StrBytes::from_static_str("user");
+        entity.entity_name = Some(StrBytes::from_static_str(SECURITY_USER));
+        let mut op = OpData::default();
+        op.key = StrBytes::from_static_str("producer_byte_rate");
+        op.value = value;
+        let mut entry = EntryData::default();
+        entry.entity = vec![entity];
+        entry.ops = vec![op];
+        let mut req = AlterClientQuotasRequest::default();
+        req.entries = vec![entry];
+        let started = Instant::now();
+        let r = clients[writer].1.call(1, &req).map_err(err)?;
+        let answered = Instant::now();
+        if let Some(e) = r.entries.iter().find(|e| e.error_code != 0) {
+            return Err(format!(
+                "AlterClientQuotas at broker {}: {} {:?}",
+                clients[writer].0,
+                error_name(e.error_code),
+                e.error_message
+            ));
+        }
+        alter_ms.push((answered - started).as_secs_f64() * 1e3);
+        for (i, (_, client)) in clients.iter_mut().enumerate() {
+            let shown = described_quota(client).map_err(err)?;
+            if i == writer {
+                // Read-your-writes at the broker that answered.
+                if shown != Some(value) {
+                    return Err(format!("the broker that set {value} describes {shown:?}"));
+                }
+                continue;
+            }
+            let mut seen = shown == Some(value);
+            while !seen && answered.elapsed() < Duration::from_secs(10) {
+                seen = described_quota(client).map_err(err)? == Some(value);
+            }
+            if seen {
+                visible_ms.push(answered.elapsed().as_secs_f64() * 1e3);
+            } else {
+                missed += 1;
+            }
+        }
+    }
+    Ok(SecurityPropagation {
+        rounds: SECURITY_ROUNDS,
+        alter_p99_ms: p99(alter_ms.clone()),
+        alter_ms: Stat::of(alter_ms),
+        visible_p99_ms: p99(visible_ms.clone()),
+        visible_ms: Stat::of(visible_ms),
+        missed,
     })
 }
 
@@ -2551,6 +2684,23 @@ pub fn table(r: &ClusterReport) -> String {
     }
     if let Some(e) = &r.etcd {
         etcd_table(&mut out, e);
+    }
+    if let Some(p) = &r.security {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "\n3b. security metadata through etcd ({} quota changes, each broker in turn)\n\
+             AlterClientQuotas answered (etcd write + own watch): median {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
+             seen by the other brokers after the answer:          median {:.2} ms, p99 {:.2} ms, max {:.2} ms; missed {}",
+            p.rounds,
+            p.alter_ms.median,
+            p.alter_p99_ms,
+            p.alter_ms.max,
+            p.visible_ms.median,
+            p.visible_p99_ms,
+            p.visible_ms.max,
+            p.missed
+        );
     }
     if let Some(g) = &r.groups_summary {
         groups_table(&mut out, &r.groups, g);

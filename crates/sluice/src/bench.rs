@@ -141,13 +141,15 @@ pub struct ClusterArgs {
     group_kills: usize,
     /// The sections to run, comma-separated (they run in this order
     /// whatever the order given; a section not run is absent from the
-    /// report): produce, failover, etcd, groups (group coordinator
-    /// failover), shutdown (controlled shutdown time of each broker).
+    /// report): produce, failover, etcd, security (a quota set through
+    /// one broker, the time until the others show it), groups (group
+    /// coordinator failover), shutdown (controlled shutdown time of each
+    /// broker).
     #[arg(
         long,
         value_delimiter = ',',
         value_parser = sluice_bench::cluster::Section::parse,
-        default_value = "produce,failover,etcd,groups,shutdown"
+        default_value = "produce,failover,etcd,security,groups,shutdown"
     )]
     sections: Vec<sluice_bench::cluster::Section>,
     #[arg(long)]
