@@ -295,10 +295,34 @@ pub struct TlsFiles {
     pub client_auth: ClientAuth,
 }
 
+/// Whether TLS connections hand their keys to the kernel after the
+/// handshake (kTLS), so Fetch keeps sending from the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelTlsOffload {
+    /// Where the kernel has `CONFIG_TLS` (probed at start).
+    #[default]
+    Auto,
+    /// Always encrypt in user space (rustls).
+    Off,
+}
+
+impl std::str::FromStr for KernelTlsOffload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(KernelTlsOffload::Auto),
+            "off" => Ok(KernelTlsOffload::Off),
+            other => Err(format!("{other:?}: auto or off")),
+        }
+    }
+}
+
 /// Authentication and authorization settings.
 #[derive(Debug, Clone)]
 pub struct SecurityConfig {
     pub tls: Option<TlsFiles>,
+    /// `--tls-kernel-offload`.
+    pub tls_kernel_offload: KernelTlsOffload,
     /// SASL mechanisms offered (`sasl.enabled.mechanisms`).
     pub sasl_mechanisms: Vec<String>,
     /// An authenticated session lasts this long; a client re-authenticates
@@ -319,6 +343,7 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
             tls: None,
+            tls_kernel_offload: KernelTlsOffload::Auto,
             sasl_mechanisms: vec![
                 "PLAIN".into(),
                 "SCRAM-SHA-256".into(),
