@@ -38,12 +38,14 @@ impl Broker {
             config.data_path = sluice_io::DataPath::Sendfile;
         }
         let net = Arc::new(Net::new(&config).map_err(io::Error::other)?);
+        let offload = net.kernel_offload.load(Ordering::Relaxed);
         if net.tls.is_some() && !net.kernel_tls {
             tracing::info!(
+                offload_attempted = offload,
                 "kernel TLS (CONFIG_TLS) is not available: TLS listeners encrypt in user space \
                  and read Fetch records into memory first"
             );
-        } else if net.tls.is_some() && !net.kernel_offload.load(Ordering::Relaxed) {
+        } else if net.tls.is_some() && !offload {
             tracing::info!(
                 "kernel TLS is available but --tls-kernel-offload is off: TLS listeners \
                  encrypt in user space"

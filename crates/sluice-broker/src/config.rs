@@ -302,6 +302,10 @@ pub enum KernelTlsOffload {
     /// Where the kernel has `CONFIG_TLS` (probed at start).
     #[default]
     Auto,
+    /// On every TLS connection, whatever the probe says; where the kernel
+    /// lacks the ULP each connection falls back (counted). Puts real
+    /// clients through the hand-over on kernels without kTLS (tests).
+    On,
     /// Always encrypt in user space (rustls).
     Off,
 }
@@ -311,8 +315,9 @@ impl std::str::FromStr for KernelTlsOffload {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "auto" => Ok(KernelTlsOffload::Auto),
+            "on" => Ok(KernelTlsOffload::On),
             "off" => Ok(KernelTlsOffload::Off),
-            other => Err(format!("{other:?}: auto or off")),
+            other => Err(format!("{other:?}: auto, on or off")),
         }
     }
 }

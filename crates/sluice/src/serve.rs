@@ -86,7 +86,8 @@ pub struct ServeArgs {
     pub tls_client_auth: Option<String>,
     /// Kernel TLS: auto hands each TLS session's keys to the kernel after
     /// the handshake where it has CONFIG_TLS, so Fetch stays zero-copy
-    /// (sendfile); off always encrypts in user space.
+    /// (sendfile); on tries it even where the probe says no (each
+    /// connection falls back; for tests); off always encrypts in user space.
     #[arg(long, env = "SLUICE_TLS_KERNEL_OFFLOAD", default_value = "auto")]
     pub tls_kernel_offload: String,
     /// SASL mechanisms offered (sasl.enabled.mechanisms).

@@ -101,9 +101,9 @@ pub struct Net {
     pub tls_stats: TlsStats,
     /// Whether the kernel can take TLS records over (`CONFIG_TLS`).
     pub kernel_tls: bool,
-    /// Whether TLS connections try the kernel offload: `kernel_tls` and
-    /// `--tls-kernel-offload auto`; turned off for good if the kernel
-    /// refuses keys it said it could take.
+    /// Whether TLS connections try the kernel offload (`kernel_tls` under
+    /// `--tls-kernel-offload auto`, always under `on`); turned off for good
+    /// if the kernel takes the ULP but refuses a session's keys.
     pub kernel_offload: AtomicBool,
     /// Whether a fallback's reason has been logged (once per process).
     fallback_logged: AtomicBool,
@@ -116,7 +116,12 @@ impl Net {
         let limits = NetLimits::from_config(config);
         let needs_tls = config.listeners.iter().any(|l| l.protocol.tls());
         let kernel_tls = needs_tls && sluice_io::ktls::kernel_tls_available();
-        let offload = kernel_tls && config.security.tls_kernel_offload == KernelTlsOffload::Auto;
+        let offload = needs_tls
+            && match config.security.tls_kernel_offload {
+                KernelTlsOffload::Auto => kernel_tls,
+                KernelTlsOffload::On => true,
+                KernelTlsOffload::Off => false,
+            };
         let tls = match (&config.security.tls, needs_tls) {
             (Some(files), true) => Some(Tls::load(files, offload)?),
             (None, true) => {
