@@ -38,10 +38,22 @@ impl Broker {
             config.data_path = sluice_io::DataPath::Sendfile;
         }
         let net = Arc::new(Net::new(&config).map_err(io::Error::other)?);
+        let offload = net.kernel_offload.load(Ordering::Relaxed);
         if net.tls.is_some() && !net.kernel_tls {
             tracing::info!(
+                offload_attempted = offload,
                 "kernel TLS (CONFIG_TLS) is not available: TLS listeners encrypt in user space \
                  and read Fetch records into memory first"
+            );
+        } else if net.tls.is_some() && !offload {
+            tracing::info!(
+                "kernel TLS is available but --tls-kernel-offload is off: TLS listeners \
+                 encrypt in user space"
+            );
+        } else if net.tls.is_some() {
+            tracing::info!(
+                "kernel TLS offload on: TLS sessions hand their keys to the kernel after the \
+                 handshake and Fetch stays zero-copy"
             );
         }
         let state = Arc::new(BrokerState::open_with_listeners(config, endpoints)?);
@@ -272,6 +284,21 @@ impl Broker {
                 (
                     "{mode=\"user\"}".to_string(),
                     tls.user_space_bytes.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        page.family(
+            "sluice_tls_kernel_offload_total",
+            "TLS connections after the handshake: keys handed to the kernel (kernel), or kept in user space though the offload was tried (fallback).",
+            "counter",
+            &[
+                (
+                    "{outcome=\"kernel\"}".to_string(),
+                    tls.kernel_offloads.load(Ordering::Relaxed),
+                ),
+                (
+                    "{outcome=\"fallback\"}".to_string(),
+                    tls.kernel_offload_fallbacks.load(Ordering::Relaxed),
                 ),
             ],
         );

@@ -295,10 +295,39 @@ pub struct TlsFiles {
     pub client_auth: ClientAuth,
 }
 
+/// Whether TLS connections hand their keys to the kernel after the
+/// handshake (kTLS), so Fetch keeps sending from the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelTlsOffload {
+    /// Where the kernel has `CONFIG_TLS` (probed at start).
+    #[default]
+    Auto,
+    /// On every TLS connection, whatever the probe says; where the kernel
+    /// lacks the ULP each connection falls back (counted). Puts real
+    /// clients through the hand-over on kernels without kTLS (tests).
+    On,
+    /// Always encrypt in user space (rustls).
+    Off,
+}
+
+impl std::str::FromStr for KernelTlsOffload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(KernelTlsOffload::Auto),
+            "on" => Ok(KernelTlsOffload::On),
+            "off" => Ok(KernelTlsOffload::Off),
+            other => Err(format!("{other:?}: auto, on or off")),
+        }
+    }
+}
+
 /// Authentication and authorization settings.
 #[derive(Debug, Clone)]
 pub struct SecurityConfig {
     pub tls: Option<TlsFiles>,
+    /// `--tls-kernel-offload`.
+    pub tls_kernel_offload: KernelTlsOffload,
     /// SASL mechanisms offered (`sasl.enabled.mechanisms`).
     pub sasl_mechanisms: Vec<String>,
     /// An authenticated session lasts this long; a client re-authenticates
@@ -319,6 +348,7 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
             tls: None,
+            tls_kernel_offload: KernelTlsOffload::Auto,
             sasl_mechanisms: vec![
                 "PLAIN".into(),
                 "SCRAM-SHA-256".into(),

@@ -84,6 +84,12 @@ pub struct ServeArgs {
     /// Default: required when --tls-client-ca is given, else none.
     #[arg(long, env = "SLUICE_TLS_CLIENT_AUTH")]
     pub tls_client_auth: Option<String>,
+    /// Kernel TLS: auto hands each TLS session's keys to the kernel after
+    /// the handshake where it has CONFIG_TLS, so Fetch stays zero-copy
+    /// (sendfile); on tries it even where the probe says no (each
+    /// connection falls back; for tests); off always encrypts in user space.
+    #[arg(long, env = "SLUICE_TLS_KERNEL_OFFLOAD", default_value = "auto")]
+    pub tls_kernel_offload: String,
     /// SASL mechanisms offered (sasl.enabled.mechanisms).
     #[arg(
         long,
@@ -725,8 +731,13 @@ fn security_of(args: &ServeArgs) -> Result<SecurityConfig> {
             "--sasl-enabled-mechanisms: {m} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
         );
     }
+    let tls_kernel_offload = args
+        .tls_kernel_offload
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--tls-kernel-offload {e}"))?;
     Ok(SecurityConfig {
         tls,
+        tls_kernel_offload,
         sasl_mechanisms: args.sasl_enabled_mechanisms.clone(),
         max_reauth: (args.connections_max_reauth_ms > 0)
             .then(|| Duration::from_millis(args.connections_max_reauth_ms)),

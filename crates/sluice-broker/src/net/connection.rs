@@ -3,9 +3,11 @@
 //!
 //! Replies leave through one of two paths. On a plain socket (PLAINTEXT,
 //! SASL_PLAINTEXT) the `sluice_io::Sender` writes them, Fetch's records
-//! going file → socket without a copy into user space. Under user-space TLS
-//! the records must pass through the encryption, so file regions are read
-//! into a buffer and written through rustls.
+//! going file → socket without a copy into user space; so it does under
+//! kernel TLS, where the kernel took the session's keys after the handshake
+//! (`net/ktls.rs`) and encrypts what the sender writes. Under user-space
+//! TLS the records must pass through the encryption, so file regions are
+//! read into a buffer and written through rustls.
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -14,13 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use sluice_io::{Chunk, FileRegion, Message, Sender};
+use sluice_io::{Chunk, Counters, FileRegion, Message, Sender};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 use super::Net;
 use super::frame::read_frame;
+use super::ktls::{self, Cork, KernelTlsStream, Offloaded, TlsConn};
 use super::tls::principal_of;
 use crate::api::{self, ApiError, ListenerInfo, Part, Reply, Session};
 use crate::state::BrokerState;
@@ -63,9 +65,17 @@ enum Transport {
         sender: Box<Sender>,
     },
     Tls {
-        stream: Box<TlsStream<TcpStream>>,
+        stream: Box<TlsConn>,
         /// Reused for file regions on their way into rustls.
         staging: Vec<u8>,
+    },
+    /// TLS whose records the kernel seals and opens: written like Plain.
+    KernelTls {
+        stream: KernelTlsStream,
+        sender: Box<Sender>,
+        /// Records the kernel may still send under this key (an upper
+        /// bound is counted down per reply).
+        records_left: u64,
     },
 }
 
@@ -82,7 +92,11 @@ pub(super) async fn serve(
             return Err(Close::Handshake("no TLS configured".into()));
         };
         let acceptor = tls.acceptor();
-        let accepted = tokio::time::timeout(net.limits.frame_read_timeout, acceptor.accept(stream))
+        // Where the keys may go to the kernel, the handshake is read a
+        // record at a time so nothing after it is read by rustls.
+        let offload = net.kernel_offload.load(Ordering::Relaxed);
+        let handshake = acceptor.accept(Cork::new(stream, offload));
+        let accepted = tokio::time::timeout(net.limits.frame_read_timeout, handshake)
             .await
             .map_err(|_| {
                 Close::Handshake(format!(
@@ -108,13 +122,16 @@ pub(super) async fn serve(
             .and_then(|certs| certs.first())
             .and_then(principal_of);
         let session = Session::new(listener, peer, principal);
-        (
+        let stream = Box::new(stream);
+        let transport = if offload {
+            after_handshake(state, net, stream)?
+        } else {
             Transport::Tls {
-                stream: Box::new(stream),
+                stream,
                 staging: Vec::new(),
-            },
-            session,
-        )
+            }
+        };
+        (transport, session)
     } else {
         let sender = Sender::new(stream.as_fd(), state.config.data_path)
             .map_err(|e| Close::Io(e.to_string()))?;
@@ -128,6 +145,53 @@ pub(super) async fn serve(
     };
     tracing::debug!(%peer, principal = %session.principal, "connection opened");
     run(state, net, transport, session).await
+}
+
+/// Hands the session to the kernel, or keeps it in rustls with the reason
+/// counted.
+fn after_handshake(
+    state: &BrokerState,
+    net: &Net,
+    stream: Box<TlsConn>,
+) -> Result<Transport, Close> {
+    match ktls::offload(stream) {
+        Ok(Offloaded::Kernel {
+            stream,
+            records_left,
+        }) => {
+            let sender = Sender::new(stream.tcp().as_fd(), state.config.data_path)
+                .map_err(|e| Close::Io(e.to_string()))?;
+            net.tls_stats
+                .kernel_offloads
+                .fetch_add(1, Ordering::Relaxed);
+            Ok(Transport::KernelTls {
+                stream,
+                sender: Box::new(sender),
+                records_left,
+            })
+        }
+        Ok(Offloaded::UserSpace { stream, why }) => {
+            net.kernel_offload_fell_back(&why);
+            Ok(Transport::Tls {
+                stream,
+                staging: Vec::new(),
+            })
+        }
+        Err(why) => {
+            // The kernel has the ULP but refused these keys: later
+            // sessions would fare no better, and this one is gone.
+            if net.kernel_offload.swap(false, Ordering::Relaxed) {
+                tracing::warn!(
+                    "kernel TLS refused a session's keys ({why}); TLS connections \
+                     encrypt in user space from now on"
+                );
+            }
+            net.tls_stats
+                .kernel_offload_fallbacks
+                .fetch_add(1, Ordering::Relaxed);
+            Err(Close::Io(format!("kernel TLS offload failed: {why}")))
+        }
+    }
 }
 
 async fn run(
@@ -154,6 +218,7 @@ async fn run(
             Transport::Tls { stream, .. } => {
                 read_frame(net, stream.as_mut(), &mut buf, max).await?
             }
+            Transport::KernelTls { stream, .. } => read_frame(net, stream, &mut buf, max).await?,
         };
         let received = std::time::Instant::now();
         if session.expects_raw_token() {
@@ -203,23 +268,39 @@ async fn send_parts(
     }
     match transport {
         Transport::Plain { stream, sender } => {
-            let chunks: Vec<Chunk<'_>> = parts
-                .iter()
-                .map(|p| match p {
-                    Part::Bytes(b) => Chunk::Bytes(b),
-                    Part::File(r) => {
-                        Chunk::File(FileRegion::new(r.segment.file(), r.position, r.len))
-                    }
-                })
-                .collect();
-            let mut msg = Message::new(chunks);
-            let result = sender.send_async(&*stream, &mut msg).await;
-            state.stats.add(msg.counters(), record_bytes, encoded_bytes);
-            match result {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_peer_closed() => Err(Close::PeerGone),
-                Err(e) => Err(Close::Io(e.to_string())),
+            send_zero_copy(state, stream, sender, &parts, record_bytes, encoded_bytes)
+                .await
+                .map(|_| ())
+        }
+        Transport::KernelTls {
+            stream,
+            sender,
+            records_left,
+        } => {
+            let sent = send_zero_copy(
+                state,
+                stream.tcp(),
+                sender,
+                &parts,
+                record_bytes,
+                encoded_bytes,
+            )
+            .await?;
+            net.tls_stats
+                .kernel_bytes
+                .fetch_add(sent.bytes_sent, Ordering::Relaxed);
+            // A record ends at most once per syscall and holds at most
+            // 16 KiB: an upper bound on what the reply used of the key.
+            let records = sent.total_calls() + sent.bytes_sent / (16 << 10) + 1;
+            *records_left = records_left.saturating_sub(records);
+            if *records_left == 0 {
+                return Err(Close::Io(
+                    "kernel TLS: the key's record limit is near and the kernel cannot \
+                     update it; closing so the client reconnects"
+                        .into(),
+                ));
             }
+            Ok(())
         }
         Transport::Tls { stream, staging } => {
             let written = send_tls(stream, staging, &parts).await;
@@ -236,10 +317,37 @@ async fn send_parts(
     }
 }
 
+/// Writes a reply through the sender: byte runs gathered, file regions by
+/// the configured data path (sendfile by default).
+async fn send_zero_copy(
+    state: &BrokerState,
+    stream: &TcpStream,
+    sender: &mut Sender,
+    parts: &[Part],
+    record_bytes: u64,
+    encoded_bytes: u64,
+) -> Result<Counters, Close> {
+    let chunks: Vec<Chunk<'_>> = parts
+        .iter()
+        .map(|p| match p {
+            Part::Bytes(b) => Chunk::Bytes(b),
+            Part::File(r) => Chunk::File(FileRegion::new(r.segment.file(), r.position, r.len)),
+        })
+        .collect();
+    let mut msg = Message::new(chunks);
+    let result = sender.send_async(stream, &mut msg).await;
+    state.stats.add(msg.counters(), record_bytes, encoded_bytes);
+    match result {
+        Ok(counters) => Ok(counters),
+        Err(e) if e.is_peer_closed() => Err(Close::PeerGone),
+        Err(e) => Err(Close::Io(e.to_string())),
+    }
+}
+
 /// Bytes as they are; file regions read (from the page cache, where Fetch
 /// put them) into `staging` a slice at a time, then encrypted by rustls.
 async fn send_tls(
-    stream: &mut TlsStream<TcpStream>,
+    stream: &mut TlsConn,
     staging: &mut Vec<u8>,
     parts: &[Part],
 ) -> std::io::Result<()> {

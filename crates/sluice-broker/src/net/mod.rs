@@ -9,12 +9,13 @@
 
 mod connection;
 mod frame;
+mod ktls;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::api::ListenerInfo;
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, KernelTlsOffload};
 use crate::metrics::ConnectionCounts;
 use crate::state::BrokerState;
 use connection::Close;
@@ -43,6 +44,10 @@ pub struct TlsStats {
     pub user_space_bytes: AtomicU64,
     /// Response bytes the kernel encrypted (kTLS), sent zero-copy.
     pub kernel_bytes: AtomicU64,
+    /// Connections whose keys the kernel took after the handshake.
+    pub kernel_offloads: AtomicU64,
+    /// Connections the offload was tried on that stayed in user space.
+    pub kernel_offload_fallbacks: AtomicU64,
 }
 
 /// The limits `net` enforces, from the broker's configuration.
@@ -96,6 +101,12 @@ pub struct Net {
     pub tls_stats: TlsStats,
     /// Whether the kernel can take TLS records over (`CONFIG_TLS`).
     pub kernel_tls: bool,
+    /// Whether TLS connections try the kernel offload (`kernel_tls` under
+    /// `--tls-kernel-offload auto`, always under `on`); turned off for good
+    /// if the kernel takes the ULP but refuses a session's keys.
+    pub kernel_offload: AtomicBool,
+    /// Whether a fallback's reason has been logged (once per process).
+    fallback_logged: AtomicBool,
 }
 
 impl Net {
@@ -104,8 +115,15 @@ impl Net {
     pub fn new(config: &BrokerConfig) -> Result<Net, String> {
         let limits = NetLimits::from_config(config);
         let needs_tls = config.listeners.iter().any(|l| l.protocol.tls());
+        let kernel_tls = needs_tls && sluice_io::ktls::kernel_tls_available();
+        let offload = needs_tls
+            && match config.security.tls_kernel_offload {
+                KernelTlsOffload::Auto => kernel_tls,
+                KernelTlsOffload::On => true,
+                KernelTlsOffload::Off => false,
+            };
         let tls = match (&config.security.tls, needs_tls) {
-            (Some(files), true) => Some(Tls::load(files)?),
+            (Some(files), true) => Some(Tls::load(files, offload)?),
             (None, true) => {
                 return Err(
                     "an SSL or SASL_SSL listener needs --tls-cert and --tls-key".to_string()
@@ -120,8 +138,25 @@ impl Net {
             per_ip: Mutex::new(HashMap::new()),
             tls,
             tls_stats: TlsStats::default(),
-            kernel_tls: needs_tls && sluice_io::ktls::kernel_tls_available(),
+            kernel_tls,
+            kernel_offload: AtomicBool::new(offload),
+            fallback_logged: AtomicBool::new(false),
         })
+    }
+
+    /// Counts a connection the kernel offload was tried on but that stays
+    /// in user space; the first reason is logged (at debug: on a kernel
+    /// without the ULP every connection would say the same).
+    fn kernel_offload_fell_back(&self, why: &str) {
+        self.tls_stats
+            .kernel_offload_fallbacks
+            .fetch_add(1, Ordering::Relaxed);
+        if !self.fallback_logged.swap(true, Ordering::Relaxed) {
+            tracing::debug!(
+                "kernel TLS offload not taken, encrypting in user space: {why} \
+                 (logged once; sluice_tls_kernel_offload_total{{outcome=\"fallback\"}} counts them)"
+            );
+        }
     }
 
     /// Re-reads the TLS files (SIGHUP). New handshakes use them; open

@@ -3,8 +3,8 @@
 //! principal, and reloading the files on SIGHUP without dropping a
 //! connection (new handshakes use the new files; open ones keep theirs).
 //!
-//! Kernel TLS: after the handshake the session keys could be handed to the
-//! kernel (`TCP_ULP` "tls") so Fetch keeps using sendfile. Whether this
+//! Kernel TLS: after the handshake the session keys can be handed to the
+//! kernel (`net/ktls.rs`) so Fetch keeps using sendfile. Whether this
 //! kernel has it is probed once (`sluice_io::ktls`); where it does
 //! not (`CONFIG_TLS` unset, as on the machines this was built on) records
 //! are encrypted in user space and the file regions of a Fetch are read
@@ -26,21 +26,26 @@ use crate::security::Principal;
 /// The acceptor every TLS listener uses, swappable on SIGHUP.
 pub struct Tls {
     files: TlsFiles,
+    /// Sessions' keys may be taken out for the kernel (kTLS).
+    extractable: bool,
     acceptor: ArcSwap<TlsAcceptor>,
 }
 
 impl Tls {
-    pub fn load(files: &TlsFiles) -> Result<Tls, String> {
-        let config = server_config(files)?;
+    /// `extractable`: allow the kernel offload to take the session keys
+    /// (only asked for where it can happen).
+    pub fn load(files: &TlsFiles, extractable: bool) -> Result<Tls, String> {
+        let config = server_config(files, extractable)?;
         Ok(Tls {
             files: files.clone(),
+            extractable,
             acceptor: ArcSwap::from_pointee(TlsAcceptor::from(Arc::new(config))),
         })
     }
 
     /// Re-reads the PEM files; on any error the old ones stay in use.
     pub fn reload(&self) -> Result<(), String> {
-        let config = server_config(&self.files)?;
+        let config = server_config(&self.files, self.extractable)?;
         self.acceptor
             .store(Arc::new(TlsAcceptor::from(Arc::new(config))));
         Ok(())
@@ -61,7 +66,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
+fn server_config(files: &TlsFiles, extractable: bool) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
@@ -97,6 +102,7 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
         .map_err(|e| format!("{} and {}: {e}", files.cert.display(), files.key.display()))?;
     // Kafka clients speak the Kafka protocol straight after the handshake.
     config.alpn_protocols.clear();
+    config.enable_secret_extraction = extractable;
     Ok(config)
 }
 
