@@ -1237,6 +1237,22 @@ impl Partition {
     }
 }
 
+/// A partition no one holds any more writes nothing after it is gone: its
+/// seal threads (segment sync, recovery point, producer snapshot) finish
+/// first. Otherwise a late one could write the recovery point or snapshot
+/// of a dropped partition into a directory that by then holds another
+/// (a topic deleted and created again under the same name, or a test
+/// reopening a "crashed" one), which would trust segments it never
+/// checked.
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let app = self.appender.get_mut().unwrap_or_else(|e| e.into_inner());
+        for handle in app.syncing.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Producer state for a partition being opened: the snapshot, if there is an
 /// intact one the log still reaches, plus the batches appended after it; else
 /// every batch header in the log (and every marker's record).
