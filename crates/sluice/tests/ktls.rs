@@ -8,43 +8,10 @@
 
 mod support;
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-
-use support::pki::{Pki, add_user};
+use support::pki::{Pki, add_user, kcat_secured as kcat};
 use support::{Server, py};
 
 const PASSWORD: &str = "correct horse battery staple";
-
-fn kcat(broker: SocketAddr, settings: &[String], args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-    let mut cmd = Command::new("kcat");
-    // Debian's librdkafka (with OpenSSL), not the rdkafka crate's.
-    cmd.env_remove("LD_LIBRARY_PATH");
-    cmd.arg("-b").arg(broker.to_string());
-    for s in settings {
-        cmd.arg("-X").arg(s);
-    }
-    let mut child = cmd
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat is not installed: run scripts/test.sh, which installs it");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(data) = stdin {
-        input.write_all(data).expect("kcat stdin");
-    }
-    drop(input);
-    let out = child.wait_with_output().expect("kcat");
-    assert!(
-        out.status.success(),
-        "kcat {args:?} {settings:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 #[test]
 fn clients_cross_the_kernel_tls_hand_over_byte_exact_and_the_metrics_say_how() {

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_broker::security::scram::{Mechanism, ScramClient};
-use support::pki::{Pki, add_user};
+use support::pki::{Pki, add_user, kcat_secured as kcat};
 use support::{Client, Server, python};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -95,36 +95,6 @@ fn ways_in(pki: &Pki) -> Vec<(&'static str, Vec<String>)> {
         ("SASL_SSL", sasl("SASL_SSL", "SCRAM-SHA-256", "alice")),
         ("SASL_SSL", sasl("SASL_SSL", "SCRAM-SHA-512", "bob")),
     ]
-}
-
-fn kcat(broker: SocketAddr, settings: &[String], args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-    let mut cmd = Command::new("kcat");
-    // cargo points test processes' LD_LIBRARY_PATH at the rdkafka crate's
-    // own librdkafka, built without OpenSSL; kcat must load Debian's.
-    cmd.env_remove("LD_LIBRARY_PATH");
-    cmd.arg("-b").arg(broker.to_string());
-    for s in settings {
-        cmd.arg("-X").arg(s);
-    }
-    let mut child = cmd
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat is not installed: run scripts/test.sh, which installs it");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(data) = stdin {
-        input.write_all(data).expect("kcat stdin");
-    }
-    drop(input);
-    let out = child.wait_with_output().expect("kcat");
-    assert!(
-        out.status.success(),
-        "kcat {args:?} {settings:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 #[test]

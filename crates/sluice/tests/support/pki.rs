@@ -64,3 +64,40 @@ pub fn add_user(data: &Path, user: &str, mechanism: &str, password: &str) {
     writeln!(child.stdin.take().expect("stdin"), "{password}").expect("password");
     assert!(child.wait().expect("exit").success());
 }
+
+/// kcat against a secured listener: `settings` are librdkafka properties
+/// (`-X k=v`), `stdin` its input; panics with kcat's stderr if it fails.
+pub fn kcat_secured(
+    broker: std::net::SocketAddr,
+    settings: &[String],
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut cmd = Command::new("kcat");
+    // cargo points test processes' LD_LIBRARY_PATH at the rdkafka crate's
+    // own librdkafka; kcat must load Debian's (with OpenSSL).
+    cmd.env_remove("LD_LIBRARY_PATH");
+    cmd.arg("-b").arg(broker.to_string());
+    for s in settings {
+        cmd.arg("-X").arg(s);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is not installed: run scripts/test.sh, which installs it");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(data) = stdin {
+        input.write_all(data).expect("kcat stdin");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("kcat");
+    assert!(
+        out.status.success(),
+        "kcat {args:?} {settings:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
