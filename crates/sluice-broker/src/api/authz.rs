@@ -1323,6 +1323,40 @@ fn offset_commit(c: &Checker, mut r: OffsetCommitRequest) -> Gate {
     Gate::Serve(RequestKind::OffsetCommit(r), Fixup::OffsetCommit(refused))
 }
 
+/// OffsetFetch's answer for partitions refused with `code`: no offset.
+/// Both response layouts (one group, v0–7; groups, v8+) have the same
+/// partition fields under different type names.
+fn fetch_refused<P: Default + RefusedOffset>(partitions: &[i32], code: i16) -> Vec<P> {
+    partitions
+        .iter()
+        .map(|&p| {
+            let mut rp = P::default();
+            rp.refuse(p, code);
+            rp
+        })
+        .collect()
+}
+
+trait RefusedOffset {
+    fn refuse(&mut self, partition: i32, code: i16);
+}
+
+impl RefusedOffset for OffsetFetchResponsePartition {
+    fn refuse(&mut self, partition: i32, code: i16) {
+        self.partition_index = partition;
+        self.committed_offset = -1;
+        self.error_code = code;
+    }
+}
+
+impl RefusedOffset for OffsetFetchResponsePartitions {
+    fn refuse(&mut self, partition: i32, code: i16) {
+        self.partition_index = partition;
+        self.committed_offset = -1;
+        self.error_code = code;
+    }
+}
+
 /// OffsetFetch: Describe on each group; of its offsets, only those of
 /// topics the principal may Describe (named ones it may not are
 /// TOPIC_AUTHORIZATION_FAILED).
@@ -1348,17 +1382,8 @@ fn offset_fetch(c: &Checker, version: i16, mut r: OffsetFetchRequest) -> Gate {
                             (!describe_topic(&t.name)).then(|| {
                                 let mut rt = OffsetFetchResponseTopics::default();
                                 rt.name = t.name.clone();
-                                rt.partitions = t
-                                    .partition_indexes
-                                    .iter()
-                                    .map(|p| {
-                                        let mut rp = OffsetFetchResponsePartitions::default();
-                                        rp.partition_index = *p;
-                                        rp.committed_offset = -1;
-                                        rp.error_code = TOPIC_AUTHORIZATION_FAILED;
-                                        rp
-                                    })
-                                    .collect();
+                                rt.partitions =
+                                    fetch_refused(&t.partition_indexes, TOPIC_AUTHORIZATION_FAILED);
                                 rt
                             })
                         });
@@ -1387,17 +1412,7 @@ fn offset_fetch(c: &Checker, version: i16, mut r: OffsetFetchRequest) -> Gate {
                 .map(|t| {
                     let mut rt = OffsetFetchResponseTopic::default();
                     rt.name = t.name.clone();
-                    rt.partitions = t
-                        .partition_indexes
-                        .iter()
-                        .map(|p| {
-                            let mut rp = OffsetFetchResponsePartition::default();
-                            rp.partition_index = *p;
-                            rp.committed_offset = -1;
-                            rp.error_code = GROUP_AUTHORIZATION_FAILED;
-                            rp
-                        })
-                        .collect();
+                    rt.partitions = fetch_refused(&t.partition_indexes, GROUP_AUTHORIZATION_FAILED);
                     rt
                 })
                 .collect();
@@ -1411,17 +1426,7 @@ fn offset_fetch(c: &Checker, version: i16, mut r: OffsetFetchRequest) -> Gate {
                 (!describe_topic(&t.name)).then(|| {
                     let mut rt = OffsetFetchResponseTopic::default();
                     rt.name = t.name.clone();
-                    rt.partitions = t
-                        .partition_indexes
-                        .iter()
-                        .map(|p| {
-                            let mut rp = OffsetFetchResponsePartition::default();
-                            rp.partition_index = *p;
-                            rp.committed_offset = -1;
-                            rp.error_code = TOPIC_AUTHORIZATION_FAILED;
-                            rp
-                        })
-                        .collect();
+                    rt.partitions = fetch_refused(&t.partition_indexes, TOPIC_AUTHORIZATION_FAILED);
                     rt
                 })
             });

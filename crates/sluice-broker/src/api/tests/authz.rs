@@ -14,7 +14,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -561,6 +563,68 @@ async fn group_apis_need_read_describe_or_delete_on_the_group() {
         .map(|t| t.name.0.to_string())
         .collect();
     assert_eq!(topics, ["u"]);
+    // Named topics: the refused one answers its partitions with the error
+    // and no offset, in both layouts (groups, v8; one group, v2–7).
+    let named = |topic: &str| {
+        let mut t = OffsetFetchRequestTopics::default();
+        t.name = name(topic);
+        t.partition_indexes = vec![0, 1];
+        t
+    };
+    let mut g = OffsetFetchRequestGroup::default();
+    g.group_id = GroupId(s("g"));
+    g.topics = Some(vec![named("t"), named("u")]);
+    let mut of = OffsetFetchRequest::default();
+    of.groups.push(g);
+    let resp = call_as(&f, alice(), 8, of).await;
+    let got: Vec<(String, Vec<(i32, i64, i16)>)> = resp.groups[0]
+        .topics
+        .iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.committed_offset, p.error_code))
+                .collect();
+            (t.name.0.to_string(), parts)
+        })
+        .collect();
+    assert_eq!(
+        got[0],
+        (
+            "t".into(),
+            vec![(0, -1, TOPIC_DENIED), (1, -1, TOPIC_DENIED)]
+        )
+    );
+    assert_eq!((got[1].0.as_str(), got[1].1[0].2), ("u", 0));
+    let old = |group: &str| {
+        let mut t = OffsetFetchRequestTopic::default();
+        t.name = name("t");
+        t.partition_indexes = vec![0, 1];
+        let mut of = OffsetFetchRequest::default();
+        of.group_id = GroupId(s(group));
+        of.topics = Some(vec![t]);
+        of
+    };
+    let resp = call_as(&f, alice(), 7, old("g")).await;
+    let t = &resp.topics[0];
+    assert_eq!(
+        t.partitions
+            .iter()
+            .map(|p| (p.partition_index, p.committed_offset, p.error_code))
+            .collect::<Vec<_>>(),
+        [(0, -1, TOPIC_DENIED), (1, -1, TOPIC_DENIED)]
+    );
+    // v1 has no group error: a refused group's partitions carry it.
+    let resp = call_as(&f, alice(), 1, old("other")).await;
+    let t = &resp.topics[0];
+    assert_eq!(
+        t.partitions
+            .iter()
+            .map(|p| (p.partition_index, p.committed_offset, p.error_code))
+            .collect::<Vec<_>>(),
+        [(0, -1, GROUP_DENIED), (1, -1, GROUP_DENIED)]
+    );
     // ListGroups: the groups she may Describe (all with Describe on the
     // cluster); DescribeGroups refuses the others.
     call_as(&f, admin(), 8, {
