@@ -577,7 +577,8 @@ async fn group_apis_need_read_describe_or_delete_on_the_group() {
     let mut of = OffsetFetchRequest::default();
     of.groups.push(g);
     let resp = call_as(&f, alice(), 8, of).await;
-    let got: Vec<(String, Vec<(i32, i64, i16)>)> = resp.groups[0]
+    type Partitions = Vec<(i32, i64, i16)>;
+    let got: Vec<(String, Partitions)> = resp.groups[0]
         .topics
         .iter()
         .map(|t| {
