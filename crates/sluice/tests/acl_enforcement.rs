@@ -12,10 +12,8 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +28,7 @@ use kafka_protocol::messages::{
     ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
+use support::pki::add_user;
 use support::{Client, Server, fetch_req, name, produce_req, python};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -39,26 +38,6 @@ const TXN_DENIED: i16 = 53;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-fn add_user(data: &Path, user: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "user",
-            "add",
-            user,
-            "--mechanism",
-            "SCRAM-SHA-256",
-            "--password-stdin",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("sluice user add");
-    writeln!(child.stdin.take().expect("stdin"), "{PASSWORD}").expect("password");
-    assert!(child.wait().expect("exit").success());
 }
 
 /// A raw connection to a SASL_PLAINTEXT listener, authenticated as `user`
@@ -264,7 +243,7 @@ fn acls_decide_what_each_principal_may_do() {
     let temp = tempfile::tempdir().expect("tempdir");
     let data = temp.path().join("data");
     for user in ["alice", "bob", "admin"] {
-        add_user(&data, user);
+        add_user(&data, user, "SCRAM-SHA-256", PASSWORD);
     }
     let server = Server::start_in(
         &data,
