@@ -428,6 +428,29 @@ fn coordinator_kills_lose_no_committed_offset() {
         let l = log.lock().expect("log");
         acked.iter().all(|k| l.processed.contains_key(k))
     });
+    let ends: BTreeMap<i32, i64> = (0..PARTITIONS)
+        .map(|p| {
+            (
+                p,
+                acked
+                    .iter()
+                    .filter(|(q, _)| *q == p)
+                    .map(|(_, o)| o + 1)
+                    .max()
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    // The group commits its positions every 300 ms while it is stable; wait
+    // for commits at every end before the consumers leave. Stopping them
+    // earlier races their last commits against the rebalance the first one
+    // to leave starts: a member's commit with a generation that rebalance
+    // replaced is refused (ILLEGAL_GENERATION), as Kafka refuses it.
+    let all_committed = wait_for(Duration::from_secs(60), || {
+        let l = log.lock().expect("log");
+        ends.iter()
+            .all(|(p, end)| l.acked.get(p).copied().unwrap_or(0) >= *end)
+    });
     stop_consumers.store(true, Ordering::Relaxed);
     for c in consumers {
         c.join().expect("consumer");
@@ -453,19 +476,11 @@ fn coordinator_kills_lose_no_committed_offset() {
         &l.violations[..l.violations.len().min(5)]
     );
     // The final commits stand, at every partition's end.
-    let ends: BTreeMap<i32, i64> = (0..PARTITIONS)
-        .map(|p| {
-            (
-                p,
-                acked
-                    .iter()
-                    .filter(|(q, _)| *q == p)
-                    .map(|(_, o)| o + 1)
-                    .max()
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
+    assert!(
+        all_committed,
+        "the group's acknowledged commits {:?} never reached the ends {ends:?}",
+        l.acked
+    );
     let got = committed(&cluster, GROUP, TOPIC, PARTITIONS);
     for (p, acked_commit) in &l.acked {
         assert!(
@@ -725,6 +740,29 @@ fn a_rolling_restart_with_sigterm_under_a_producer_and_a_group_delivers_no_error
         let l = log.lock().expect("log");
         acked.iter().all(|k| l.processed.contains_key(k))
     });
+    let ends: BTreeMap<i32, i64> = (0..PARTITIONS)
+        .map(|p| {
+            (
+                p,
+                acked
+                    .iter()
+                    .filter(|(q, _)| *q == p)
+                    .map(|(_, o)| o + 1)
+                    .max()
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    // The group commits its positions every 300 ms while it is stable; wait
+    // for commits at every end before the consumers leave. Stopping them
+    // earlier races their last commits against the rebalance the first one
+    // to leave starts: a member's commit with a generation that rebalance
+    // replaced is refused (ILLEGAL_GENERATION), as Kafka refuses it.
+    let all_committed = wait_for(Duration::from_secs(60), || {
+        let l = log.lock().expect("log");
+        ends.iter()
+            .all(|(p, end)| l.acked.get(p).copied().unwrap_or(0) >= *end)
+    });
     stop_consumers.store(true, Ordering::Relaxed);
     for c in consumers {
         c.join().expect("consumer");
@@ -733,6 +771,11 @@ fn a_rolling_restart_with_sigterm_under_a_producer_and_a_group_delivers_no_error
     assert!(
         all_processed,
         "some acknowledged records were never consumed"
+    );
+    assert!(
+        all_committed,
+        "the group's acknowledged commits {:?} never reached the ends {ends:?}",
+        l.acked
     );
     // librdkafka tells the application of every broker connection that
     // closes under a request in flight (BrokerTransportFailure), whatever
