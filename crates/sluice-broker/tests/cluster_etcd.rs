@@ -820,3 +820,113 @@ async fn producer_ids_are_unique_across_brokers() {
     let other = start(&etcd, "/pids-other", 1).await;
     assert_eq!(other.next_producer_id().await.expect("id"), 0);
 }
+
+/// The lines under `<prefix>/security/`, and the bootstrap marker's value.
+async fn security_keys(etcd: &Etcd, prefix: &str) -> (usize, Option<String>) {
+    let mut client = etcd.client().await;
+    let lines = client
+        .get(
+            format!("{prefix}/security/"),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count");
+    let marker = client
+        .get(format!("{prefix}/security-bootstrapped"), None)
+        .await
+        .expect("marker");
+    (
+        lines.count() as usize,
+        marker
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+    )
+}
+
+/// A security import bigger than one etcd transaction is all-or-nothing:
+/// broker 1 dies halfway through importing 20,000 lines; broker 2, started
+/// meanwhile, waits for the claim to end with broker 1's lease, then
+/// replaces the partial import with its own lines; broker 3 finds the
+/// import done and imports nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_security_import_interrupted_by_a_crash_is_redone_whole() {
+    let etcd = Etcd::start().await;
+    let prefix = "/import";
+    let lines = |from: &str, n: usize| -> Vec<(String, String, String)> {
+        (0..n)
+            .map(|i| {
+                (
+                    "acls".to_string(),
+                    format!("{from}-{i}"),
+                    format!("line {i} from {from}"),
+                )
+            })
+            .collect()
+    };
+    let b1 = start(&etcd, prefix, 1).await;
+    let importing = {
+        let b1 = b1.clone();
+        let lines = lines("b1", 20_000);
+        tokio::spawn(async move { b1.bootstrap_security(lines).await })
+    };
+    // Broker 1 "crashes" once some of its lines are in, none of them made
+    // permanent: its task stops mid-import and its lease is not renewed.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (count, marker) = security_keys(&etcd, prefix).await;
+        if count > 0 {
+            assert_eq!(
+                marker.as_deref(),
+                Some("importing 1"),
+                "lines are in while broker 1 holds the claim"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker 1 never began importing");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    importing.abort();
+    let _ = importing.await;
+    drop(b1);
+    let (partial, _) = security_keys(&etcd, prefix).await;
+    assert!(
+        partial > 0 && partial < 20_000,
+        "broker 1 stopped mid-import ({partial} lines)"
+    );
+
+    let b2 = start(&etcd, prefix, 2).await;
+    let started = Instant::now();
+    let revision = b2
+        .bootstrap_security(lines("b2", 150))
+        .await
+        .expect("broker 2 imports");
+    assert!(revision.is_some(), "broker 2 took over the import");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "broker 2 waited for broker 1's claim to expire"
+    );
+    assert_eq!(
+        security_keys(&etcd, prefix).await,
+        (150, Some("2".to_string())),
+        "exactly broker 2's lines, and the import is permanent"
+    );
+    until("broker 2's lines in its view", WAIT, &[&b2], |s| {
+        s.security.get("acls").is_some_and(|acls| {
+            acls.len() == 150 && acls.get("b2-149").map(String::as_str) == Some("line 149 from b2")
+        })
+    })
+    .await;
+
+    let b3 = start(&etcd, prefix, 3).await;
+    assert_eq!(
+        b3.bootstrap_security(lines("b3", 5)).await.expect("b3"),
+        None,
+        "the cluster's metadata was imported already"
+    );
+    assert_eq!(security_keys(&etcd, prefix).await.0, 150);
+}

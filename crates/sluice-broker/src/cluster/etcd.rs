@@ -157,8 +157,16 @@ impl Keys {
         )
     }
 
-    /// Present once some broker has imported its files into a new
-    /// cluster's security metadata; no broker imports after that.
+    /// The prefix of every line of shared security metadata (with the
+    /// trailing `/`, so it does not cover `security-bootstrapped`).
+    pub(crate) fn security_all(&self) -> String {
+        format!("{}security/", self.root)
+    }
+
+    /// Present once some broker has begun importing its files into a new
+    /// cluster's security metadata: `importing <id>` under that broker's
+    /// lease while it imports, then `<id>` for good. No broker imports
+    /// after that.
     pub(crate) fn security_bootstrapped(&self) -> String {
         format!("{}security-bootstrapped", self.root)
     }

@@ -1035,47 +1035,119 @@ impl Cluster {
 
     /// Imports a broker's own security files into a new cluster (Kafka's
     /// `kafka-storage format --add-scram`: the first user must exist before
-    /// any broker serves). Only the first broker ever to call this imports:
-    /// the `security-bootstrapped` marker goes in with the first lines, so a
-    /// broker restarted later with an old file cannot bring back a user or
-    /// ACL deleted since. `lines` are (store, identity, line). The revision
-    /// written, or None if the cluster had been bootstrapped already.
+    /// any broker serves). Only the first broker ever to finish this
+    /// imports, so a broker restarted later with an old file cannot bring
+    /// back a user or ACL deleted since. `lines` are (store, identity,
+    /// line). The revision written, or None if another broker imported.
+    ///
+    /// An import larger than one etcd transaction is made all-or-nothing
+    /// by a claim: the marker first reads `importing <id>` under this
+    /// broker's lease (wiping whatever a crashed import left), then the
+    /// lines go in, then the marker is made permanent. A broker that dies
+    /// mid-import loses its lease and with it the claim, and the next
+    /// broker to start imports from scratch. Brokers finding a claim wait
+    /// for it to end, so none serves a partial import.
     pub async fn bootstrap_security(
         &self,
         lines: Vec<(String, String, String)>,
     ) -> Result<Option<i64>, ClusterError> {
-        let keys = &self.shared.etcd.keys;
-        let marker = keys.security_bootstrapped();
-        let mut ops: Vec<TxnOp> = lines
-            .iter()
-            .map(|(store, identity, line)| {
-                TxnOp::put(keys.security(store, identity), line.clone(), None)
-            })
-            .collect();
-        let rest = ops.split_off(ops.len().min(SECURITY_TXN_OPS - 1));
-        ops.push(TxnOp::put(
-            marker.clone(),
-            self.shared.node_id.to_string(),
-            None,
-        ));
-        let bytes: usize = lines.iter().map(|(_, i, l)| i.len() + l.len() + 32).sum();
-        let txn = Txn::new()
-            .when(vec![Compare::create_revision(marker, CompareOp::Equal, 0)])
-            .and_then(ops);
-        let resp = self.shared.etcd.txn(txn, bytes).await?;
-        if !resp.succeeded() {
-            return Ok(None);
+        let etcd = &self.shared.etcd;
+        let marker = etcd.keys.security_bootstrapped();
+        let me = self.shared.node_id;
+        let claim = format!("importing {me}");
+        let mut waiting_logged = false;
+        loop {
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(
+                    marker.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![
+                    TxnOp::put(
+                        marker.clone(),
+                        claim.clone(),
+                        Some(etcd_client::PutOptions::new().with_lease(self.lease_id())),
+                    ),
+                    TxnOp::delete(
+                        etcd.keys.security_all(),
+                        Some(DeleteOptions::new().with_prefix()),
+                    ),
+                ])
+                .or_else(vec![TxnOp::get(marker.clone(), None)]);
+            let resp = etcd.txn(txn, marker.len() + claim.len()).await?;
+            if resp.succeeded() {
+                break;
+            }
+            let holder = resp
+                .op_responses()
+                .into_iter()
+                .find_map(|r| match r {
+                    TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            match String::from_utf8_lossy(&holder).strip_prefix("importing ") {
+                // Imported for good (or the claim vanished between the
+                // compare and the get: try again).
+                None if !holder.is_empty() => return Ok(None),
+                None => {}
+                Some(importer) => {
+                    if !waiting_logged {
+                        tracing::info!(
+                            "broker {importer} is importing its security files into the \
+                             cluster; waiting for it to finish"
+                        );
+                        waiting_logged = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
-        let mut revision = resp.header().map_or(0, |h| h.revision());
-        for chunk in rest.chunks(SECURITY_TXN_OPS) {
+        let mut revision =
+            self.write_security_lines(lines.iter().map(|(store, identity, line)| {
+                (etcd.keys.security(store, identity), line.clone())
+            }))
+            .await?;
+        // Permanent only if the claim is still this broker's: a lease lost
+        // mid-import let another broker start over.
+        let txn = Txn::new()
+            .when(vec![Compare::value(
+                marker.clone(),
+                CompareOp::Equal,
+                claim.clone(),
+            )])
+            .and_then(vec![TxnOp::put(marker.clone(), me.to_string(), None)]);
+        let resp = etcd.txn(txn, marker.len()).await?;
+        if !resp.succeeded() {
+            return Err(ClusterError::LeaseLost);
+        }
+        revision = resp.header().map_or(revision, |h| h.revision());
+        Ok(Some(revision))
+    }
+
+    /// Puts (key, value) pairs, [`SECURITY_TXN_OPS`] to a transaction; the
+    /// revision of the last.
+    async fn write_security_lines(
+        &self,
+        puts: impl Iterator<Item = (String, String)>,
+    ) -> Result<i64, ClusterError> {
+        let puts: Vec<(String, String)> = puts.collect();
+        let mut revision = 0;
+        for chunk in puts.chunks(SECURITY_TXN_OPS) {
+            let bytes = chunk.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None))
+                .collect();
             let resp = self
                 .shared
                 .etcd
-                .txn(Txn::new().and_then(chunk.to_vec()), bytes)
+                .txn(Txn::new().and_then(ops), bytes)
                 .await?;
             revision = resp.header().map_or(revision, |h| h.revision());
         }
-        Ok(Some(revision))
+        Ok(revision)
     }
 
     /// Kafka's AlterPartition: the leader asks the controller for a new
