@@ -197,6 +197,12 @@ impl BrokerState {
         let offsets = Arc::new(OffsetStore::new(offsets_partitions));
         if config.cluster.is_none() {
             migrate_legacy_offsets(&config.data_dir, &log, &offsets)?;
+            if crate::security::shared::clear_in_cluster_mark(&config.data_dir)? {
+                tracing::info!(
+                    "this data directory was a cluster broker's; running single-node, its own \
+                     SCRAM credentials, ACLs and client quotas files are used again"
+                );
+            }
         } else if config.data_dir.join(legacy_offsets::FILE).exists() {
             tracing::warn!(
                 "{} holds committed offsets of a single-node broker; a cluster \
@@ -277,6 +283,10 @@ impl BrokerState {
             },
         )
         .await?;
+        crate::security::shared::mark_in_cluster(
+            &self.config.data_dir,
+            &format!("{} under {}", cfg.endpoints.join(","), cfg.prefix),
+        )?;
         let replicas = Replicas::start(
             self.log.clone(),
             cluster.clone(),

@@ -168,6 +168,16 @@ fn over_protocol(client: &mut Client, broker: &str, command: UserCommand) -> Res
 fn in_data_dir(data_dir: &std::path::Path, command: UserCommand) -> Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    if let Some(mark) = sluice_broker::security::shared::in_cluster_mark(data_dir) {
+        // The broker reads these files no more: a change here would be lost
+        // silently, and a listing would show stale users.
+        bail!(
+            "{} belongs to a cluster broker, whose users are the cluster's, not this \
+             directory's: use -b HOST:PORT instead of --data-dir.\n{}",
+            data_dir.display(),
+            mark.trim_end()
+        );
+    }
     let store = CredentialStore::open(data_dir).context("reading the credential store")?;
     match command {
         UserCommand::Add {

@@ -301,6 +301,25 @@ fn credentials_acls_and_quotas_are_the_clusters_not_a_brokers() {
         !file.contains("alice"),
         "a cluster broker wrote its file: {file}"
     );
+    // Nor does `sluice user add --data-dir` change what the broker no
+    // longer reads: it refuses, and points at -b.
+    let mut refused = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["user", "add", "mallory", "--password-stdin", "--data-dir"])
+        .arg(cluster.data_dir(1))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice user add");
+    writeln!(refused.stdin.take().expect("stdin"), "{ALICE_PASSWORD}").expect("password");
+    let refused = refused.wait_with_output().expect("exit");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("-b HOST:PORT"),
+        "user add --data-dir on a cluster broker: {stderr}"
+    );
+    let file = std::fs::read_to_string(cluster.data_dir(1).join("scram-credentials"))
+        .expect("broker 1's credentials file");
+    assert!(!file.contains("mallory"), "{file}");
     assert!(cluster.stop(1), "broker 1 did not stop cleanly");
     cluster.start(1);
     assert_eq!(

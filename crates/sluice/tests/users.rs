@@ -2,8 +2,12 @@
 //! user is written before any broker runs, salted and hashed, and the
 //! stored credential authenticates its password and only that.
 
+mod support;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+use sluice_broker::security::shared::{in_cluster_mark, mark_in_cluster};
 
 use sluice_broker::security::credentials::{CredentialStore, FILE};
 use sluice_broker::security::scram::{
@@ -143,4 +147,34 @@ fn the_first_user_is_written_before_any_broker_and_holds_no_password() {
     assert!(!ok, "already gone");
     let (_, out) = sluice(&dir, &["list"], "");
     assert_eq!(out.trim(), "admin\tSCRAM-SHA-512\titerations=4096");
+}
+
+/// A cluster broker's users are the cluster's (etcd): `--data-dir` on its
+/// directory refuses to change a file the broker no longer reads, and
+/// works again once the directory is run single-node.
+#[test]
+fn a_cluster_brokers_directory_refuses_direct_changes_until_it_runs_single_node() {
+    let tmp = tempfile::tempdir().expect("dir");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // What a broker writes once it has joined a cluster.
+    mark_in_cluster(&dir, "http://127.0.0.1:2379 under /sluice").expect("mark");
+    let (ok, text) = sluice(&dir, &["add", "bob", "--password-stdin"], "pw-bob\n");
+    assert!(!ok && text.contains("-b HOST:PORT"), "{text}");
+    assert!(
+        text.contains("http://127.0.0.1:2379 under /sluice"),
+        "the refusal says where the users are: {text}"
+    );
+    assert!(!dir.join(FILE).exists(), "nothing was written");
+    {
+        let _single_node = support::Server::start_in(&dir, &[]);
+    }
+    assert_eq!(
+        in_cluster_mark(&dir),
+        None,
+        "a single-node broker uses its files again"
+    );
+    let (ok, text) = sluice(&dir, &["add", "bob", "--password-stdin"], "pw-bob\n");
+    assert!(ok, "{text}");
+    assert!(authenticates(&dir, "bob", Mechanism::Sha512, "pw-bob"));
 }

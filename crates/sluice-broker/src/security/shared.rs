@@ -17,6 +17,38 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use std::path::Path;
+
+/// Written into a cluster broker's data directory once its security
+/// metadata comes from etcd, so `sluice user add --data-dir` refuses to
+/// change files the broker no longer reads; removed when the broker runs
+/// single-node again (its files are used then).
+pub const IN_CLUSTER_FILE: &str = "security-in-cluster";
+
+/// Marks `dir` as a cluster broker's: `where_` says where the metadata is.
+pub fn mark_in_cluster(dir: &Path, where_: &str) -> io::Result<()> {
+    let text = format!(
+        "# This broker's SCRAM credentials, ACLs and client quotas live in the\n\
+         # cluster's etcd ({where_}), not in this directory's files.\n\
+         # Change them through a broker: sluice user add NAME -b HOST:PORT ...\n"
+    );
+    // Advisory only (it guards a CLI, not data): a plain write will do.
+    std::fs::write(dir.join(IN_CLUSTER_FILE), text)
+}
+
+/// Removes the mark (a broker running without a cluster); true if it was there.
+pub fn clear_in_cluster_mark(dir: &Path) -> io::Result<bool> {
+    match std::fs::remove_file(dir.join(IN_CLUSTER_FILE)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The mark's text if `dir` belongs to a cluster broker.
+pub fn in_cluster_mark(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(IN_CLUSTER_FILE)).ok()
+}
 
 /// Which store lines belong to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
