@@ -18,6 +18,8 @@ pub const SOL_TLS: libc::c_int = 282;
 pub const TLS_TX: libc::c_int = 1;
 /// `setsockopt(SOL_TLS, TLS_RX)`: the keys received records are opened with.
 pub const TLS_RX: libc::c_int = 2;
+/// The control message `sendmsg` gives a non-data record's type in.
+pub const TLS_SET_RECORD_TYPE: libc::c_int = 1;
 /// The control message `recvmsg` carries a non-data record's type in.
 pub const TLS_GET_RECORD_TYPE: libc::c_int = 2;
 
@@ -402,6 +404,51 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
     })
 }
 
+/// Sends a `close_notify` alert (RFC 8446 §6.1) on a kernel TLS socket:
+/// the two-byte alert payload as one record of type alert
+/// (`TLS_SET_RECORD_TYPE`), without blocking (`MSG_DONTWAIT`). The kernel
+/// seals it under the session's keys like any record. Returns the bytes
+/// of payload taken (2, or an error such as WouldBlock).
+pub fn send_close_notify(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    // Level warning (1), description close_notify (0).
+    let payload = [1u8, 0u8];
+    let mut control = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(1) } as _;
+    // SAFETY: `control` is 32 bytes, room for one cmsghdr with one data
+    // byte (CMSG_SPACE(1) is 24 on 64-bit Linux), aligned for cmsghdr as
+    // u64s are; CMSG_FIRSTHDR points at its start.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = SOL_TLS;
+        (*cmsg).cmsg_type = TLS_SET_RECORD_TYPE;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(1) as _;
+        *libc::CMSG_DATA(cmsg) = RECORD_ALERT;
+    }
+    // SAFETY: `msg` points at `iov` (over `payload`, only read) and at
+    // `control`, both alive for the call.
+    let n = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// What a connection does with a control record it read under kTLS: the
 /// peer's `close_notify` ends the stream cleanly (`None`); anything else —
 /// other alerts, and handshake messages (a TLS 1.3 KeyUpdate, which would
@@ -606,6 +653,24 @@ mod tests {
         let mut got = [0u8; 11];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"still plain");
+    }
+
+    /// Only the message's shape can be checked without `CONFIG_TLS`: a
+    /// plain TCP socket ignores the SOL_TLS control message and sends the
+    /// payload as it is, so the peer sees exactly the alert's two bytes.
+    #[test]
+    fn close_notify_is_the_two_byte_alert_in_one_message() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        assert_eq!(send_close_notify(server.as_fd()).unwrap(), 2);
+        drop(server);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, [1, 0], "warning, close_notify");
+        assert_eq!(control_record_error(RECORD_ALERT, &got), None);
     }
 
     #[test]

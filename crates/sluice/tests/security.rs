@@ -526,6 +526,61 @@ fn sessions_expire_and_clients_reauthenticate_on_the_open_connection() {
     );
 }
 
+/// How a TLS connection the broker closes ends, seen by Python's ssl with
+/// `suppress_ragged_eofs` off (a bare TCP close is then an error, as a
+/// possible truncation): "close_notify" or "truncated". `request` is sent
+/// after the handshake.
+fn tls_ending(pki: &Pki, addr: SocketAddr, request: &[u8]) -> String {
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+s = ctx.wrap_socket(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10),
+                    server_hostname="localhost", suppress_ragged_eofs=False)
+s.sendall(bytes.fromhex(sys.argv[4]))
+try:
+    while s.recv(4096):
+        pass
+    print("close_notify")
+except ssl.SSLEOFError as e:
+    print("truncated", e)
+"#;
+    let hex: String = request.iter().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(pki.path("ca.pem"))
+        .arg(hex)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The broker says it is closing a TLS connection (close_notify, RFC 8446
+/// §6.1) before it does, whatever the reason: a request before
+/// authentication on SASL_SSL, a malformed frame on SSL.
+#[test]
+fn the_broker_ends_the_tls_connections_it_closes_with_close_notify() {
+    let pki = Pki::new();
+    let (_temp, server) = secured_broker(&pki, &[]);
+    // Metadata v0, all topics: not allowed before SASL.
+    let metadata = [0, 0, 0, 14, 0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0, 0, 0, 0];
+    assert_eq!(
+        tls_ending(&pki, server.listener("SASL_SSL"), &metadata),
+        "close_notify"
+    );
+    // A frame too short to hold a request header.
+    assert_eq!(
+        tls_ending(&pki, server.listener("SSL"), &[0, 0, 0, 2, 0, 3]),
+        "close_notify"
+    );
+}
+
 /// The subject of the certificate a TLS listener presents now.
 fn served_subject(addr: SocketAddr) -> String {
     let out = Command::new("openssl")

@@ -87,7 +87,7 @@ pub(super) async fn serve(
     listener: Arc<ListenerInfo>,
 ) -> Result<(), Close> {
     let _ = stream.set_nodelay(true);
-    let (transport, session) = if listener.protocol.tls() {
+    let (mut transport, session) = if listener.protocol.tls() {
         let Some(tls) = &net.tls else {
             return Err(Close::Handshake("no TLS configured".into()));
         };
@@ -144,7 +144,35 @@ pub(super) async fn serve(
         )
     };
     tracing::debug!(%peer, principal = %session.principal, "connection opened");
-    run(state, net, transport, session).await
+    let closed = run(state, net, &mut transport, session).await;
+    if matches!(
+        closed,
+        Err(Close::Idle(_) | Close::Slow(_) | Close::Protocol(_) | Close::Unauthenticated(_))
+    ) {
+        close_notify(&mut transport).await;
+    }
+    closed
+}
+
+/// Before the broker closes a TLS connection it can still write to, it
+/// says so (`close_notify`, RFC 8446 §6.1), so the client sees an orderly
+/// end rather than a possible truncation. Best effort, and never waits
+/// long on a client that reads nothing.
+async fn close_notify(transport: &mut Transport) {
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+    match transport {
+        Transport::Plain { .. } => {}
+        Transport::Tls { stream, .. } => {
+            use tokio::io::AsyncWriteExt;
+            // Sends close_notify, flushes, then shuts the TCP write side.
+            let _ = tokio::time::timeout(WITHIN, stream.shutdown()).await;
+        }
+        Transport::KernelTls { stream, .. } => {
+            if let Err(e) = sluice_io::ktls::send_close_notify(stream.tcp().as_fd()) {
+                tracing::debug!("close_notify not sent under kernel TLS: {e}");
+            }
+        }
+    }
 }
 
 /// Hands the session to the kernel, or keeps it in rustls with the reason
@@ -197,7 +225,7 @@ fn after_handshake(
 async fn run(
     state: &Arc<BrokerState>,
     net: &Net,
-    mut transport: Transport,
+    transport: &mut Transport,
     mut session: Session,
 ) -> Result<(), Close> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -213,7 +241,7 @@ async fn run(
             unauthenticated_max
         };
         // The permit keeps the frame's bytes counted until it is answered.
-        let (frame, _room) = match &mut transport {
+        let (frame, _room) = match transport {
             Transport::Plain { stream, .. } => read_frame(net, stream, &mut buf, max).await?,
             Transport::Tls { stream, .. } => {
                 read_frame(net, stream.as_mut(), &mut buf, max).await?
@@ -224,19 +252,17 @@ async fn run(
         if session.expects_raw_token() {
             // After a v0 SaslHandshake: a bare token, answered bare.
             match api::sasl::raw_token(state, &mut session, &frame).await {
-                Ok(reply) => {
-                    send_parts(state, net, &mut transport, vec![Part::Bytes(reply)]).await?
-                }
+                Ok(reply) => send_parts(state, net, transport, vec![Part::Bytes(reply)]).await?,
                 Err(reason) => return Err(Close::Unauthenticated(reason)),
             }
             continue;
         }
         let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
         match api::handle(state, frame, &mut session).await {
-            Ok(Reply::Respond(parts)) => send_parts(state, net, &mut transport, parts).await?,
+            Ok(Reply::Respond(parts)) => send_parts(state, net, transport, parts).await?,
             Ok(Reply::NoResponse) => {}
             Ok(Reply::RespondThenClose(parts, reason)) => {
-                send_parts(state, net, &mut transport, parts).await?;
+                send_parts(state, net, transport, parts).await?;
                 return Err(Close::Unauthenticated(reason));
             }
             Err(ApiError::Unauthenticated(why)) => return Err(Close::Unauthenticated(why)),
