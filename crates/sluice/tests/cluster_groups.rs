@@ -268,6 +268,40 @@ fn spawn_consumer(
     })
 }
 
+/// Every partition's end (one past its highest acknowledged record), and
+/// whether the group's acknowledged commits reached them all within 60 s.
+///
+/// The group commits its positions every 300 ms while it is stable; the
+/// tests wait for commits at every end before the consumers leave.
+/// Stopping them earlier races their last commits against the rebalance
+/// the first one to leave starts: a member's commit with a generation that
+/// rebalance replaced is refused (ILLEGAL_GENERATION), as Kafka refuses it.
+fn wait_for_commits_at_the_ends(
+    log: &Mutex<GroupLog>,
+    acked: &BTreeSet<(i32, i64)>,
+    partitions: i32,
+) -> (BTreeMap<i32, i64>, bool) {
+    let ends: BTreeMap<i32, i64> = (0..partitions)
+        .map(|p| {
+            (
+                p,
+                acked
+                    .iter()
+                    .filter(|(q, _)| *q == p)
+                    .map(|(_, o)| o + 1)
+                    .max()
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    let all_committed = wait_for(Duration::from_secs(60), || {
+        let l = log.lock().expect("log");
+        ends.iter()
+            .all(|(p, end)| l.acked.get(p).copied().unwrap_or(0) >= *end)
+    });
+    (ends, all_committed)
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
     let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
@@ -428,29 +462,7 @@ fn coordinator_kills_lose_no_committed_offset() {
         let l = log.lock().expect("log");
         acked.iter().all(|k| l.processed.contains_key(k))
     });
-    let ends: BTreeMap<i32, i64> = (0..PARTITIONS)
-        .map(|p| {
-            (
-                p,
-                acked
-                    .iter()
-                    .filter(|(q, _)| *q == p)
-                    .map(|(_, o)| o + 1)
-                    .max()
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
-    // The group commits its positions every 300 ms while it is stable; wait
-    // for commits at every end before the consumers leave. Stopping them
-    // earlier races their last commits against the rebalance the first one
-    // to leave starts: a member's commit with a generation that rebalance
-    // replaced is refused (ILLEGAL_GENERATION), as Kafka refuses it.
-    let all_committed = wait_for(Duration::from_secs(60), || {
-        let l = log.lock().expect("log");
-        ends.iter()
-            .all(|(p, end)| l.acked.get(p).copied().unwrap_or(0) >= *end)
-    });
+    let (ends, all_committed) = wait_for_commits_at_the_ends(&log, &acked, PARTITIONS);
     stop_consumers.store(true, Ordering::Relaxed);
     for c in consumers {
         c.join().expect("consumer");
@@ -740,29 +752,7 @@ fn a_rolling_restart_with_sigterm_under_a_producer_and_a_group_delivers_no_error
         let l = log.lock().expect("log");
         acked.iter().all(|k| l.processed.contains_key(k))
     });
-    let ends: BTreeMap<i32, i64> = (0..PARTITIONS)
-        .map(|p| {
-            (
-                p,
-                acked
-                    .iter()
-                    .filter(|(q, _)| *q == p)
-                    .map(|(_, o)| o + 1)
-                    .max()
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
-    // The group commits its positions every 300 ms while it is stable; wait
-    // for commits at every end before the consumers leave. Stopping them
-    // earlier races their last commits against the rebalance the first one
-    // to leave starts: a member's commit with a generation that rebalance
-    // replaced is refused (ILLEGAL_GENERATION), as Kafka refuses it.
-    let all_committed = wait_for(Duration::from_secs(60), || {
-        let l = log.lock().expect("log");
-        ends.iter()
-            .all(|(p, end)| l.acked.get(p).copied().unwrap_or(0) >= *end)
-    });
+    let (ends, all_committed) = wait_for_commits_at_the_ends(&log, &acked, PARTITIONS);
     stop_consumers.store(true, Ordering::Relaxed);
     for c in consumers {
         c.join().expect("consumer");
