@@ -220,27 +220,46 @@ fn credentials_acls_and_quotas_are_the_clusters_not_a_brokers() {
     });
     assert!(visible, "broker 1 did not apply an ACL created on broker 3");
 
-    // Two brokers creating ACLs at the same moment lose neither.
-    let writers: Vec<_> = [1, 2]
+    // Three brokers creating ACLs and users at the same moment lose none:
+    // a change written through one broker while another's arrives by its
+    // watch must not undo the other's.
+    const EACH: usize = 15;
+    let writers: Vec<_> = cluster
+        .nodes()
         .into_iter()
         .map(|node| {
             let addr = sasl(&cluster, node);
             std::thread::spawn(move || {
                 let mut admin = login(addr, "admin", ADMIN_PASSWORD);
-                for i in 0..10 {
+                for i in 0..EACH {
                     create_acls(
                         &mut admin,
-                        vec![acl(&format!("t{node}-{i}"), "User:bob", 3)],
+                        vec![acl(&format!("t{node}-{i:02}"), "User:bob", 3)],
                     );
                 }
             })
         })
         .collect();
-    for w in writers {
-        w.join().expect("ACL writer");
+    let user_writers: Vec<_> = cluster
+        .nodes()
+        .into_iter()
+        .map(|node| {
+            let addr = sasl(&cluster, node);
+            let config = admin_config.clone();
+            std::thread::spawn(move || {
+                for i in 0..4 {
+                    user_cli(addr, &config, "add", &format!("u{node}-{i}"));
+                }
+            })
+        })
+        .collect();
+    for w in writers.into_iter().chain(user_writers) {
+        w.join().expect("ACL or user writer");
     }
-    let mut want: Vec<String> = (1..=2)
-        .flat_map(|n| (0..10).map(move |i| format!("t{n}-{i}")))
+    let mut want: Vec<String> = cluster
+        .nodes()
+        .into_iter()
+        .flat_map(|n| (0..EACH).map(move |i| format!("t{n}-{i:02}")))
         .chain(["shared".to_string()])
         .collect();
     want.sort();
@@ -252,6 +271,15 @@ fn credentials_acls_and_quotas_are_the_clusters_not_a_brokers() {
             "broker {node} holds the ACLs on {:?}",
             acl_names(&mut admin)
         );
+        for writer in cluster.nodes() {
+            for i in 0..4 {
+                let user = format!("u{writer}-{i}");
+                let known = wait_for(Duration::from_secs(10), || {
+                    try_login(sasl(&cluster, node), &user, ALICE_PASSWORD).is_ok()
+                });
+                assert!(known, "broker {node} does not let {user} in");
+            }
+        }
     }
 
     // A quota set through broker 1 is described by broker 3.

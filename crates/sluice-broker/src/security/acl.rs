@@ -674,7 +674,7 @@ impl AclStore {
             })
             .collect();
         if next.len() != old.bindings.len() {
-            self.commit(next)?;
+            self.commit(&old.bindings, next)?;
         }
         Ok(results)
     }
@@ -714,15 +714,18 @@ impl AclStore {
                 .filter(|b| !gone.contains(b))
                 .cloned()
                 .collect();
-            self.commit(next)?;
+            self.commit(&old.bindings, next)?;
         }
         Ok(results)
     }
 
-    /// Writes `bindings` (the writer lock held), then makes them current.
-    fn commit(&self, bindings: BTreeSet<AclBinding>) -> io::Result<()> {
+    /// Writes `bindings`, made from `old` (the writer lock held), then
+    /// makes them current. In a cluster only the difference from `old` is
+    /// written: the store may have installed another broker's change since
+    /// `old` was read, and diffing against that would delete it.
+    fn commit(&self, old: &BTreeSet<AclBinding>, bindings: BTreeSet<AclBinding>) -> io::Result<()> {
         if let Some(shared) = self.shared.get() {
-            let (puts, deletes) = diff(&self.lines(), &lines_of(&bindings));
+            let (puts, deletes) = diff(&lines_of(old), &lines_of(&bindings));
             return shared.write(Kind::Acls, puts, deletes);
         }
         if let Some(path) = &self.path {

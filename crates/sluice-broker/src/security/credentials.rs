@@ -150,28 +150,33 @@ impl CredentialStore {
             ));
         }
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = (*self.current()).clone();
+        let old = self.current();
+        let mut next = (*old).clone();
         next.insert((user.to_string(), mechanism), credential);
-        self.commit(next)
+        self.commit(&old, next)
     }
 
     /// Removes a user's credential for a mechanism; false if there was none.
     pub fn delete(&self, user: &str, mechanism: Mechanism) -> io::Result<bool> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let key = (user.to_string(), mechanism);
-        let mut next = (*self.current()).clone();
+        let old = self.current();
+        let mut next = (*old).clone();
         if next.remove(&key).is_none() {
             return Ok(false);
         }
-        self.commit(next)?;
+        self.commit(&old, next)?;
         Ok(true)
     }
 
-    /// Makes `next` the credentials (the writer lock held): through the
-    /// cluster, or the file and then memory.
-    fn commit(&self, next: Users) -> io::Result<()> {
+    /// Makes `next`, made from `old`, the credentials (the writer lock
+    /// held): through the cluster, or the file and then memory. In a
+    /// cluster only the difference from `old` is written: the store may
+    /// have installed another broker's change since `old` was read, and
+    /// diffing against that would delete it.
+    fn commit(&self, old: &Users, next: Users) -> io::Result<()> {
         if let Some(shared) = self.shared.get() {
-            let (puts, deletes) = diff(&self.lines(), &lines_of(&next));
+            let (puts, deletes) = diff(&lines_of(old), &lines_of(&next));
             return shared.write(Kind::Credentials, puts, deletes);
         }
         self.write(&next)?;
