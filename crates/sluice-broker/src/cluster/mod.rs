@@ -1022,15 +1022,7 @@ impl Cluster {
             let bytes = key.len();
             ops.push((TxnOp::delete(key, None), bytes));
         }
-        let mut revision = 0;
-        for chunk in ops.chunks(SECURITY_TXN_OPS) {
-            let bytes = chunk.iter().map(|(_, b)| b).sum();
-            let txn =
-                Txn::new().and_then(chunk.iter().map(|(op, _)| op.clone()).collect::<Vec<_>>());
-            let resp = self.shared.etcd.txn(txn, bytes).await?;
-            revision = resp.header().map_or(revision, |h| h.revision());
-        }
-        Ok(revision)
+        self.txn_in_chunks(ops).await
     }
 
     /// Imports a broker's own security files into a new cluster (Kafka's
@@ -1104,11 +1096,15 @@ impl Cluster {
                 }
             }
         }
-        let mut revision =
-            self.write_security_lines(lines.iter().map(|(store, identity, line)| {
-                (etcd.keys.security(store, identity), line.clone())
-            }))
-            .await?;
+        let puts = lines
+            .into_iter()
+            .map(|(store, identity, line)| {
+                let key = etcd.keys.security(&store, &identity);
+                let bytes = key.len() + line.len();
+                (TxnOp::put(key, line, None), bytes)
+            })
+            .collect();
+        let mut revision = self.txn_in_chunks(puts).await?;
         // Permanent only if the claim is still this broker's: a lease lost
         // mid-import let another broker start over.
         let txn = Txn::new()
@@ -1126,25 +1122,15 @@ impl Cluster {
         Ok(Some(revision))
     }
 
-    /// Puts (key, value) pairs, [`SECURITY_TXN_OPS`] to a transaction; the
-    /// revision of the last.
-    async fn write_security_lines(
-        &self,
-        puts: impl Iterator<Item = (String, String)>,
-    ) -> Result<i64, ClusterError> {
-        let puts: Vec<(String, String)> = puts.collect();
+    /// Runs `ops` (each with the bytes it sends), [`SECURITY_TXN_OPS`] to a
+    /// transaction; the revision of the last.
+    async fn txn_in_chunks(&self, ops: Vec<(TxnOp, usize)>) -> Result<i64, ClusterError> {
         let mut revision = 0;
-        for chunk in puts.chunks(SECURITY_TXN_OPS) {
-            let bytes = chunk.iter().map(|(k, v)| k.len() + v.len()).sum();
-            let ops: Vec<TxnOp> = chunk
-                .iter()
-                .map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None))
-                .collect();
-            let resp = self
-                .shared
-                .etcd
-                .txn(Txn::new().and_then(ops), bytes)
-                .await?;
+        for chunk in ops.chunks(SECURITY_TXN_OPS) {
+            let bytes = chunk.iter().map(|(_, b)| b).sum();
+            let txn =
+                Txn::new().and_then(chunk.iter().map(|(op, _)| op.clone()).collect::<Vec<_>>());
+            let resp = self.shared.etcd.txn(txn, bytes).await?;
             revision = resp.header().map_or(revision, |h| h.revision());
         }
         Ok(revision)
